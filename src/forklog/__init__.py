@@ -1,0 +1,27 @@
+"""forklog: the logging hub of pre-fork servers and process pools.
+
+One process (the gunicorn master, or a pool's parent) owns a :class:`Hub`:
+the queue and the only listener, which writes every sink. Every other
+process gets a queue handler onto it (:func:`init_worker`, or the hooks in
+:mod:`forklog.gunicorn`). Importing forklog has no side effects.
+"""
+
+from forklog.formatters import JSONFormatter, TextFormatter
+from forklog.master.hub import Hub, HubStats
+from forklog.settings import Settings
+from forklog.transport import Channel
+from forklog.worker.handler import ForkHandler, init_worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Channel",
+    "ForkHandler",
+    "Hub",
+    "HubStats",
+    "JSONFormatter",
+    "Settings",
+    "TextFormatter",
+    "__version__",
+    "init_worker",
+]

@@ -1,0 +1,228 @@
+"""gunicorn server hooks: the master owns the hub, workers get a queue handler.
+
+Use it in a gunicorn config file::
+
+    from forklog.gunicorn import *  # the hooks and logger_class
+
+``from forklog.gunicorn import *`` brings the hooks, with gunicorn's exact
+names and signatures, and the ``logger_class`` setting, nothing else. A
+config that has its own hooks calls forklog's from them::
+
+    import forklog.gunicorn
+
+    def post_fork(server, worker):
+        forklog.gunicorn.post_fork(server, worker)
+        ...  # your own code
+
+What runs where (``notes/gunicorn-internals.md`` has the hook order):
+
+* ``Logger`` (``logger_class``) is built by the arbiter in the master after
+  gunicorn has daemonized. It creates the one hub of this master, then
+  makes the hub's handler the only handler of ``gunicorn.error``,
+  ``gunicorn.access`` and the root logger, and does that again on every HUP
+  (gunicorn re-runs ``setup()`` then and would re-add its stderr handler,
+  H20). It owns USR1: the master reopens the hub's files; workers hold none.
+* ``on_starting`` starts the hub's threads; ``on_exit`` stops the hub after
+  every worker has been reaped, draining everything.
+* A forked child can log from its first line ("Booting worker" is logged
+  before ``post_fork``, H16): the handler it inherited writes to a pipe, and
+  an ``os.register_at_fork`` hook gives the child fresh counters. The
+  config module can be executed again on HUP: the hub lives in this module,
+  imported once, so there is one hub per master (H7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import threading
+import traceback
+from typing import Any, Callable, List, Optional, Sequence
+
+try:
+    from gunicorn import glogging
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    raise ImportError(
+        "forklog.gunicorn needs gunicorn: pip install 'forklog[gunicorn]'"
+    ) from exc
+
+from forklog.master.hub import Hub, Sink
+from forklog.settings import Settings
+from forklog.worker.handler import ForkHandler
+
+__all__ = [
+    "child_exit",
+    "logger_class",
+    "on_exit",
+    "on_starting",
+    "post_fork",
+    "worker_abort",
+    "worker_exit",
+]
+
+#: gunicorn's own loggers, routed through the hub in every process.
+GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What the config asked for; read when the master builds its hub."""
+
+    handlers: Optional[Callable[[], Sequence[Sink]]] = None
+    hub_options: dict = dataclasses.field(default_factory=dict)
+    access_log: bool = True
+    stop_timeout: float = 10.0
+
+
+# Module state on purpose: gunicorn executes the config file again on every
+# HUP, but this module is imported once per process, so the hub survives.
+_plan = _Plan()
+_hub: Optional[Hub] = None
+_handler: Optional[ForkHandler] = None
+_hub_lock = threading.Lock()
+
+
+def configure(
+    handlers: Optional[Callable[[], Sequence[Sink]]] = None,
+    *,
+    access_log: bool = True,
+    stop_timeout: float = 10.0,
+    **hub_options: Any,
+) -> None:
+    """Say how the master builds its hub. Safe to call on every config load.
+
+    ``handlers`` is a callable returning the sinks (handlers, or ``(name,
+    handler)`` pairs). It is called once, in the master, after gunicorn has
+    daemonized, so no file is opened by a process that is about to exit.
+    The default reads the ``FORKLOG_*`` variables (:class:`forklog.Settings`).
+    ``hub_options`` go to :class:`forklog.Hub`. A hub that is already
+    running keeps its sinks: changes take effect at the next start.
+    """
+    global _plan
+    _plan = _Plan(handlers=handlers, hub_options=dict(hub_options), access_log=access_log, stop_timeout=stop_timeout)
+
+
+def hub() -> Optional[Hub]:
+    """This master's hub, once gunicorn has set up its logging."""
+    return _hub
+
+
+def _default_handlers() -> Sequence[Sink]:
+    settings = Settings.from_env()
+    return settings.handlers()
+
+
+def _ensure_hub() -> Hub:
+    global _hub, _handler
+    with _hub_lock:
+        if _hub is None or _hub.owner_pid not in (None, os.getpid()):
+            factory = _plan.handlers or _default_handlers
+            options = dict(_plan.hub_options)
+            if _plan.handlers is None and "queue_size" not in options:
+                options["queue_size"] = Settings.from_env().queue_size
+            _hub = Hub(factory(), stop_timeout=_plan.stop_timeout, **options)
+            _handler = ForkHandler(_hub.queue)
+        return _hub
+
+
+def _install(handler: logging.Handler, level: int) -> None:
+    """Make ``handler`` the only handler of root and gunicorn's loggers.
+
+    The lists are changed in place, never replaced: UvicornWorker aliases
+    uvicorn's handler lists to gunicorn's, and follows along.
+    """
+    for name in ("",) + GUNICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            if old is not handler:
+                logger.removeHandler(old)
+        if handler not in logger.handlers:
+            logger.addHandler(handler)
+        if name:
+            logger.propagate = False  # the root logger has the same handler
+    root = logging.getLogger()
+    if root.level > level:
+        root.setLevel(level)
+
+
+def _reinstall() -> None:
+    hub_ = _ensure_hub()
+    assert _handler is not None
+    _install(_handler, hub_.queue.level)
+
+
+class Logger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's logger, with the hub's handler as its only handler."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        _reinstall()
+
+    def _set_handler(self, log: logging.Logger, output: Any, fmt: Any, stream: Any = None) -> None:
+        # gunicorn would open its own stderr/file handlers here; the hub's
+        # sinks replace them. Handlers of gunicorn's own making are dropped.
+        for handler in list(log.handlers):
+            if getattr(handler, "_gunicorn", False):
+                log.removeHandler(handler)
+
+    def _compute_access_log_enabled(self) -> bool:
+        # forklog turns the access log on by default (configure(access_log=False) to turn it off).
+        return _plan.access_log or bool(super()._compute_access_log_enabled())
+
+    def reopen_files(self) -> None:
+        # USR1. The master reopens the hub's files; a worker holds none of them.
+        super().reopen_files()
+        if _hub is not None and _hub.owner_pid == os.getpid():
+            _hub.reopen()
+
+
+logger_class = Logger
+
+
+def on_starting(server: Any) -> None:
+    """Master, once, after daemonizing: start the hub's threads."""
+    hub_ = _ensure_hub()
+    if hub_.owner_pid is None:
+        hub_.start()
+    _reinstall()
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Worker: the hub's handler is the only handler (it already was since the fork)."""
+    if _handler is not None and _hub is not None:
+        _install(_handler, _hub.queue.level)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Worker (normally): report drops not reported yet. In the master: nothing."""
+    if _hub is None or _hub.owner_pid == os.getpid():
+        return  # gunicorn also calls this in the master (kill_worker, ESRCH)
+    _hub.queue.flush(timeout=0.5)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Master: a worker is gone; the hub stops waiting for its unfinished records."""
+    if _hub is not None:
+        _hub.process_exited(worker.pid)
+
+
+def worker_abort(worker: Any) -> None:
+    """Worker, on timeout (SIGABRT): log every thread's stack before the SIGKILL."""
+    frames = sys._current_frames()
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    parts: List[str] = []
+    for ident, frame in frames.items():
+        parts.append(f"Thread {names.get(ident, ident)}:\n{''.join(traceback.format_stack(frame))}")
+    logging.getLogger("gunicorn.error").critical(
+        "worker %s timed out; stack of every thread:\n%s", os.getpid(), "\n".join(parts)
+    )
+    if _hub is not None:
+        _hub.queue.flush(timeout=0.2)
+
+
+def on_exit(server: Any) -> None:
+    """Master, after every worker is reaped: drain the hub, then close the sinks."""
+    if _hub is not None:
+        _hub.stop()

@@ -1,0 +1,375 @@
+"""The hub: the queue and the only listener, owned by one process.
+
+Runs in the gunicorn master or in the parent of a process pool. Lifecycle
+rules (DESIGN §1, STYLE "One owner"):
+
+* ``start()`` records the owner pid; a second ``start()`` raises.
+* ``stop()`` in any process other than the owner does nothing (H17: a
+  worker that inherited an ``atexit`` or runs ``worker_exit`` cannot stop
+  the master's listener); a second ``stop()`` is harmless.
+* ``stop(timeout)`` drains every record enqueued before it was called, joins
+  the threads, then flushes and closes the sinks, all within ``timeout``
+  (H3, H8), and says on stderr what it had to abandon.
+* Across ``fork()`` the listener is quiesced (it is between two writes), and
+  a child never flushes or closes a sink it inherited (H6).
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from forklog import transport
+from forklog.master.listener import Backlog, Counters, Listener, Receiver
+from forklog.master.report import Reporter
+
+__all__ = ["Hub", "HubStats"]
+
+#: How long a fork waits for the listener to finish the batch it is writing.
+FORK_QUIESCE_TIMEOUT = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class HubStats:
+    """A snapshot of the hub's counters (``Hub.stats()``)."""
+
+    #: Records taken out of the queue by the listener.
+    enqueued: int
+    #: Records each sink accepted (passed its level and filters), by sink name.
+    written: Dict[str, int]
+    #: Records the emitting processes dropped on a full queue, by level name.
+    dropped_by_level: Dict[str, int]
+    #: The same drops, by emitting pid.
+    dropped_by_process: Dict[int, int]
+    #: Errors raised by each sink (reported on stderr at a bounded rate).
+    sink_errors: Dict[str, int]
+    #: Records that arrived but could not be decoded.
+    bad_records: int
+    #: Large records whose writer stopped before its last fragment, by pid.
+    incomplete_by_process: Dict[int, int]
+    #: Bytes in the queue that were not forklog frames, skipped.
+    garbage_bytes: int
+    #: Records waiting between the pipe and the sinks.
+    queue_depth: int
+    #: Bytes waiting in the pipe itself.
+    pipe_bytes: int
+    #: Records left behind by ``stop()`` when its timeout ran out.
+    abandoned: int
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.dropped_by_level.values())
+
+
+Sink = Union[logging.Handler, Tuple[str, logging.Handler]]
+
+_live_hubs: "weakref.WeakSet[Hub]" = weakref.WeakSet()
+_fork_hooks_installed = False
+
+
+def _before_fork() -> None:
+    for hub in list(_live_hubs):
+        hub._quiesce()
+
+
+def _after_fork_in_parent() -> None:
+    for hub in list(_live_hubs):
+        hub._resume()
+
+
+def _after_fork_in_child() -> None:
+    for hub in list(_live_hubs):
+        hub._disown()
+
+
+def _install_fork_hooks() -> None:
+    global _fork_hooks_installed
+    if not _fork_hooks_installed:
+        os.register_at_fork(
+            before=_before_fork,
+            after_in_parent=_after_fork_in_parent,
+            after_in_child=_after_fork_in_child,
+        )
+        _fork_hooks_installed = True
+
+
+def _sink_names(sinks: Sequence[Sink]) -> List[Tuple[str, logging.Handler]]:
+    named: List[Tuple[str, logging.Handler]] = []
+    seen: Dict[str, int] = {}
+    for sink in sinks:
+        if isinstance(sink, tuple):
+            name, handler = sink
+        else:
+            handler = sink
+            name = handler.get_name() or type(handler).__name__.lower()
+        if not isinstance(handler, logging.Handler):
+            raise TypeError(f"forklog.Hub: a sink must be a logging.Handler, got {handler!r}")
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}-{seen[name]}"
+        else:
+            seen[name] = 1
+        named.append((name, handler))
+    return named
+
+
+class Hub:
+    """Owns the queue (``hub.queue``) and the only listener thread.
+
+    ``handlers`` are the sinks: any ``logging.Handler``, or ``(name,
+    handler)`` pairs to name them in :meth:`stats`. Each applies its own
+    level. Only the listener thread ever calls them.
+    """
+
+    def __init__(
+        self,
+        handlers: Sequence[Sink] = (),
+        *,
+        queue_size: int = 10_000,
+        keep_level: int = logging.ERROR,
+        keep_wait: float = 0.1,
+        max_record_bytes: int = 1 << 20,
+        max_backlog_bytes: int = 64 << 20,
+        pipe_size: int = 1 << 20,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        if queue_size < 1:
+            raise ValueError(f"forklog.Hub: queue_size={queue_size!r}: expected a positive integer")
+        if keep_wait < 0:
+            raise ValueError(f"forklog.Hub: keep_wait={keep_wait!r}: expected seconds >= 0")
+        if max_record_bytes < transport.PIPE_BUF:
+            raise ValueError(
+                f"forklog.Hub: max_record_bytes={max_record_bytes!r}: expected at least {transport.PIPE_BUF}"
+            )
+        self._sinks = _sink_names(handlers)
+        levels = [handler.level for _name, handler in self._sinks]
+        self.queue_size = queue_size
+        self.stop_timeout = stop_timeout
+        #: What every process puts records into; pass it to children.
+        self.queue = transport.Channel(
+            keep_level=keep_level,
+            keep_wait=keep_wait,
+            max_record_bytes=max_record_bytes,
+            level=min(levels) if levels else logging.NOTSET,
+            pipe_size=pipe_size,
+        )
+        self._max_backlog_bytes = max_backlog_bytes
+        self._owner: Optional[int] = None
+        self._state = "new"  # new -> running -> stopped
+        self._dispatch_lock = threading.Lock()
+        self._quiesced = False
+        self._reporter = Reporter()
+        self._counters = Counters([name for name, _h in self._sinks])
+        self._backlog = Backlog(queue_size, max_backlog_bytes)
+        self._receiver: Optional[Receiver] = None
+        self._listener: Optional[Listener] = None
+        self._stop_token = os.urandom(16)
+        self._lifecycle = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @property
+    def owner_pid(self) -> Optional[int]:
+        return self._owner
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running" and self._owner == os.getpid()
+
+    @property
+    def sinks(self) -> List[Tuple[str, logging.Handler]]:
+        return list(self._sinks)
+
+    def start(self) -> "Hub":
+        with self._lifecycle:
+            if self._state != "new":
+                raise RuntimeError(f"forklog.Hub.start(): the hub is already {self._state}")
+            if self.queue.read_fd is None:
+                raise RuntimeError("forklog.Hub.start(): this hub was created in another process")
+            self._owner = os.getpid()
+            for name, handler in self._sinks:
+                self._adopt(name, handler)
+            self._receiver = Receiver(
+                self.queue, self._backlog, self._counters, self._reporter, self._stop_token
+            )
+            self._listener = Listener(
+                self._backlog, self._sinks, self._counters, self._reporter, self._dispatch_lock
+            )
+            self._receiver.start()
+            self._listener.start()
+            self._state = "running"
+            _live_hubs.add(self)
+            _install_fork_hooks()
+            # A safety net for hosts that never call stop(): the owner drains at
+            # exit. The pid check makes the copy a forked child inherits inert (H17).
+            atexit.register(self._stop_at_exit)
+        return self
+
+    def _adopt(self, name: str, handler: logging.Handler) -> None:
+        # The hub, not logging.shutdown() or a dictConfig() elsewhere in the
+        # process, decides when a sink is flushed and closed (H6, H20).
+        _forget_handler(handler)
+        reporter = self._reporter
+        counters = self._counters
+
+        def handle_error(record: logging.LogRecord) -> None:
+            counters.sink_errors[name] += 1
+            exc = _current_exception()
+            reporter.report(f"sink:{name}", f"sink {name} failed to write a record: {exc!r}")
+
+        handler.handleError = handle_error  # type: ignore[method-assign]
+
+    def stop(self, timeout: Optional[float] = None) -> Optional[HubStats]:
+        """Drain, join, then flush and close the sinks, within ``timeout`` seconds.
+
+        Returns the final stats, or None when called in a process that does
+        not own the hub or when the hub is not running.
+        """
+        with self._lifecycle:
+            if self._owner != os.getpid() or self._state != "running":
+                return None
+            self._state = "stopped"
+        timeout = self.stop_timeout if timeout is None else timeout
+        deadline = time.monotonic() + max(0.0, timeout)
+        receiver, listener = self._receiver, self._listener
+        assert receiver is not None and listener is not None
+        # Everything written before this marker is ahead of it in the pipe.
+        marker_sent = self.queue.send_control(self._stop_token, max(0.0, deadline - time.monotonic()))
+        # Leave a little of the budget for flushing and closing the sinks.
+        drain_deadline = deadline - min(0.5, timeout * 0.1)
+        receiver.deadline = drain_deadline
+        listener.deadline = drain_deadline
+        if not marker_sent:
+            receiver.deadline = time.monotonic()
+        receiver.join(max(0.0, drain_deadline - time.monotonic()))
+        listener.join(max(0.0, drain_deadline - time.monotonic()) + 0.05)
+        abandoned = listener.abandoned + len(self._backlog)
+        if listener.is_alive():
+            self._reporter.write(
+                "forklog: stop() timed out while a sink was still writing; "
+                f"{len(self._backlog)} queued records abandoned, sinks left open"
+            )
+        else:
+            self._close_sinks(deadline)
+        self._counters.abandoned += abandoned
+        pipe_left = receiver.abandoned_bytes
+        incomplete = receiver.frames.pending_partial
+        if abandoned or pipe_left or incomplete or not marker_sent:
+            self._reporter.write(
+                f"forklog: stop() abandoned {abandoned} queued records, {pipe_left} unread bytes "
+                f"and {incomplete} incomplete large records (timeout {timeout:g}s)"
+            )
+        stats = self.stats()
+        _live_hubs.discard(self)
+        self.queue.close()
+        return stats
+
+    def _close_sinks(self, deadline: float) -> None:
+        for name, handler in self._sinks:
+            try:
+                handler.flush()
+                handler.close()
+            except Exception as exc:  # noqa: BLE001
+                self._reporter.write(f"forklog: closing sink {name} failed: {exc!r}")
+
+    def _stop_at_exit(self) -> None:
+        if self._owner == os.getpid():
+            self.stop()
+
+    def __enter__(self) -> "Hub":
+        if self._state == "new":
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- operations --------------------------------------------------------------
+
+    def handler(self) -> logging.Handler:
+        """A queue handler on this hub, for the owner's own loggers."""
+        from forklog.worker.handler import ForkHandler
+
+        return ForkHandler(self.queue)
+
+    def reopen(self) -> None:
+        """Reopen every file sink (after logrotate moved the files; USR1)."""
+        if self._owner != os.getpid():
+            return
+        acquired = self._dispatch_lock.acquire(timeout=FORK_QUIESCE_TIMEOUT)
+        try:
+            for name, handler in self._sinks:
+                if isinstance(handler, logging.FileHandler):
+                    try:
+                        handler.acquire()
+                        try:
+                            if handler.stream is not None:
+                                handler.stream.close()
+                            handler.stream = handler._open()
+                        finally:
+                            handler.release()
+                    except Exception as exc:  # noqa: BLE001
+                        self._reporter.report(f"reopen:{name}", f"could not reopen sink {name}: {exc!r}")
+        finally:
+            if acquired:
+                self._dispatch_lock.release()
+
+    def process_exited(self, pid: int) -> None:
+        """Told by the host (gunicorn ``child_exit``) that ``pid`` is gone."""
+
+    def stats(self) -> HubStats:
+        counters = self._counters
+        receiver = self._receiver
+        frames = receiver.frames if receiver is not None else None
+        read_fd = self.queue.read_fd
+        return HubStats(
+            enqueued=counters.received,
+            written=dict(counters.written),
+            dropped_by_level=dict(counters.dropped_by_level),
+            dropped_by_process=dict(counters.dropped_by_process),
+            sink_errors=dict(counters.sink_errors),
+            bad_records=counters.bad_records,
+            incomplete_by_process=dict(frames.abandoned_records) if frames else {},
+            garbage_bytes=frames.garbage_bytes if frames else 0,
+            queue_depth=len(self._backlog),
+            pipe_bytes=transport.pipe_backlog(read_fd) if read_fd is not None else 0,
+            abandoned=counters.abandoned,
+        )
+
+    # -- fork ------------------------------------------------------------------
+
+    def _quiesce(self) -> None:
+        if self.running:
+            self._quiesced = self._dispatch_lock.acquire(timeout=FORK_QUIESCE_TIMEOUT)
+
+    def _resume(self) -> None:
+        if self._quiesced:
+            self._quiesced = False
+            self._dispatch_lock.release()
+
+    def _disown(self) -> None:
+        """In a forked child: the sinks and threads belong to the parent."""
+        for _name, handler in self._sinks:
+            _forget_handler(handler)
+        self._dispatch_lock = threading.Lock()
+        self._lifecycle = threading.Lock()
+        self._quiesced = False
+
+
+def _forget_handler(handler: logging.Handler) -> None:
+    """Take ``handler`` out of logging's shutdown list so only the hub closes it."""
+    with logging._lock:  # type: ignore[attr-defined]
+        for ref in list(logging._handlerList):  # type: ignore[attr-defined]
+            if ref() is handler:
+                logging._handlerList.remove(ref)  # type: ignore[attr-defined]
+
+
+def _current_exception() -> Optional[BaseException]:
+    return sys.exc_info()[1]

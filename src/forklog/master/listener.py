@@ -1,0 +1,235 @@
+"""The master's two threads: the receiver drains the pipe, the listener writes.
+
+``receiver`` reads the pipe in large chunks, puts frames back together
+(:class:`~forklog.transport.FrameReader`) and appends whole records to the
+bounded :class:`Backlog`. When the backlog is full it stops reading, the
+pipe fills, and the writers' drop policy takes over: memory stays bounded
+by ``queue_size`` records (and ``max_backlog_bytes``) plus the pipe.
+
+``listener`` takes batches from the backlog, decodes them and hands each
+record to every sink whose level admits it (``respect_handler_level``). It
+survives anything a sink, a filter or a bad record throws: it counts it,
+reports it at a bounded rate and goes on (H3; the stdlib's ``_monitor``
+dies on the first unexpected exception).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import select
+import threading
+import time
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+from forklog import transport, wire
+from forklog.master.report import Reporter
+
+__all__ = ["Backlog", "Counters", "Listener", "Receiver"]
+
+Item = Tuple[int, int, bytes]  # pid, seq, payload
+
+
+class Backlog:
+    """A bounded FIFO of encoded records between the two threads."""
+
+    def __init__(self, max_records: int, max_bytes: int) -> None:
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self._items: Deque[Item] = collections.deque()
+        self._bytes = 0
+        self._cond = threading.Condition(threading.Lock())
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: Item, deadline: Optional[Callable[[], bool]] = None) -> bool:
+        """Append ``item``, waiting while full; False if ``deadline()`` says give up."""
+        size = len(item[2])
+        with self._cond:
+            while self._items and (
+                len(self._items) >= self.max_records or self._bytes + size > self.max_bytes
+            ):
+                if deadline is not None and deadline():
+                    return False
+                self._cond.wait(0.05)
+            self._items.append(item)
+            self._bytes += size
+            self._cond.notify_all()
+        return True
+
+    def get_batch(self, limit: int, timeout: float) -> List[Item]:
+        with self._cond:
+            if not self._items and not self.closed:
+                self._cond.wait(timeout)
+            batch = []
+            items = self._items
+            while items and len(batch) < limit:
+                item = items.popleft()
+                self._bytes -= len(item[2])
+                batch.append(item)
+            if batch:
+                self._cond.notify_all()
+            return batch
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def clear(self) -> int:
+        with self._cond:
+            count = len(self._items)
+            self._items.clear()
+            self._bytes = 0
+            self._cond.notify_all()
+            return count
+
+
+class Counters:
+    """What the hub has seen; written by the master's threads, read by ``stats()``."""
+
+    def __init__(self, sink_names: Sequence[str]) -> None:
+        self.received = 0
+        self.written: Dict[str, int] = {name: 0 for name in sink_names}
+        self.sink_errors: Dict[str, int] = {name: 0 for name in sink_names}
+        self.bad_records = 0
+        self.dropped_by_level: Dict[str, int] = {}
+        self.dropped_by_process: Dict[int, int] = {}
+        self.abandoned = 0
+
+    def add_drops(self, pid: int, counts: Dict[str, int]) -> None:
+        for level, count in counts.items():
+            self.dropped_by_level[level] = self.dropped_by_level.get(level, 0) + count
+            self.dropped_by_process[pid] = self.dropped_by_process.get(pid, 0) + count
+
+
+class Receiver(threading.Thread):
+    """Drains the pipe into the backlog until it reads the stop marker."""
+
+    def __init__(
+        self,
+        channel: transport.Channel,
+        backlog: Backlog,
+        counters: Counters,
+        reporter: Reporter,
+        stop_token: bytes,
+    ) -> None:
+        super().__init__(name="forklog-receiver", daemon=True)
+        assert channel.read_fd is not None
+        self._fd = channel.read_fd
+        self._backlog = backlog
+        self._counters = counters
+        self._reporter = reporter
+        self._stop_token = stop_token
+        self.frames = transport.FrameReader()
+        self.deadline: Optional[float] = None  # set by Hub.stop
+        self.abandoned_bytes = 0
+
+    def _past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def run(self) -> None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        last_expire = time.monotonic()
+        try:
+            while not self._past_deadline():
+                try:
+                    poller.poll(250)
+                    data = os.read(self._fd, 1 << 20)
+                except (BlockingIOError, InterruptedError):
+                    data = b""
+                now = time.monotonic()
+                if now - last_expire > 1.0:
+                    self.frames.expire(now)
+                    last_expire = now
+                if data and self._deliver(data):
+                    return
+            self.abandoned_bytes = transport.pipe_backlog(self._fd)
+        except BaseException as exc:  # noqa: BLE001 - report, never die silently
+            self._reporter.write(f"forklog: the receiver thread failed: {exc!r}")
+        finally:
+            self._backlog.close()
+
+    def _deliver(self, data: bytes) -> bool:
+        """Queue the records in ``data``; True once the stop marker is seen."""
+        frames = self.frames
+        before = (frames.garbage_bytes, frames.bad_frames)
+        for flags, pid, seq, payload in frames.feed(data):
+            if flags & transport.CONTROL:
+                if payload == self._stop_token:
+                    return True
+                continue
+            if not self._backlog.put((pid, seq, payload), self._past_deadline):
+                return False
+        if (frames.garbage_bytes, frames.bad_frames) != before:
+            self._reporter.report(
+                "garbage",
+                f"skipped {frames.garbage_bytes} bytes that were not forklog frames "
+                f"({frames.bad_frames} bad frames in all)",
+            )
+        return False
+
+
+class Listener(threading.Thread):
+    """Decodes records and hands them to the sinks. The single writer of every sink."""
+
+    BATCH = 256
+
+    def __init__(
+        self,
+        backlog: Backlog,
+        sinks: Sequence[Tuple[str, logging.Handler]],
+        counters: Counters,
+        reporter: Reporter,
+        dispatch_lock: threading.Lock,
+    ) -> None:
+        super().__init__(name="forklog-listener", daemon=True)
+        self._backlog = backlog
+        self._sinks = list(sinks)
+        self._counters = counters
+        self._reporter = reporter
+        self._dispatch_lock = dispatch_lock
+        self.deadline: Optional[float] = None  # set by Hub.stop
+        self.abandoned = 0
+
+    def run(self) -> None:
+        backlog = self._backlog
+        while True:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                self.abandoned = backlog.clear()
+                return
+            batch = backlog.get_batch(self.BATCH, 0.25)
+            if batch:
+                with self._dispatch_lock:
+                    for item in batch:
+                        self.dispatch(item)
+            elif backlog.closed and not len(backlog):
+                return
+
+    def dispatch(self, item: Item) -> None:
+        pid, _seq, payload = item
+        counters = self._counters
+        counters.received += 1
+        try:
+            record = wire.decode(payload, pid)
+        except Exception as exc:  # noqa: BLE001
+            counters.bad_records += 1
+            self._reporter.report("decode", f"skipped an undecodable record from pid {pid}: {exc}")
+            return
+        dropped = record.__dict__.get("forklog_dropped")
+        if dropped and record.name == "forklog" and isinstance(dropped, dict):
+            counters.add_drops(pid, {str(k): int(v) for k, v in dropped.items()})
+        levelno = record.levelno
+        for name, sink in self._sinks:
+            if levelno < sink.level:
+                continue
+            try:
+                if sink.handle(record):
+                    counters.written[name] += 1
+            except Exception as exc:  # noqa: BLE001 - a filter or a handle() that raised
+                counters.sink_errors[name] += 1
+                self._reporter.report(f"sink:{name}", f"sink {name} failed on a record: {exc!r}")

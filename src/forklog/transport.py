@@ -1,0 +1,432 @@
+"""The channel between every emitting process and the master: one pipe.
+
+Why a pipe and not ``multiprocessing.Queue`` (DESIGN H1, H2, H13, H18, H19):
+
+* **No lock, no helper thread.** A frame is at most ``PIPE_BUF`` (4096)
+  bytes and goes to the kernel with one ``write()``, which POSIX makes
+  atomic for pipes. Writers need no cross-process lock, so a process
+  SIGKILLed at any moment cannot wedge the others (``mp.Queue``'s shared
+  write lock can, gunicorn#1621), and there is no feeder thread to orphan by
+  a raw ``os.fork()`` or to deadlock under gevent. When the log call
+  returns, the record is in the kernel's hands.
+* **Never blocks the caller for long.** The write end is non-blocking.
+  When the pipe is full, a record below the *keep level* is dropped at once
+  and counted; one at or above it waits at most ``keep_wait`` seconds. The
+  counts go out as one WARNING summary record as soon as the pipe takes
+  records again (rsyslog's ``discardMark`` style, H4).
+* **Large records** are split into frames tagged with the writer's pid and
+  the record's sequence number, and put back together by the
+  :class:`FrameReader` in the master. Frames of different processes and
+  threads interleave freely.
+* **Every frame is checked**: a magic number, a length and a CRC32. The
+  reader skips and counts anything else, so garbage in the pipe cannot kill
+  or hang the listener.
+
+The master creates the channel (:class:`Channel`), keeps the read end, and
+hands the write end to children: by inheritance for ``os.fork()`` (gunicorn,
+the ``fork`` start method) and as a duplicated descriptor when a
+``multiprocessing`` child is being created (``spawn``, ``forkserver``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import logging
+import os
+import select
+import struct
+import termios
+import threading
+import time
+import weakref
+import zlib
+from multiprocessing import reduction
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from forklog import wire
+
+__all__ = ["Channel", "FrameReader", "PIPE_BUF"]
+
+PIPE_BUF = 4096
+_MAGIC = b"\xf0\x1c"
+# magic, flags, version, payload length, pid, record sequence, fragment index
+_HEAD = struct.Struct("<2sBBHIII")
+_CRC = struct.Struct("<I")
+HEADER_SIZE = _HEAD.size + _CRC.size
+MAX_PAYLOAD = PIPE_BUF - HEADER_SIZE
+_VERSION = 1
+
+FIRST = 0x01
+LAST = 0x02
+CONTROL = 0x04  # a message for the reader itself (the stop marker), not a record
+
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_poll = select.poll  # bound at import: gevent's monkey-patching removes select.poll
+
+
+def _frames(flags: int, pid: int, seq: int, payload: bytes) -> List[bytes]:
+    """Cut ``payload`` into frames of at most ``PIPE_BUF`` bytes."""
+    out = []
+    size = len(payload)
+    count = max(1, -(-size // MAX_PAYLOAD))
+    for index in range(count):
+        chunk = payload[index * MAX_PAYLOAD : (index + 1) * MAX_PAYLOAD]
+        bits = flags
+        if index == 0:
+            bits |= FIRST
+        if index == count - 1:
+            bits |= LAST
+        head = _HEAD.pack(_MAGIC, bits, _VERSION, len(chunk), pid, seq & 0xFFFFFFFF, index)
+        out.append(head + _CRC.pack(zlib.crc32(chunk, zlib.crc32(head))) + chunk)
+    return out
+
+
+_live_channels: "weakref.WeakSet[Channel]" = weakref.WeakSet()
+_fork_hook_installed = False
+
+
+def _after_fork_in_child() -> None:
+    for channel in list(_live_channels):
+        channel._after_fork()
+
+
+def _install_fork_hook() -> None:
+    # Registered on first use, not at import: importing forklog has no side effects.
+    global _fork_hook_installed
+    if not _fork_hook_installed:
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook_installed = True
+
+
+class Channel:
+    """The write side of the pipe, in every process; the read end in its owner.
+
+    ``hub.queue`` is a :class:`Channel`. It offers ``put_nowait(record)``
+    and ``put(record, block, timeout)``, so a stock
+    ``logging.handlers.QueueHandler`` can use it too.
+    """
+
+    def __init__(
+        self,
+        *,
+        keep_level: int = logging.ERROR,
+        keep_wait: float = 0.1,
+        max_record_bytes: int = 1 << 20,
+        level: int = logging.NOTSET,
+        pipe_size: int = 1 << 20,
+        _write_fd: Optional[int] = None,
+    ) -> None:
+        self.keep_level = keep_level
+        self.keep_wait = keep_wait
+        self.max_record_bytes = max_record_bytes
+        #: The lowest level any sink in the master wants; children set their
+        #: root logger to it so no record a sink wants is filtered out early.
+        self.level = level
+        self.read_fd: Optional[int] = None
+        if _write_fd is None:
+            read_fd, write_fd = os.pipe()
+            try:
+                fcntl.fcntl(read_fd, _F_SETPIPE_SZ, pipe_size)
+            except OSError:
+                pass  # keep the kernel's default size; the bound still holds
+            os.set_blocking(write_fd, False)
+            os.set_blocking(read_fd, False)
+            self.read_fd = read_fd
+            _write_fd = write_fd
+        self.write_fd: int = _write_fd
+        self._reset_process_state()
+        _live_channels.add(self)
+        _install_fork_hook()
+
+    # -- process-local state ------------------------------------------------
+
+    def _reset_process_state(self) -> None:
+        self.pid = os.getpid()
+        self._seq = itertools.count()
+        self._lock = threading.RLock()  # guards the drop counters only (cold path)
+        self._dropped: Dict[str, int] = {}
+        self._dropped_total = 0
+        self.sent = 0
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh counters; the read end is the master's alone."""
+        self._reset_process_state()
+        if self.read_fd is not None:
+            try:
+                os.close(self.read_fd)
+            except OSError:
+                pass
+            self.read_fd = None
+
+    @property
+    def dropped(self) -> Dict[str, int]:
+        """Records this process dropped and has not yet reported, by level name."""
+        with self._lock:
+            return dict(self._dropped)
+
+    # -- passing the channel to a multiprocessing child ----------------------
+
+    def __reduce__(self) -> Tuple[Callable[..., "Channel"], Tuple[Any, ...]]:
+        # Like multiprocessing.connection.Connection: the descriptor is
+        # duplicated into the child that is being created (spawn, forkserver).
+        return (
+            _rebuild,
+            (
+                reduction.DupFd(self.write_fd),
+                self.keep_level,
+                self.keep_wait,
+                self.max_record_bytes,
+                self.level,
+            ),
+        )
+
+    # -- the queue interface (stock QueueHandler) -----------------------------
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        """Send ``record`` under the drop policy; never raises, never blocks long."""
+        self.send_record(record)
+
+    def put(self, record: logging.LogRecord, block: bool = True, timeout: Optional[float] = None) -> None:
+        self.send_record(record)
+
+    # -- sending ---------------------------------------------------------------
+
+    def send_record(self, record: logging.LogRecord) -> bool:
+        """Encode and send ``record``; ``False`` if it was dropped (and counted)."""
+        levelno = record.levelno
+        payload = wire.encode(record, self.max_record_bytes)
+        if self._dropped_total:
+            self._send_drop_summary()
+        if self._send(payload, levelno, 0):
+            return True
+        self._count_drop(record.levelname)
+        return False
+
+    def _send(self, payload: bytes, levelno: int, flags: int) -> bool:
+        seq = next(self._seq)
+        frames = _frames(flags, self.pid, seq, payload)
+        deadline = 0.0
+        for position, frame in enumerate(frames):
+            while True:
+                try:
+                    os.write(self.write_fd, frame)
+                    break
+                except BlockingIOError:
+                    # The first frame of a record below the keep level is
+                    # dropped at once; anything else waits a bounded time.
+                    if position == 0 and levelno < self.keep_level:
+                        return False
+                    now = time.monotonic()
+                    if not deadline:
+                        deadline = now + self.keep_wait
+                    elif now >= deadline:
+                        # Once a fragment is out, the master owns the
+                        # accounting: it counts the unfinished record.
+                        return position > 0
+                    _wait_writable(self.write_fd, deadline - now)
+                except InterruptedError:
+                    continue
+                except OSError:
+                    return position > 0
+        self.sent += 1
+        return True
+
+    def _count_drop(self, levelname: str) -> None:
+        with self._lock:
+            self._dropped[levelname] = self._dropped.get(levelname, 0) + 1
+            self._dropped_total += 1
+
+    def _send_drop_summary(self) -> None:
+        with self._lock:
+            counts, self._dropped, self._dropped_total = self._dropped, {}, 0
+        if not counts:
+            return
+        if not self._send(wire.encode(drop_summary(counts)), logging.WARNING, 0):
+            with self._lock:  # still full: keep counting, report later
+                for name, count in counts.items():
+                    self._dropped[name] = self._dropped.get(name, 0) + count
+                    self._dropped_total += count
+
+    def flush(self, timeout: float = 1.0) -> bool:
+        """Send the pending drop summary, waiting up to ``timeout``; True if none is left.
+
+        Run at a worker's exit (gunicorn ``worker_exit``, a pool child's
+        finalizer) so drops at the very end are reported too.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._dropped_total:
+                self._send_drop_summary()
+            if not self._dropped_total:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            _wait_writable(self.write_fd, min(0.05, deadline - time.monotonic()))
+
+    def send_control(self, payload: bytes, timeout: float) -> bool:
+        """Send a control frame to the reader (the stop marker), waiting up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        frame = _frames(CONTROL, self.pid, 0, payload)[0]
+        while True:
+            try:
+                os.write(self.write_fd, frame)
+                return True
+            except (BlockingIOError, InterruptedError):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                _wait_writable(self.write_fd, min(remaining, 0.05))
+            except OSError:
+                return False
+
+    def close(self) -> None:
+        """Close this process's descriptors. Only the owner calls this, at the very end."""
+        for fd in (self.read_fd, self.write_fd):
+            if fd is not None and fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.read_fd = None
+        self.write_fd = -1
+
+
+def drop_summary(counts: Dict[str, int]) -> logging.LogRecord:
+    """The WARNING record that reports this process's drops."""
+    total = sum(counts.values())
+    detail = ", ".join(f"{name}: {count}" for name, count in sorted(counts.items()))
+    record = logging.LogRecord(
+        "forklog",
+        logging.WARNING,
+        __file__,
+        0,
+        "forklog: dropped %d records while the queue was full (%s)",
+        (total, detail),
+        None,
+        "drop_summary",
+    )
+    record.forklog_dropped = dict(counts)
+    return record
+
+
+def _wait_writable(fd: int, timeout: float) -> None:
+    poller = _poll()
+    poller.register(fd, select.POLLOUT)
+    try:
+        poller.poll(max(0, int(timeout * 1000)) or 1)
+    except InterruptedError:
+        pass
+
+
+def _rebuild(dup: Any, keep_level: int, keep_wait: float, max_record_bytes: int, level: int) -> Channel:
+    return Channel(
+        keep_level=keep_level,
+        keep_wait=keep_wait,
+        max_record_bytes=max_record_bytes,
+        level=level,
+        _write_fd=dup.detach(),
+    )
+
+
+# -- the read side, in the master ------------------------------------------------
+
+
+class FrameReader:
+    """Turns the bytes read from the pipe into whole records.
+
+    Skips and counts anything that is not a well-formed frame; puts large
+    records back together; gives up (and counts) on a record whose writer
+    stopped sending fragments.
+    """
+
+    def __init__(self, partial_timeout: float = 10.0) -> None:
+        self._buffer = bytearray()
+        self._partial: Dict[Tuple[int, int], Tuple[float, List[bytes]]] = {}
+        self.partial_timeout = partial_timeout
+        self.garbage_bytes = 0
+        self.bad_frames = 0
+        self.abandoned_records: Dict[int, int] = {}  # by pid
+
+    def feed(self, data: bytes) -> Iterator[Tuple[int, int, int, bytes]]:
+        """Yield ``(flags, pid, seq, payload)`` for each whole record in ``data``."""
+        buf = self._buffer
+        buf += data
+        pos = 0
+        end = len(buf)
+        unpack = _HEAD.unpack_from
+        while end - pos >= HEADER_SIZE:
+            if buf[pos : pos + 2] != _MAGIC:
+                found = buf.find(_MAGIC, pos + 1)
+                skip_to = found if found >= 0 else end - 1
+                self.garbage_bytes += skip_to - pos
+                pos = skip_to
+                continue
+            magic, flags, version, length, pid, seq, index = unpack(buf, pos)
+            if version != _VERSION or length > MAX_PAYLOAD:
+                self.garbage_bytes += 1
+                self.bad_frames += 1
+                pos += 1
+                continue
+            frame_end = pos + HEADER_SIZE + length
+            if frame_end > end:
+                break  # the rest of this frame has not been read yet
+            (crc,) = _CRC.unpack_from(buf, pos + _HEAD.size)
+            payload = bytes(buf[pos + HEADER_SIZE : frame_end])
+            if zlib.crc32(payload, zlib.crc32(buf[pos : pos + _HEAD.size])) != crc:
+                self.garbage_bytes += 1
+                self.bad_frames += 1
+                pos += 1
+                continue
+            pos = frame_end
+            if flags & FIRST and flags & LAST:
+                yield flags, pid, seq, payload
+            else:
+                whole = self._assemble(flags, pid, seq, index, payload)
+                if whole is not None:
+                    yield flags, pid, seq, whole
+        del buf[:pos]
+
+    def _assemble(self, flags: int, pid: int, seq: int, index: int, payload: bytes) -> Optional[bytes]:
+        key = (pid, seq)
+        if flags & FIRST:
+            if key in self._partial:
+                self._abandon(key)
+            self._partial[key] = (time.monotonic(), [payload])
+            return None
+        entry = self._partial.get(key)
+        if entry is None or len(entry[1]) != index:
+            self.bad_frames += 1  # a fragment without its beginning
+            if entry is not None:
+                self._abandon(key)
+            return None
+        entry[1].append(payload)
+        if flags & LAST:
+            del self._partial[key]
+            return b"".join(entry[1])
+        return None
+
+    def _abandon(self, key: Tuple[int, int]) -> None:
+        del self._partial[key]
+        pid = key[0]
+        self.abandoned_records[pid] = self.abandoned_records.get(pid, 0) + 1
+
+    def expire(self, now: Optional[float] = None, pid: Optional[int] = None) -> None:
+        """Give up on partial records older than the timeout, or all of ``pid``'s."""
+        now = time.monotonic() if now is None else now
+        for key, (started, _parts) in list(self._partial.items()):
+            if key[0] == pid or now - started > self.partial_timeout:
+                self._abandon(key)
+
+    @property
+    def pending_partial(self) -> int:
+        return len(self._partial)
+
+
+def pipe_backlog(fd: int) -> int:
+    """Bytes waiting in the pipe (FIONREAD), 0 if unknown."""
+    try:
+        buf = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int(struct.unpack("i", buf)[0])

@@ -1,0 +1,1 @@
+"""Code that runs in every emitting process: the queue handler and ``init_worker``."""

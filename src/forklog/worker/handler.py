@@ -1,0 +1,89 @@
+"""The worker side: a ``QueueHandler`` onto the hub's channel.
+
+A log call in a worker encodes the record (:mod:`forklog.wire`) and writes
+it to the pipe with one ``write()`` per frame: an in-memory copy into the
+kernel, never a wait on a disk or a network. It never raises into the
+application (``handleError`` is not even reached: failures are counted as
+drops), and it takes no handler lock: frames are written atomically, so
+threads of one process need not queue behind each other.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import multiprocessing.util
+from typing import Union
+
+from forklog.transport import Channel
+
+__all__ = ["ForkHandler", "init_worker"]
+
+#: How long a worker's exit waits to report drops it has not reported yet.
+EXIT_FLUSH_TIMEOUT = 0.5
+
+
+class ForkHandler(logging.handlers.QueueHandler):
+    """Sends records to the hub. Installed as the only handler of a worker."""
+
+    queue: Channel
+
+    def __init__(self, queue: Channel) -> None:
+        if not isinstance(queue, Channel):
+            raise TypeError(
+                f"forklog: expected the hub's queue (hub.queue), got {type(queue).__name__}; "
+                "create a forklog.Hub in the parent and pass hub.queue to the children"
+            )
+        super().__init__(queue)  # type: ignore[arg-type]
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        # No self.lock: a frame goes to the kernel in one atomic write().
+        result = self.filter(record)
+        if result:
+            if isinstance(result, logging.LogRecord):  # 3.12+: a filter may replace it
+                record = result
+            self.emit(record)
+        return bool(result)
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record  # forklog.wire.encode reads the record; it never mutates it
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.send_record(record)
+        except Exception:  # noqa: BLE001 - a log call never raises into the app
+            self.queue._count_drop(getattr(record, "levelname", "UNKNOWN"))
+
+    def flush(self) -> None:
+        """Report pending drops (logging.shutdown calls this at a worker's exit)."""
+        try:
+            self.queue.flush(EXIT_FLUSH_TIMEOUT)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def close(self) -> None:
+        # The channel is shared with every other process: a handler closing
+        # (dictConfig does that to every handler) must not close it.
+        logging.Handler.close(self)
+
+
+def init_worker(queue: Channel, *, level: Union[int, str, None] = None) -> ForkHandler:
+    """Make the hub's handler the only handler of the root logger in this process.
+
+    Usable as ``Pool(initializer=forklog.init_worker, initargs=(hub.queue,))``
+    or ``ProcessPoolExecutor(initializer=..., initargs=...)`` under the fork,
+    spawn and forkserver start methods. ``level`` sets the root logger's
+    level; by default it is the lowest level of the hub's sinks, so every
+    record some sink wants leaves the worker. The handlers it replaces are
+    removed, not closed: after a fork they belong to the parent.
+    """
+    handler = ForkHandler(queue)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level if level is not None else queue.level)
+    # Pool children under fork and forkserver leave by os._exit(), so atexit
+    # never runs there; multiprocessing's finalizers do.
+    multiprocessing.util.Finalize(handler, queue.flush, args=(EXIT_FLUSH_TIMEOUT,), exitpriority=100)
+    return handler
