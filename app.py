@@ -2,7 +2,8 @@
 
 ``/``            DEBUG (file only), INFO and a WARNING
 ``/error``       an exception logged with its traceback
-``/burst?n=50``  ``n`` numbered records, one of them over 4 KiB (load tests)
+``/burst?n=50``  ``n`` numbered records, then one over 4 KiB (load tests)
+``/health``      logs nothing but its access line
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import itertools
 import logging
 import os
 import threading
-from typing import Callable, Iterable, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Tuple
 from urllib.parse import parse_qs
 
 log = logging.getLogger("app")
@@ -35,13 +36,14 @@ def _index() -> str:
 
 def _error() -> str:
     try:
-        {}["missing"]  # noqa: B018
+        settings: Dict[str, str] = {}
+        settings["missing"]
     except KeyError:
         log.exception("a handled error, with its traceback")
     return "an error was logged with its traceback\n"
 
 
-def _burst(query: dict) -> str:
+def _burst(query: Dict[str, List[str]]) -> str:
     n = int(query.get("n", ["10"])[0])
     rid = query.get("id", ["-"])[0]
     big = int(query.get("big", ["5000"])[0])
@@ -55,7 +57,7 @@ def _burst(query: dict) -> str:
     return f"logged {n + (1 if big else 0)} records\n"
 
 
-def app(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+def app(environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     path = environ.get("PATH_INFO", "/")
     query = parse_qs(environ.get("QUERY_STRING", ""))
     if path == "/":
@@ -64,6 +66,8 @@ def app(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         body = _error()
     elif path == "/burst":
         body = _burst(query)
+    elif path == "/health":
+        body = "ok\n"
     else:
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found\n"]

@@ -56,7 +56,7 @@ class TextFormatter(logging.Formatter):
     string cannot start a line that looks like another record.
     """
 
-    def __init__(self, fmt: str, datefmt: "str | None" = None, *, escape_newlines: bool = False) -> None:
+    def __init__(self, fmt: str, datefmt: str | None = None, *, escape_newlines: bool = False) -> None:
         super().__init__(fmt, datefmt)
         self.escape_newlines = escape_newlines
 

@@ -39,14 +39,12 @@ import os
 import sys
 import threading
 import traceback
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 try:
     from gunicorn import glogging
 except ImportError as exc:  # pragma: no cover - exercised without the extra
-    raise ImportError(
-        "forklog.gunicorn needs gunicorn: pip install 'forklog[gunicorn]'"
-    ) from exc
+    raise ImportError("forklog.gunicorn needs gunicorn: pip install 'forklog[gunicorn]'") from exc
 
 from forklog.master.hub import Hub, Sink
 from forklog.settings import Settings
@@ -67,21 +65,21 @@ GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
 
 
 @dataclasses.dataclass
-class _Plan:
-    """What the config asked for; read when the master builds its hub."""
+class _Master:
+    """What the config asked for, and the hub built from it."""
 
     handlers: Optional[Callable[[], Sequence[Sink]]] = None
-    hub_options: dict = dataclasses.field(default_factory=dict)
+    hub_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
     access_log: bool = True
     stop_timeout: float = 10.0
+    hub: Optional[Hub] = None
+    handler: Optional[ForkHandler] = None
 
 
 # Module state on purpose: gunicorn executes the config file again on every
 # HUP, but this module is imported once per process, so the hub survives.
-_plan = _Plan()
-_hub: Optional[Hub] = None
-_handler: Optional[ForkHandler] = None
-_hub_lock = threading.Lock()
+_master = _Master()
+_lock = threading.Lock()
 
 
 def configure(
@@ -100,31 +98,34 @@ def configure(
     ``hub_options`` go to :class:`forklog.Hub`. A hub that is already
     running keeps its sinks: changes take effect at the next start.
     """
-    global _plan
-    _plan = _Plan(handlers=handlers, hub_options=dict(hub_options), access_log=access_log, stop_timeout=stop_timeout)
+    with _lock:
+        _master.handlers = handlers
+        _master.hub_options = dict(hub_options)
+        _master.access_log = access_log
+        _master.stop_timeout = stop_timeout
 
 
 def hub() -> Optional[Hub]:
     """This master's hub, once gunicorn has set up its logging."""
-    return _hub
+    return _master.hub
 
 
 def _default_handlers() -> Sequence[Sink]:
-    settings = Settings.from_env()
-    return settings.handlers()
+    return Settings.from_env().handlers()
 
 
 def _ensure_hub() -> Hub:
-    global _hub, _handler
-    with _hub_lock:
-        if _hub is None or _hub.owner_pid not in (None, os.getpid()):
-            factory = _plan.handlers or _default_handlers
-            options = dict(_plan.hub_options)
-            if _plan.handlers is None and "queue_size" not in options:
-                options["queue_size"] = Settings.from_env().queue_size
-            _hub = Hub(factory(), stop_timeout=_plan.stop_timeout, **options)
-            _handler = ForkHandler(_hub.queue)
-        return _hub
+    with _lock:
+        current = _master.hub
+        if current is None or current.owner_pid not in (None, os.getpid()):
+            options = dict(_master.hub_options)
+            if _master.handlers is None:
+                options.setdefault("queue_size", Settings.from_env().queue_size)
+            factory = _master.handlers or _default_handlers
+            current = Hub(factory(), stop_timeout=_master.stop_timeout, **options)
+            _master.hub = current
+            _master.handler = ForkHandler(current.queue)
+        return current
 
 
 def _install(handler: logging.Handler, level: int) -> None:
@@ -133,7 +134,7 @@ def _install(handler: logging.Handler, level: int) -> None:
     The lists are changed in place, never replaced: UvicornWorker aliases
     uvicorn's handler lists to gunicorn's, and follows along.
     """
-    for name in ("",) + GUNICORN_LOGGERS:
+    for name in ("", *GUNICORN_LOGGERS):
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
             if old is not handler:
@@ -149,8 +150,8 @@ def _install(handler: logging.Handler, level: int) -> None:
 
 def _reinstall() -> None:
     hub_ = _ensure_hub()
-    assert _handler is not None
-    _install(_handler, hub_.queue.level)
+    assert _master.handler is not None
+    _install(_master.handler, hub_.queue.level)
 
 
 class Logger(glogging.Logger):  # type: ignore[misc]
@@ -169,13 +170,14 @@ class Logger(glogging.Logger):  # type: ignore[misc]
 
     def _compute_access_log_enabled(self) -> bool:
         # forklog turns the access log on by default (configure(access_log=False) to turn it off).
-        return _plan.access_log or bool(super()._compute_access_log_enabled())
+        return _master.access_log or bool(super()._compute_access_log_enabled())
 
     def reopen_files(self) -> None:
         # USR1. The master reopens the hub's files; a worker holds none of them.
         super().reopen_files()
-        if _hub is not None and _hub.owner_pid == os.getpid():
-            _hub.reopen()
+        hub_ = _master.hub
+        if hub_ is not None and hub_.owner_pid == os.getpid():
+            hub_.reopen()
 
 
 logger_class = Logger
@@ -191,21 +193,22 @@ def on_starting(server: Any) -> None:
 
 def post_fork(server: Any, worker: Any) -> None:
     """Worker: the hub's handler is the only handler (it already was since the fork)."""
-    if _handler is not None and _hub is not None:
-        _install(_handler, _hub.queue.level)
+    if _master.handler is not None and _master.hub is not None:
+        _install(_master.handler, _master.hub.queue.level)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
     """Worker (normally): report drops not reported yet. In the master: nothing."""
-    if _hub is None or _hub.owner_pid == os.getpid():
+    hub_ = _master.hub
+    if hub_ is None or hub_.owner_pid == os.getpid():
         return  # gunicorn also calls this in the master (kill_worker, ESRCH)
-    _hub.queue.flush(timeout=0.5)
+    hub_.queue.flush(timeout=0.5)
 
 
 def child_exit(server: Any, worker: Any) -> None:
     """Master: a worker is gone; the hub stops waiting for its unfinished records."""
-    if _hub is not None:
-        _hub.process_exited(worker.pid)
+    if _master.hub is not None:
+        _master.hub.process_exited(worker.pid)
 
 
 def worker_abort(worker: Any) -> None:
@@ -218,11 +221,11 @@ def worker_abort(worker: Any) -> None:
     logging.getLogger("gunicorn.error").critical(
         "worker %s timed out; stack of every thread:\n%s", os.getpid(), "\n".join(parts)
     )
-    if _hub is not None:
-        _hub.queue.flush(timeout=0.2)
+    if _master.hub is not None:
+        _master.hub.queue.flush(timeout=0.2)
 
 
 def on_exit(server: Any) -> None:
     """Master, after every worker is reaped: drain the hub, then close the sinks."""
-    if _hub is not None:
-        _hub.stop()
+    if _master.hub is not None:
+        _master.hub.stop()

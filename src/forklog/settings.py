@@ -13,7 +13,7 @@ import logging
 import logging.handlers
 import os
 import sys
-from typing import List, Mapping, Optional, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Union
 
 from forklog.formatters import JSONFormatter, TextFormatter
 
@@ -57,7 +57,7 @@ class Settings:
     #: Rotated files kept (``FORKLOG_BACKUP_COUNT``).
     backup_count: int = 5
 
-    ENV = {
+    ENV: ClassVar[Dict[str, str]] = {
         "file": "FORKLOG_FILE",
         "level": "FORKLOG_LEVEL",
         "console_level": "FORKLOG_CONSOLE_LEVEL",
@@ -82,10 +82,10 @@ class Settings:
             raise ValueError("file='': expected a path, or '-' for no file sink")
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
         """Read the ``FORKLOG_*`` variables; unset ones keep their defaults."""
         environ = os.environ if environ is None else environ
-        values: dict = {}
+        values: Dict[str, Any] = {}
         for field, variable in cls.ENV.items():
             raw = environ.get(variable)
             if raw is None or raw == "":
@@ -103,7 +103,7 @@ class Settings:
             return cls(**values)
         except ValueError as exc:
             field = str(exc).split("=", 1)[0]
-            raise ValueError(f"{cls.ENV.get(field, field)}{str(exc)[len(field):]}") from None
+            raise ValueError(f"{cls.ENV.get(field, field)}{str(exc)[len(field) :]}") from None
 
     def handlers(self) -> List[Tuple[str, logging.Handler]]:
         """The sinks: the rotating file (if any) and the console on stderr."""
@@ -119,7 +119,9 @@ class Settings:
                 errors="backslashreplace",
             )
             file_handler.setLevel(self.level)
-            file_handler.setFormatter(JSONFormatter() if self.format == "json" else TextFormatter(FILE_FORMAT))
+            file_handler.setFormatter(
+                JSONFormatter() if self.format == "json" else TextFormatter(FILE_FORMAT)
+            )
             sinks.append(("file", file_handler))
         console = logging.StreamHandler(sys.stderr)
         console.setLevel(self.console_level)

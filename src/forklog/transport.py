@@ -30,7 +30,9 @@ the ``fork`` start method) and as a duplicated descriptor when a
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import functools
 import itertools
 import logging
 import os
@@ -82,8 +84,7 @@ def _frames(flags: int, pid: int, seq: int, payload: bytes) -> List[bytes]:
     return out
 
 
-_live_channels: "weakref.WeakSet[Channel]" = weakref.WeakSet()
-_fork_hook_installed = False
+_live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
@@ -91,12 +92,10 @@ def _after_fork_in_child() -> None:
         channel._after_fork()
 
 
+@functools.cache
 def _install_fork_hook() -> None:
-    # Registered on first use, not at import: importing forklog has no side effects.
-    global _fork_hook_installed
-    if not _fork_hook_installed:
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-        _fork_hook_installed = True
+    # Registered once, on first use, not at import: importing forklog has no side effects.
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Channel:
@@ -126,10 +125,9 @@ class Channel:
         self.read_fd: Optional[int] = None
         if _write_fd is None:
             read_fd, write_fd = os.pipe()
-            try:
+            # On failure the kernel's default size stays; the bound still holds.
+            with contextlib.suppress(OSError):
                 fcntl.fcntl(read_fd, _F_SETPIPE_SZ, pipe_size)
-            except OSError:
-                pass  # keep the kernel's default size; the bound still holds
             os.set_blocking(write_fd, False)
             os.set_blocking(read_fd, False)
             self.read_fd = read_fd
@@ -153,10 +151,8 @@ class Channel:
         """In a forked child: fresh counters; the read end is the master's alone."""
         self._reset_process_state()
         if self.read_fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self.read_fd)
-            except OSError:
-                pass
             self.read_fd = None
 
     @property
@@ -167,7 +163,7 @@ class Channel:
 
     # -- passing the channel to a multiprocessing child ----------------------
 
-    def __reduce__(self) -> Tuple[Callable[..., "Channel"], Tuple[Any, ...]]:
+    def __reduce__(self) -> Tuple[Callable[..., Channel], Tuple[Any, ...]]:
         # Like multiprocessing.connection.Connection: the descriptor is
         # duplicated into the child that is being created (spawn, forkserver).
         return (
@@ -284,10 +280,8 @@ class Channel:
         """Close this process's descriptors. Only the owner calls this, at the very end."""
         for fd in (self.read_fd, self.write_fd):
             if fd is not None and fd >= 0:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         self.read_fd = None
         self.write_fd = -1
 
@@ -313,10 +307,8 @@ def drop_summary(counts: Dict[str, int]) -> logging.LogRecord:
 def _wait_writable(fd: int, timeout: float) -> None:
     poller = _poll()
     poller.register(fd, select.POLLOUT)
-    try:
+    with contextlib.suppress(InterruptedError):
         poller.poll(max(0, int(timeout * 1000)) or 1)
-    except InterruptedError:
-        pass
 
 
 def _rebuild(dup: Any, keep_level: int, keep_wait: float, max_record_bytes: int, level: int) -> Channel:
@@ -362,7 +354,7 @@ class FrameReader:
                 self.garbage_bytes += skip_to - pos
                 pos = skip_to
                 continue
-            magic, flags, version, length, pid, seq, index = unpack(buf, pos)
+            _magic, flags, version, length, pid, seq, index = unpack(buf, pos)
             if version != _VERSION or length > MAX_PAYLOAD:
                 self.garbage_bytes += 1
                 self.bad_frames += 1

@@ -25,7 +25,7 @@ import logging
 import marshal
 import os
 import sys
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, cast
 
 __all__ = [
     "FORMAT_VERSION",
@@ -39,9 +39,11 @@ FORMAT_VERSION = 1
 
 #: Attributes every ``LogRecord`` has; anything else on a record came from
 #: ``extra=`` (or a filter) and is carried as an extra field.
-STANDARD_ATTRS = frozenset(
-    logging.LogRecord("", 0, "", 0, "", (), None).__dict__
-) | {"message", "asctime", "taskName"}
+STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 #: Nesting depth and item count kept for containers inside ``extra``.
 _MAX_DEPTH = 4
@@ -55,7 +57,7 @@ def safe_repr(value: object) -> str:
     """``repr(value)`` that never raises (a ``__repr__`` may raise or recurse)."""
     try:
         text = repr(value)
-        if type(text) is str:  # noqa: E721 - a __repr__ may return a str subclass
+        if type(text) is str:
             return text
         return str.__str__(text)
     except BaseException:  # noqa: BLE001 - RecursionError, anything a __repr__ throws
@@ -63,8 +65,8 @@ def safe_repr(value: object) -> str:
 
 
 def _safe_str(value: object) -> str:
-    if type(value) is str:  # noqa: E721
-        return value  # type: ignore[return-value]
+    if type(value) is str:
+        return value
     try:
         return str.__str__(str(value))
     except BaseException:  # noqa: BLE001
@@ -85,7 +87,7 @@ def _plain(value: object, depth: int = 0) -> object:
             for index, (key, item) in enumerate(value.items()):  # type: ignore[attr-defined]
                 if index >= _MAX_ITEMS:
                     break
-                name = key if type(key) is str else safe_repr(key)  # noqa: E721
+                name = key if type(key) is str else safe_repr(key)
                 out[name] = _plain(item, depth + 1)
             return out
     return safe_repr(value)
@@ -131,12 +133,12 @@ def encode(record: logging.LogRecord, max_bytes: int = 1 << 20) -> bytes:
     """
     try:
         fields = _fields(record)
-        payload = marshal.dumps(fields, 4)
+        payload = marshal.dumps(cast(Any, fields), 4)
     except BaseException as exc:  # noqa: BLE001 - last resort: deliver something
         fields = _fallback_fields(record, exc)
-        payload = marshal.dumps(fields, 4)
+        payload = marshal.dumps(cast(Any, fields), 4)
     if len(payload) > max_bytes:
-        payload = marshal.dumps(_truncated(fields, len(payload) - max_bytes), 4)
+        payload = marshal.dumps(cast(Any, _truncated(fields, len(payload) - max_bytes)), 4)
     return payload
 
 
@@ -211,12 +213,27 @@ def decode(payload: bytes, pid: int) -> logging.LogRecord:
         fields = marshal.loads(payload)
     except (EOFError, TypeError, ValueError) as exc:
         raise ValueError(f"undecodable record payload: {exc}") from None
-    if type(fields) is not tuple or len(fields) != 18 or fields[0] != FORMAT_VERSION:  # noqa: E721
+    if type(fields) is not tuple or len(fields) != 18 or fields[0] != FORMAT_VERSION:
         raise ValueError("record payload of an unknown shape")
     (
-        _version, name, levelno, levelname, message, created, msecs, relative,
-        pathname, lineno, func, thread, thread_name, process_name, exc_text,
-        stack_info, task_name, extras,
+        _version,
+        name,
+        levelno,
+        levelname,
+        message,
+        created,
+        msecs,
+        relative,
+        pathname,
+        lineno,
+        func,
+        thread,
+        thread_name,
+        process_name,
+        exc_text,
+        stack_info,
+        task_name,
+        extras,
     ) = fields
     filename = os.path.basename(pathname)
     record = _new_record(logging.LogRecord)

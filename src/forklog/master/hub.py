@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -29,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from forklog import transport
 from forklog.master.listener import Backlog, Counters, Listener, Receiver
 from forklog.master.report import Reporter
+from forklog.worker.handler import ForkHandler
 
 __all__ = ["Hub", "HubStats"]
 
@@ -70,8 +72,7 @@ class HubStats:
 
 Sink = Union[logging.Handler, Tuple[str, logging.Handler]]
 
-_live_hubs: "weakref.WeakSet[Hub]" = weakref.WeakSet()
-_fork_hooks_installed = False
+_live_hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
 
 
 def _before_fork() -> None:
@@ -89,15 +90,14 @@ def _after_fork_in_child() -> None:
         hub._disown()
 
 
+@functools.cache
 def _install_fork_hooks() -> None:
-    global _fork_hooks_installed
-    if not _fork_hooks_installed:
-        os.register_at_fork(
-            before=_before_fork,
-            after_in_parent=_after_fork_in_parent,
-            after_in_child=_after_fork_in_child,
-        )
-        _fork_hooks_installed = True
+    # Registered once, on first use, not at import.
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 def _sink_names(sinks: Sequence[Sink]) -> List[Tuple[str, logging.Handler]]:
@@ -187,7 +187,7 @@ class Hub:
     def sinks(self) -> List[Tuple[str, logging.Handler]]:
         return list(self._sinks)
 
-    def start(self) -> "Hub":
+    def start(self) -> Hub:
         with self._lifecycle:
             if self._state != "new":
                 raise RuntimeError(f"forklog.Hub.start(): the hub is already {self._state}")
@@ -283,7 +283,7 @@ class Hub:
         if self._owner == os.getpid():
             self.stop()
 
-    def __enter__(self) -> "Hub":
+    def __enter__(self) -> Hub:
         if self._state == "new":
             self.start()
         return self
@@ -295,8 +295,6 @@ class Hub:
 
     def handler(self) -> logging.Handler:
         """A queue handler on this hub, for the owner's own loggers."""
-        from forklog.worker.handler import ForkHandler
-
         return ForkHandler(self.queue)
 
     def reopen(self) -> None:

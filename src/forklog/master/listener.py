@@ -64,7 +64,7 @@ class Backlog:
         with self._cond:
             if not self._items and not self.closed:
                 self._cond.wait(timeout)
-            batch = []
+            batch: List[Item] = []
             items = self._items
             while items and len(batch) < limit:
                 item = items.popleft()

@@ -10,6 +10,7 @@ threads of one process need not queue behind each other.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import multiprocessing.util
@@ -26,7 +27,7 @@ EXIT_FLUSH_TIMEOUT = 0.5
 class ForkHandler(logging.handlers.QueueHandler):
     """Sends records to the hub. Installed as the only handler of a worker."""
 
-    queue: Channel
+    queue: Channel  # type: ignore[assignment]  # not a stdlib queue: no get()
 
     def __init__(self, queue: Channel) -> None:
         if not isinstance(queue, Channel):
@@ -36,7 +37,7 @@ class ForkHandler(logging.handlers.QueueHandler):
             )
         super().__init__(queue)  # type: ignore[arg-type]
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         # No self.lock: a frame goes to the kernel in one atomic write().
         result = self.filter(record)
         if result:
@@ -56,10 +57,8 @@ class ForkHandler(logging.handlers.QueueHandler):
 
     def flush(self) -> None:
         """Report pending drops (logging.shutdown calls this at a worker's exit)."""
-        try:
+        with contextlib.suppress(Exception):
             self.queue.flush(EXIT_FLUSH_TIMEOUT)
-        except Exception:  # noqa: BLE001
-            pass
 
     def close(self) -> None:
         # The channel is shared with every other process: a handler closing

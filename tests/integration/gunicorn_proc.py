@@ -1,0 +1,212 @@
+"""A real gunicorn for the tests: its own process group, a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``condition`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Gunicorn:
+    """``gunicorn -c <conf> app:app`` with forklog, started by a test."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        args: Sequence[str] = (),
+        *,
+        env: Optional[Dict[str, str]] = None,
+        conf: Path = REPO / "gunicorn_conf.py",
+        app: str = "app:app",
+        graceful_timeout: int = 10,
+    ) -> None:
+        self.tmp_path = tmp_path
+        self.port = free_port()
+        self.log_file = tmp_path / "app.log"
+        self.stderr_path = tmp_path / "gunicorn.stderr"
+        self.stdout_path = tmp_path / "gunicorn.stdout"
+        self.graceful_timeout = graceful_timeout
+        self.env = dict(os.environ, FORKLOG_FILE=str(self.log_file), PYTHONUNBUFFERED="1")
+        self.env.pop("BIND", None)
+        self.env.update(env or {})
+        self.argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(conf),
+            "--chdir",
+            str(REPO),
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "--no-control-socket",
+            "--graceful-timeout",
+            str(graceful_timeout),
+            *args,
+            app,
+        ]
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+
+    def start(self, timeout: float = 30.0) -> Gunicorn:
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=out, stderr=err, env=self.env, cwd=self.tmp_path, start_new_session=True
+            )
+        wait_for(lambda: self.get("/health") == 200 or not self.alive(), timeout, "gunicorn to answer")
+        assert self.alive(), f"gunicorn exited at start:\n{self.stderr()}"
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def get(self, path: str, timeout: float = 10.0) -> int:
+        """GET ``path``; the HTTP status, or 0 if the request failed."""
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                response.read()
+                return response.status
+            finally:
+                conn.close()
+        except OSError:
+            return 0
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: Optional[float] = None) -> int:
+        """TERM the master and wait for it: within the graceful timeout plus a margin."""
+        if not self.alive():
+            assert self.proc is not None
+            return int(self.proc.returncode)
+        self.signal(signal.SIGTERM)
+        return self.wait_exit(timeout if timeout is not None else self.graceful_timeout + 5)
+
+    def kill_group(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+    def log_lines(self) -> List[str]:
+        return self.log_file.read_text(encoding="utf-8").splitlines()
+
+
+def run_load(server: Gunicorn, paths: Iterable[str], concurrency: int = 16) -> Dict[str, int]:
+    """GET every path concurrently; path -> status (0 when no response came)."""
+    paths = list(paths)
+    with ThreadPoolExecutor(concurrency) as pool:
+        statuses = list(pool.map(server.get, paths))
+    return dict(zip(paths, statuses))
+
+
+# -- reading the text file sink -------------------------------------------------------------
+
+TEXT_LINE = re.compile(
+    r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \[(?P<level>[A-Z]+)\] (?P<logger>\S+) "
+    r"(?P<pid>\d+) (?P<thread>\S+) - (?P<message>.*)$"
+)
+CONSOLE_LINE = re.compile(
+    r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (?P<level>[A-Z]+) +(?P<logger>\S+) \| (?P<message>.*)$"
+)
+BURST = re.compile(r"^burst id=(?P<id>\S+) i=(?P<i>\d+)/(?P<n>\d+) seq=(?P<seq>\d+)$")
+BIG = re.compile(r"^burst-big id=(?P<id>\S+) seq=(?P<seq>\d+) payload=(?P<payload>x*) end$")
+
+
+class Accounting:
+    """Every burst record of a run, read back from the text file sink."""
+
+    def __init__(self, lines: List[str]) -> None:
+        self.records: List[Dict[str, str]] = []
+        self.torn: List[str] = []
+        for line in lines:
+            match = TEXT_LINE.match(line)
+            if match is None:
+                self.torn.append(line)
+            else:
+                self.records.append(match.groupdict())
+        self.burst: Dict[str, Dict[int, int]] = {}  # id -> i -> times seen
+        self.big: Dict[str, List[int]] = {}  # id -> payload lengths seen
+        self.seqs: Dict[str, List[int]] = {}  # pid -> seqs in file order
+        self.seqs_by_thread: Dict[Tuple[str, str], List[int]] = {}
+        for record in self.records:
+            message = record["message"]
+            burst = BURST.match(message)
+            big = BIG.match(message) if burst is None else None
+            if burst is not None:
+                seen = self.burst.setdefault(burst["id"], {})
+                seen[int(burst["i"])] = seen.get(int(burst["i"]), 0) + 1
+                seq = int(burst["seq"])
+            elif big is not None:
+                self.big.setdefault(big["id"], []).append(len(big["payload"]))
+                seq = int(big["seq"])
+            else:
+                continue
+            self.seqs.setdefault(record["pid"], []).append(seq)
+            self.seqs_by_thread.setdefault((record["pid"], record["thread"]), []).append(seq)
+
+    def lines_of(self, logger: str) -> List[Dict[str, str]]:
+        return [r for r in self.records if r["logger"] == logger]
+
+    def check(self, requests: Dict[str, int], n: int, big: int) -> None:
+        """Every record of every answered request once; no loss, no tear, per-process order."""
+        assert not self.torn, f"{len(self.torn)} lines are not whole records: {self.torn[:3]!r}"
+        answered = [rid for rid, status in requests.items() if status == 200]
+        assert answered, "no request was answered"
+        for rid in answered:
+            assert self.burst.get(rid) == {i: 1 for i in range(n)}, f"request {rid}: {self.burst.get(rid)}"
+            assert self.big.get(rid) == [big], f"request {rid}: big record {self.big.get(rid)}"
+        for rid, seen in self.burst.items():
+            assert all(count == 1 for count in seen.values()), f"request {rid} duplicated: {seen}"
+        for key, seqs in self.seqs_by_thread.items():
+            assert seqs == sorted(seqs), f"{key}: records out of order"
+        for pid, seqs in self.seqs.items():
+            # Each process numbers its records 0, 1, 2...: a gap is a lost record.
+            assert sorted(seqs) == list(range(len(seqs))), f"pid {pid} lost records"
+        access = [r["message"] for r in self.lines_of("gunicorn.access")]
+        for rid in answered:
+            hits = [m for m in access if f"id={rid} " in m or f"id={rid}&" in m]
+            assert len(hits) == 1, f"request {rid}: {len(hits)} access lines"

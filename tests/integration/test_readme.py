@@ -1,0 +1,48 @@
+"""The README's examples run as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+from tests.integration.gunicorn_proc import REPO, Gunicorn
+
+
+def python_blocks() -> List[str]:
+    text = (REPO / "README.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+def test_pool_example_runs(tmp_path: Path) -> None:
+    """Example 3: every job's record crosses the hub, from both pools."""
+    (block,) = [b for b in python_blocks() if "ProcessPoolExecutor" in b]
+    script = tmp_path / "pool_example.py"
+    script.write_text(block)
+    result = subprocess.run(
+        [sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["6", "8 records crossed the hub"]
+    jobs = [line for line in result.stderr.splitlines() if " job job " in line]
+    assert sorted(line.split()[-2] for line in jobs) == ["0", "0", "1", "1", "2", "2", "3", "3"]
+
+
+def test_existing_config_example_runs(tmp_path: Path) -> None:
+    """Example 2: the user's post_fork runs, and forklog's hooks still route every line."""
+    (block,) = [b for b in python_blocks() if "my_gunicorn_conf.py" in b]
+    conf = tmp_path / "my_gunicorn_conf.py"
+    conf.write_text(block)
+    server = Gunicorn(tmp_path, conf=conf).start()
+    try:
+        assert server.get("/") == 200
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    messages = [line.split(" - ", 1)[1] for line in server.log_lines()]
+    ready = [m for m in messages if m.startswith("worker ") and m.endswith(" ready")]
+    assert len(ready) == 2
+    assert any(m.startswith("hello from pid") for m in messages)
+    assert any("GET / HTTP/1.1" in m for m in messages)

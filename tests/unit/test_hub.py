@@ -1,0 +1,156 @@
+"""The hub's lifecycle, ownership, robustness and accounting, in one process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import pytest
+
+import forklog
+from tests.support import Collect
+
+
+def log_through(hub: forklog.Hub, count: int, name: str = "unit", level: int = logging.INFO) -> None:
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    handler = hub.handler()
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        for i in range(count):
+            logger.log(level, "record %d", i)
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_start_twice_raises_and_stop_twice_is_harmless() -> None:
+    """One owner, one start; a second stop() does nothing."""
+    hub = forklog.Hub([Collect()]).start()
+    with pytest.raises(RuntimeError, match="already running"):
+        hub.start()
+    assert hub.stop(timeout=2) is not None
+    assert hub.stop(timeout=2) is None
+    with pytest.raises(RuntimeError, match="already stopped"):
+        hub.start()
+
+
+def test_stop_in_another_process_does_nothing() -> None:
+    """H17: a forked child calling stop() (an inherited atexit) leaves the owner's hub running."""
+    collect = Collect()
+    with forklog.Hub([collect]) as hub:
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 0 if hub.stop(timeout=1) is None else 1
+            log_through(hub, 1, "child")
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert hub.running
+        log_through(hub, 3, "parent")
+    assert collect.messages() == ["record 0", "record 0", "record 1", "record 2"]
+    assert [r.process for r in collect.records] == [pid, os.getpid(), os.getpid(), os.getpid()]
+
+
+def test_stop_drains_everything_enqueued_before_it() -> None:
+    """Records written before stop() all reach the sinks, in order."""
+    collect = Collect()
+    hub = forklog.Hub([collect]).start()
+    log_through(hub, 5000)
+    stats = hub.stop(timeout=10)
+    assert collect.messages() == [f"record {i}" for i in range(5000)]
+    assert stats is not None and stats.enqueued == 5000 and stats.written == {"collect": 5000}
+
+
+def test_each_sink_applies_its_own_level() -> None:
+    """respect_handler_level: a WARNING sink sees only WARNING and up."""
+    everything, warnings = Collect(), Collect(logging.WARNING)
+    with forklog.Hub([("all", everything), ("warn", warnings)]) as hub:
+        log_through(hub, 2, level=logging.DEBUG)
+        log_through(hub, 1, level=logging.WARNING)
+    assert len(everything.records) == 3
+    assert [r.levelname for r in warnings.records] == ["WARNING"]
+
+
+class Exploding(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        raise OSError("disk on fire")
+
+
+class BadFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        raise ValueError("filter bug")
+
+
+def test_listener_survives_failing_sinks_and_reports_at_a_bounded_rate(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """H3: sink and filter exceptions are counted and reported a few times, not per record."""
+    good, filtered = Collect(), Collect()
+    filtered.addFilter(BadFilter())
+    with forklog.Hub([("good", good), ("bad", Exploding()), ("filtered", filtered)]) as hub:
+        log_through(hub, 200)
+        stats = hub.stats()
+    assert len(good.records) == 200
+    err = capfd.readouterr().err
+    assert "disk on fire" in err and "filter bug" in err
+    assert err.count("forklog:") <= 4, err
+    final = hub.stats()
+    assert final.sink_errors["bad"] == 200 and final.sink_errors["filtered"] == 200
+    assert stats.queue_depth >= 0
+
+
+def test_garbage_in_the_pipe_is_skipped() -> None:
+    """Bytes written straight into the channel are counted; the hub goes on."""
+    collect = Collect()
+    with forklog.Hub([collect]) as hub:
+        log_through(hub, 1)
+        os.write(hub.queue.write_fd, b"\xf0\x1c not a frame at all" * 10)
+        log_through(hub, 2)
+    stats = hub.stats()
+    assert collect.messages() == ["record 0", "record 0", "record 1"]
+    assert stats.garbage_bytes > 0
+
+
+def test_drops_are_summarised_in_the_log_and_the_stats() -> None:
+    """H4: a worker's drops on a full queue arrive as one WARNING record and in stats()."""
+    collect = Collect()
+    hub = forklog.Hub([collect], pipe_size=4096)
+    log_through(hub, 200)  # the hub is not reading yet: the pipe fills, the rest drop
+    dropped = hub.queue.dropped["INFO"]
+    assert 100 < dropped < 200
+    hub.start()
+    log_through(hub, 1, "later")
+    stats = hub.stop(timeout=5)
+    summaries = [r for r in collect.records if r.name == "forklog"]
+    assert len(summaries) == 1
+    assert summaries[0].getMessage() == (
+        f"forklog: dropped {dropped} records while the queue was full (INFO: {dropped})"
+    )
+    assert stats is not None
+    assert stats.dropped_by_level == {"INFO": dropped}
+    assert stats.dropped_by_process == {os.getpid(): dropped}
+    assert len(collect.records) == 200 - dropped + 2
+
+
+class Stalled(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.gate.wait(30)
+
+
+def test_stop_is_bounded_with_a_stalled_sink(capfd: pytest.CaptureFixture[str]) -> None:
+    """H8: stop(timeout) returns in time even when a sink never returns, and says what it left."""
+    stalled = Stalled()
+    hub = forklog.Hub([stalled]).start()
+    log_through(hub, 50)
+    started = time.monotonic()
+    hub.stop(timeout=1.0)
+    assert time.monotonic() - started < 1.5
+    stalled.gate.set()
+    assert "abandoned" in capfd.readouterr().err

@@ -1,0 +1,88 @@
+"""The pipe channel: frames, reassembly, garbage, and the drop policy."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from forklog import transport, wire
+from forklog.transport import FrameReader
+
+
+def record(msg: str, level: int = logging.INFO) -> logging.LogRecord:
+    return logging.LogRecord("t", level, __file__, 1, msg, (), None)
+
+
+def test_large_records_are_reassembled_across_interleaved_frames() -> None:
+    """Fragments of two writers interleave in the pipe; each record comes out whole."""
+    big_a = wire.encode(record("a" * 20_000))
+    big_b = wire.encode(record("b" * 9_000))
+    frames_a = transport._frames(0, 11, 0, big_a)
+    frames_b = transport._frames(0, 22, 0, big_b)
+    assert all(len(f) <= transport.PIPE_BUF for f in frames_a + frames_b)
+    interleaved = [f for pair in zip(frames_a, frames_b + [b""] * 10) for f in pair]
+    reader = FrameReader()
+    out = list(reader.feed(b"".join(interleaved)))
+    assert sorted((pid, payload) for _f, pid, _s, payload in out) == [(11, big_a), (22, big_b)]
+    assert reader.garbage_bytes == 0 and reader.pending_partial == 0
+
+
+def test_garbage_and_torn_frames_are_skipped_and_counted() -> None:
+    """Bytes that are not frames, and a frame cut short, cannot stop the reader."""
+    good = transport._frames(0, 5, 1, wire.encode(record("good")))[0]
+    corrupt = bytearray(good)
+    corrupt[-1] ^= 0xFF  # CRC mismatch
+    reader = FrameReader()
+    stream = b"junk\x00\xf0\x1c" + bytes(corrupt) + good[:10] + b"more junk" + good
+    out = list(reader.feed(stream[:37])) + list(reader.feed(stream[37:]))
+    assert [wire.decode(p, pid).getMessage() for _f, pid, _s, p in out] == ["good"]
+    assert reader.garbage_bytes > 0 and reader.bad_frames >= 1
+
+
+def test_an_unfinished_large_record_is_abandoned_and_counted() -> None:
+    """A writer that stops between fragments (killed) leaves a counted, expired partial."""
+    frames = transport._frames(0, 77, 3, wire.encode(record("z" * 10_000)))
+    reader = FrameReader(partial_timeout=0.0)
+    assert list(reader.feed(b"".join(frames[:-1]))) == []
+    assert reader.pending_partial == 1
+    reader.expire(time.monotonic() + 1)
+    assert reader.pending_partial == 0 and reader.abandoned_records == {77: 1}
+
+
+def test_full_pipe_drops_below_keep_level_at_once_and_counts() -> None:
+    """H4: INFO is dropped without waiting; ERROR waits keep_wait, then drops; both counted."""
+    channel = transport.Channel(pipe_size=4096, keep_wait=0.05)
+    try:
+        sent = 0
+        while channel.send_record(record(f"filler {sent}")):
+            sent += 1
+        assert sent > 0
+        started = time.monotonic()
+        assert channel.send_record(record("info")) is False
+        assert time.monotonic() - started < 0.05
+        started = time.monotonic()
+        assert channel.send_record(record("error", logging.ERROR)) is False
+        assert time.monotonic() - started >= 0.05
+        assert channel.dropped == {"INFO": 2, "ERROR": 1}
+
+        # Drain the pipe: the next record is preceded by one summary record.
+        assert channel.read_fd is not None
+        reader = FrameReader()
+        fillers = []
+        while transport.pipe_backlog(channel.read_fd):
+            fillers += list(reader.feed(os.read(channel.read_fd, 1 << 16)))
+        assert len(fillers) == sent
+        assert channel.send_record(record("after"))
+        got = [wire.decode(p, pid) for _f, pid, _s, p in reader.feed(os.read(channel.read_fd, 1 << 16))]
+        assert [r.getMessage() for r in got] == [
+            "forklog: dropped 3 records while the queue was full (ERROR: 1, INFO: 2)",
+            "after",
+        ]
+        assert got[0].levelno == logging.WARNING and got[0].__dict__["forklog_dropped"] == {
+            "INFO": 2,
+            "ERROR": 1,
+        }
+        assert channel.dropped == {}
+    finally:
+        channel.close()
