@@ -154,3 +154,16 @@ def test_stop_is_bounded_with_a_stalled_sink(capfd: pytest.CaptureFixture[str]) 
     assert time.monotonic() - started < 1.5
     stalled.gate.set()
     assert "abandoned" in capfd.readouterr().err
+
+
+def test_undecodable_record_is_counted_and_skipped() -> None:
+    """A well-framed record whose payload is not a record cannot stop the listener."""
+    from forklog import transport
+
+    collect = Collect()
+    with forklog.Hub([collect]) as hub:
+        for frame in transport._frames(0, os.getpid(), 999, b"\x00not marshal data"):
+            os.write(hub.queue.write_fd, frame)
+        log_through(hub, 1)
+    assert collect.messages() == ["record 0"]
+    assert hub.stats().bad_records == 1
