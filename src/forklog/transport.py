@@ -52,8 +52,9 @@ __all__ = ["Channel", "FrameReader", "PIPE_BUF"]
 
 PIPE_BUF = 4096
 _MAGIC = b"\xf0\x1c"
-# magic, flags, version, payload length, pid, record sequence, fragment index
-_HEAD = struct.Struct("<2sBBHIII")
+# magic, flags, version, payload length, pid, boot, record sequence, fragment index.
+# "boot" is random per process incarnation: a reused pid is another writer.
+_HEAD = struct.Struct("<2sBBHIIII")
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _HEAD.size + _CRC.size
 MAX_PAYLOAD = PIPE_BUF - HEADER_SIZE
@@ -67,7 +68,7 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _poll = select.poll  # bound at import: gevent's monkey-patching removes select.poll
 
 
-def _frames(flags: int, pid: int, seq: int, payload: bytes) -> List[bytes]:
+def _frames(flags: int, pid: int, boot: int, seq: int, payload: bytes) -> List[bytes]:
     """Cut ``payload`` into frames of at most ``PIPE_BUF`` bytes."""
     out = []
     size = len(payload)
@@ -79,7 +80,7 @@ def _frames(flags: int, pid: int, seq: int, payload: bytes) -> List[bytes]:
             bits |= FIRST
         if index == count - 1:
             bits |= LAST
-        head = _HEAD.pack(_MAGIC, bits, _VERSION, len(chunk), pid, seq & 0xFFFFFFFF, index)
+        head = _HEAD.pack(_MAGIC, bits, _VERSION, len(chunk), pid, boot, seq & 0xFFFFFFFF, index)
         out.append(head + _CRC.pack(zlib.crc32(chunk, zlib.crc32(head))) + chunk)
     return out
 
@@ -141,6 +142,9 @@ class Channel:
 
     def _reset_process_state(self) -> None:
         self.pid = os.getpid()
+        self.boot = int.from_bytes(os.urandom(4), "little")
+        #: Every record this process sends takes the next number, dropped ones
+        #: too; the master turns numbers it never received into a loss report.
         self._seq = itertools.count()
         self._lock = threading.RLock()  # guards the drop counters only (cold path)
         self._dropped: Dict[str, int] = {}
@@ -201,7 +205,7 @@ class Channel:
 
     def _send(self, payload: bytes, levelno: int, flags: int) -> bool:
         seq = next(self._seq)
-        frames = _frames(flags, self.pid, seq, payload)
+        frames = _frames(flags, self.pid, self.boot, seq, payload)
         deadline = 0.0
         for position, frame in enumerate(frames):
             while True:
@@ -263,7 +267,7 @@ class Channel:
     def send_control(self, payload: bytes, timeout: float) -> bool:
         """Send a control frame to the reader (the stop marker), waiting up to ``timeout``."""
         deadline = time.monotonic() + timeout
-        frame = _frames(CONTROL, self.pid, 0, payload)[0]
+        frame = _frames(CONTROL, self.pid, self.boot, 0, payload)[0]
         while True:
             try:
                 os.write(self.write_fd, frame)
@@ -329,19 +333,21 @@ class FrameReader:
 
     Skips and counts anything that is not a well-formed frame; puts large
     records back together; gives up (and counts) on a record whose writer
-    stopped sending fragments.
+    stopped sending fragments, and bounds the memory such records can hold.
     """
 
-    def __init__(self, partial_timeout: float = 10.0) -> None:
+    def __init__(self, partial_timeout: float = 10.0, max_partial_bytes: int = 64 << 20) -> None:
         self._buffer = bytearray()
-        self._partial: Dict[Tuple[int, int], Tuple[float, List[bytes]]] = {}
+        self._partial: Dict[Tuple[int, int, int], Tuple[float, List[bytes]]] = {}
+        self._partial_bytes = 0
         self.partial_timeout = partial_timeout
+        self.max_partial_bytes = max_partial_bytes
         self.garbage_bytes = 0
         self.bad_frames = 0
         self.abandoned_records: Dict[int, int] = {}  # by pid
 
-    def feed(self, data: bytes) -> Iterator[Tuple[int, int, int, bytes]]:
-        """Yield ``(flags, pid, seq, payload)`` for each whole record in ``data``."""
+    def feed(self, data: bytes) -> Iterator[Tuple[int, int, int, int, bytes]]:
+        """Yield ``(flags, pid, boot, seq, payload)`` for each whole record in ``data``."""
         buf = self._buffer
         buf += data
         pos = 0
@@ -354,7 +360,7 @@ class FrameReader:
                 self.garbage_bytes += skip_to - pos
                 pos = skip_to
                 continue
-            _magic, flags, version, length, pid, seq, index = unpack(buf, pos)
+            _magic, flags, version, length, pid, boot, seq, index = unpack(buf, pos)
             if version != _VERSION or length > MAX_PAYLOAD:
                 self.garbage_bytes += 1
                 self.bad_frames += 1
@@ -372,19 +378,20 @@ class FrameReader:
                 continue
             pos = frame_end
             if flags & FIRST and flags & LAST:
-                yield flags, pid, seq, payload
+                yield flags, pid, boot, seq, payload
             else:
-                whole = self._assemble(flags, pid, seq, index, payload)
+                whole = self._assemble(flags, (pid, boot, seq), index, payload)
                 if whole is not None:
-                    yield flags, pid, seq, whole
+                    yield flags, pid, boot, seq, whole
         del buf[:pos]
 
-    def _assemble(self, flags: int, pid: int, seq: int, index: int, payload: bytes) -> Optional[bytes]:
-        key = (pid, seq)
+    def _assemble(self, flags: int, key: Tuple[int, int, int], index: int, payload: bytes) -> Optional[bytes]:
         if flags & FIRST:
             if key in self._partial:
                 self._abandon(key)
             self._partial[key] = (time.monotonic(), [payload])
+            self._partial_bytes += len(payload)
+            self._bound()
             return None
         entry = self._partial.get(key)
         if entry is None or len(entry[1]) != index:
@@ -393,13 +400,23 @@ class FrameReader:
                 self._abandon(key)
             return None
         entry[1].append(payload)
+        self._partial_bytes += len(payload)
         if flags & LAST:
             del self._partial[key]
-            return b"".join(entry[1])
+            whole = b"".join(entry[1])
+            self._partial_bytes -= len(whole)
+            return whole
+        self._bound()
         return None
 
-    def _abandon(self, key: Tuple[int, int]) -> None:
-        del self._partial[key]
+    def _bound(self) -> None:
+        while self._partial_bytes > self.max_partial_bytes and self._partial:
+            oldest = min(self._partial, key=lambda k: self._partial[k][0])
+            self._abandon(oldest)
+
+    def _abandon(self, key: Tuple[int, int, int]) -> None:
+        _started, parts = self._partial.pop(key)
+        self._partial_bytes -= sum(len(part) for part in parts)
         pid = key[0]
         self.abandoned_records[pid] = self.abandoned_records.get(pid, 0) + 1
 

@@ -162,7 +162,7 @@ def test_undecodable_record_is_counted_and_skipped() -> None:
 
     collect = Collect()
     with forklog.Hub([collect]) as hub:
-        for frame in transport._frames(0, os.getpid(), 999, b"\x00not marshal data"):
+        for frame in transport._frames(0, os.getpid(), 1, 999, b"\x00not marshal data"):
             os.write(hub.queue.write_fd, frame)
         log_through(hub, 1)
     assert collect.messages() == ["record 0"]

@@ -22,7 +22,8 @@ def test_import_has_no_side_effects() -> None:
         assert atexit._ncallbacks() == before
         assert forklog.__all__ == sorted(forklog.__all__)
         assert sorted(forklog.gunicorn.__all__) == [
-            "child_exit", "logger_class", "on_exit", "on_starting", "post_fork", "worker_abort", "worker_exit",
+            "child_exit", "logger_class", "on_exit", "on_starting",
+            "post_fork", "worker_abort", "worker_exit",
         ]
         print("ok")
         """

@@ -18,31 +18,31 @@ def test_large_records_are_reassembled_across_interleaved_frames() -> None:
     """Fragments of two writers interleave in the pipe; each record comes out whole."""
     big_a = wire.encode(record("a" * 20_000))
     big_b = wire.encode(record("b" * 9_000))
-    frames_a = transport._frames(0, 11, 0, big_a)
-    frames_b = transport._frames(0, 22, 0, big_b)
+    frames_a = transport._frames(0, 11, 1, 0, big_a)
+    frames_b = transport._frames(0, 22, 1, 0, big_b)
     assert all(len(f) <= transport.PIPE_BUF for f in frames_a + frames_b)
     interleaved = [f for pair in zip(frames_a, frames_b + [b""] * 10) for f in pair]
     reader = FrameReader()
     out = list(reader.feed(b"".join(interleaved)))
-    assert sorted((pid, payload) for _f, pid, _s, payload in out) == [(11, big_a), (22, big_b)]
+    assert sorted((pid, payload) for _f, pid, _b, _s, payload in out) == [(11, big_a), (22, big_b)]
     assert reader.garbage_bytes == 0 and reader.pending_partial == 0
 
 
 def test_garbage_and_torn_frames_are_skipped_and_counted() -> None:
     """Bytes that are not frames, and a frame cut short, cannot stop the reader."""
-    good = transport._frames(0, 5, 1, wire.encode(record("good")))[0]
+    good = transport._frames(0, 5, 1, 1, wire.encode(record("good")))[0]
     corrupt = bytearray(good)
     corrupt[-1] ^= 0xFF  # CRC mismatch
     reader = FrameReader()
     stream = b"junk\x00\xf0\x1c" + bytes(corrupt) + good[:10] + b"more junk" + good
     out = list(reader.feed(stream[:37])) + list(reader.feed(stream[37:]))
-    assert [wire.decode(p, pid).getMessage() for _f, pid, _s, p in out] == ["good"]
+    assert [wire.decode(p, pid).getMessage() for _f, pid, _b, _s, p in out] == ["good"]
     assert reader.garbage_bytes > 0 and reader.bad_frames >= 1
 
 
 def test_an_unfinished_large_record_is_abandoned_and_counted() -> None:
     """A writer that stops between fragments (killed) leaves a counted, expired partial."""
-    frames = transport._frames(0, 77, 3, wire.encode(record("z" * 10_000)))
+    frames = transport._frames(0, 77, 1, 3, wire.encode(record("z" * 10_000)))
     reader = FrameReader(partial_timeout=0.0)
     assert list(reader.feed(b"".join(frames[:-1]))) == []
     assert reader.pending_partial == 1
@@ -74,7 +74,7 @@ def test_full_pipe_drops_below_keep_level_at_once_and_counts() -> None:
             fillers += list(reader.feed(os.read(channel.read_fd, 1 << 16)))
         assert len(fillers) == sent
         assert channel.send_record(record("after"))
-        got = [wire.decode(p, pid) for _f, pid, _s, p in reader.feed(os.read(channel.read_fd, 1 << 16))]
+        got = [wire.decode(p, pid) for _f, pid, _b, _s, p in reader.feed(os.read(channel.read_fd, 1 << 16))]
         assert [r.getMessage() for r in got] == [
             "forklog: dropped 3 records while the queue was full (ERROR: 1, INFO: 2)",
             "after",

@@ -64,10 +64,17 @@ class HubStats:
     pipe_bytes: int
     #: Records left behind by ``stop()`` when its timeout ran out.
     abandoned: int
+    #: Records a writer sent (or dropped without reporting) that never
+    #: arrived, by pid: settled when the writer is gone, reported in the log.
+    lost_by_process: Dict[int, int]
 
     @property
     def dropped(self) -> int:
         return sum(self.dropped_by_level.values())
+
+    @property
+    def lost(self) -> int:
+        return sum(self.lost_by_process.values())
 
 
 Sink = Union[logging.Handler, Tuple[str, logging.Handler]]
@@ -200,7 +207,12 @@ class Hub:
                 self.queue, self._backlog, self._counters, self._reporter, self._stop_token
             )
             self._listener = Listener(
-                self._backlog, self._sinks, self._counters, self._reporter, self._dispatch_lock
+                self._backlog,
+                self._sinks,
+                self._counters,
+                self._reporter,
+                dispatch_lock=self._dispatch_lock,
+                channel=self.queue,
             )
             self._receiver.start()
             self._listener.start()
@@ -320,7 +332,13 @@ class Hub:
                 self._dispatch_lock.release()
 
     def process_exited(self, pid: int) -> None:
-        """Told by the host (gunicorn ``child_exit``) that ``pid`` is gone."""
+        """Told by the host (gunicorn ``child_exit``) that ``pid`` is gone.
+
+        Its account is settled when the listener reaches this point of the
+        queue, after everything the process wrote; a loss is reported then.
+        """
+        if self._owner == os.getpid() and self._listener is not None:
+            self._listener.exited(pid, timeout=0.1)
 
     def stats(self) -> HubStats:
         counters = self._counters
@@ -339,6 +357,7 @@ class Hub:
             queue_depth=len(self._backlog),
             pipe_bytes=transport.pipe_backlog(read_fd) if read_fd is not None else 0,
             abandoned=counters.abandoned,
+            lost_by_process=dict(counters.ledger.lost_by_process),
         )
 
     # -- fork ------------------------------------------------------------------

@@ -24,11 +24,17 @@ import time
 from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from forklog import transport, wire
+from forklog.master.ledger import Ledger, process_is_gone
 from forklog.master.report import Reporter
 
 __all__ = ["Backlog", "Counters", "Listener", "Receiver"]
 
-Item = Tuple[int, int, bytes]  # pid, seq, payload
+Item = Tuple[int, int, int, int, bytes]  # kind, pid, boot, seq, payload
+RECORD = 0
+EXITED = 1  # the process is gone and everything it wrote is ahead of this item
+
+#: The control frame that tells the reader a process is gone: prefix + pid.
+EXIT_MARK = b"exit"
 
 
 class Backlog:
@@ -47,7 +53,7 @@ class Backlog:
 
     def put(self, item: Item, deadline: Optional[Callable[[], bool]] = None) -> bool:
         """Append ``item``, waiting while full; False if ``deadline()`` says give up."""
-        size = len(item[2])
+        size = len(item[4])
         with self._cond:
             while self._items and (
                 len(self._items) >= self.max_records or self._bytes + size > self.max_bytes
@@ -68,7 +74,7 @@ class Backlog:
             items = self._items
             while items and len(batch) < limit:
                 item = items.popleft()
-                self._bytes -= len(item[2])
+                self._bytes -= len(item[4])
                 batch.append(item)
             if batch:
                 self._cond.notify_all()
@@ -99,6 +105,7 @@ class Counters:
         self.dropped_by_level: Dict[str, int] = {}
         self.dropped_by_process: Dict[int, int] = {}
         self.abandoned = 0
+        self.ledger = Ledger()
 
     def add_drops(self, pid: int, counts: Dict[str, int]) -> None:
         for level, count in counts.items():
@@ -158,12 +165,19 @@ class Receiver(threading.Thread):
         """Queue the records in ``data``; True once the stop marker is seen."""
         frames = self.frames
         before = (frames.garbage_bytes, frames.bad_frames)
-        for flags, pid, seq, payload in frames.feed(data):
+        for flags, pid, boot, seq, payload in frames.feed(data):
             if flags & transport.CONTROL:
                 if payload == self._stop_token:
                     return True
-                continue
-            if not self._backlog.put((pid, seq, payload), self._past_deadline):
+                if payload.startswith(EXIT_MARK) and len(payload) == len(EXIT_MARK) + 4:
+                    gone = int.from_bytes(payload[len(EXIT_MARK) :], "little")
+                    frames.expire(pid=gone)
+                    item: Item = (EXITED, gone, 0, 0, b"")
+                else:
+                    continue
+            else:
+                item = (RECORD, pid, boot, seq, payload)
+            if not self._backlog.put(item, self._past_deadline):
                 return False
         if (frames.garbage_bytes, frames.bad_frames) != before:
             self._reporter.report(
@@ -178,6 +192,8 @@ class Listener(threading.Thread):
     """Decodes records and hands them to the sinks. The single writer of every sink."""
 
     BATCH = 256
+    #: How often the listener looks for writers that died without a word.
+    LIVENESS_INTERVAL = 1.0
 
     def __init__(
         self,
@@ -185,7 +201,9 @@ class Listener(threading.Thread):
         sinks: Sequence[Tuple[str, logging.Handler]],
         counters: Counters,
         reporter: Reporter,
+        *,
         dispatch_lock: threading.Lock,
+        channel: transport.Channel,
     ) -> None:
         super().__init__(name="forklog-listener", daemon=True)
         self._backlog = backlog
@@ -193,27 +211,59 @@ class Listener(threading.Thread):
         self._counters = counters
         self._reporter = reporter
         self._dispatch_lock = dispatch_lock
+        self._channel = channel
+        self._owner = os.getpid()
+        self._exit_sent: Dict[int, float] = {}
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned = 0
 
     def run(self) -> None:
         backlog = self._backlog
+        next_check = time.monotonic() + self.LIVENESS_INTERVAL
         while True:
-            if self.deadline is not None and time.monotonic() >= self.deadline:
+            now = time.monotonic()
+            if self.deadline is not None and now >= self.deadline:
                 self.abandoned = backlog.clear()
                 return
+            if now >= next_check:
+                self._look_for_the_dead()
+                next_check = now + self.LIVENESS_INTERVAL
             batch = backlog.get_batch(self.BATCH, 0.25)
             if batch:
                 with self._dispatch_lock:
                     for item in batch:
                         self.dispatch(item)
             elif backlog.closed and not len(backlog):
+                self._settle_live_writers()
                 return
 
+    def exited(self, pid: int, timeout: float = 0.0) -> bool:
+        """Queue the marker that settles ``pid``'s account once its records are read."""
+        return self._channel.send_control(EXIT_MARK + pid.to_bytes(4, "little"), timeout)
+
+    def _look_for_the_dead(self) -> None:
+        # A pool child, or a worker whose host has no child_exit hook, can die
+        # without telling anyone: look for it, and send its exit marker down
+        # the pipe behind everything it wrote.
+        now = time.monotonic()
+        try:
+            for pid in self._counters.ledger.pids():
+                if pid == self._owner or now - self._exit_sent.get(pid, -60.0) < 30.0:
+                    continue
+                if process_is_gone(pid) and self.exited(pid):
+                    self._exit_sent[pid] = now
+        except Exception as exc:  # noqa: BLE001
+            self._reporter.report("liveness", f"could not check for dead writers: {exc!r}")
+
     def dispatch(self, item: Item) -> None:
-        pid, _seq, payload = item
+        kind, pid, boot, seq, payload = item
         counters = self._counters
+        if kind == EXITED:
+            self._exit_sent.pop(pid, None)
+            self._report_loss(pid, counters.ledger.close(pid), "killed")
+            return
         counters.received += 1
+        counters.ledger.received(pid, boot, seq)
         try:
             record = wire.decode(payload, pid)
         except Exception as exc:  # noqa: BLE001
@@ -222,7 +272,13 @@ class Listener(threading.Thread):
             return
         dropped = record.__dict__.get("forklog_dropped")
         if dropped and record.name == "forklog" and isinstance(dropped, dict):
-            counters.add_drops(pid, {str(k): int(v) for k, v in dropped.items()})
+            counts = {str(k): int(v) for k, v in dropped.items()}
+            counters.add_drops(pid, counts)
+            counters.ledger.dropped(pid, boot, sum(counts.values()))
+        self._write(record)
+
+    def _write(self, record: logging.LogRecord) -> None:
+        counters = self._counters
         levelno = record.levelno
         for name, sink in self._sinks:
             if levelno < sink.level:
@@ -233,3 +289,27 @@ class Listener(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - a filter or a handle() that raised
                 counters.sink_errors[name] += 1
                 self._reporter.report(f"sink:{name}", f"sink {name} failed on a record: {exc!r}")
+
+    def _report_loss(self, pid: int, lost: int, why: str) -> None:
+        if not lost:
+            return
+        record = logging.LogRecord(
+            "forklog",
+            logging.WARNING,
+            __file__,
+            0,
+            "forklog: lost %d records from pid %d (%s)",
+            (lost, pid, why),
+            None,
+            "lost",
+        )
+        record.forklog_lost = {"pid": pid, "count": lost}
+        self._write(record)
+
+    def _settle_live_writers(self) -> None:
+        """At stop: what live writers sent and never arrived is lost too."""
+        ledger = self._counters.ledger
+        with self._dispatch_lock:
+            for pid in ledger.pids():
+                if pid != self._owner:
+                    self._report_loss(pid, ledger.close(pid), "still running when the hub stopped")

@@ -1,0 +1,77 @@
+"""Per-process accounting: which records each writer sent, and which never came.
+
+Every record a process sends takes the next sequence number (transport),
+whether it reaches the pipe or is dropped on a full pipe. When the process is
+gone, the master knows how many numbers it used (the highest one seen, plus
+one), how many records arrived, and how many drops the process reported in
+its summary records. What is left was lost: a record cut short when its
+writer was SIGKILLed between two fragments, or drops it never got to report.
+The listener turns that into a ``forklog: lost N records from pid P`` record.
+
+A record whose write had not started when its process was killed never
+existed outside that process and cannot be counted.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Tuple
+
+__all__ = ["Ledger", "process_is_gone"]
+
+
+class Ledger:
+    def __init__(self) -> None:
+        # (pid, boot) -> [records received, highest sequence number + 1, drops reported]
+        self._writers: Dict[Tuple[int, int], List[int]] = {}
+        self.lost_by_process: Dict[int, int] = {}
+
+    def received(self, pid: int, boot: int, seq: int) -> None:
+        entry = self._writers.get((pid, boot))
+        if entry is None:
+            entry = self._writers[(pid, boot)] = [0, 0, 0]
+        entry[0] += 1
+        if seq >= entry[1]:
+            entry[1] = seq + 1
+
+    def dropped(self, pid: int, boot: int, count: int) -> None:
+        entry = self._writers.get((pid, boot))
+        if entry is not None:
+            entry[2] += count
+
+    def pids(self) -> List[int]:
+        return sorted({pid for pid, _boot in self._writers})
+
+    def close(self, pid: int) -> int:
+        """``pid`` is gone and all it wrote has been read: settle its account."""
+        lost = 0
+        for key in [key for key in self._writers if key[0] == pid]:
+            received, used, reported = self._writers.pop(key)
+            lost += max(0, used - received - reported)
+        if lost:
+            self.lost_by_process[pid] = self.lost_by_process.get(pid, 0) + lost
+        return lost
+
+    def outstanding(self) -> Dict[int, int]:
+        """Numbers used but neither received nor reported, by pid, for live writers."""
+        gaps: Dict[int, int] = {}
+        for (pid, _boot), (received, used, reported) in self._writers.items():
+            if used - received - reported > 0:
+                gaps[pid] = gaps.get(pid, 0) + used - received - reported
+        return gaps
+
+
+def process_is_gone(pid: int) -> bool:
+    """True if ``pid`` no longer runs (exited, or a zombie waiting to be reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return True
+    return fields[:1] == [b"Z"]
