@@ -47,6 +47,7 @@ from multiprocessing import reduction
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from forklog import wire
+from forklog.scoreboard import Scoreboard
 
 __all__ = ["Channel", "FrameReader", "PIPE_BUF"]
 
@@ -88,15 +89,32 @@ def _frames(flags: int, pid: int, boot: int, seq: int, payload: bytes) -> List[b
 _live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
 
+# Scoreboard slots reserved by the owner for the child being forked, handed
+# over in the child. Thread-local: the child continues the forking thread.
+_forking = threading.local()
+
+
+def _before_fork() -> None:
+    _forking.slots = {id(ch): ch._reserve_slot() for ch in list(_live_channels)}
+
+
+def _after_fork_in_parent() -> None:
+    _forking.slots = {}
+
+
 def _after_fork_in_child() -> None:
+    slots = getattr(_forking, "slots", {})
+    _forking.slots = {}
     for channel in list(_live_channels):
-        channel._after_fork()
+        channel._after_fork(slots.get(id(channel), -1))
 
 
 @functools.cache
 def _install_fork_hook() -> None:
     # Registered once, on first use, not at import: importing forklog has no side effects.
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
 
 
 class Channel:
@@ -116,6 +134,8 @@ class Channel:
         level: int = logging.NOTSET,
         pipe_size: int = 1 << 20,
         _write_fd: Optional[int] = None,
+        _scoreboard: Optional[Scoreboard] = None,
+        _slot: int = -1,
     ) -> None:
         self.keep_level = keep_level
         self.keep_wait = keep_wait
@@ -124,7 +144,9 @@ class Channel:
         #: root logger to it so no record a sink wants is filtered out early.
         self.level = level
         self.read_fd: Optional[int] = None
+        self.scoreboard = _scoreboard
         if _write_fd is None:
+            self.scoreboard = Scoreboard()
             read_fd, write_fd = os.pipe()
             # On failure the kernel's default size stays; the bound still holds.
             with contextlib.suppress(OSError):
@@ -134,13 +156,13 @@ class Channel:
             self.read_fd = read_fd
             _write_fd = write_fd
         self.write_fd: int = _write_fd
-        self._reset_process_state()
+        self._reset_process_state(_slot)
         _live_channels.add(self)
         _install_fork_hook()
 
     # -- process-local state ------------------------------------------------
 
-    def _reset_process_state(self) -> None:
+    def _reset_process_state(self, slot: int = -1) -> None:
         self.pid = os.getpid()
         self.boot = int.from_bytes(os.urandom(4), "little")
         #: Every record this process sends takes the next number, dropped ones
@@ -150,10 +172,24 @@ class Channel:
         self._dropped: Dict[str, int] = {}
         self._dropped_total = 0
         self.sent = 0
+        self._slot = slot if self.scoreboard is not None else -1
+        if self._slot >= 0:
+            assert self.scoreboard is not None
+            self.scoreboard.claim(self._slot, self.pid, self.boot)
 
-    def _after_fork(self) -> None:
+    @property
+    def is_owner(self) -> bool:
+        """True in the process that created the channel and reads it."""
+        return self.read_fd is not None and self.pid == os.getpid()
+
+    def _reserve_slot(self) -> int:
+        if self.is_owner and self.scoreboard is not None:
+            return self.scoreboard.reserve()
+        return -1
+
+    def _after_fork(self, slot: int) -> None:
         """In a forked child: fresh counters; the read end is the master's alone."""
-        self._reset_process_state()
+        self._reset_process_state(slot)
         if self.read_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.read_fd)
@@ -170,16 +206,15 @@ class Channel:
     def __reduce__(self) -> Tuple[Callable[..., Channel], Tuple[Any, ...]]:
         # Like multiprocessing.connection.Connection: the descriptor is
         # duplicated into the child that is being created (spawn, forkserver).
-        return (
-            _rebuild,
-            (
-                reduction.DupFd(self.write_fd),
-                self.keep_level,
-                self.keep_wait,
-                self.max_record_bytes,
-                self.level,
-            ),
-        )
+        slot = self._reserve_slot()
+        board = reduction.DupFd(self.scoreboard.fd) if slot >= 0 and self.scoreboard is not None else None
+        options = {
+            "keep_level": self.keep_level,
+            "keep_wait": self.keep_wait,
+            "max_record_bytes": self.max_record_bytes,
+            "level": self.level,
+        }
+        return (_rebuild, (reduction.DupFd(self.write_fd), board, slot, options))
 
     # -- the queue interface (stock QueueHandler) -----------------------------
 
@@ -205,6 +240,8 @@ class Channel:
 
     def _send(self, payload: bytes, levelno: int, flags: int) -> bool:
         seq = next(self._seq)
+        if self._slot >= 0:
+            self.scoreboard.publish(self._slot, seq + 1)  # type: ignore[union-attr]
         frames = _frames(flags, self.pid, self.boot, seq, payload)
         deadline = 0.0
         for position, frame in enumerate(frames):
@@ -288,6 +325,10 @@ class Channel:
                     os.close(fd)
         self.read_fd = None
         self.write_fd = -1
+        self._slot = -1
+        if self.scoreboard is not None:
+            self.scoreboard.close()
+            self.scoreboard = None
 
 
 def drop_summary(counts: Dict[str, int]) -> logging.LogRecord:
@@ -315,13 +356,12 @@ def _wait_writable(fd: int, timeout: float) -> None:
         poller.poll(max(0, int(timeout * 1000)) or 1)
 
 
-def _rebuild(dup: Any, keep_level: int, keep_wait: float, max_record_bytes: int, level: int) -> Channel:
+def _rebuild(dup: Any, board: Any, slot: int, options: Dict[str, Any]) -> Channel:
     return Channel(
-        keep_level=keep_level,
-        keep_wait=keep_wait,
-        max_record_bytes=max_record_bytes,
-        level=level,
         _write_fd=dup.detach(),
+        _scoreboard=Scoreboard(fd=board.detach()) if board is not None else None,
+        _slot=slot if board is not None else -1,
+        **options,
     )
 
 

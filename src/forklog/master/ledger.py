@@ -15,7 +15,7 @@ existed outside that process and cannot be counted.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 __all__ = ["Ledger", "process_is_gone"]
 
@@ -42,11 +42,19 @@ class Ledger:
     def pids(self) -> List[int]:
         return sorted({pid for pid, _boot in self._writers})
 
-    def close(self, pid: int) -> int:
-        """``pid`` is gone and all it wrote has been read: settle its account."""
+    def close(self, pid: int, numbered: Optional[Dict[int, int]] = None) -> int:
+        """``pid`` is gone and all it wrote has been read: settle its account.
+
+        ``numbered`` is what the scoreboard says each incarnation (boot) of
+        ``pid`` numbered; it covers records dropped or cut short at the end,
+        which no later record's number reveals.
+        """
+        numbered = numbered or {}
         lost = 0
-        for key in [key for key in self._writers if key[0] == pid]:
-            received, used, reported = self._writers.pop(key)
+        boots = {boot for p, boot in self._writers if p == pid} | set(numbered)
+        for boot in boots:
+            received, used, reported = self._writers.pop((pid, boot), [0, 0, 0])
+            used = max(used, numbered.get(boot, 0))
             lost += max(0, used - received - reported)
         if lost:
             self.lost_by_process[pid] = self.lost_by_process.get(pid, 0) + lost

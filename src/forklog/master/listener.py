@@ -246,8 +246,12 @@ class Listener(threading.Thread):
         # without telling anyone: look for it, and send its exit marker down
         # the pipe behind everything it wrote.
         now = time.monotonic()
+        board = self._channel.scoreboard
         try:
-            for pid in self._counters.ledger.pids():
+            pids = set(self._counters.ledger.pids())
+            if board is not None:
+                pids.update(board.claimed())
+            for pid in sorted(pids):
                 if pid == self._owner or now - self._exit_sent.get(pid, -60.0) < 30.0:
                     continue
                 if process_is_gone(pid) and self.exited(pid):
@@ -260,7 +264,7 @@ class Listener(threading.Thread):
         counters = self._counters
         if kind == EXITED:
             self._exit_sent.pop(pid, None)
-            self._report_loss(pid, counters.ledger.close(pid), "killed")
+            self._report_loss(pid, counters.ledger.close(pid, self._release_slots(pid)), "killed")
             return
         counters.received += 1
         counters.ledger.received(pid, boot, seq)
@@ -290,6 +294,16 @@ class Listener(threading.Thread):
                 counters.sink_errors[name] += 1
                 self._reporter.report(f"sink:{name}", f"sink {name} failed on a record: {exc!r}")
 
+    def _release_slots(self, pid: int) -> Dict[int, int]:
+        """What the scoreboard says ``pid`` numbered, by boot; its slots are freed."""
+        board = self._channel.scoreboard
+        numbered: Dict[int, int] = {}
+        if board is not None:
+            for slot, boot, count in board.claimed().get(pid, []):
+                numbered[boot] = count
+                board.release(slot)
+        return numbered
+
     def _report_loss(self, pid: int, lost: int, why: str) -> None:
         if not lost:
             return
@@ -312,4 +326,5 @@ class Listener(threading.Thread):
         with self._dispatch_lock:
             for pid in ledger.pids():
                 if pid != self._owner:
-                    self._report_loss(pid, ledger.close(pid), "still running when the hub stopped")
+                    numbered = self._release_slots(pid)
+                    self._report_loss(pid, ledger.close(pid, numbered), "still running when the hub stopped")

@@ -1,0 +1,90 @@
+"""A shared-memory scoreboard: how many records each writer has numbered.
+
+A SIGKILLed process cannot say what it dropped or was about to send. The
+pipe tells the master what *arrived*; this table tells it what was *sent*:
+every writer has a slot, in memory shared with the master, where it
+publishes the number of records it has numbered so far (each record takes
+the next number before it is written, dropped or not). When the writer is
+gone, the master compares that number with what arrived and what the writer
+reported as dropped; the difference is reported as lost, never silently.
+
+Slots are handed out by the owner only (a cross-process allocator would need
+a lock a SIGKILL could wedge): at ``fork()`` in the owner's ``before`` hook,
+and when the channel is pickled for a spawn or forkserver child. A process
+forked by a worker (not by the owner) has no slot; its losses are still
+counted from the numbers that arrive, but drops it never got to report
+cannot be. The table lives in a ``memfd``, so spawn and forkserver children
+map the same memory through a passed descriptor.
+
+Each slot is ``pid, boot, numbered`` (u32, u32, u64). Only its writer
+changes ``numbered``; the owner reads it once the writer is gone, so no
+lock is needed.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import mmap
+import os
+import struct
+import threading
+from typing import Deque, Dict, List, Optional, Tuple
+
+__all__ = ["Scoreboard"]
+
+_SLOT = struct.Struct("<IIQ")
+_NUMBERED = struct.Struct("<Q")
+_NUMBERED_OFFSET = 8
+
+
+class Scoreboard:
+    """The table. The owner creates it; children attach to it."""
+
+    def __init__(self, slots: int = 4096, fd: Optional[int] = None) -> None:
+        self.slots = slots
+        size = slots * _SLOT.size
+        if fd is None:
+            fd = os.memfd_create("forklog-scoreboard", os.MFD_CLOEXEC)
+            os.ftruncate(fd, size)
+            self._free: Deque[int] = collections.deque(range(slots))
+        else:
+            self._free = collections.deque()
+        self.fd = fd
+        self._map = mmap.mmap(fd, size)
+        self._lock = threading.Lock()
+
+    # -- the owner ------------------------------------------------------------
+
+    def reserve(self) -> int:
+        """A free slot for a child about to be created, or -1 if none is left."""
+        with self._lock:
+            return self._free.popleft() if self._free else -1
+
+    def release(self, index: int) -> None:
+        with self._lock:
+            _SLOT.pack_into(self._map, index * _SLOT.size, 0, 0, 0)
+            self._free.append(index)
+
+    def claimed(self) -> Dict[int, List[Tuple[int, int, int]]]:
+        """pid -> [(slot, boot, numbered)] for every slot a writer has claimed."""
+        out: Dict[int, List[Tuple[int, int, int]]] = {}
+        for index in range(self.slots):
+            pid, boot, numbered = _SLOT.unpack_from(self._map, index * _SLOT.size)
+            if pid:
+                out.setdefault(pid, []).append((index, boot, numbered))
+        return out
+
+    # -- a writer -------------------------------------------------------------
+
+    def claim(self, index: int, pid: int, boot: int) -> None:
+        _SLOT.pack_into(self._map, index * _SLOT.size, pid, boot, 0)
+
+    def publish(self, index: int, numbered: int) -> None:
+        _NUMBERED.pack_into(self._map, index * _SLOT.size + _NUMBERED_OFFSET, numbered)
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError, ValueError):
+            self._map.close()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
