@@ -64,6 +64,7 @@ _VERSION = 1
 FIRST = 0x01
 LAST = 0x02
 CONTROL = 0x04  # a message for the reader itself (the stop marker), not a record
+NO_SEQ = 0xFFFFFFFF  # the sequence number of a frame that is not a numbered record
 
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _poll = select.poll  # bound at import: gevent's monkey-patching removes select.poll
@@ -229,20 +230,24 @@ class Channel:
 
     def send_record(self, record: logging.LogRecord) -> bool:
         """Encode and send ``record``; ``False`` if it was dropped (and counted)."""
-        levelno = record.levelno
         payload = wire.encode(record, self.max_record_bytes)
+        if not self._send(payload, record.levelno):
+            self._count_drop(record.levelname)
+            return False
         if self._dropped_total:
+            # The pipe takes records again: report what it refused, right behind.
             self._send_drop_summary()
-        if self._send(payload, levelno, 0):
-            return True
-        self._count_drop(record.levelname)
-        return False
+        return True
 
-    def _send(self, payload: bytes, levelno: int, flags: int) -> bool:
-        seq = next(self._seq)
-        if self._slot >= 0:
-            self.scoreboard.publish(self._slot, seq + 1)  # type: ignore[union-attr]
-        frames = _frames(flags, self.pid, self.boot, seq, payload)
+    def _send(self, payload: bytes, levelno: int, numbered: bool = True) -> bool:
+        if numbered:
+            seq = next(self._seq)
+            board = self.scoreboard
+            if self._slot >= 0 and board is not None:
+                board.publish(self._slot, seq + 1)
+        else:
+            seq = NO_SEQ  # a drop summary: reports records, is not one of them
+        frames = _frames(0, self.pid, self.boot, seq, payload)
         deadline = 0.0
         for position, frame in enumerate(frames):
             while True:
@@ -279,7 +284,7 @@ class Channel:
             counts, self._dropped, self._dropped_total = self._dropped, {}, 0
         if not counts:
             return
-        if not self._send(wire.encode(drop_summary(counts)), logging.WARNING, 0):
+        if not self._send(wire.encode(drop_summary(counts)), logging.WARNING, numbered=False):
             with self._lock:  # still full: keep counting, report later
                 for name, count in counts.items():
                     self._dropped[name] = self._dropped.get(name, 0) + count

@@ -66,7 +66,7 @@ def test_full_pipe_drops_below_keep_level_at_once_and_counts() -> None:
         assert time.monotonic() - started >= 0.05
         assert channel.dropped == {"INFO": 2, "ERROR": 1}
 
-        # Drain the pipe: the next record is preceded by one summary record.
+        # Drain the pipe: the next record is followed by one summary record.
         assert channel.read_fd is not None
         reader = FrameReader()
         fillers = []
@@ -76,10 +76,10 @@ def test_full_pipe_drops_below_keep_level_at_once_and_counts() -> None:
         assert channel.send_record(record("after"))
         got = [wire.decode(p, pid) for _f, pid, _b, _s, p in reader.feed(os.read(channel.read_fd, 1 << 16))]
         assert [r.getMessage() for r in got] == [
-            "forklog: dropped 3 records while the queue was full (ERROR: 1, INFO: 2)",
             "after",
+            "forklog: dropped 3 records while the queue was full (ERROR: 1, INFO: 2)",
         ]
-        assert got[0].levelno == logging.WARNING and got[0].__dict__["forklog_dropped"] == {
+        assert got[1].levelno == logging.WARNING and got[1].__dict__["forklog_dropped"] == {
             "INFO": 2,
             "ERROR": 1,
         }

@@ -67,6 +67,10 @@ class HubStats:
     #: Records a writer sent (or dropped without reporting) that never
     #: arrived, by pid: settled when the writer is gone, reported in the log.
     lost_by_process: Dict[int, int]
+    #: Writers that are gone and whose accounts are settled.
+    settled_processes: int
+    #: Whether the listener thread is running (it survives sink and record faults).
+    listener_alive: bool
 
     @property
     def dropped(self) -> int:
@@ -358,6 +362,8 @@ class Hub:
             pipe_bytes=transport.pipe_backlog(read_fd) if read_fd is not None else 0,
             abandoned=counters.abandoned,
             lost_by_process=dict(counters.ledger.lost_by_process),
+            settled_processes=counters.settled,
+            listener_alive=self._listener is not None and self._listener.is_alive(),
         )
 
     # -- fork ------------------------------------------------------------------

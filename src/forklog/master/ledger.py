@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Tuple
 
+from forklog.transport import NO_SEQ
+
 __all__ = ["Ledger", "process_is_gone"]
 
 
@@ -27,6 +29,8 @@ class Ledger:
         self.lost_by_process: Dict[int, int] = {}
 
     def received(self, pid: int, boot: int, seq: int) -> None:
+        if seq == NO_SEQ:
+            return  # a drop summary
         entry = self._writers.get((pid, boot))
         if entry is None:
             entry = self._writers[(pid, boot)] = [0, 0, 0]
@@ -42,7 +46,7 @@ class Ledger:
     def pids(self) -> List[int]:
         return sorted({pid for pid, _boot in self._writers})
 
-    def close(self, pid: int, numbered: Optional[Dict[int, int]] = None) -> int:
+    def close(self, pid: int, numbered: Optional[Dict[int, int]] = None) -> Optional[int]:
         """``pid`` is gone and all it wrote has been read: settle its account.
 
         ``numbered`` is what the scoreboard says each incarnation (boot) of
@@ -52,6 +56,8 @@ class Ledger:
         numbered = numbered or {}
         lost = 0
         boots = {boot for p, boot in self._writers if p == pid} | set(numbered)
+        if not boots:
+            return None  # nothing known of it (already settled, or it never wrote)
         for boot in boots:
             received, used, reported = self._writers.pop((pid, boot), [0, 0, 0])
             used = max(used, numbered.get(boot, 0))

@@ -51,18 +51,19 @@ class Backlog:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, item: Item, deadline: Optional[Callable[[], bool]] = None) -> bool:
-        """Append ``item``, waiting while full; False if ``deadline()`` says give up."""
-        size = len(item[4])
+    def put_many(self, items: List[Item], deadline: Optional[Callable[[], bool]] = None) -> bool:
+        """Append ``items`` in order, waiting while full; False if ``deadline()`` says give up."""
+        queue = self._items
         with self._cond:
-            while self._items and (
-                len(self._items) >= self.max_records or self._bytes + size > self.max_bytes
-            ):
-                if deadline is not None and deadline():
-                    return False
-                self._cond.wait(0.05)
-            self._items.append(item)
-            self._bytes += size
+            for item in items:
+                size = len(item[4])
+                while queue and (len(queue) >= self.max_records or self._bytes + size > self.max_bytes):
+                    self._cond.notify_all()
+                    if deadline is not None and deadline():
+                        return False
+                    self._cond.wait(0.05)
+                queue.append(item)
+                self._bytes += size
             self._cond.notify_all()
         return True
 
@@ -106,6 +107,7 @@ class Counters:
         self.dropped_by_process: Dict[int, int] = {}
         self.abandoned = 0
         self.ledger = Ledger()
+        self.settled = 0
 
     def add_drops(self, pid: int, counts: Dict[str, int]) -> None:
         for level, count in counts.items():
@@ -165,27 +167,28 @@ class Receiver(threading.Thread):
         """Queue the records in ``data``; True once the stop marker is seen."""
         frames = self.frames
         before = (frames.garbage_bytes, frames.bad_frames)
+        items: List[Item] = []
+        stop = False
         for flags, pid, boot, seq, payload in frames.feed(data):
             if flags & transport.CONTROL:
                 if payload == self._stop_token:
-                    return True
+                    stop = True
+                    break
                 if payload.startswith(EXIT_MARK) and len(payload) == len(EXIT_MARK) + 4:
                     gone = int.from_bytes(payload[len(EXIT_MARK) :], "little")
                     frames.expire(pid=gone)
-                    item: Item = (EXITED, gone, 0, 0, b"")
-                else:
-                    continue
+                    items.append((EXITED, gone, 0, 0, b""))
             else:
-                item = (RECORD, pid, boot, seq, payload)
-            if not self._backlog.put(item, self._past_deadline):
-                return False
+                items.append((RECORD, pid, boot, seq, payload))
+        if items and not self._backlog.put_many(items, self._past_deadline):
+            return False
         if (frames.garbage_bytes, frames.bad_frames) != before:
             self._reporter.report(
                 "garbage",
                 f"skipped {frames.garbage_bytes} bytes that were not forklog frames "
                 f"({frames.bad_frames} bad frames in all)",
             )
-        return False
+        return stop
 
 
 class Listener(threading.Thread):
@@ -239,7 +242,10 @@ class Listener(threading.Thread):
 
     def exited(self, pid: int, timeout: float = 0.0) -> bool:
         """Queue the marker that settles ``pid``'s account once its records are read."""
-        return self._channel.send_control(EXIT_MARK + pid.to_bytes(4, "little"), timeout)
+        if self._channel.send_control(EXIT_MARK + pid.to_bytes(4, "little"), timeout):
+            self._exit_sent[pid] = time.monotonic()
+            return True
+        return False
 
     def _look_for_the_dead(self) -> None:
         # A pool child, or a worker whose host has no child_exit hook, can die
@@ -254,8 +260,8 @@ class Listener(threading.Thread):
             for pid in sorted(pids):
                 if pid == self._owner or now - self._exit_sent.get(pid, -60.0) < 30.0:
                     continue
-                if process_is_gone(pid) and self.exited(pid):
-                    self._exit_sent[pid] = now
+                if process_is_gone(pid):
+                    self.exited(pid)
         except Exception as exc:  # noqa: BLE001
             self._reporter.report("liveness", f"could not check for dead writers: {exc!r}")
 
@@ -264,7 +270,10 @@ class Listener(threading.Thread):
         counters = self._counters
         if kind == EXITED:
             self._exit_sent.pop(pid, None)
-            self._report_loss(pid, counters.ledger.close(pid, self._release_slots(pid)), "killed")
+            lost = counters.ledger.close(pid, self._release_slots(pid))
+            if lost is not None:
+                counters.settled += 1
+                self._report_loss(pid, lost, "killed")
             return
         counters.received += 1
         counters.ledger.received(pid, boot, seq)
@@ -326,5 +335,5 @@ class Listener(threading.Thread):
         with self._dispatch_lock:
             for pid in ledger.pids():
                 if pid != self._owner:
-                    numbered = self._release_slots(pid)
-                    self._report_loss(pid, ledger.close(pid, numbered), "still running when the hub stopped")
+                    lost = ledger.close(pid, self._release_slots(pid))
+                    self._report_loss(pid, lost or 0, "still running when the hub stopped")
