@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import struct
 import threading
 from typing import List
 
@@ -21,3 +23,28 @@ class Collect(logging.Handler):
 
     def messages(self) -> List[str]:
         return [r.getMessage() for r in self.records]
+
+
+class SharedCounters:
+    """Counters that forked children update and the test reads.
+
+    Read and written with pread/pwrite on a memfd, not through a shared
+    mmap: on this project's CI machines a forked child's stores into a
+    shared mapping were seen to stay invisible to the parent.
+    """
+
+    _COUNTER = struct.Struct("<q")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.fd = os.memfd_create("forklog-test-counters")
+        os.ftruncate(self.fd, size * 8)
+
+    def __getitem__(self, index: int) -> int:
+        return int(self._COUNTER.unpack(os.pread(self.fd, 8, index * 8))[0])
+
+    def __setitem__(self, index: int, value: int) -> None:
+        os.pwrite(self.fd, self._COUNTER.pack(value), index * 8)
+
+    def close(self) -> None:
+        os.close(self.fd)

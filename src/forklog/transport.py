@@ -172,6 +172,7 @@ class Channel:
         self._lock = threading.RLock()  # guards the drop counters only (cold path)
         self._dropped: Dict[str, int] = {}
         self._dropped_total = 0
+        self._published = 0
         self.sent = 0
         self._slot = slot if self.scoreboard is not None else -1
         if self._slot >= 0:
@@ -240,14 +241,11 @@ class Channel:
         return True
 
     def _send(self, payload: bytes, levelno: int, numbered: bool = True) -> bool:
-        if numbered:
-            seq = next(self._seq)
-            board = self.scoreboard
-            if self._slot >= 0 and board is not None:
-                board.publish(self._slot, seq + 1)
-        else:
-            seq = NO_SEQ  # a drop summary: reports records, is not one of them
+        # A drop summary reports records and is not one of them: no number.
+        seq = next(self._seq) if numbered else NO_SEQ
         frames = _frames(0, self.pid, self.boot, seq, payload)
+        if numbered and len(frames) > 1:
+            self._publish(seq + 1)  # a kill between its frames must not hide it
         deadline = 0.0
         for position, frame in enumerate(frames):
             while True:
@@ -258,6 +256,8 @@ class Channel:
                     # The first frame of a record below the keep level is
                     # dropped at once; anything else waits a bounded time.
                     if position == 0 and levelno < self.keep_level:
+                        if numbered:
+                            self._publish(seq + 1)
                         return False
                     now = time.monotonic()
                     if not deadline:
@@ -265,14 +265,33 @@ class Channel:
                     elif now >= deadline:
                         # Once a fragment is out, the master owns the
                         # accounting: it counts the unfinished record.
+                        if numbered:
+                            self._publish(seq + 1)
                         return position > 0
                     _wait_writable(self.write_fd, deadline - now)
                 except InterruptedError:
                     continue
                 except OSError:
+                    if numbered:
+                        self._publish(seq + 1)
                     return position > 0
         self.sent += 1
         return True
+
+    def _publish(self, numbered: int) -> None:
+        """Tell the scoreboard how many records this process has numbered.
+
+        Only needed for what no later frame will reveal: records dropped,
+        and records of several frames that a kill could cut short.
+        """
+        board = self.scoreboard
+        if self._slot < 0 or board is None:
+            return
+        with self._lock:
+            if numbered > self._published:
+                self._published = numbered
+                with contextlib.suppress(OSError):
+                    board.publish(self._slot, numbered)
 
     def _count_drop(self, levelname: str) -> None:
         with self._lock:

@@ -39,9 +39,11 @@ class Ledger:
             entry[1] = seq + 1
 
     def dropped(self, pid: int, boot: int, count: int) -> None:
+        # A writer's first frame to arrive can be its drop summary.
         entry = self._writers.get((pid, boot))
-        if entry is not None:
-            entry[2] += count
+        if entry is None:
+            entry = self._writers[(pid, boot)] = [0, 0, 0]
+        entry[2] += count
 
     def pids(self) -> List[int]:
         return sorted({pid for pid, _boot in self._writers})
