@@ -52,7 +52,10 @@ class Gunicorn:
         self.stderr_path = tmp_path / "gunicorn.stderr"
         self.stdout_path = tmp_path / "gunicorn.stdout"
         self.graceful_timeout = graceful_timeout
-        self.env = dict(os.environ, FORKLOG_FILE=str(self.log_file), PYTHONUNBUFFERED="1")
+        # No rotation unless a test asks for it: the checks read one file.
+        self.env = dict(
+            os.environ, FORKLOG_FILE=str(self.log_file), FORKLOG_MAX_BYTES=str(1 << 40), PYTHONUNBUFFERED="1"
+        )
         self.env.pop("BIND", None)
         self.env.update(env or {})
         self.argv = [
@@ -101,8 +104,8 @@ class Gunicorn:
                 return response.status
             finally:
                 conn.close()
-        except OSError:
-            return 0
+        except (OSError, http.client.HTTPException):
+            return 0  # refused, reset, or cut short by a killed worker
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
