@@ -6,7 +6,8 @@ import logging
 import os
 import struct
 import threading
-from typing import List
+import time
+from typing import Callable, List
 
 
 class Collect(logging.Handler):
@@ -48,3 +49,12 @@ class SharedCounters:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``condition`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

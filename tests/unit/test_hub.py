@@ -10,7 +10,7 @@ import time
 import pytest
 
 import forklog
-from tests.support import Collect
+from tests.support import Collect, wait_for
 
 
 def log_through(hub: forklog.Hub, count: int, name: str = "unit", level: int = logging.INFO) -> None:
@@ -122,6 +122,7 @@ def test_drops_are_summarised_in_the_log_and_the_stats() -> None:
     dropped = hub.queue.dropped["INFO"]
     assert 100 < dropped < 200
     hub.start()
+    wait_for(lambda: hub.stats().pipe_bytes == 0, 10, "the hub to drain the pipe")
     log_through(hub, 1, "later")
     stats = hub.stop(timeout=5)
     summaries = [r for r in collect.records if r.name == "forklog"]

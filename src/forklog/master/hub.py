@@ -256,7 +256,9 @@ class Hub:
         deadline = time.monotonic() + max(0.0, timeout)
         receiver, listener = self._receiver, self._listener
         assert receiver is not None and listener is not None
-        # Everything written before this marker is ahead of it in the pipe.
+        # The owner's own unreported drops go out first, then the marker:
+        # everything written before it is ahead of it in the pipe.
+        self.queue.flush(max(0.0, min(0.5, deadline - time.monotonic())))
         marker_sent = self.queue.send_control(self._stop_token, max(0.0, deadline - time.monotonic()))
         # Leave a little of the budget for flushing and closing the sinks.
         drain_deadline = deadline - min(0.5, timeout * 0.1)
