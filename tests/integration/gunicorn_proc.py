@@ -101,6 +101,18 @@ class Gunicorn:
         except (OSError, http.client.HTTPException):
             return 0  # refused, reset, or cut short by a killed worker
 
+    def wait_logged(self, marker: str, timeout: float = 60.0) -> None:
+        """GET ``/health?<marker>`` and wait until its access line is in the file.
+
+        Everything logged before that request has then been written: the
+        hub has caught up with any backlog.
+        """
+        assert self.get(f"/health?{marker}") == 200
+        needle = f"GET /health?{marker} "
+        wait_for(
+            lambda: needle in self.log_file.read_text(errors="replace"), timeout, f"{marker} to be written"
+        )
+
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, sig)

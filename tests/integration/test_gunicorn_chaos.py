@@ -75,6 +75,7 @@ def test_sigkill_storm_under_http_load(server: Gunicorn) -> None:
         for thread in clients:
             thread.join(60)
     wait_for(lambda: len(workers(server)) == 4, 30, "gunicorn to respawn its workers")
+    server.wait_logged("drained")
 
     # After the storm: fresh requests are served and fully logged.
     after = ids(run_load(server, burst_paths("after", 200), concurrency=4))
