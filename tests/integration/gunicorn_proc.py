@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -102,16 +103,27 @@ class Gunicorn:
             return 0  # refused, reset, or cut short by a killed worker
 
     def wait_logged(self, marker: str, timeout: float = 60.0) -> None:
-        """GET ``/health?<marker>`` and wait until its access line is in the file.
+        """Wait until the hub has caught up: a fresh request's access line is in the file.
 
-        Everything logged before that request has then been written: the
-        hub has caught up with any backlog.
+        A request's access line is INFO, and dropped while the pipe is full
+        (counted, reported), so a new marker request goes out every second.
         """
-        assert self.get(f"/health?{marker}") == 200
-        needle = f"GET /health?{marker} "
-        wait_for(
-            lambda: needle in self.log_file.read_text(errors="replace"), timeout, f"{marker} to be written"
-        )
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while time.monotonic() < deadline:
+            attempt += 1
+            assert self.get(f"/health?{marker}-{attempt}") == 200
+            needle = f"GET /health?{marker}-{attempt} "
+
+            def written(needle: str = needle) -> bool:
+                return needle in self.log_file.read_text(errors="replace")
+
+            try:
+                wait_for(written, 1.0, needle)
+                return
+            except AssertionError:
+                continue
+        raise AssertionError(f"the hub did not catch up within {timeout}s")
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
