@@ -168,3 +168,35 @@ def test_undecodable_record_is_counted_and_skipped() -> None:
         log_through(hub, 1)
     assert collect.messages() == ["record 0"]
     assert hub.stats().bad_records == 1
+
+
+def test_records_up_to_the_limit_arrive_whole_and_larger_ones_truncated() -> None:
+    """Nearly max_record_bytes crosses whole; a larger record is cut, with a marker, in one record."""
+    collect = Collect()
+    with forklog.Hub([collect], max_record_bytes=1 << 20) as hub:
+        logger = logging.getLogger("sizes")
+        logger.propagate = False
+        logger.addHandler(hub.handler())
+        logger.error("a%s", "x" * ((1 << 20) - 4096))
+        logger.error("b%s", "y" * (3 << 20))
+    first, second = collect.messages()
+    assert first == "a" + "x" * ((1 << 20) - 4096)
+    assert second.startswith("byyy") and second.endswith("characters]") and "[forklog: truncated" in second
+    assert len(second.encode()) < 1 << 20
+
+
+def test_stop_is_bounded_with_a_record_cut_short_in_the_pipe(capfd: pytest.CaptureFixture[str]) -> None:
+    """A writer killed between the fragments of a large record cannot hold stop() up; it is reported."""
+    from forklog import transport, wire
+
+    collect = Collect()
+    hub = forklog.Hub([collect]).start()
+    frames = transport._frames(0, 999_999, 7, 0, wire.encode(logging.makeLogRecord({"msg": "z" * 20_000})))
+    os.write(hub.queue.write_fd, frames[0])  # the rest never comes
+    log_through(hub, 3)
+    started = time.monotonic()
+    stats = hub.stop(timeout=2)
+    assert time.monotonic() - started < 2.5
+    assert collect.messages() == ["record 0", "record 1", "record 2"]
+    assert stats is not None
+    assert "1 incomplete large records" in capfd.readouterr().err
