@@ -24,6 +24,11 @@ typecheck: $(BIN)/.installed
 
 test: lint typecheck
 	$(BIN)/python -m pytest
+	$(BIN)/python -m benchmarks --quick
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.chaos
 
 unit: $(BIN)/.installed
 	$(BIN)/python -m pytest tests/unit

@@ -59,6 +59,19 @@ class TextFormatter(logging.Formatter):
     def __init__(self, fmt: str, datefmt: str | None = None, *, escape_newlines: bool = False) -> None:
         super().__init__(fmt, datefmt)
         self.escape_newlines = escape_newlines
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # strftime is the dearest part of a text line; records come in bursts
+        # within one second, so the stamp is made once per second.
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return f"{self._stamp},{int(record.msecs):03d}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         if self.escape_newlines:

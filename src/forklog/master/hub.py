@@ -241,6 +241,11 @@ class Hub:
             reporter.report(f"sink:{name}", f"sink {name} failed to write a record: {exc!r}")
 
         handler.handleError = handle_error  # type: ignore[method-assign]
+        if isinstance(handler, logging.StreamHandler):
+            # StreamHandler.emit() flushes after every record: one system call
+            # each. The listener flushes once per batch instead.
+            handler._forklog_flush = handler.flush  # type: ignore[attr-defined]
+            handler.flush = _no_flush  # type: ignore[method-assign]
 
     def stop(self, timeout: Optional[float] = None) -> Optional[HubStats]:
         """Drain, join, then flush and close the sinks, within ``timeout`` seconds.
@@ -292,6 +297,8 @@ class Hub:
     def _close_sinks(self, deadline: float) -> None:
         for name, handler in self._sinks:
             try:
+                if handler.__dict__.pop("_forklog_flush", None) is not None:
+                    del handler.flush  # the handler's own flush again
                 handler.flush()
                 handler.close()
             except Exception as exc:  # noqa: BLE001
@@ -386,6 +393,10 @@ class Hub:
         self._dispatch_lock = threading.Lock()
         self._lifecycle = threading.Lock()
         self._quiesced = False
+
+
+def _no_flush() -> None:
+    """A stream sink's flush between two batches: the listener flushes after the batch."""
 
 
 def _forget_handler(handler: logging.Handler) -> None:

@@ -236,9 +236,21 @@ class Listener(threading.Thread):
                 with self._dispatch_lock:
                     for item in batch:
                         self.dispatch(item)
+                    self._flush_batched()
             elif backlog.closed and not len(backlog):
                 self._settle_live_writers()
                 return
+
+    def _flush_batched(self) -> None:
+        """Flush the stream sinks once per batch (their emit() no longer does, see Hub)."""
+        for name, sink in self._sinks:
+            flush = getattr(sink, "_forklog_flush", None)
+            if flush is not None:
+                try:
+                    flush()
+                except Exception as exc:  # noqa: BLE001
+                    self._counters.sink_errors[name] += 1
+                    self._reporter.report(f"sink:{name}", f"sink {name} failed to flush: {exc!r}")
 
     def exited(self, pid: int, timeout: float = 0.0) -> bool:
         """Queue the marker that settles ``pid``'s account once its records are read."""

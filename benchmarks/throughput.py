@@ -1,0 +1,300 @@
+"""Throughput and log-call latency: forklog next to the setups a user would otherwise pick.
+
+    python -m benchmarks                 # the full table (1, 2, 4, 8 workers, 3 runs each)
+    python -m benchmarks --quick         # CI: small, one run, fails if forklog loses a record
+
+Every setup runs in the same process tree and the same run, with forked
+workers that each log ``records`` records (about 150 bytes, 1% with a
+traceback) as fast as they can into one file:
+
+* ``cookbook``: ``multiprocessing.Queue(10_000)`` + ``QueueListener``;
+* ``cookbook-unbounded``: the same with an unbounded queue;
+* ``append``: every worker appends to the file itself (``FileHandler``);
+* ``loguru``: ``logger.add(path, enqueue=True)``;
+* ``clh``: ``concurrent_log_handler.ConcurrentRotatingFileHandler``;
+* ``forklog``: a :class:`forklog.Hub` with a rotating file sink;
+* ``floor``: the log call with a handler that does nothing.
+
+Printed per setup and worker count: delivered records/s (first emit to the
+last record on disk), p50/p99/p99.9 of the log call in the workers, records
+lost, peak RSS of the master and of the workers, and the ratio of delivered
+throughput to the cookbook's measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.handlers
+import multiprocessing
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import forklog
+
+SETUPS = ["cookbook", "cookbook-unbounded", "append", "loguru", "clh", "forklog", "floor"]
+FORMAT = "%(asctime)s [%(levelname)s] %(name)s %(process)d %(threadName)s - %(message)s"
+MESSAGE = "request handled path=/api/v1/items/%d user=%s status=%d bytes=%d"
+
+
+def _maxrss_kib() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _worker_loop(log_call: Callable[[int], None], records: int, out: Path) -> None:
+    """Log ``records`` records as fast as possible; write call latencies and RSS to ``out``."""
+    timer = time.perf_counter_ns
+    latencies = [0] * records
+    for i in range(records):
+        started = timer()
+        log_call(i)
+        latencies[i] = timer() - started
+    latencies.sort()
+
+    def pick(q: float) -> float:
+        return latencies[min(records - 1, int(q * records))] / 1000
+
+    summary = {"p50": pick(0.5), "p99": pick(0.99), "p999": pick(0.999), "rss_kib": _maxrss_kib()}
+    out.write_text(json.dumps(summary))
+
+
+def _app_log_call(log: logging.Logger) -> Callable[[int], None]:
+    def call(i: int) -> None:
+        if i % 100 == 99:
+            try:
+                raise ValueError(f"bad item {i}")
+            except ValueError:
+                log.exception(MESSAGE, i, "alice", 500, 0)
+        else:
+            log.info(MESSAGE, i, "alice", 200, 1234)
+
+    return call
+
+
+class Setup:
+    """Master side of one setup; ``child()`` runs in each forked worker."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path
+
+    def start(self) -> None:
+        if self.name in ("cookbook", "cookbook-unbounded"):
+            ctx = multiprocessing.get_context("fork")
+            self.queue: Any = ctx.Queue(10_000 if self.name == "cookbook" else 0)
+            handler = logging.FileHandler(self.path)
+            handler.setFormatter(logging.Formatter(FORMAT))
+            self.listener = logging.handlers.QueueListener(self.queue, handler, respect_handler_level=True)
+            self.listener.start()
+        elif self.name == "forklog":
+            sink = logging.handlers.RotatingFileHandler(self.path, maxBytes=1 << 40, backupCount=1)
+            sink.setFormatter(forklog.TextFormatter(FORMAT))
+            self.hub = forklog.Hub([sink]).start()
+        elif self.name == "loguru":
+            from loguru import logger  # noqa: PLC0415 - an optional peer
+
+            logger.remove()
+            line = "{time} [{level}] {name} {process} {thread.name} - {message}"
+            self.loguru_id = logger.add(str(self.path), enqueue=True, format=line)
+
+    def child(self, records: int, out: Path) -> None:
+        root = logging.getLogger()
+        root.handlers.clear()
+        root.setLevel(logging.INFO)
+        log = logging.getLogger("bench")
+        if self.name in ("cookbook", "cookbook-unbounded"):
+            logging.raiseExceptions = False  # a full queue prints a traceback per record otherwise
+            root.addHandler(logging.handlers.QueueHandler(self.queue))
+        elif self.name == "forklog":
+            forklog.init_worker(self.hub.queue, level=logging.INFO)
+        elif self.name == "append":
+            handler = logging.FileHandler(self.path)
+            handler.setFormatter(logging.Formatter(FORMAT))
+            root.addHandler(handler)
+        elif self.name == "clh":
+            from concurrent_log_handler import ConcurrentRotatingFileHandler  # noqa: PLC0415
+
+            handler = ConcurrentRotatingFileHandler(str(self.path), maxBytes=1 << 40)
+            handler.setFormatter(logging.Formatter(FORMAT))
+            root.addHandler(handler)
+        elif self.name == "floor":
+            root.addHandler(logging.NullHandler())
+        if self.name == "loguru":
+            from loguru import logger  # noqa: PLC0415 - an optional peer
+
+            def call(i: int) -> None:
+                if i % 100 == 99:
+                    try:
+                        raise ValueError(f"bad item {i}")
+                    except ValueError:
+                        logger.exception(MESSAGE % (i, "alice", 500, 0))
+                else:
+                    logger.info(MESSAGE % (i, "alice", 200, 1234))
+
+            _worker_loop(call, records, out)
+            logger.complete()
+            return
+        _worker_loop(_app_log_call(log), records, out)
+        if self.name in ("cookbook", "cookbook-unbounded"):
+            self.queue.close()
+            self.queue.join_thread()
+
+    def stop(self) -> None:
+        if self.name in ("cookbook", "cookbook-unbounded"):
+            self.listener.stop()
+        elif self.name == "forklog":
+            self.hub.stop(timeout=120)
+        elif self.name == "loguru":
+            from loguru import logger  # noqa: PLC0415 - an optional peer
+
+            logger.remove(self.loguru_id)
+
+    def written(self) -> int:
+        if self.name == "floor" or not self.path.exists():
+            return 0
+        with open(self.path, "rb") as f:
+            return sum(1 for line in f if line[:4].isdigit())  # records, not traceback lines
+
+
+def run_one(name: str, workers: int, records: int, tmp: Path) -> Dict[str, Any]:
+    path = tmp / f"{name}-{workers}.log"
+    setup = Setup(name, path)
+    setup.start()
+    outs = [tmp / f"{name}-{workers}-{k}.json" for k in range(workers)]
+    started = time.perf_counter()
+    pids = []
+    for k in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                setup.child(records, outs[k])
+            except BaseException:  # noqa: BLE001 - a child never returns into the benchmark
+                code = 1
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    setup.stop()
+    elapsed = time.perf_counter() - started
+    stats = [json.loads(out.read_text()) for out in outs]
+    expected = workers * records
+    written = expected if name == "floor" else setup.written()
+    return {
+        "setup": name,
+        "workers": workers,
+        "delivered": written / elapsed if name != "floor" else 0.0,
+        "p50": statistics.median(s["p50"] for s in stats),
+        "p99": max(s["p99"] for s in stats),
+        "p999": max(s["p999"] for s in stats),
+        "lost": expected - written,
+        "lost_pct": 100.0 * (expected - written) / expected,
+        "rss_master_mib": _maxrss_kib() / 1024,
+        "rss_worker_mib": max(s["rss_kib"] for s in stats) / 1024,
+    }
+
+
+def run_isolated(name: str, workers: int, records: int, tmp: Path) -> Dict[str, Any]:
+    """Each measurement in its own process, so no setup inherits another's threads or RSS."""
+    out = tmp / f"result-{name}-{workers}.json"
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            out.write_text(json.dumps(run_one(name, workers, records, tmp)))
+        except BaseException as exc:  # noqa: BLE001
+            out.write_text(json.dumps({"error": repr(exc)}))
+            code = 1
+        finally:
+            os._exit(code)
+    os.waitpid(pid, 0)
+    result: Dict[str, Any] = json.loads(out.read_text())
+    if "error" in result:
+        raise RuntimeError(f"{name} with {workers} workers: {result['error']}")
+    return result
+
+
+def median_of(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    out = dict(runs[0])
+    for key in ("delivered", "p50", "p99", "p999", "lost", "lost_pct", "rss_master_mib", "rss_worker_mib"):
+        out[key] = statistics.median(r[key] for r in runs)
+    out["lost_max"] = max(r["lost"] for r in runs)
+    return out
+
+
+def table(results: List[Dict[str, Any]]) -> str:
+    base = {r["workers"]: r["delivered"] for r in results if r["setup"] == "cookbook"}
+    lines = [
+        f"{'setup':<20}{'workers':>8}{'delivered/s':>13}{'x cookbook':>11}{'p50 us':>9}{'p99 us':>9}"
+        f"{'p99.9 us':>10}{'lost':>9}{'master MiB':>12}{'worker MiB':>12}"
+    ]
+    for r in results:
+        cookbook = base.get(r["workers"])
+        ratio = f"{r['delivered'] / cookbook:.2f}" if cookbook and r["delivered"] else "-"
+        delivered = f"{r['delivered'] / 1000:.1f}k" if r["delivered"] else "-"
+        lines.append(
+            f"{r['setup']:<20}{r['workers']:>8}{delivered:>13}{ratio:>11}{r['p50']:>9.1f}{r['p99']:>9.0f}"
+            f"{r['p999']:>10.0f}{r['lost_pct']:>8.1f}%"
+            f"{r['rss_master_mib']:>12.0f}{r['rss_worker_mib']:>12.0f}"
+        )
+    return "\n".join(lines)
+
+
+def available(name: str) -> bool:
+    module = {"loguru": "loguru", "clh": "concurrent_log_handler"}.get(name)
+    if module is None:
+        return True
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small, one run: for CI")
+    parser.add_argument("--workers", type=int, nargs="*", default=None)
+    parser.add_argument("--records", type=int, default=None, help="records per worker")
+    parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--setups", nargs="*", default=None, choices=SETUPS)
+    args = parser.parse_args(argv)
+    workers_list = args.workers or ([1, 4] if args.quick else [1, 2, 4, 8])
+    # --quick offers fewer records than the hub holds (queue_size plus the pipe):
+    # below capacity, forklog must not lose one.
+    records_total = args.records or (8_000 if args.quick else 40_000)
+    runs = args.runs or (1 if args.quick else 3)
+    setups = [s for s in (args.setups or SETUPS) if available(s)]
+    results: List[Dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="forklog-bench-") as tmp:
+        for workers in workers_list:
+            per_worker = max(1, records_total // workers)
+            for name in setups:
+                runs_done = [run_isolated(name, workers, per_worker, Path(tmp)) for _ in range(runs)]
+                results.append(median_of(runs_done))
+                print(f"  {name} x{workers}: {results[-1]['delivered'] / 1000:.1f}k/s", file=sys.stderr)
+    print(
+        f"forklog benchmark: {records_total} records per run, ~150 bytes, 1% with a traceback; "
+        f"median of {runs}; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+    )
+    print(table(results))
+    if args.quick:
+        lost = [r for r in results if r["setup"] == "forklog" and r["lost_max"]]
+        if lost:
+            print(f"FAILED: forklog lost records below its capacity: {lost}")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
