@@ -164,6 +164,7 @@ class Setup:
 
 
 def run_one(name: str, workers: int, records: int, tmp: Path) -> Dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(dir=tmp))  # a fresh file for every run
     path = tmp / f"{name}-{workers}.log"
     setup = Setup(name, path)
     setup.start()
