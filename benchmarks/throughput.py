@@ -223,6 +223,77 @@ def run_isolated(name: str, workers: int, records: int, tmp: Path) -> Dict[str, 
     return result
 
 
+class SlowSink(logging.Handler):
+    """A sink that takes 1 ms per record, like a disk or a network that crawls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        time.sleep(0.001)
+        if record.name != "forklog":
+            self.count += 1
+
+
+def stalled(seconds: float, workers: int, tmp: Path) -> Dict[str, Any]:
+    """forklog with a 1 ms/record sink while ``workers`` log flat out for ``seconds``."""
+    sink = SlowSink()
+    hub = forklog.Hub([sink]).start()
+    rss_before = _rss_now_kib()
+    outs = [tmp / f"stalled-{k}.json" for k in range(workers)]
+    pids = []
+    for k in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                forklog.init_worker(hub.queue, level=logging.INFO)
+                call = _app_log_call(logging.getLogger("bench"))
+                timer = time.perf_counter_ns
+                latencies: List[int] = []
+                deadline = time.monotonic() + seconds
+                i = 0
+                while time.monotonic() < deadline:
+                    started = timer()
+                    call(i)
+                    latencies.append(timer() - started)
+                    i += 1
+                hub.queue.flush(timeout=5)
+                latencies.sort()
+                p99 = latencies[int(0.99 * len(latencies))] / 1000
+                outs[k].write_text(json.dumps({"emitted": i, "p99": p99, "rss_kib": _maxrss_kib()}))
+            except BaseException:  # noqa: BLE001 - a child never returns into the benchmark
+                code = 1
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+        hub.process_exited(pid)
+    rss_after = _rss_now_kib()
+    stats = hub.stop(timeout=30)
+    assert stats is not None
+    results = [json.loads(out.read_text()) for out in outs]
+    emitted = sum(r["emitted"] for r in results)
+    return {
+        "seconds": seconds,
+        "workers": workers,
+        "emitted": emitted,
+        "written": sink.count,
+        "dropped (reported)": stats.dropped,
+        "lost (reported)": stats.lost,
+        "unaccounted": emitted - sink.count - stats.dropped - stats.lost,
+        "p99 call us": max(r["p99"] for r in results),
+        "master RSS growth MiB": (rss_after - rss_before) / 1024,
+    }
+
+
+def _rss_now_kib() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
 def median_of(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     out = dict(runs[0])
     for key in ("delivered", "p50", "p99", "p999", "lost", "lost_pct", "rss_master_mib", "rss_worker_mib"):
@@ -289,6 +360,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"median of {runs}; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
     print(table(results))
+    with tempfile.TemporaryDirectory(prefix="forklog-stalled-") as tmp:
+        slow = stalled(2.0 if args.quick else 10.0, 4, Path(tmp))
+    print("\nforklog with a sink that takes 1 ms per record, 4 workers logging flat out:")
+    print(
+        "  "
+        + ", ".join(
+            f"{key} {value:.1f}" if isinstance(value, float) else f"{key} {value}"
+            for key, value in slow.items()
+        )
+    )
+    if slow["unaccounted"]:
+        print("FAILED: records neither written nor reported under the stalled sink")
+        return 1
     if args.quick:
         lost = [r for r in results if r["setup"] == "forklog" and r["lost_max"]]
         if lost:
