@@ -172,16 +172,7 @@ def run_one(name: str, workers: int, records: int, tmp: Path) -> Dict[str, Any]:
     started = time.perf_counter()
     pids = []
     for k in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                setup.child(records, outs[k])
-            except BaseException:  # noqa: BLE001 - a child never returns into the benchmark
-                code = 1
-            finally:
-                os._exit(code)
-        pids.append(pid)
+        pids.append(in_child(setup.child, records, outs[k]))
     for pid in pids:
         os.waitpid(pid, 0)
     setup.stop()
@@ -206,17 +197,15 @@ def run_one(name: str, workers: int, records: int, tmp: Path) -> Dict[str, Any]:
 def run_isolated(name: str, workers: int, records: int, tmp: Path) -> Dict[str, Any]:
     """Each measurement in its own process, so no setup inherits another's threads or RSS."""
     out = tmp / f"result-{name}-{workers}.json"
-    pid = os.fork()
-    if pid == 0:
-        code = 0
+
+    def measure() -> None:
         try:
             out.write_text(json.dumps(run_one(name, workers, records, tmp)))
-        except BaseException as exc:  # noqa: BLE001
+        except Exception as exc:
             out.write_text(json.dumps({"error": repr(exc)}))
-            code = 1
-        finally:
-            os._exit(code)
-    os.waitpid(pid, 0)
+            raise
+
+    os.waitpid(in_child(measure), 0)
     result: Dict[str, Any] = json.loads(out.read_text())
     if "error" in result:
         raise RuntimeError(f"{name} with {workers} workers: {result['error']}")
@@ -236,6 +225,38 @@ class SlowSink(logging.Handler):
             self.count += 1
 
 
+def in_child(target: Callable[..., None], *args: Any) -> int:
+    """Run ``target(*args)`` in a forked child that never returns into the benchmark."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            target(*args)
+        except BaseException:  # noqa: BLE001 - report nothing, exit
+            code = 1
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _flood_stalled(hub: forklog.Hub, seconds: float, out: Path) -> None:
+    forklog.init_worker(hub.queue, level=logging.INFO)
+    call = _app_log_call(logging.getLogger("bench"))
+    timer = time.perf_counter_ns
+    latencies: List[int] = []
+    deadline = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < deadline:
+        started = timer()
+        call(i)
+        latencies.append(timer() - started)
+        i += 1
+    hub.queue.flush(timeout=5)
+    latencies.sort()
+    p99 = latencies[int(0.99 * len(latencies))] / 1000
+    out.write_text(json.dumps({"emitted": i, "p99": p99, "rss_kib": _maxrss_kib()}))
+
+
 def stalled(seconds: float, workers: int, tmp: Path) -> Dict[str, Any]:
     """forklog with a 1 ms/record sink while ``workers`` log flat out for ``seconds``."""
     sink = SlowSink()
@@ -244,30 +265,7 @@ def stalled(seconds: float, workers: int, tmp: Path) -> Dict[str, Any]:
     outs = [tmp / f"stalled-{k}.json" for k in range(workers)]
     pids = []
     for k in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                forklog.init_worker(hub.queue, level=logging.INFO)
-                call = _app_log_call(logging.getLogger("bench"))
-                timer = time.perf_counter_ns
-                latencies: List[int] = []
-                deadline = time.monotonic() + seconds
-                i = 0
-                while time.monotonic() < deadline:
-                    started = timer()
-                    call(i)
-                    latencies.append(timer() - started)
-                    i += 1
-                hub.queue.flush(timeout=5)
-                latencies.sort()
-                p99 = latencies[int(0.99 * len(latencies))] / 1000
-                outs[k].write_text(json.dumps({"emitted": i, "p99": p99, "rss_kib": _maxrss_kib()}))
-            except BaseException:  # noqa: BLE001 - a child never returns into the benchmark
-                code = 1
-            finally:
-                os._exit(code)
-        pids.append(pid)
+        pids.append(in_child(_flood_stalled, hub, seconds, outs[k]))
     for pid in pids:
         os.waitpid(pid, 0)
         hub.process_exited(pid)
