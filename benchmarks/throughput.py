@@ -94,7 +94,7 @@ class Setup:
             self.listener = logging.handlers.QueueListener(self.queue, handler, respect_handler_level=True)
             self.listener.start()
         elif self.name == "forklog":
-            sink = logging.handlers.RotatingFileHandler(self.path, maxBytes=1 << 40, backupCount=1)
+            sink = forklog.RotatingFileSink(self.path, maxBytes=1 << 40, backupCount=1)
             sink.setFormatter(forklog.TextFormatter(FORMAT))
             self.hub = forklog.Hub([sink]).start()
         elif self.name == "loguru":

@@ -8,6 +8,7 @@ process gets a queue handler onto it (:func:`init_worker`, or the hooks in
 
 from forklog.formatters import JSONFormatter, TextFormatter
 from forklog.master.hub import Hub, HubStats
+from forklog.master.sinks import RotatingFileSink
 from forklog.settings import Settings
 from forklog.transport import Channel
 from forklog.worker.handler import ForkHandler, init_worker
@@ -20,6 +21,7 @@ __all__ = [
     "Hub",
     "HubStats",
     "JSONFormatter",
+    "RotatingFileSink",
     "Settings",
     "TextFormatter",
     "__version__",

@@ -16,6 +16,7 @@ import sys
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Union
 
 from forklog.formatters import JSONFormatter, TextFormatter
+from forklog.master.sinks import RotatingFileSink
 
 __all__ = ["FILE_FORMAT", "CONSOLE_FORMAT", "Settings", "parse_level"]
 
@@ -111,7 +112,7 @@ class Settings:
         if self.file != "-":
             directory = os.path.dirname(os.path.abspath(self.file))
             os.makedirs(directory, exist_ok=True)
-            file_handler = logging.handlers.RotatingFileHandler(
+            file_handler = RotatingFileSink(
                 self.file,
                 maxBytes=self.max_bytes,
                 backupCount=self.backup_count,

@@ -205,6 +205,9 @@ def _truncated(fields: Tuple[object, ...], excess: int) -> Tuple[object, ...]:
 
 
 _new_record = logging.LogRecord.__new__
+_HAS_TASK_NAME = sys.version_info >= (3, 12)
+# pathname -> (filename, module): a handful of source files log almost everything.
+_file_names: Dict[str, Tuple[str, str]] = {}
 
 
 def decode(payload: bytes, pid: int) -> logging.LogRecord:
@@ -235,7 +238,12 @@ def decode(payload: bytes, pid: int) -> logging.LogRecord:
         task_name,
         extras,
     ) = fields
-    filename = os.path.basename(pathname)
+    names = _file_names.get(pathname)
+    if names is None:
+        if len(_file_names) > 4096:
+            _file_names.clear()
+        filename = os.path.basename(pathname)
+        names = _file_names[pathname] = (filename, os.path.splitext(filename)[0])
     record = _new_record(logging.LogRecord)
     attrs = {
         "name": name,
@@ -244,8 +252,8 @@ def decode(payload: bytes, pid: int) -> logging.LogRecord:
         "levelname": levelname,
         "levelno": levelno,
         "pathname": pathname,
-        "filename": filename,
-        "module": os.path.splitext(filename)[0],
+        "filename": names[0],
+        "module": names[1],
         "exc_info": None,
         "exc_text": exc_text,
         "stack_info": stack_info,
@@ -259,10 +267,10 @@ def decode(payload: bytes, pid: int) -> logging.LogRecord:
         "processName": process_name,
         "process": pid,
     }
-    if sys.version_info >= (3, 12):
+    if _HAS_TASK_NAME:
         attrs["taskName"] = task_name
     if extras:
         for key, value in extras.items():
             attrs.setdefault(key, value)
-    record.__dict__.update(attrs)
+    record.__dict__ = attrs
     return record

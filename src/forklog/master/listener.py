@@ -309,7 +309,13 @@ class Listener(threading.Thread):
             if levelno < sink.level:
                 continue
             try:
-                if sink.handle(record):
+                if sink.filters:
+                    if sink.handle(record):
+                        counters.written[name] += 1
+                else:
+                    # The listener is the sink's only writer (reopen() waits
+                    # for the dispatch lock), so the handler's lock is moot.
+                    sink.emit(record)
                     counters.written[name] += 1
             except Exception as exc:  # noqa: BLE001 - a filter or a handle() that raised
                 counters.sink_errors[name] += 1
