@@ -231,8 +231,15 @@ class Channel:
 
     def send_record(self, record: logging.LogRecord) -> bool:
         """Encode and send ``record``; ``False`` if it was dropped (and counted)."""
+        levelno = record.levelno
+        if self._dropped_total and levelno < self.keep_level and not _writable(self.write_fd):
+            # Still full since the last drop: drop without encoding, the
+            # cheapest a log call can be while the master catches up.
+            self._publish(next(self._seq) + 1)
+            self._count_drop(record.levelname)
+            return False
         payload = wire.encode(record, self.max_record_bytes)
-        if not self._send(payload, record.levelno):
+        if not self._send(payload, levelno):
             self._count_drop(record.levelname)
             return False
         if self._dropped_total:
@@ -371,6 +378,16 @@ def drop_summary(counts: Dict[str, int]) -> logging.LogRecord:
     )
     record.forklog_dropped = dict(counts)
     return record
+
+
+def _writable(fd: int) -> bool:
+    """Whether the pipe has room for a frame now (POLLOUT: at least PIPE_BUF bytes free)."""
+    poller = _poll()
+    poller.register(fd, select.POLLOUT)
+    try:
+        return bool(poller.poll(0))
+    except InterruptedError:
+        return False
 
 
 def _wait_writable(fd: int, timeout: float) -> None:
