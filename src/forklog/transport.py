@@ -250,9 +250,23 @@ class Channel:
     def _send(self, payload: bytes, levelno: int, numbered: bool = True) -> bool:
         # A drop summary reports records and is not one of them: no number.
         seq = next(self._seq) if numbered else NO_SEQ
-        frames = _frames(0, self.pid, self.boot, seq, payload)
-        if numbered and len(frames) > 1:
-            self._publish(seq + 1)  # a kill between its frames must not hide it
+        size = len(payload)
+        if size <= MAX_PAYLOAD:
+            # The common case, inline: one frame, one write().
+            head = _HEAD.pack(_MAGIC, FIRST | LAST, _VERSION, size, self.pid, self.boot, seq & 0xFFFFFFFF, 0)
+            frame = head + _CRC.pack(zlib.crc32(payload, zlib.crc32(head))) + payload
+            try:
+                os.write(self.write_fd, frame)
+                self.sent += 1
+                return True
+            except (BlockingIOError, InterruptedError):
+                frames = [frame]  # full: the policy below decides
+            except OSError:
+                return False
+        else:
+            frames = _frames(0, self.pid, self.boot, seq, payload)
+            if numbered:
+                self._publish(seq + 1)  # a kill between its frames must not hide it
         deadline = 0.0
         for position, frame in enumerate(frames):
             while True:

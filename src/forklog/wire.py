@@ -50,6 +50,8 @@ _MAX_DEPTH = 4
 _MAX_ITEMS = 1000
 
 _SCALARS = (str, int, float, bool, type(None))
+#: How many attributes a record has when nothing was added to it.
+_PLAIN_RECORD_SIZE = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 _exception_formatter = logging.Formatter()
 
 
@@ -116,6 +118,8 @@ def _exception_text(record: logging.LogRecord) -> Optional[str]:
 
 
 def _extras(attrs: Dict[str, Any]) -> Optional[Dict[str, object]]:
+    if len(attrs) <= _PLAIN_RECORD_SIZE:
+        return None  # a record as LogRecord() made it: nothing extra to look for
     extras = None
     for key, value in attrs.items():
         if key not in STANDARD_ATTRS:
@@ -144,21 +148,23 @@ def encode(record: logging.LogRecord, max_bytes: int = 1 << 20) -> bytes:
 
 def _fields(record: logging.LogRecord) -> Tuple[object, ...]:
     attrs = record.__dict__
+    name, levelname, pathname = record.name, record.levelname, record.pathname
+    func, thread_name, process_name = record.funcName, record.threadName, record.processName
     return (
         FORMAT_VERSION,
-        _safe_str(record.name),
+        name if type(name) is str else _safe_str(name),
         int(record.levelno),
-        _safe_str(record.levelname),
+        levelname if type(levelname) is str else _safe_str(levelname),
         merged_message(record),
         float(record.created),
         float(record.msecs),
         float(record.relativeCreated),
-        _safe_str(record.pathname),
+        pathname if type(pathname) is str else _safe_str(pathname),
         int(record.lineno or 0),
-        _safe_str(record.funcName),
+        func if type(func) is str else _safe_str(func),
         record.thread,
-        _safe_str(record.threadName),
-        _safe_str(record.processName),
+        thread_name if type(thread_name) is str else _safe_str(thread_name),
+        process_name if type(process_name) is str else _safe_str(process_name),
         _exception_text(record),
         _safe_str(record.stack_info) if record.stack_info else None,
         attrs.get("taskName"),
