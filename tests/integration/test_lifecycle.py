@@ -1,0 +1,88 @@
+"""gunicorn lifecycle events with the hub: preload, scaling, timeouts."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Dict, Iterator, List
+
+import psutil
+import pytest
+
+from tests.integration.gunicorn_proc import Accounting, Gunicorn, run_load, wait_for
+from tests.integration.test_gunicorn import BIG, N, burst_paths, ids
+
+APP = "tests.apps.wsgi_app:app"
+
+
+@pytest.fixture
+def servers() -> Iterator[List[Gunicorn]]:
+    started: List[Gunicorn] = []
+    yield started
+    for server in started:
+        server.kill_group()
+
+
+def start(servers: List[Gunicorn], tmp_path: Path, *args: str, **kwargs: object) -> Gunicorn:
+    server = Gunicorn(tmp_path, args, app=APP, **kwargs)  # type: ignore[arg-type]
+    servers.append(server)
+    return server.start()
+
+
+def test_preload_app_logs_at_import_once(servers: List[Gunicorn], tmp_path: Path) -> None:
+    """preload_app: the master imports the app before on_starting; its import-time record arrives once."""
+    server = start(servers, tmp_path, "-w", "3", "--preload")
+    statuses = ids(run_load(server, burst_paths("p", 60)))
+    assert server.stop() == 0
+    accounting = Accounting(server.log_lines())
+    accounting.check(statuses, N, BIG)
+    imported = [r for r in accounting.records if r["message"].startswith("app imported in pid")]
+    assert [r["message"] for r in imported] == [f"app imported in pid {server.pid}"]
+    assert imported[0]["pid"] == str(server.pid)
+
+
+def test_ttin_ttou_under_load(servers: List[Gunicorn], tmp_path: Path) -> None:
+    """TTIN and TTOU while requests flow: workers come and go, no record is lost."""
+    server = start(servers, tmp_path, "-w", "2")
+    results: Dict[str, int] = {}
+    done = threading.Event()
+
+    def load() -> None:
+        results.update(run_load(server, burst_paths("t", 400), concurrency=4))
+        done.set()
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    master = psutil.Process(server.pid)
+    # Each signal moves the worker count by one; wait for each before the next.
+    for sig, count in ((signal.SIGTTIN, 3), (signal.SIGTTIN, 4), (signal.SIGTTOU, 3), (signal.SIGTTOU, 2)):
+        server.signal(sig)
+
+        def workers(count: int = count) -> bool:
+            return len(master.children()) == count
+
+        wait_for(workers, 30, f"{count} workers")
+    thread.join(120)
+    assert done.is_set()
+    assert server.stop() == 0
+    statuses = ids(results)
+    assert set(statuses.values()) == {200}
+    accounting = Accounting(server.log_lines())
+    accounting.check(statuses, N, BIG)
+    assert len(accounting.seqs) >= 3, "records from several generations of workers"
+
+
+def test_worker_timeout_logs_the_stuck_stack(servers: List[Gunicorn], tmp_path: Path) -> None:
+    """worker_abort writes the stuck worker's stack through the hub before gunicorn kills it."""
+    server = start(servers, tmp_path, "-w", "1", "--timeout", "2")
+    hang = threading.Thread(target=server.get, args=("/hang", 30))
+    hang.start()
+    needle = "timed out; stack of every thread"
+    wait_for(lambda: needle in server.log_file.read_text(errors="replace"), 30, "the stuck worker's stack")
+    hang.join(30)
+    assert server.get("/") == 200, "a new worker serves"
+    assert server.stop() == 0
+    text = server.log_file.read_text()
+    report = text[text.index(needle) :]
+    assert "in sleep_forever" in report and "time.sleep(60)" in report
