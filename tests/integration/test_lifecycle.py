@@ -86,3 +86,40 @@ def test_worker_timeout_logs_the_stuck_stack(servers: List[Gunicorn], tmp_path: 
     text = server.log_file.read_text()
     report = text[text.index(needle) :]
     assert "in sleep_forever" in report and "time.sleep(60)" in report
+
+
+def test_five_hups_under_load(servers: List[Gunicorn], tmp_path: Path) -> None:
+    """Five HUPs while requests flow: one hub (no new threads), no lost or doubled record or line."""
+    server = start(servers, tmp_path, "-w", "3")
+    master = psutil.Process(server.pid)
+    threads = master.num_threads()
+    results: Dict[str, int] = {}
+    done = threading.Event()
+
+    def load() -> None:
+        results.update(run_load(server, burst_paths("h", 600), concurrency=4))
+        done.set()
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    for hup in range(1, 6):
+        server.signal(signal.SIGHUP)
+
+        def handled(n: int = hup) -> bool:
+            return server.log_file.read_text().count("Handling signal: hup") == n
+
+        wait_for(handled, 30, f"HUP {hup}")
+        server.wait_logged(f"hup{hup}")
+    thread.join(120)
+    assert done.is_set()
+    assert master.num_threads() == threads, "a HUP started another hub"
+    assert server.stop() == 0
+    statuses = ids(results)
+    accounting = Accounting(server.log_lines())
+    accounting.check(statuses, N, BIG)
+    master_lines = [(r["date"], r["message"]) for r in accounting.records if r["pid"] == str(server.pid)]
+    assert len(master_lines) == len(set(master_lines)), "a gunicorn line written twice"
+    assert (
+        sum(m == "Starting gunicorn 27.0.1" or m.startswith("Starting gunicorn") for _d, m in master_lines)
+        == 1
+    )

@@ -1,0 +1,45 @@
+"""The tornado worker and gunicorn's native asgi worker: every record once, shutdown included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+
+from tests.integration.gunicorn_proc import Accounting, Gunicorn, run_load
+from tests.integration.test_gunicorn import BIG, N, burst_paths, ids
+
+
+@pytest.fixture
+def servers() -> Iterator[List[Gunicorn]]:
+    started: List[Gunicorn] = []
+    yield started
+    for server in started:
+        server.kill_group()
+
+
+@pytest.mark.parametrize(
+    ("worker_class", "app"),
+    [("tornado", "app:app"), ("asgi", "tests.apps.asgi_app:app")],
+)
+def test_worker_class(servers: List[Gunicorn], tmp_path: Path, worker_class: str, app: str) -> None:
+    """Each request's records once, in order; each worker's last line arrives."""
+    server = Gunicorn(tmp_path, ["-w", "2", "-k", worker_class], app=app)
+    servers.append(server)
+    server.start()
+    statuses = ids(run_load(server, burst_paths(worker_class[0], 100)))
+    assert server.stop() == 0
+    accounting = Accounting(server.log_lines())
+    assert not accounting.torn
+    for rid, status in statuses.items():
+        assert status == 200
+        assert accounting.burst.get(rid) == {i: 1 for i in range(N)}, rid
+        assert accounting.big.get(rid) == [BIG], rid
+    for key, seqs in accounting.seqs_by_thread.items():
+        assert seqs == sorted(seqs), key
+    errors = [r["message"] for r in accounting.lines_of("gunicorn.error")]
+    booted = {m.rsplit(" ", 1)[1] for m in errors if m.startswith("Booting worker with pid")}
+    assert len(booted) == 2
+    for pid in booted:
+        assert f"Worker exiting (pid: {pid})" in errors, pid
