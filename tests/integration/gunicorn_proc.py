@@ -71,11 +71,15 @@ class Gunicorn:
         ]
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
-    def start(self, timeout: float = 30.0) -> Gunicorn:
+    def start(self, timeout: float = 30.0, detaches: bool = False) -> Gunicorn:
+        """Start and wait until it answers. ``detaches``: the launcher exits at once (``--daemon``)."""
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 self.argv, stdout=out, stderr=err, env=self.env, cwd=self.tmp_path, start_new_session=True
             )
+        if detaches:
+            wait_for(lambda: self.get("/health") == 200, timeout, "the daemon to answer")
+            return self
         wait_for(lambda: self.get("/health") == 200 or not self.alive(), timeout, "gunicorn to answer")
         assert self.alive(), f"gunicorn exited at start:\n{self.stderr()}"
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from pathlib import Path
@@ -123,3 +124,27 @@ def test_five_hups_under_load(servers: List[Gunicorn], tmp_path: Path) -> None:
         sum(m == "Starting gunicorn 27.0.1" or m.startswith("Starting gunicorn") for _d, m in master_lines)
         == 1
     )
+
+
+def test_daemon_with_pidfile(tmp_path: Path) -> None:
+    """--daemon: the hub runs in the daemonized master (after the double fork); TERM drains it."""
+    pidfile = tmp_path / "gunicorn.pid"
+    server = Gunicorn(tmp_path, ["-w", "2", "--daemon", "--pid", str(pidfile)], app=APP)
+    try:
+        server.start(detaches=True)
+        wait_for(pidfile.exists, 30, "the pidfile")
+        daemon = psutil.Process(int(pidfile.read_text()))
+        assert daemon.pid != server.pid, "gunicorn -D runs the master in another process"
+        statuses = ids(run_load(server, burst_paths("d", 60)))
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(server.graceful_timeout + 5)
+    finally:
+        if pidfile.exists():
+            with contextlib.suppress(psutil.NoSuchProcess, ValueError):
+                psutil.Process(int(pidfile.read_text())).kill()
+        server.kill_group()
+    accounting = Accounting(server.log_lines())
+    accounting.check(statuses, N, BIG)
+    master = [r for r in accounting.records if r["pid"] == str(daemon.pid)]
+    assert master[0]["message"].startswith("Starting gunicorn")
+    assert master[-1]["message"] == "Shutting down: Master", "the tail was lost"
