@@ -4,7 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 BIND ?= 127.0.0.1:8000
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test test-all lint typecheck unit bench clean
+
+# Every Python from 3.9 to 3.13 found on this machine (PATH, then pyenv).
+PYTHONS ?= 3.9 3.10 3.11 3.12 3.13
+
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +37,18 @@ bench: $(BIN)/.installed
 unit: $(BIN)/.installed
 	$(BIN)/python -m pytest tests/unit
 
+# The whole suite on each interpreter, each in its own .venv-3.X.
+test-all:
+	@set -e; for v in $(PYTHONS); do \
+		py=""; for c in "$$(command -v python$$v)" $(HOME)/.pyenv/versions/$$v.*/bin/python$$v; do \
+			if [ -n "$$c" ] && "$$c" -c '' 2>/dev/null; then py="$$c"; break; fi; \
+		done; \
+		if [ -z "$$py" ]; then echo "python$$v: not found"; exit 1; fi; \
+		echo "== $$py"; \
+		[ -x .venv-$$v/bin/python ] || "$$py" -m venv .venv-$$v; \
+		.venv-$$v/bin/python -m pip install --quiet -e '.[test]'; \
+		.venv-$$v/bin/python -m pytest -q -p no:cacheprovider; \
+	done
+
 clean:
-	rm -rf $(VENV) logs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* logs .pytest_cache .mypy_cache .ruff_cache

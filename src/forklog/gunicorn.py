@@ -158,6 +158,10 @@ class Logger(glogging.Logger):  # type: ignore[misc]
     """gunicorn's logger, with the hub's handler as its only handler."""
 
     def setup(self, cfg: Any) -> None:
+        if _master.access_log and cfg.accesslog is None:
+            # forklog turns the access log on by default; gunicorn skips access
+            # lines unless this is set. Its own handler for it is never made.
+            cfg.set("accesslog", "-")
         super().setup(cfg)
         _reinstall()
 
@@ -167,10 +171,6 @@ class Logger(glogging.Logger):  # type: ignore[misc]
         for handler in list(log.handlers):
             if getattr(handler, "_gunicorn", False):
                 log.removeHandler(handler)
-
-    def _compute_access_log_enabled(self) -> bool:
-        # forklog turns the access log on by default (configure(access_log=False) to turn it off).
-        return _master.access_log or bool(super()._compute_access_log_enabled())
 
     def reopen_files(self) -> None:
         # USR1. The master reopens the hub's files; a worker holds none of them.

@@ -19,7 +19,18 @@ from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
-__all__ = ["REPO", "Accounting", "Gunicorn", "free_port", "run_load", "wait_for"]
+__all__ = ["REPO", "Accounting", "Gunicorn", "free_port", "gunicorn_version", "run_load", "wait_for"]
+
+
+def gunicorn_version() -> Tuple[int, ...]:
+    from importlib.metadata import version
+
+    return tuple(int(part) for part in version("gunicorn").split(".")[:2] if part.isdigit())
+
+
+# gunicorn 25.1+ runs a control socket at a shared default path; a second
+# gunicorn on the machine takes it over (DESIGN H21). Older ones have none.
+CONTROL_SOCKET_OFF = ["--no-control-socket"] if gunicorn_version() >= (25, 1) else []
 
 
 def free_port() -> int:
@@ -63,7 +74,7 @@ class Gunicorn:
             str(REPO),
             "-b",
             f"127.0.0.1:{self.port}",
-            "--no-control-socket",
+            *CONTROL_SOCKET_OFF,
             "--graceful-timeout",
             str(graceful_timeout),
             *args,

@@ -7,7 +7,7 @@ from typing import Iterator, List
 
 import pytest
 
-from tests.integration.gunicorn_proc import Accounting, Gunicorn, run_load
+from tests.integration.gunicorn_proc import Accounting, Gunicorn, gunicorn_version, run_load
 from tests.integration.test_gunicorn import BIG, N, burst_paths, ids
 
 
@@ -19,9 +19,14 @@ def servers() -> Iterator[List[Gunicorn]]:
         server.kill_group()
 
 
+NATIVE_ASGI = pytest.mark.skipif(
+    gunicorn_version() < (24, 0), reason="gunicorn's native asgi worker arrived in gunicorn 24"
+)
+
+
 @pytest.mark.parametrize(
     ("worker_class", "app"),
-    [("tornado", "app:app"), ("asgi", "tests.apps.asgi_app:app")],
+    [("tornado", "app:app"), pytest.param("asgi", "tests.apps.asgi_app:app", marks=NATIVE_ASGI)],
 )
 def test_worker_class(servers: List[Gunicorn], tmp_path: Path, worker_class: str, app: str) -> None:
     """Each request's records once, in order; each worker's last line arrives."""
