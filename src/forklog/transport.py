@@ -225,6 +225,7 @@ class Channel:
         self.send_record(record)
 
     def put(self, record: logging.LogRecord, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Like :meth:`put_nowait`: the drop policy, not ``block``/``timeout``, bounds the wait."""
         self.send_record(record)
 
     # -- sending ---------------------------------------------------------------

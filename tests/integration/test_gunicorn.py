@@ -150,7 +150,7 @@ def test_term_in_the_middle_of_the_load(servers: List[Gunicorn], tmp_path: Path)
 
 def test_workers_exiting_do_not_stop_the_listener(servers: List[Gunicorn], tmp_path: Path) -> None:
     """H17: workers recycled by max_requests exit normally; the master's hub keeps going."""
-    server = start(servers, tmp_path, "-w", "4", "--max-requests", "15")
+    server = start(servers, tmp_path, "-w", "4", "--max-requests", "15", "--max-requests-jitter", "10")
     statuses = ids(run_load(server, burst_paths("m", 240)))
     assert server.stop() == 0
     accounting = Accounting(server.log_lines())

@@ -280,7 +280,7 @@ class Hub:
                 f"{len(self._backlog)} queued records abandoned, sinks left open"
             )
         else:
-            self._close_sinks(deadline)
+            self._close_sinks()
         self._counters.abandoned += abandoned
         pipe_left = receiver.abandoned_bytes
         incomplete = receiver.frames.pending_partial
@@ -294,7 +294,7 @@ class Hub:
         self.queue.close()
         return stats
 
-    def _close_sinks(self, deadline: float) -> None:
+    def _close_sinks(self) -> None:
         for name, handler in self._sinks:
             try:
                 if handler.__dict__.pop("_forklog_flush", None) is not None:
