@@ -164,6 +164,11 @@ class Logger(glogging.Logger):  # type: ignore[misc]
             cfg.set("accesslog", "-")
         super().setup(cfg)
         _reinstall()
+        # Start here as well as in on_starting: this runs in the master after
+        # gunicorn daemonized, whatever hooks the config kept or replaced.
+        hub_ = _master.hub
+        if hub_ is not None and hub_.owner_pid is None:
+            hub_.start()
 
     def _set_handler(self, log: logging.Logger, output: Any, fmt: Any, stream: Any = None) -> None:
         # gunicorn would open its own stderr/file handlers here; the hub's

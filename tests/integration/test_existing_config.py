@@ -1,0 +1,63 @@
+"""forklog's hooks imported into a config that then defines its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.integration.gunicorn_proc import Accounting, Gunicorn, run_load
+from tests.integration.test_gunicorn import BIG, N, burst_paths, ids
+
+CONFIG = """
+import logging
+import os
+
+from forklog.gunicorn import *  # noqa: F403
+
+workers = 3
+MARKS = os.environ["MARKS"]
+
+
+def mark(text):
+    with open(MARKS, "a") as f:
+        f.write(text + "\\n")
+
+
+# Defined after the import, not calling forklog's: they replace its hooks.
+def on_starting(server):
+    mark("on_starting")
+
+
+def post_fork(server, worker):
+    mark("post_fork")
+    logging.getLogger("myapp").info("worker %s forked", worker.pid)
+
+
+def worker_exit(server, worker):
+    mark("worker_exit")
+
+
+def on_exit(server):
+    mark("on_exit")
+"""
+
+
+def test_hooks_defined_after_the_import_still_deliver_everything(tmp_path: Path) -> None:
+    """A config's own hooks replace forklog's; every record, the shutdown tail included, still arrives."""
+    conf = tmp_path / "existing_conf.py"
+    conf.write_text(CONFIG)
+    marks = tmp_path / "marks"
+    server = Gunicorn(tmp_path, conf=conf, env={"MARKS": str(marks)})
+    try:
+        server.start()
+        statuses = ids(run_load(server, burst_paths("e", 60)))
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    lines = marks.read_text().splitlines()
+    assert lines.count("on_starting") == 1 and lines.count("on_exit") == 1
+    assert lines.count("post_fork") == 3 and lines.count("worker_exit") == 3
+    accounting = Accounting(server.log_lines())
+    accounting.check(statuses, N, BIG)
+    messages = [r["message"] for r in accounting.records]
+    assert sum(m.startswith("worker ") and m.endswith(" forked") for m in messages) == 3
+    assert messages[-1] == "Shutting down: Master", "the tail was lost"
