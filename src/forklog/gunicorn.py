@@ -47,6 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError("forklog.gunicorn needs gunicorn: pip install 'forklog[gunicorn]'") from exc
 
 from forklog.master.hub import Hub, Sink
+from forklog.master.sinks import RotatingFileSink
 from forklog.settings import Settings
 from forklog.worker.handler import ForkHandler
 
@@ -114,7 +115,30 @@ def _default_handlers() -> Sequence[Sink]:
     return Settings.from_env().handlers()
 
 
-def _ensure_hub() -> Hub:
+def _gunicorn_sinks(cfg: Any) -> List[Sink]:
+    """gunicorn's own ``errorlog`` and ``accesslog`` files, as sinks of the hub.
+
+    Each gets only its logger's records, in gunicorn's own line format. "-"
+    (stderr, stdout) is left to the console sink.
+    """
+    sinks: List[Sink] = []
+    if cfg is None:
+        return sinks
+    wanted = (
+        ("errorlog", cfg.errorlog, "gunicorn.error", glogging.Logger.error_fmt, glogging.Logger.datefmt),
+        ("accesslog", cfg.accesslog, "gunicorn.access", glogging.Logger.access_fmt, None),
+    )
+    for name, path, logger, fmt, datefmt in wanted:
+        if path and path != "-":
+            sink = RotatingFileSink(path, maxBytes=0, encoding="utf-8", errors="backslashreplace")
+            sink.setLevel(logging.DEBUG)
+            sink.setFormatter(logging.Formatter(fmt, datefmt))
+            sink.addFilter(logging.Filter(logger))
+            sinks.append((name, sink))
+    return sinks
+
+
+def _ensure_hub(cfg: Any = None) -> Hub:
     with _lock:
         current = _master.hub
         if current is None or current.owner_pid not in (None, os.getpid()):
@@ -122,7 +146,8 @@ def _ensure_hub() -> Hub:
             if _master.handlers is None:
                 options.setdefault("queue_size", Settings.from_env().queue_size)
             factory = _master.handlers or _default_handlers
-            current = Hub(factory(), stop_timeout=_master.stop_timeout, **options)
+            sinks = list(factory()) + _gunicorn_sinks(cfg)
+            current = Hub(sinks, stop_timeout=_master.stop_timeout, **options)
             _master.hub = current
             _master.handler = ForkHandler(current.queue)
         return current
@@ -148,8 +173,8 @@ def _install(handler: logging.Handler, level: int) -> None:
         root.setLevel(level)
 
 
-def _reinstall() -> None:
-    hub_ = _ensure_hub()
+def _reinstall(cfg: Any = None) -> None:
+    hub_ = _ensure_hub(cfg)
     assert _master.handler is not None
     _install(_master.handler, hub_.queue.level)
 
@@ -163,7 +188,7 @@ class Logger(glogging.Logger):  # type: ignore[misc]
             # lines unless this is set. Its own handler for it is never made.
             cfg.set("accesslog", "-")
         super().setup(cfg)
-        _reinstall()
+        _reinstall(cfg)
         # Start here as well as in on_starting: this runs in the master after
         # gunicorn daemonized, whatever hooks the config kept or replaced.
         hub_ = _master.hub
@@ -190,10 +215,10 @@ logger_class = Logger
 
 def on_starting(server: Any) -> None:
     """Master, once, after daemonizing: start the hub's threads."""
-    hub_ = _ensure_hub()
+    hub_ = _ensure_hub(server.cfg)
     if hub_.owner_pid is None:
         hub_.start()
-    _reinstall()
+    _reinstall(server.cfg)
 
 
 def post_fork(server: Any, worker: Any) -> None:

@@ -61,3 +61,52 @@ def test_hooks_defined_after_the_import_still_deliver_everything(tmp_path: Path)
     messages = [r["message"] for r in accounting.records]
     assert sum(m.startswith("worker ") and m.endswith(" forked") for m in messages) == 3
     assert messages[-1] == "Shutting down: Master", "the tail was lost"
+
+
+def test_gunicorn_settings_are_honoured(tmp_path: Path) -> None:
+    """errorlog and accesslog files get gunicorn's lines in gunicorn's formats; access_log_format is used."""
+    error_log, access_log = tmp_path / "error.log", tmp_path / "access.log"
+    server = Gunicorn(
+        tmp_path,
+        [
+            "-w",
+            "2",
+            "--error-logfile",
+            str(error_log),
+            "--access-logfile",
+            str(access_log),
+            "--access-logformat",
+            "ACCESS %(m)s %(U)s?%(q)s %(s)s",
+        ],
+    )
+    try:
+        server.start()
+        statuses = ids(run_load(server, burst_paths("s", 30)))
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    accounting = Accounting(server.log_lines())
+    accounting.check(statuses, N, BIG)
+    errors = error_log.read_text().splitlines()
+    assert any("] [INFO] Booting worker with pid:" in line for line in errors)
+    assert errors[-1].endswith("[INFO] Shutting down: Master")
+    assert not any("burst" in line for line in errors), "app records in gunicorn's error log"
+    access = access_log.read_text().splitlines()
+    assert all(line.startswith("ACCESS GET /") and line.endswith(" 200") for line in access), access[:3]
+    for rid in statuses:
+        assert sum(f"&id={rid} " in line for line in access) == 1, rid
+    assert len(access) == len(statuses) + 1  # and the readiness probe
+
+
+def test_loglevel_is_honoured(tmp_path: Path) -> None:
+    """--log-level warning silences gunicorn's INFO lines; the app's records are untouched."""
+    server = Gunicorn(tmp_path, ["-w", "2", "--log-level", "warning"])
+    try:
+        server.start()
+        statuses = ids(run_load(server, burst_paths("l", 20)))
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    accounting = Accounting(server.log_lines())
+    accounting.check(statuses, N, BIG)
+    assert not accounting.lines_of("gunicorn.error"), "INFO lines of gunicorn.error were written"
