@@ -49,6 +49,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 from forklog.master.hub import Hub, Sink
 from forklog.master.sinks import RotatingFileSink
 from forklog.settings import Settings
+from forklog.worker.capture import LineLogger
 from forklog.worker.handler import ForkHandler
 
 __all__ = [
@@ -222,9 +223,16 @@ def on_starting(server: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """Worker: the hub's handler is the only handler (it already was since the fork)."""
+    """Worker: the hub's handler is the only handler (it already was since the fork).
+
+    With gunicorn's ``capture_output``, the worker's ``print()`` and
+    ``sys.stderr`` writes become records too (:mod:`forklog.worker.capture`).
+    """
     if _master.handler is not None and _master.hub is not None:
         _install(_master.handler, _master.hub.queue.level)
+    if getattr(server.cfg, "capture_output", False):
+        sys.stdout = LineLogger(logging.getLogger("stdout"), logging.INFO, "<stdout>")
+        sys.stderr = LineLogger(logging.getLogger("stderr"), logging.WARNING, "<stderr>")
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
@@ -22,4 +23,9 @@ def sleep_forever() -> None:
 def app(environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     if environ.get("PATH_INFO") == "/hang":
         sleep_forever()
+    if environ.get("PATH_INFO") == "/print":
+        rid = environ.get("QUERY_STRING", "")
+        print(f"printed {rid} line one\nprinted {rid} line two")
+        sys.stderr.write(f"stderr {rid}\n")
+        environ["PATH_INFO"] = "/health"
     return demo.app(environ, start_response)

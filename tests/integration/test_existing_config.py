@@ -110,3 +110,30 @@ def test_loglevel_is_honoured(tmp_path: Path) -> None:
     accounting = Accounting(server.log_lines())
     accounting.check(statuses, N, BIG)
     assert not accounting.lines_of("gunicorn.error"), "INFO lines of gunicorn.error were written"
+
+
+def test_capture_output_turns_prints_into_records(tmp_path: Path) -> None:
+    """capture_output: a worker's print() and sys.stderr lines arrive through the hub, one record per line."""
+    server = Gunicorn(
+        tmp_path,
+        ["-w", "2", "--capture-output", "--error-logfile", str(tmp_path / "error.log")],
+        app="tests.apps.wsgi_app:app",
+    )
+    try:
+        server.start()
+        statuses = run_load(server, [f"/print?p{k}" for k in range(20)])
+        assert set(statuses.values()) == {200}
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    accounting = Accounting(server.log_lines())
+    assert not accounting.torn
+    for k in range(20):
+        for logger, level, message in (
+            ("stdout", "INFO", f"printed p{k} line one"),
+            ("stdout", "INFO", f"printed p{k} line two"),
+            ("stderr", "WARNING", f"stderr p{k}"),
+        ):
+            hits = [r for r in accounting.records if r["message"] == message]
+            assert len(hits) == 1, message
+            assert (hits[0]["logger"], hits[0]["level"]) == (logger, level)
