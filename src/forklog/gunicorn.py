@@ -33,13 +33,14 @@ What runs where (``notes/gunicorn-internals.md`` has the hook order):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 try:
     from gunicorn import glogging
@@ -139,15 +140,64 @@ def _gunicorn_sinks(cfg: Any) -> List[Sink]:
     return sinks
 
 
-def _ensure_hub(cfg: Any = None) -> Hub:
+def _uses_logconfig(cfg: Any) -> bool:
+    return bool(
+        getattr(cfg, "logconfig_dict", None)
+        or getattr(cfg, "logconfig_json", None)
+        or getattr(cfg, "logconfig", None)
+    )
+
+
+class _Reach(logging.Filter):
+    """The records a handler on logger ``owner`` would get through propagation."""
+
+    def __init__(self, owner: str, blocked: Set[str]) -> None:
+        super().__init__()
+        self.owner = owner  # "" for the root logger
+        self.blocked = frozenset(blocked)  # loggers with propagate=False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        while name != self.owner:
+            if not name or name in self.blocked:
+                return False  # not below the owner, or cut off on the way up
+            name = name.rpartition(".")[0]
+        return True
+
+
+def _take_configured_handlers() -> List[Tuple[str, logging.Handler]]:
+    """Detach every handler a logging config attached to a logger in this process.
+
+    Each comes back as a ``(name, handler)`` sink with a filter that lets
+    through what propagation would have brought it (``propagate`` as the
+    config left it).
+    """
+    own = _master.handler
+    named = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    blocked = {lg.name for lg in named if not lg.propagate}
+    taken: List[Tuple[str, logging.Handler]] = []
+    for logger in [logging.getLogger(), *named]:
+        owner = "" if logger is logging.getLogger() else logger.name
+        for handler in list(logger.handlers):
+            if handler is own or isinstance(handler, ForkHandler):
+                continue
+            logger.removeHandler(handler)  # in place: aliases of the list follow
+            handler.addFilter(_Reach(owner, blocked))
+            label = handler.get_name() or type(handler).__name__.lower()
+            taken.append((f"{owner or 'root'}:{label}", handler))
+    return taken
+
+
+def _ensure_hub(cfg: Any = None, configured: Sequence[Sink] = (), uses_logconfig: bool = False) -> Hub:
     with _lock:
         current = _master.hub
         if current is None or current.owner_pid not in (None, os.getpid()):
             options = dict(_master.hub_options)
             if _master.handlers is None:
                 options.setdefault("queue_size", Settings.from_env().queue_size)
-            factory = _master.handlers or _default_handlers
-            sinks = list(factory()) + _gunicorn_sinks(cfg)
+            # A logging config of the user's own replaces forklog's default sinks.
+            factory = _master.handlers or (list if uses_logconfig else _default_handlers)
+            sinks = list(factory()) + _gunicorn_sinks(cfg) + list(configured)
             current = Hub(sinks, stop_timeout=_master.stop_timeout, **options)
             _master.hub = current
             _master.handler = ForkHandler(current.queue)
@@ -189,6 +239,17 @@ class Logger(glogging.Logger):  # type: ignore[misc]
             # lines unless this is set. Its own handler for it is never made.
             cfg.set("accesslog", "-")
         super().setup(cfg)
+        # Handlers a logging config made (logconfig_dict, logconfig_json,
+        # logconfig, or the config file itself) become the hub's sinks, so
+        # only the master writes them; on HUP the hub keeps its sinks and the
+        # copies the re-run config just made are closed (H20).
+        configured = _take_configured_handlers()
+        if _master.hub is None or _master.hub.owner_pid not in (None, os.getpid()):
+            _ensure_hub(cfg, configured, uses_logconfig=_uses_logconfig(cfg))
+        else:
+            for _name, handler in configured:
+                with contextlib.suppress(Exception):
+                    handler.close()
         _reinstall(cfg)
         # Start here as well as in on_starting: this runs in the master after
         # gunicorn daemonized, whatever hooks the config kept or replaced.

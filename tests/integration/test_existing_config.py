@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
-from tests.integration.gunicorn_proc import Accounting, Gunicorn, run_load
+from tests.integration.gunicorn_proc import Accounting, Gunicorn, run_load, wait_for
 from tests.integration.test_gunicorn import BIG, N, burst_paths, ids
 
 CONFIG = """
@@ -137,3 +138,62 @@ def test_capture_output_turns_prints_into_records(tmp_path: Path) -> None:
             hits = [r for r in accounting.records if r["message"] == message]
             assert len(hits) == 1, message
             assert (hits[0]["logger"], hits[0]["level"]) == (logger, level)
+
+
+LOGCONFIG = """
+import os
+
+from forklog.gunicorn import *  # noqa: F403
+
+workers = 3
+logconfig_dict = {
+    "version": 1,
+    "formatters": {
+        "plain": {"format": "%(asctime)s [%(levelname)s] %(name)s %(process)d %(threadName)s - %(message)s"},
+    },
+    "handlers": {
+        "everything": {
+            "class": "logging.FileHandler", "filename": os.environ["EVERYTHING"], "formatter": "plain",
+            "level": "DEBUG",
+        },
+        "access": {"class": "logging.FileHandler", "filename": os.environ["ACCESS"], "formatter": "plain"},
+    },
+    "root": {"level": "DEBUG", "handlers": ["everything"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+        "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+    },
+}
+"""
+
+
+def test_logconfig_dict_handlers_become_sinks(tmp_path: Path) -> None:
+    """logconfig_dict's handlers: written by the master only, kept across HUP, given exactly their records."""
+    conf = tmp_path / "logconfig_conf.py"
+    conf.write_text(LOGCONFIG)
+    everything, access = tmp_path / "everything.log", tmp_path / "access.log"
+    server = Gunicorn(tmp_path, conf=conf, env={"EVERYTHING": str(everything), "ACCESS": str(access)})
+    server.log_file = everything
+    try:
+        server.start()
+        first = ids(run_load(server, burst_paths("c", 40)))
+        server.signal(signal.SIGHUP)
+        wait_for(lambda: "Handling signal: hup" in everything.read_text(), 30, "the HUP")
+        server.log_file = access  # access lines go to their own file only
+        server.wait_logged("after-hup")
+        second = ids(run_load(server, burst_paths("d", 40)))
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    statuses = {**first, **second}
+    lines = everything.read_text().splitlines()
+    accounting = Accounting(lines)
+    assert not accounting.torn
+    for rid in statuses:
+        assert accounting.burst.get(rid) == {i: 1 for i in range(N)}, rid
+        assert accounting.big.get(rid) == [BIG], rid
+    assert not accounting.lines_of("gunicorn.access"), "access lines reached root despite propagate=False"
+    assert sum(r["message"].startswith("Booting worker") for r in accounting.records) == 6
+    access_lines = access.read_text().splitlines()
+    for rid in statuses:
+        assert sum(f"id={rid} " in line for line in access_lines) == 1, rid
