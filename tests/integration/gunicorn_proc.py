@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +20,16 @@ from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
-__all__ = ["REPO", "Accounting", "Gunicorn", "free_port", "gunicorn_version", "run_load", "wait_for"]
+__all__ = [
+    "REPO",
+    "Accounting",
+    "BackgroundLoad",
+    "Gunicorn",
+    "free_port",
+    "gunicorn_version",
+    "run_load",
+    "wait_for",
+]
 
 
 def gunicorn_version() -> Tuple[int, ...]:
@@ -169,6 +179,25 @@ class Gunicorn:
 
     def log_lines(self) -> List[str]:
         return self.log_file.read_text(encoding="utf-8").splitlines()
+
+
+class BackgroundLoad:
+    """``run_load`` in a thread, so a test can signal gunicorn meanwhile."""
+
+    def __init__(self, server: Gunicorn, paths: Iterable[str], concurrency: int = 4) -> None:
+        self.results: Dict[str, int] = {}
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(server, list(paths), concurrency))
+        self._thread.start()
+
+    def _run(self, server: Gunicorn, paths: List[str], concurrency: int) -> None:
+        self.results.update(run_load(server, paths, concurrency))
+        self.done.set()
+
+    def join(self, timeout: float = 120) -> Dict[str, int]:
+        self._thread.join(timeout)
+        assert self.done.is_set(), "the load did not finish"
+        return self.results
 
 
 def run_load(server: Gunicorn, paths: Iterable[str], concurrency: int = 16) -> Dict[str, int]:

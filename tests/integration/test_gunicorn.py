@@ -6,7 +6,7 @@ import json
 import signal
 import threading
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, List
 
 import pytest
 
@@ -28,14 +28,6 @@ def burst_paths(prefix: str, count: int) -> List[str]:
 
 def ids(statuses: Dict[str, int]) -> Dict[str, int]:
     return {path.rsplit("id=", 1)[1]: status for path, status in statuses.items()}
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[List[Gunicorn]]:
-    started: List[Gunicorn] = []
-    yield started
-    for server in started:
-        server.kill_group()
 
 
 def start(servers: List[Gunicorn], tmp_path: Path, *args: str, **kwargs: object) -> Gunicorn:

@@ -6,23 +6,14 @@ import contextlib
 import signal
 import threading
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import List
 
 import psutil
-import pytest
 
-from tests.integration.gunicorn_proc import Accounting, Gunicorn, run_load, wait_for
+from tests.integration.gunicorn_proc import Accounting, BackgroundLoad, Gunicorn, run_load, wait_for
 from tests.integration.test_gunicorn import BIG, N, burst_paths, ids
 
 APP = "tests.apps.wsgi_app:app"
-
-
-@pytest.fixture
-def servers() -> Iterator[List[Gunicorn]]:
-    started: List[Gunicorn] = []
-    yield started
-    for server in started:
-        server.kill_group()
 
 
 def start(servers: List[Gunicorn], tmp_path: Path, *args: str, **kwargs: object) -> Gunicorn:
@@ -46,15 +37,7 @@ def test_preload_app_logs_at_import_once(servers: List[Gunicorn], tmp_path: Path
 def test_ttin_ttou_under_load(servers: List[Gunicorn], tmp_path: Path) -> None:
     """TTIN and TTOU while requests flow: workers come and go, no record is lost."""
     server = start(servers, tmp_path, "-w", "2")
-    results: Dict[str, int] = {}
-    done = threading.Event()
-
-    def load() -> None:
-        results.update(run_load(server, burst_paths("t", 400), concurrency=4))
-        done.set()
-
-    thread = threading.Thread(target=load)
-    thread.start()
+    load = BackgroundLoad(server, burst_paths("t", 400))
     master = psutil.Process(server.pid)
     # Each signal moves the worker count by one; wait for each before the next.
     for sig, count in ((signal.SIGTTIN, 3), (signal.SIGTTIN, 4), (signal.SIGTTOU, 3), (signal.SIGTTOU, 2)):
@@ -64,10 +47,8 @@ def test_ttin_ttou_under_load(servers: List[Gunicorn], tmp_path: Path) -> None:
             return len(master.children()) == count
 
         wait_for(workers, 30, f"{count} workers")
-    thread.join(120)
-    assert done.is_set()
+    statuses = ids(load.join())
     assert server.stop() == 0
-    statuses = ids(results)
     assert set(statuses.values()) == {200}
     accounting = Accounting(server.log_lines())
     accounting.check(statuses, N, BIG)
@@ -94,15 +75,7 @@ def test_five_hups_under_load(servers: List[Gunicorn], tmp_path: Path) -> None:
     server = start(servers, tmp_path, "-w", "3")
     master = psutil.Process(server.pid)
     threads = master.num_threads()
-    results: Dict[str, int] = {}
-    done = threading.Event()
-
-    def load() -> None:
-        results.update(run_load(server, burst_paths("h", 600), concurrency=4))
-        done.set()
-
-    thread = threading.Thread(target=load)
-    thread.start()
+    load = BackgroundLoad(server, burst_paths("h", 600))
     for hup in range(1, 6):
         server.signal(signal.SIGHUP)
 
@@ -111,11 +84,9 @@ def test_five_hups_under_load(servers: List[Gunicorn], tmp_path: Path) -> None:
 
         wait_for(handled, 30, f"HUP {hup}")
         server.wait_logged(f"hup{hup}")
-    thread.join(120)
-    assert done.is_set()
+    statuses = ids(load.join())
     assert master.num_threads() == threads, "a HUP started another hub"
     assert server.stop() == 0
-    statuses = ids(results)
     accounting = Accounting(server.log_lines())
     accounting.check(statuses, N, BIG)
     master_lines = [(r["date"], r["message"]) for r in accounting.records if r["pid"] == str(server.pid)]

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, List
+from typing import List
 
 import pytest
 
 from tests.integration.gunicorn_proc import Accounting, Gunicorn, gunicorn_version, run_load
 from tests.integration.test_gunicorn import BIG, N, burst_paths, ids
-
-
-@pytest.fixture
-def servers() -> Iterator[List[Gunicorn]]:
-    started: List[Gunicorn] = []
-    yield started
-    for server in started:
-        server.kill_group()
-
 
 NATIVE_ASGI = pytest.mark.skipif(
     gunicorn_version() < (24, 0), reason="gunicorn's native asgi worker arrived in gunicorn 24"

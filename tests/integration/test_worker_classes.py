@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterator, List
-
-import pytest
+from typing import List
 
 from tests.integration.gunicorn_proc import Accounting, Gunicorn, run_load
 from tests.integration.test_gunicorn import BIG, N, burst_paths, ids
-
-
-@pytest.fixture
-def servers() -> Iterator[List[Gunicorn]]:
-    started: List[Gunicorn] = []
-    yield started
-    for server in started:
-        server.kill_group()
 
 
 def test_gevent_without_priming(servers: List[Gunicorn], tmp_path: Path) -> None:
