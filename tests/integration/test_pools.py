@@ -6,7 +6,7 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from typing import Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 
@@ -57,32 +57,27 @@ def check(collect: Collect, results: List[Tuple[int, int]], parent_pid: int) -> 
     assert any(r.name == "parent" for r in collect.records), "the parent's own record"
 
 
+def run_pool(ctx: Any, queue: forklog.Channel) -> List[Tuple[int, int]]:
+    with ctx.Pool(3, initializer=forklog.init_worker, initargs=(queue,)) as pool:
+        results: List[Tuple[int, int]] = pool.map(task, range(TASKS), chunksize=1)
+        pool.close()
+        pool.join()
+    return results
+
+
+def run_executor(ctx: Any, queue: forklog.Channel) -> List[Tuple[int, int]]:
+    with ProcessPoolExecutor(3, mp_context=ctx, initializer=forklog.init_worker, initargs=(queue,)) as ex:
+        return list(ex.map(task, range(TASKS)))
+
+
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
-def test_pool(method: str) -> None:
-    """multiprocessing.Pool(initializer=forklog.init_worker): every record of every child arrives."""
+@pytest.mark.parametrize("run", [run_pool, run_executor], ids=["Pool", "ProcessPoolExecutor"])
+def test_pool_initializer(method: str, run: Callable[[Any, forklog.Channel], List[Tuple[int, int]]]) -> None:
+    """Pool and ProcessPoolExecutor, initializer=forklog.init_worker: every record of every child arrives."""
     collect = Collect()
     with forklog.Hub([collect]) as hub:
         forklog.init_worker(hub.queue)
         # H1: the parent logs before the children exist.
         logging.getLogger("parent").info("before the pool")
-        ctx = multiprocessing.get_context(method)
-        with ctx.Pool(3, initializer=forklog.init_worker, initargs=(hub.queue,)) as pool:
-            results = pool.map(task, range(TASKS), chunksize=1)
-            pool.close()
-            pool.join()
-    check(collect, results, os.getpid())
-
-
-@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
-def test_process_pool_executor(method: str) -> None:
-    """ProcessPoolExecutor(initializer=forklog.init_worker): every record of every child arrives."""
-    collect = Collect()
-    with forklog.Hub([collect]) as hub:
-        forklog.init_worker(hub.queue)
-        logging.getLogger("parent").info("before the pool")
-        ctx = multiprocessing.get_context(method)
-        with ProcessPoolExecutor(
-            3, mp_context=ctx, initializer=forklog.init_worker, initargs=(hub.queue,)
-        ) as ex:
-            results = list(ex.map(task, range(TASKS)))
+        results = run(multiprocessing.get_context(method), hub.queue)
     check(collect, results, os.getpid())
