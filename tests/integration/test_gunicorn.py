@@ -112,29 +112,34 @@ def test_term_in_the_middle_of_the_load(servers: List[Gunicorn], tmp_path: Path)
     """TERM during load: every record logged before it arrives; the master exits in time."""
     server = start(servers, tmp_path, "-w", "4", graceful_timeout=10)
     results: Dict[str, int] = {}
+    errors: List[BaseException] = []
     lock = threading.Lock()
-    refused = threading.Event()
 
     def client(worker: int) -> None:
-        for k in range(2000):  # bounded; ends as soon as the server stops answering
-            rid = f"t{worker}-{k}"
-            status = server.get(f"/burst?n={N}&big={BIG}&id={rid}")
-            with lock:
-                results[rid] = status
-            if status != 200:
-                refused.set()
-                return
+        try:
+            for k in range(2000):  # bounded; ends as soon as the server stops answering
+                rid = f"t{worker}-{k}"
+                status = server.get(f"/burst?n={N}&big={BIG}&id={rid}")
+                with lock:
+                    results[rid] = status
+                if status != 200:
+                    return
+        except BaseException as exc:
+            errors.append(exc)
 
     clients = [threading.Thread(target=client, args=(w,)) for w in range(8)]
     for thread in clients:
         thread.start()
     wait_for(lambda: len(results) >= 150, 30, "150 answered requests")
+    running = sum(thread.is_alive() for thread in clients)
     server.signal(signal.SIGTERM)
     rc = server.wait_exit(server.graceful_timeout + 5)
     for thread in clients:
         thread.join(30)
+    assert not errors, f"a client failed: {errors!r}"
+    assert running == len(clients), "the load should still be running when TERM arrives"
+    assert not any(thread.is_alive() for thread in clients), "clients still waiting after exit"
     assert rc == 0
-    assert refused.is_set(), "the load should still be running when TERM arrives"
     accounting = Accounting(server.log_lines())
     accounting.check(results, N, BIG)
     assert accounting.records[-1]["message"].startswith("Shutting down: Master")
