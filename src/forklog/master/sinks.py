@@ -13,16 +13,35 @@ descriptor (another process's lines land between batches, never inside a
 line), and rotates under an ``flock`` after checking that the path is still
 the file it has open: if another process rotated first, it reopens instead
 of renaming that process's fresh file over the old one.
+
+A file sink fails in ordinary ways: a full disk, a directory made read-only,
+the file deleted under it, no permission to open it at start. None of these
+may stop the listener or flood stderr, and each must heal by itself:
+
+* a batch that cannot be written is counted in ``dropped`` and reported
+  through ``handleError`` once (the hub turns that into a rate-limited line
+  on stderr), never once per record;
+* a file that cannot be opened (the constructor included) is tried again at
+  most once per ``RETRY_INTERVAL`` seconds, while records are counted lost;
+* at most once per ``CHECK_INTERVAL`` seconds the sink checks that the path
+  is still the file it writes; if the file was deleted or moved away it
+  opens the path again.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import io
+import locale
 import logging
 import logging.handlers
 import os
-from typing import Any, List, TextIO, cast
+import sys
+import time
+from typing import List, Optional, Union
+
+from forklog.master import rotation
+from forklog.master.rotation import Compressor, Key, key_of
 
 __all__ = ["RotatingFileSink"]
 
@@ -30,79 +49,274 @@ __all__ = ["RotatingFileSink"]
 class RotatingFileSink(logging.handlers.RotatingFileHandler):
     """A ``RotatingFileHandler`` that counts what it writes and writes whole lines.
 
-    Rotation happens when the next line would take the file past
-    ``maxBytes`` (counted in characters, which is bytes for ASCII text).
+    Size rotation happens when the next line would take the file past
+    ``maxBytes`` (counted in encoded bytes); time rotation, with ``when``
+    ('S', 'M', 'H', 'D' or 'midnight', as ``TimedRotatingFileHandler``),
+    ``interval`` and ``utc``, when the period that began with the file ends.
+    Both may be on; either way the backups are ``app.log.1`` (the newest)
+    to ``app.log.<backupCount>``, and with ``backupCount=0`` nothing rotates.
+    ``compress=True`` gzips each backup in a background thread
+    (``app.log.1.gz``). Files are created with permissions ``mode`` (0o640;
+    the umask may only remove bits); a string ``mode`` is the stdlib's open
+    mode ('a', or 'w' to truncate once at start) with the default permissions.
+
     Lines are held until :meth:`flush`, which the hub calls once per batch
     (and ``emit`` itself calls when the sink is used on its own).
     """
 
-    _size = 0
+    #: Seconds between two attempts to open a file that could not be opened.
+    RETRY_INTERVAL = 1.0
+    #: Seconds between two checks that the path is still the file being written.
+    CHECK_INTERVAL = 1.0
 
-    def _open(self) -> Any:
-        stream = cast(TextIO, super()._open())
-        self._size = os.fstat(stream.fileno()).st_size
-        self._lines: List[str] = []
+    #: Records this sink lost: not formatted, not encoded, or not written.
+    dropped = 0
+    #: Seconds :meth:`close` waits for a compression still running.
+    close_timeout = 3.0
+
+    def __init__(  # noqa: PLR0917 - positional like the stdlib handler it replaces
+        self,
+        filename: Union[str, os.PathLike[str]],
+        mode: Union[int, str] = 0o640,
+        maxBytes: int = 0,
+        backupCount: int = 0,
+        encoding: Optional[str] = None,
+        delay: bool = False,
+        errors: Optional[str] = None,
+        *,
+        when: Optional[str] = None,
+        interval: int = 1,
+        utc: bool = False,
+        compress: bool = False,
+    ) -> None:
+        if isinstance(mode, str):
+            if mode not in ("a", "w"):
+                raise ValueError(f"RotatingFileSink: mode={mode!r}: expected 'a', 'w' or permission bits")
+            self._truncate, self.file_mode = mode == "w" and maxBytes <= 0, 0o640
+        elif isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+            raise ValueError(f"RotatingFileSink: mode={mode!r}: expected permission bits such as 0o640")
+        else:
+            self._truncate, self.file_mode = False, mode
+        self.when = rotation.check_when(when, interval) if when is not None else None
+        self.interval = interval
+        self.utc = utc
+        self.compress = compress
+        self.dropped = 0
+        #: When the time trigger falls due next (``time.time()`` scale), or None.
+        self.rollover_at: Optional[float] = None
+        self._lines: List[bytes] = []
+        self._pending = 0  # bytes in _lines
+        self._size = 0  # bytes in the file, as far as this process knows
+        self._key: Optional[Key] = None  # the identity of the open file
+        self._torn = False  # a failed write left a partial line in the file
+        self._fault: Optional[OSError] = None  # why the file is not open
+        self._retry_at = 0.0  # monotonic: next attempt to open it
+        self._next_check = 0.0  # monotonic: next check that the path is still the file
+        self._rotate_retry_at = 0.0  # monotonic: next attempt after a failed rotation
+        self._last: Optional[logging.LogRecord] = None
+        self._compressor: Optional[Compressor] = None
+        # Opened here, not by the base class, so a fault does not raise.
+        super().__init__(filename, "a", maxBytes, backupCount, encoding, True, errors)
+        codec = self.encoding if self.encoding not in (None, "locale") else None
+        self._codec = codec or locale.getpreferredencoding(False)
+        self._errors = errors or "strict"
+        self.delay = delay
+        if not delay:
+            with contextlib.suppress(OSError):  # counted and reported when records come
+                self._reopen()
+        if self.when is not None and backupCount > 0:
+            try:
+                start = os.stat(self.baseFilename).st_mtime
+            except OSError:
+                start = time.time()
+            self.rollover_at = rotation.next_rollover(start, self.when, interval, utc)
+
+    # -- opening -----------------------------------------------------------------
+
+    def _open(self) -> io.TextIOWrapper:
+        """Open the path (creating it with ``file_mode``); also what ``Hub.reopen`` calls."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        fd = os.open(self.baseFilename, flags | (os.O_TRUNC if self._truncate else 0), self.file_mode)
+        try:
+            st = os.fstat(fd)
+            stream = os.fdopen(fd, "a", encoding=self._codec, errors=self._errors)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._truncate = False
+        self._size, self._key, self._torn, self._fault = st.st_size, key_of(st), False, None
+        self._next_check = time.monotonic() + self.CHECK_INTERVAL
+        now = time.time()
+        if self.when is not None and self.rollover_at is not None and now >= self.rollover_at:
+            # A new file while the period is over: whoever moved the old one
+            # (this sink, another process sharing it, logrotate) rotated it.
+            self.rollover_at = rotation.next_rollover(now, self.when, self.interval, self.utc)
         return stream
+
+    def _reopen(self) -> None:
+        """Close the current file (if any) and open the path; OSError if that fails."""
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
+        try:
+            self.stream = self._open()
+        except OSError as exc:
+            self._fault = exc
+            self._retry_at = time.monotonic() + self.RETRY_INTERVAL
+            raise
+
+    def _is_open(self) -> bool:
+        return self.stream is not None and not self.stream.closed
+
+    def _ready(self) -> int:
+        """The descriptor to write to, opening the path again when it must; OSError if it cannot."""
+        stream = self.stream
+        now = time.monotonic()
+        if stream is not None and not stream.closed:
+            if now < self._next_check:
+                return stream.fileno()
+            self._next_check = now + self.CHECK_INTERVAL
+            if not self._moved_away(stream.fileno()):
+                return stream.fileno()
+        elif self._fault is not None and now < self._retry_at:
+            raise self._fault.with_traceback(None)
+        self._reopen()
+        assert self.stream is not None
+        return self.stream.fileno()
+
+    def _moved_away(self, fd: int) -> bool:
+        """Whether the open file was deleted, or the path now names another file."""
+        if os.fstat(fd).st_nlink == 0:
+            return True
+        try:
+            return key_of(os.stat(self.baseFilename)) != self._key
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False  # the path cannot be looked at; the open file still works
+
+    # -- writing -----------------------------------------------------------------
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
-            if self.stream is None:  # closed by a reopen that failed, or by close()
-                self.stream = self._open()
-            if self.maxBytes > 0 and self._size and self._size + len(line) > self.maxBytes:
-                self._write_out()
-                self.doRollover()
-            self._lines.append(line)
-            self._size += len(line)
-            self.flush()
+            data = (self.format(record) + self.terminator).encode(self._codec, self._errors)
         except RecursionError:
             raise
         except Exception:  # noqa: BLE001 - the logging contract: report, never raise
+            self.dropped += 1
             self.handleError(record)
+            return
+        self._last = record
+        if self.backupCount > 0 and self._is_open():
+            size = self._size + self._pending
+            if (self.rollover_at is not None and time.time() >= self.rollover_at) or (
+                self.maxBytes > 0 and size and size + len(data) > self.maxBytes
+            ):
+                self._rotate(record)
+        self._lines.append(data)
+        self._pending += len(data)
+        self.flush()
 
     def flush(self) -> None:
         with self.lock if self.lock is not None else contextlib.nullcontext():
             self._write_out()
 
     def _write_out(self) -> None:
-        lines = getattr(self, "_lines", None)
-        if not lines or self.stream is None:
+        """Write the held lines with one ``write()``; a failure drops them, counted, reported once."""
+        lines = self._lines
+        if not lines:
             return
-        stream = self.stream
-        data = "".join(lines).encode(stream.encoding or "utf-8", stream.errors or "strict")
-        lines.clear()
-        fd = stream.fileno()
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        data = b"".join(lines)
+        prefix = b"\n" if self._torn else b""
+        done = 0
+        try:
+            fd = self._ready()
+            if self._torn:  # still the file with the partial line
+                data = prefix + data
+            else:
+                prefix = b""
+            view = memoryview(data)
+            while done < len(data):
+                done += os.write(fd, view[done:])
+        except OSError:
+            end = len(prefix)
+            kept = 0
+            for line in lines:
+                if end + len(line) > done:
+                    break
+                end += len(line)
+                kept += 1
+            self.dropped += len(lines) - kept
+            if done:
+                self._size += done
+                self._torn = done > end
+            lines.clear()
+            self._pending = 0
+            self.handleError(self._last or logging.makeLogRecord({"msg": "forklog: a batch"}))
+            return
+        finally:
+            lines.clear()
+            self._pending = 0
+        self._size += done
+        self._torn = False
+
+    # -- rotation ----------------------------------------------------------------
+
+    def _rotate(self, record: logging.LogRecord) -> None:
+        now = time.monotonic()
+        if now < self._rotate_retry_at:
+            return
+        self._write_out()  # the lines before the rotation belong to the old file
+        try:
+            self.doRollover()
+        except OSError:
+            self._rotate_retry_at = now + self.RETRY_INTERVAL
+            self.handleError(record)
 
     def doRollover(self) -> None:
         """Rotate, unless another process sharing the file already did: then reopen."""
-        lock_path = self.baseFilename + ".lock"
-        with open(lock_path, "a") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        base = self.baseFilename
+        with rotation.locked(base + ".lock", self.file_mode):
+            stream = self.stream
+            mine = os.fstat(stream.fileno()) if stream is not None and not stream.closed else None
             try:
-                mine = os.fstat(self.stream.fileno()) if self.stream is not None else None
-                try:
-                    current = os.stat(self.baseFilename)
-                except FileNotFoundError:
-                    current = None
-                rotated_elsewhere = (
-                    mine is not None
-                    and current is not None
-                    and (mine.st_ino, mine.st_dev) != (current.st_ino, current.st_dev)
-                )
-                if rotated_elsewhere:
-                    if self.stream is not None:
-                        self.stream.close()
-                    self.stream = self._open()
-                else:
-                    super().doRollover()
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+                current: Optional[os.stat_result] = os.stat(base)
+            except FileNotFoundError:
+                current = None
+            rotated_elsewhere = mine is not None and current is not None and key_of(mine) != key_of(current)
+            if current is not None and not rotated_elsewhere and self.backupCount > 0:
+                leftovers = rotation.shift_backups(base, self.backupCount)
+                os.replace(base, base + ".1")
+                if self.compress:
+                    self._compress(key_of(current), leftovers)
+            self._reopen()
+
+    def _compress(self, key: Key, leftovers: List[str]) -> None:
+        if self._compressor is None:
+            self._compressor = Compressor(self.baseFilename, self.file_mode, self._compress_failed)
+        self._compressor.submit(key)
+        for path in leftovers:  # a compression that never finished (a crash, a close timeout)
+            with contextlib.suppress(OSError):
+                self._compressor.submit(key_of(os.stat(path)))
+
+    def _compress_failed(self) -> None:
+        """In the compressor thread, within the ``except``: the file is left uncompressed."""
+        name = f"forklog: compressing a backup of {self.baseFilename}"
+        self.handleError(logging.makeLogRecord({"msg": name, "exc_info": sys.exc_info()}))
+
+    @property
+    def compressing(self) -> bool:
+        """Whether a rotated file is queued for compression or being compressed."""
+        return self._compressor is not None and self._compressor.busy
+
+    def wait_compressed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the queued compressions; whether they all ended."""
+        return self._compressor is None or self._compressor.wait(timeout)
 
     def close(self) -> None:
+        """Write what is held, wait (``close_timeout`` at most) for compressions, close the file."""
         with contextlib.suppress(Exception):
             self.flush()
+        self.wait_compressed(self.close_timeout)
         super().close()

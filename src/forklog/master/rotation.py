@@ -1,0 +1,252 @@
+"""The rotation side of :class:`~forklog.master.sinks.RotatingFileSink`.
+
+* When a time trigger falls due (:func:`next_rollover`).
+* How the numbered backups shift, plain or gzipped (:func:`shift_backups`).
+* gzip of a rotated file in a background thread (:class:`Compressor`), so
+  the listener never waits for it.
+
+Every rename among the backups happens under the ``flock`` of ``<log>.lock``
+(:func:`locked`): the sink's rotation and the compressor's final step exclude
+each other, in this process and in another one sharing the file (USR2). A
+rotated file is found again by its inode, not its name: a later rotation
+may have renamed ``app.log.1`` to ``app.log.2`` while it was being
+compressed, and the ``.gz`` must take the name the file has at the end.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime
+import fcntl
+import gzip
+import os
+import threading
+import time
+from typing import Callable, Deque, Iterator, List, Optional, Tuple
+
+__all__ = ["Compressor", "check_when", "locked", "next_rollover", "shift_backups"]
+
+#: A file's identity: (st_dev, st_ino).
+Key = Tuple[int, int]
+
+_UNITS = {"S": 1, "M": 60, "H": 3600, "D": 86400, "MIDNIGHT": 86400}
+
+
+def check_when(when: str, interval: int) -> str:
+    """``when`` normalised (upper case), or ValueError for a trigger this sink does not know."""
+    normal = str(when).upper()
+    if normal not in _UNITS:
+        raise ValueError(f"RotatingFileSink: when={when!r}: expected one of 'S', 'M', 'H', 'D', 'midnight'")
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ValueError(f"RotatingFileSink: interval={interval!r}: expected a positive integer")
+    return normal
+
+
+def next_rollover(now: float, when: str, interval: int, utc: bool) -> float:
+    """The time (``time.time()`` scale) of the next rollover after ``now``.
+
+    'S', 'M', 'H', 'D': ``interval`` units after ``now``. 'MIDNIGHT': the
+    ``interval``-th midnight after ``now``, local time (UTC with ``utc``).
+    """
+    if when != "MIDNIGHT":
+        return now + interval * _UNITS[when]
+    zone = datetime.timezone.utc if utc else None
+    day = datetime.datetime.fromtimestamp(now, zone).date() + datetime.timedelta(days=interval)
+    return datetime.datetime.combine(day, datetime.time(0), tzinfo=zone).timestamp()
+
+
+def key_of(st: os.stat_result) -> Key:
+    return (st.st_dev, st.st_ino)
+
+
+@contextlib.contextmanager
+def locked(lock_path: str, mode: int) -> Iterator[None]:
+    """Hold the exclusive ``flock`` every process sharing the log rotates under."""
+    fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _backups(base: str) -> List[Tuple[int, str]]:
+    """(number, path) of every ``base.N`` and ``base.N.gz`` in the directory."""
+    directory, name = os.path.split(base)
+    found: List[Tuple[int, str]] = []
+    for entry in os.listdir(directory):
+        if not entry.startswith(name + "."):
+            continue
+        number = entry[len(name) + 1 :]
+        if number.endswith(".gz"):
+            number = number[:-3]
+        if number.isdigit():
+            found.append((int(number), os.path.join(directory, entry)))
+    return found
+
+
+def shift_backups(base: str, count: int) -> List[str]:
+    """``base.N`` -> ``base.N+1`` (and the ``.gz`` ones), dropping what passes ``count``.
+
+    Then ``base.1`` is free for the current file. Returns the backups left
+    uncompressed (a compression that never finished), under their new names.
+    """
+    plain: List[str] = []
+    for number, path in sorted(_backups(base), reverse=True):
+        gz = path.endswith(".gz")
+        target = f"{base}.{number + 1}" + (".gz" if gz else "")
+        with contextlib.suppress(FileNotFoundError):
+            if number >= count:
+                os.unlink(path)
+            else:
+                os.replace(path, target)
+                if not gz:
+                    plain.append(target)
+    return plain
+
+
+def find_backup(base: str, key: Key) -> Optional[str]:
+    """The uncompressed backup of ``base`` that is the file ``key``, if any is."""
+    for _number, path in _backups(base):
+        if not path.endswith(".gz"):
+            try:
+                if key_of(os.stat(path)) == key:
+                    return path
+            except FileNotFoundError:
+                continue
+    return None
+
+
+class Compressor:
+    """gzips a sink's rotated files, one at a time, in a lazily started daemon thread.
+
+    The thread belongs to the process that started it: in a forked child the
+    parent's queue is forgotten (the parent compresses those files) and a
+    thread is started again only if the child itself rotates.
+    """
+
+    #: A thread with nothing to do for this long ends; the next job starts another.
+    IDLE_EXIT = 10.0
+    #: gzip's own default level: most of the size gain for a fraction of level 9's time.
+    LEVEL = 6
+
+    def __init__(self, base: str, mode: int, on_error: Callable[[], None]) -> None:
+        self.base = base
+        self.mode = mode
+        self._on_error = on_error
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition(threading.Lock())
+        self._jobs: Deque[Key] = collections.deque()
+        self._active: Optional[Key] = None
+        self._thread: Optional[threading.Thread] = None
+        #: Files compressed by this process.
+        self.done = 0
+
+    def _here(self) -> bool:
+        """False, after a reset, in a forked child: the parent's jobs and lock are not ours."""
+        if self._pid == os.getpid():
+            return True
+        self._reset()
+        return False
+
+    def submit(self, key: Key) -> None:
+        """Compress the backup that is file ``key``; returns at once."""
+        self._here()
+        with self._cond:
+            if key == self._active or key in self._jobs:
+                return
+            self._jobs.append(key)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="forklog-gzip", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    @property
+    def busy(self) -> bool:
+        return self._here() and (self._active is not None or bool(self._jobs))
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until no job is queued or running."""
+        if not self._here():
+            return True
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._active is not None or self._jobs:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                idle_until = time.monotonic() + self.IDLE_EXIT
+                while not self._jobs:
+                    remaining = idle_until - time.monotonic()
+                    if remaining <= 0:
+                        self._thread = None
+                        return
+                    self._cond.wait(remaining)
+                key = self._active = self._jobs.popleft()
+            try:
+                self._compress(key)
+            except Exception:  # noqa: BLE001 - reported; the file stays, uncompressed
+                self._on_error()
+            finally:
+                with self._cond:
+                    self._active = None
+                    self._cond.notify_all()
+
+    def _compress(self, key: Key) -> None:
+        name = find_backup(self.base, key)
+        if name is None:
+            return  # rotated out of the backups, or compressed by another process
+        try:
+            src = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        tmp = f"{self.base}.gz-{key[1]}-{os.getpid()}.tmp"  # two processes may race on one file
+        placed = False
+        try:
+            st = os.fstat(src)
+            if key_of(st) != key:
+                return
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            out = os.fdopen(os.open(tmp, flags, self.mode), "wb")
+            with out:
+                archive = gzip.GzipFile(os.path.basename(name), "wb", self.LEVEL, out, mtime=int(st.st_mtime))
+                with archive:
+                    _copy(src, archive)
+                    with locked(self.base + ".lock", self.mode):
+                        # A process sharing the file may have written a last
+                        # batch before it noticed the rotation.
+                        _copy(src, archive)
+                        archive.close()
+                        out.flush()
+                        where = find_backup(self.base, key)
+                        if where is not None:
+                            os.replace(tmp, where + ".gz")
+                            placed = True
+                            os.unlink(where)
+                            self.done += 1
+        finally:
+            os.close(src)
+            if not placed:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+
+def _copy(src: int, archive: gzip.GzipFile) -> None:
+    while True:
+        chunk = os.read(src, 1 << 20)
+        if not chunk:
+            return
+        archive.write(chunk)
