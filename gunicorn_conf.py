@@ -1,21 +1,27 @@
 """gunicorn config for the forklog demo: ``gunicorn -c gunicorn_conf.py app:app``.
 
 The master owns forklog's hub (the only writer of every log file); each
-worker logs through a queue handler onto it. Sinks come from the
-``FORKLOG_*`` variables (see README): by default ``logs/app.log`` (rotating,
-10 MiB x 5, DEBUG and up) and the console (INFO and up).
-gunicorn executes this file again on every HUP; forklog keeps one hub.
+worker logs through a queue handler onto it. Sinks and the hub's options
+come from the ``FORKLOG_*`` variables (README, "Settings"): by default
+``logs/app.log`` (rotating, 10 MiB x 5, DEBUG and up) and the console (INFO
+and up). gunicorn executes this file in the master before it forks any
+worker, and again on every HUP; forklog keeps one hub.
 """
 
 import os
+import sys
 
 import forklog.gunicorn
-from forklog import Settings
+from forklog import Settings, SettingsError
 from forklog.gunicorn import *  # noqa: F403 - the hooks and logger_class
 
-settings = Settings.from_env()  # fails here, naming the variable, if one is wrong
+try:
+    settings = Settings.from_env()
+except SettingsError as exc:
+    # Every bad variable at once, without a traceback; gunicorn exits with 1.
+    sys.exit(f"forklog: bad settings in the environment:\n{exc}")
 
-forklog.gunicorn.configure(handlers=settings.handlers, queue_size=settings.queue_size)
+forklog.gunicorn.configure(handlers=settings.handlers, **settings.hub_options())
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

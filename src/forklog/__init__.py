@@ -9,7 +9,7 @@ process gets a queue handler onto it (:func:`init_worker`, or the hooks in
 from forklog.formatters import JSONFormatter, TextFormatter
 from forklog.master.hub import Hub, HubStats
 from forklog.master.sinks import RotatingFileSink
-from forklog.settings import Settings
+from forklog.settings import Settings, SettingsError
 from forklog.transport import Channel
 from forklog.worker.handler import ForkHandler, init_worker
 
@@ -23,6 +23,7 @@ __all__ = [
     "JSONFormatter",
     "RotatingFileSink",
     "Settings",
+    "SettingsError",
     "TextFormatter",
     "__version__",
     "init_worker",

@@ -74,7 +74,7 @@ class _Master:
     handlers: Optional[Callable[[], Sequence[Sink]]] = None
     hub_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
     access_log: bool = True
-    stop_timeout: float = 10.0
+    stop_timeout: Optional[float] = None  # None: Settings' (FORKLOG_STOP_TIMEOUT, else 10 s)
     hub: Optional[Hub] = None
     handler: Optional[ForkHandler] = None
 
@@ -89,7 +89,7 @@ def configure(
     handlers: Optional[Callable[[], Sequence[Sink]]] = None,
     *,
     access_log: bool = True,
-    stop_timeout: float = 10.0,
+    stop_timeout: Optional[float] = None,
     **hub_options: Any,
 ) -> None:
     """Say how the master builds its hub. Safe to call on every config load.
@@ -97,8 +97,10 @@ def configure(
     ``handlers`` is a callable returning the sinks (handlers, or ``(name,
     handler)`` pairs). It is called once, in the master, after gunicorn has
     daemonized, so no file is opened by a process that is about to exit.
-    The default reads the ``FORKLOG_*`` variables (:class:`forklog.Settings`).
-    ``hub_options`` go to :class:`forklog.Hub`. A hub that is already
+    The default reads the ``FORKLOG_*`` variables (:class:`forklog.Settings`),
+    and so do the hub's options and ``stop_timeout`` then, unless given.
+    ``hub_options`` go to :class:`forklog.Hub` (``Settings.hub_options()``
+    gives all of them, ``stop_timeout`` included). A hub that is already
     running keeps its sinks: changes take effect at the next start.
     """
     with _lock:
@@ -117,11 +119,23 @@ def _default_handlers() -> Sequence[Sink]:
     return Settings.from_env().handlers()
 
 
-def _gunicorn_sinks(cfg: Any) -> List[Sink]:
+def _hub_options() -> Dict[str, Any]:
+    """The hub's keywords: configure()'s; the ``FORKLOG_*`` variables' when it gave no handlers."""
+    options: Dict[str, Any] = {"stop_timeout": Settings.stop_timeout}
+    if _master.handlers is None:
+        options.update(Settings.from_env().hub_options())
+    options.update(_master.hub_options)
+    if _master.stop_timeout is not None:
+        options["stop_timeout"] = _master.stop_timeout
+    return options
+
+
+def _gunicorn_sinks(cfg: Any, *, create: bool = True) -> List[Sink]:
     """gunicorn's own ``errorlog`` and ``accesslog`` files, as sinks of the hub.
 
     Each gets only its logger's records, in gunicorn's own line format. "-"
-    (stderr, stdout) is left to the console sink.
+    (stderr, stdout) is left to the console sink. ``create=False`` opens no
+    file (``python -m forklog check`` only looks at them).
     """
     sinks: List[Sink] = []
     if cfg is None:
@@ -132,7 +146,9 @@ def _gunicorn_sinks(cfg: Any) -> List[Sink]:
     )
     for name, path, logger, fmt, datefmt in wanted:
         if path and path != "-":
-            sink = RotatingFileSink(path, maxBytes=0, encoding="utf-8", errors="backslashreplace")
+            sink = RotatingFileSink(
+                path, maxBytes=0, encoding="utf-8", delay=not create, errors="backslashreplace"
+            )
             sink.setLevel(logging.DEBUG)
             sink.setFormatter(logging.Formatter(fmt, datefmt))
             sink.addFilter(logging.Filter(logger))
@@ -192,13 +208,11 @@ def _ensure_hub(cfg: Any = None, configured: Sequence[Sink] = (), uses_logconfig
     with _lock:
         current = _master.hub
         if current is None or current.owner_pid not in (None, os.getpid()):
-            options = dict(_master.hub_options)
-            if _master.handlers is None:
-                options.setdefault("queue_size", Settings.from_env().queue_size)
+            options = _hub_options()
             # A logging config of the user's own replaces forklog's default sinks.
             factory = _master.handlers or (list if uses_logconfig else _default_handlers)
             sinks = list(factory()) + _gunicorn_sinks(cfg) + list(configured)
-            current = Hub(sinks, stop_timeout=_master.stop_timeout, **options)
+            current = Hub(sinks, **options)
             _master.hub = current
             _master.handler = ForkHandler(current.queue)
         return current

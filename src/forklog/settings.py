@@ -1,122 +1,385 @@
-"""forklog's settings: one frozen object, validated when it is built.
+"""forklog's settings: one frozen object, validated as a whole when it is built.
 
-Built from Python (``Settings(file=..., level="INFO")``) or from the
-``FORKLOG_*`` environment variables (:meth:`Settings.from_env`). A bad value
-fails at once, naming the setting, the value and what was expected, before
-the hub starts and before any worker is forked.
+Four ways to build one, each checked the same way:
+
+* Python: ``Settings(file="x.log", queue_size=500)``;
+* a dict, ``logging.config.dictConfig`` style: :meth:`Settings.from_dict`;
+* gunicorn's own settings (``loglevel``, ``errorlog``): :meth:`Settings.from_gunicorn`;
+* the ``FORKLOG_*`` environment variables: :meth:`Settings.from_env`.
+
+Every field is checked, then one :class:`SettingsError` lists every problem,
+each as ``key=value: expected ...`` with the key in the source's own words
+(the variable for ``from_env``, the dict key for ``from_dict``). The shipped
+``gunicorn_conf.py`` builds its settings while gunicorn loads the config,
+in the master, so a bad value stops gunicorn before any worker is forked.
+
+Each field says how it is read, its variable and its meaning in its
+metadata; :func:`markdown_table` makes the README's table from them alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import logging.handlers
+import math
 import os
 import sys
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar, Union
 
 from forklog.formatters import JSONFormatter, TextFormatter
 from forklog.master.sinks import RotatingFileSink
+from forklog.transport import PIPE_BUF
 
-__all__ = ["FILE_FORMAT", "CONSOLE_FORMAT", "Settings", "parse_level"]
+__all__ = [
+    "CONSOLE_FORMAT",
+    "FILE_FORMAT",
+    "Problem",
+    "Settings",
+    "SettingsError",
+    "markdown_table",
+    "parse_level",
+]
 
 FILE_FORMAT = "%(asctime)s [%(levelname)s] %(name)s %(process)d %(threadName)s - %(message)s"
 CONSOLE_FORMAT = "%(asctime)s %(levelname)-8s %(name)s | %(message)s"
 
 _LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET")
+_LEVELS_EXPECTED = f"a level name ({', '.join(_LEVELS)}) or a number >= 0"
 
 
 def parse_level(key: str, value: Union[int, str]) -> int:
     """A level name (any case) or number, else a ``ValueError`` naming ``key``."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    try:
+        return _Level().parse(value)
+    except ValueError:
+        raise ValueError(f"{key}={value!r}: expected {_LEVELS_EXPECTED}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One bad setting: ``key=value: expected ...``."""
+
+    key: str
+    value: object
+    expected: str
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value!r}: {self.expected}"
+
+
+class SettingsError(ValueError):
+    """Every problem found in one source of settings, one per line."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: Tuple[Problem, ...] = tuple(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+    def __reduce__(self) -> Tuple[Any, ...]:  # the default would rebuild it from the message
+        return (type(self), (self.problems,))
+
+
+# -- how each kind of setting is read, checked and shown ----------------------------------
+
+
+class _Why(ValueError):
+    """A bad value, with the reason added to what was expected: ``(... is not a directory)``."""
+
+
+class _Kind:
+    """Turns a value from Python or from text into the field's value, or raises ``ValueError``."""
+
+    expected = ""
+
+    def parse(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def show(self, value: Any) -> str:
+        return str(value)
+
+
+class _Level(_Kind):
+    expected = f"expected {_LEVELS_EXPECTED}"
+
+    def parse(self, value: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        if isinstance(value, str):
+            text = value.strip()
+            if text.upper() in _LEVELS:
+                return int(logging.getLevelName(text.upper()))
+            if text.isdigit():
+                return int(text)
+        raise ValueError
+
+    def show(self, value: Any) -> str:
+        return str(logging.getLevelName(value))
+
+
+class _Int(_Kind):
+    def __init__(self, minimum: int) -> None:
+        self.minimum = minimum
+        self.expected = f"expected an integer >= {minimum}"
+
+    def parse(self, value: Any) -> int:
+        if isinstance(value, str):
+            value = int(value.strip())  # ValueError for "many"
+        if not isinstance(value, int) or isinstance(value, bool) or value < self.minimum:
+            raise ValueError
         return value
-    if isinstance(value, str):
-        text = value.strip()
-        if text.upper() in _LEVELS:
-            return int(logging.getLevelName(text.upper()))
-        if text.isdigit():
-            return int(text)
-    raise ValueError(f"{key}={value!r}: expected a level name ({', '.join(_LEVELS)}) or a number >= 0")
+
+
+class _Seconds(_Kind):
+    def __init__(self, positive: bool) -> None:
+        self.positive = positive
+        self.expected = "expected seconds > 0" if positive else "expected seconds >= 0"
+
+    def parse(self, value: Any) -> float:
+        if isinstance(value, str):
+            value = float(value.strip())
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ValueError
+        if value < 0 or (self.positive and value == 0):
+            raise ValueError
+        return float(value)
+
+
+class _Choice(_Kind):
+    def __init__(self, *choices: str) -> None:
+        self.choices = choices
+        self.expected = "expected " + " or ".join(repr(choice) for choice in choices)
+
+    def parse(self, value: Any) -> str:
+        if isinstance(value, str) and value.strip().lower() in self.choices:
+            return value.strip().lower()
+        raise ValueError
+
+
+class _LogFile(_Kind):
+    """A path the master can create and write, or ``-``. Checked without creating anything."""
+
+    expected = "expected a writable file path, or '-' for no file sink"
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, (str, os.PathLike)):
+            raise ValueError
+        path = os.fspath(value)
+        if not isinstance(path, str) or not path:
+            raise ValueError
+        if path != "-":
+            problem = _unwritable(path)
+            if problem:
+                raise _Why(problem)
+        return path
+
+
+def _unwritable(path: str) -> str:
+    """Why ``path`` cannot be created or written ("" if it can), without touching the disk."""
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        return f"{target} is a directory"
+    if os.path.exists(target):
+        return "" if os.access(target, os.W_OK) else f"{target} is not writable"
+    # The file's directory is made when the sink is built: its nearest
+    # existing ancestor must be a directory this process can write.
+    ancestor = os.path.dirname(target)
+    while not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        return f"{ancestor} is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{ancestor} is not writable"
+    return ""
+
+
+_T = TypeVar("_T")
+
+
+def _setting(default: _T, kind: _Kind, env: str, doc: str, *, hub: bool = False) -> _T:
+    """A field of :class:`Settings`: its default, how it is read, its variable, its README line.
+
+    ``hub=True``: it is also a keyword of :class:`forklog.Hub` (:meth:`Settings.hub_options`).
+    """
+    metadata = {"kind": kind, "env": env, "doc": doc, "hub": hub}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+# -- the settings -------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """What the shipped ``gunicorn_conf.py`` builds its sinks and hub from."""
+    """forklog's sinks and hub, as the shipped ``gunicorn_conf.py`` builds them.
 
-    #: The file sink's path (``FORKLOG_FILE``); ``"-"`` turns the file sink off.
-    file: str = "logs/app.log"
-    #: The file sink's level (``FORKLOG_LEVEL``).
-    level: int = logging.DEBUG
-    #: The console (stderr) sink's level (``FORKLOG_CONSOLE_LEVEL``).
-    console_level: int = logging.INFO
-    #: ``text`` or ``json`` for the file sink (``FORKLOG_FORMAT``).
-    format: str = "text"
-    #: Records the hub holds between the pipe and the sinks (``FORKLOG_QUEUE_SIZE``).
-    queue_size: int = 10_000
-    #: The file rotates at this size (``FORKLOG_MAX_BYTES``).
-    max_bytes: int = 10 * 1024 * 1024
-    #: Rotated files kept (``FORKLOG_BACKUP_COUNT``).
-    backup_count: int = 5
+    Level fields take a name (any case) or a number and hold the number;
+    numeric fields also take their text ("500"), as a variable gives them.
+    """
 
-    ENV: ClassVar[Dict[str, str]] = {
-        "file": "FORKLOG_FILE",
-        "level": "FORKLOG_LEVEL",
-        "console_level": "FORKLOG_CONSOLE_LEVEL",
-        "format": "FORKLOG_FORMAT",
-        "queue_size": "FORKLOG_QUEUE_SIZE",
-        "max_bytes": "FORKLOG_MAX_BYTES",
-        "backup_count": "FORKLOG_BACKUP_COUNT",
-    }
+    file: str = _setting(
+        "logs/app.log",
+        _LogFile(),
+        "FORKLOG_FILE",
+        "the file sink (rotating), written by the master only",
+    )
+    level: int = _setting(logging.DEBUG, _Level(), "FORKLOG_LEVEL", "the file sink's level")
+    console_level: int = _setting(
+        logging.INFO, _Level(), "FORKLOG_CONSOLE_LEVEL", "the console's (stderr) level"
+    )
+    format: str = _setting(
+        "text",
+        _Choice("text", "json"),
+        "FORKLOG_FORMAT",
+        "the file sink's format; `json`: one object per line with `time`, `level`, `logger`, "
+        "`message`, `pid`, `thread`, `exc_info` and the `extra` fields",
+    )
+    queue_size: int = _setting(
+        10_000,
+        _Int(1),
+        "FORKLOG_QUEUE_SIZE",
+        "records the master holds between the pipe and the sinks",
+        hub=True,
+    )
+    max_bytes: int = _setting(
+        10 * 1024 * 1024, _Int(1), "FORKLOG_MAX_BYTES", "the file sink rotates at this size"
+    )
+    backup_count: int = _setting(5, _Int(0), "FORKLOG_BACKUP_COUNT", "rotated files kept")
+    keep_level: int = _setting(
+        logging.ERROR,
+        _Level(),
+        "FORKLOG_KEEP_LEVEL",
+        "records at this level and up wait for room in a full pipe; lower ones are dropped and counted",
+        hub=True,
+    )
+    keep_wait: float = _setting(
+        0.1, _Seconds(positive=False), "FORKLOG_KEEP_WAIT", "how long such a record waits at most", hub=True
+    )
+    max_record_bytes: int = _setting(
+        1 << 20,
+        _Int(PIPE_BUF),
+        "FORKLOG_MAX_RECORD_BYTES",
+        "a bigger record has its message, then its traceback, cut to fit, with a visible marker",
+        hub=True,
+    )
+    stop_timeout: float = _setting(
+        10.0,
+        _Seconds(positive=True),
+        "FORKLOG_STOP_TIMEOUT",
+        "at shutdown, how long the hub drains the pipe before it reports what is left",
+        hub=True,
+    )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "level", parse_level("level", self.level))
-        object.__setattr__(self, "console_level", parse_level("console_level", self.console_level))
-        if self.format not in ("text", "json"):
-            raise ValueError(f"format={self.format!r}: expected 'text' or 'json'")
-        for key in ("queue_size", "max_bytes"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key}={value!r}: expected a positive integer")
-        if not isinstance(self.backup_count, int) or self.backup_count < 0:
-            raise ValueError(f"backup_count={self.backup_count!r}: expected an integer >= 0")
-        if not self.file:
-            raise ValueError("file='': expected a path, or '-' for no file sink")
+        problems: List[Problem] = []
+        for field in dataclasses.fields(self):
+            kind: _Kind = field.metadata["kind"]
+            value = getattr(self, field.name)
+            try:
+                object.__setattr__(self, field.name, kind.parse(value))
+            except (ValueError, TypeError) as exc:
+                why = f" ({exc})" if isinstance(exc, _Why) else ""
+                problems.append(Problem(field.name, value, kind.expected + why))
+        if problems:
+            raise SettingsError(problems)
+
+    # -- constructors -----------------------------------------------------------------------
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
-        """Read the ``FORKLOG_*`` variables; unset ones keep their defaults."""
-        environ = os.environ if environ is None else environ
-        values: Dict[str, Any] = {}
-        for field, variable in cls.ENV.items():
-            raw = environ.get(variable)
-            if raw is None or raw == "":
-                continue
-            if field in ("queue_size", "max_bytes", "backup_count"):
-                try:
-                    values[field] = int(raw)
-                except ValueError:
-                    raise ValueError(f"{variable}={raw!r}: expected an integer") from None
-            elif field == "format":
-                values[field] = raw.strip().lower()
-            else:
-                values[field] = raw
-        try:
-            return cls(**values)
-        except ValueError as exc:
-            field = str(exc).split("=", 1)[0]
-            raise ValueError(f"{cls.ENV.get(field, field)}{str(exc)[len(field) :]}") from None
+        """Read the ``FORKLOG_*`` variables; unset or empty ones keep their defaults.
 
-    def handlers(self) -> List[Tuple[str, logging.Handler]]:
-        """The sinks: the rotating file (if any) and the console on stderr."""
+        An unknown ``FORKLOG_*`` variable (a typo) is an error too.
+        """
+        environ = os.environ if environ is None else environ
+        names = {field.metadata["env"]: field.name for field in dataclasses.fields(cls)}
+        values = {names[k]: v for k, v in environ.items() if k in names and v != ""}
+        unknown = [k for k in sorted(environ) if k.startswith("FORKLOG_") and k not in names]
+        return cls._build(
+            values, {field: env for env, field in names.items()}, _unknown(unknown, environ, sorted(names))
+        )
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> Settings:
+        """Read a ``{"level": "INFO", ...}`` dict, or the ``"forklog"`` section of a dictConfig dict.
+
+        ``logging.config.dictConfig`` ignores a top-level key it does not
+        know, so one dict can configure both. A dictConfig dict (one with
+        ``"version"``) without a ``"forklog"`` section gives the defaults.
+        """
+        prefix = ""
+        if "forklog" in config:
+            section = config["forklog"]
+            if not isinstance(section, Mapping):
+                raise SettingsError([Problem("forklog", section, "expected a mapping of settings")])
+            config, prefix = section, "forklog."
+        elif "version" in config:
+            config = {}
+        keys = [field.name for field in dataclasses.fields(cls)]
+        unknown = [k for k in config if k not in keys]
+        values = {k: v for k, v in config.items() if k in keys}
+        problems = _unknown(unknown, config, keys, prefix)
+        return cls._build(values, {k: prefix + k for k in keys}, problems)
+
+    @classmethod
+    def from_gunicorn(cls, cfg: Any, base: Optional[Settings] = None) -> Settings:
+        """``base`` (the defaults if ``None``) with gunicorn's logging settings applied.
+
+        * ``loglevel`` sets ``console_level``: what gunicorn would print on stderr.
+        * ``errorlog``, when a path (not ``-``), becomes ``file``, at ``loglevel``:
+          the file gunicorn would have written its error log to.
+
+        Nothing else is taken from gunicorn. Problems are named after
+        gunicorn's settings (``loglevel='loud': expected ...``).
+        """
+        base = cls() if base is None else base
+        values = dataclasses.asdict(base)
+        names = {field.name: field.name for field in dataclasses.fields(cls)}
+        values["console_level"], names["console_level"] = cfg.loglevel, "loglevel"
+        errorlog = cfg.errorlog
+        if errorlog and errorlog != "-":
+            values["file"], names["file"] = errorlog, "errorlog"
+            values["level"], names["level"] = cfg.loglevel, "loglevel"
+        return cls._build(values, names, [])
+
+    @classmethod
+    def _build(cls, values: Dict[str, Any], names: Mapping[str, str], problems: List[Problem]) -> Settings:
+        """``cls(**values)``; every problem, renamed to the source's key, in one error."""
+        problems = list(problems)
+        settings: Optional[Settings] = None
+        try:
+            settings = cls(**values)
+        except SettingsError as exc:
+            for problem in exc.problems:
+                renamed = Problem(names.get(problem.key, problem.key), problem.value, problem.expected)
+                if renamed not in problems:  # gunicorn's loglevel feeds two fields
+                    problems.append(renamed)
+        if problems or settings is None:
+            raise SettingsError(problems)
+        return settings
+
+    # -- what the settings make ----------------------------------------------------------------
+
+    def hub_options(self) -> Dict[str, Any]:
+        """The keyword arguments of :class:`forklog.Hub` (and ``forklog.gunicorn.configure``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["hub"]}
+
+    def handlers(self, *, create: bool = True) -> List[Tuple[str, logging.Handler]]:
+        """The sinks: the rotating file (if any) and the console on stderr.
+
+        ``create=False`` makes no directory and opens no file (the file sink
+        opens on its first record): for inspecting them, as ``python -m
+        forklog check`` does.
+        """
         sinks: List[Tuple[str, logging.Handler]] = []
         if self.file != "-":
-            directory = os.path.dirname(os.path.abspath(self.file))
-            os.makedirs(directory, exist_ok=True)
+            if create:
+                os.makedirs(os.path.dirname(os.path.abspath(self.file)), exist_ok=True)
             file_handler = RotatingFileSink(
                 self.file,
                 maxBytes=self.max_bytes,
                 backupCount=self.backup_count,
                 encoding="utf-8",
+                delay=not create,
                 errors="backslashreplace",
             )
             file_handler.setLevel(self.level)
@@ -129,3 +392,44 @@ class Settings:
         console.setFormatter(TextFormatter(CONSOLE_FORMAT, escape_newlines=True))
         sinks.append(("console", console))
         return sinks
+
+
+def _unknown(
+    keys: Iterable[str], source: Mapping[str, Any], known: List[str], prefix: str = ""
+) -> List[Problem]:
+    """``key=value: unknown setting ...`` for each key, with the closest known one."""
+    problems = []
+    for key in keys:
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"; did you mean {prefix}{close[0]}?" if close else ";"
+        expected = f"unknown setting{hint} expected one of: {', '.join(sorted(known))}"
+        problems.append(Problem(prefix + key, source[key], expected))
+    return problems
+
+
+# -- the README's table -----------------------------------------------------------------------
+
+TABLE_START = "<!-- settings-table:start -->"
+TABLE_END = "<!-- settings-table:end -->"
+
+
+def markdown_table(cls: type = Settings) -> str:
+    """The README's settings table, made from the fields' metadata alone."""
+    rows = [
+        "| key | variable | default | accepts | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for field in dataclasses.fields(cls):
+        kind: _Kind = field.metadata["kind"]
+        accepts = kind.expected.replace("expected ", "", 1).replace("|", "\\|")
+        rows.append(
+            f"| `{field.name}` | `{field.metadata['env']}` | `{kind.show(field.default)}` "
+            f"| {accepts} | {field.metadata['doc']} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def replace_table(text: str, table: str) -> str:
+    """``text`` with what is between the table's markers replaced by ``table``."""
+    start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
+    return f"{text[:start]}\n{table}{text[end:]}"

@@ -1,0 +1,324 @@
+"""``python -m forklog check gunicorn_conf.py [module:app]``: what a gunicorn config will do with logs.
+
+The config is loaded the way gunicorn loads it (its ``Config``, the file
+executed as the module ``__config__``, then ``GUNICORN_CMD_ARGS``), and the
+report says:
+
+* which of forklog's hooks (and ``logger_class``) the config installs;
+* gunicorn's logging settings and the hub's options;
+* every sink of the hub: name, class, level, target, formatter;
+* with an app (``module:app``, as gunicorn takes it): every handler that
+  importing the app attaches to a logger, other than forklog's. In a worker
+  such a handler writes by itself, around the hub (a library that adds its
+  own ``StreamHandler``, a ``logging.basicConfig()`` at import).
+
+Exit status 1 when a handler bypasses the hub, when the config installs
+none of forklog's hooks, or when it does not load; 0 otherwise.
+
+Nothing is started: no hub, no thread, no fork. Sinks are built without
+opening their files, except those a config's own ``handlers`` function
+opens when it is called (it is called once, then its handlers are closed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import logging
+import logging.handlers
+import os
+import sys
+import traceback
+from typing import Any, Callable, List, Optional, Sequence, Set, TextIO, Tuple
+
+from gunicorn import util
+from gunicorn.config import Config
+
+import forklog.gunicorn as fg
+from forklog.settings import Settings
+from forklog.worker.handler import ForkHandler
+
+__all__ = ["check", "load_config"]
+
+#: forklog's hooks, as the README lists them.
+HOOKS = ("on_starting", "post_fork", "worker_exit", "child_exit", "worker_abort", "on_exit")
+
+Handlers = List[Tuple[str, logging.Handler]]
+
+
+class LoadError(Exception):
+    """The config, or the app, could not be loaded; the message says why."""
+
+
+def load_config(path: str) -> Any:
+    """A gunicorn ``Config`` loaded from ``path`` as ``gunicorn -c path`` loads it."""
+    if not os.path.exists(path):
+        raise LoadError(f"{path!r} doesn't exist")
+    cfg = Config()
+    # As gunicorn.app.base.Application.get_config_from_filename does.
+    spec = importlib.util.spec_from_file_location("__config__", path)
+    if spec is None or spec.loader is None:
+        raise LoadError(f"{path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["__config__"] = module
+    try:
+        spec.loader.exec_module(module)
+    except SystemExit as exc:  # the shipped config exits with a message on bad settings
+        raise LoadError(f"{path} exited: {exc.code}") from None
+    except Exception as exc:
+        raise LoadError(f"{path} raised:\n{traceback.format_exc().rstrip()}") from exc
+    for key, value in vars(module).items():
+        if key in cfg.settings:
+            try:
+                cfg.set(key.lower(), value)
+            except Exception as exc:
+                raise LoadError(f"{path}: invalid value for {key}: {value!r} ({exc})") from exc
+    env_args = cfg.parser().parse_args(cfg.get_cmd_args_from_env())
+    for key, value in vars(env_args).items():
+        if value is not None and key != "args":
+            cfg.set(key.lower(), value)
+    return cfg
+
+
+# -- what the report says about each part --------------------------------------------------
+
+
+def _hooks(cfg: Any) -> Tuple[List[Tuple[str, str]], bool]:
+    """(hook, what it is) rows, and whether any of them is forklog's."""
+    rows: List[Tuple[str, str]] = []
+    logger_class = cfg.logger_class
+    ours = isinstance(logger_class, type) and issubclass(logger_class, fg.Logger)
+    rows.append(("logger_class", "forklog's" if ours else f"not forklog's: {_name(logger_class)}"))
+    any_ours = ours
+    for hook in HOOKS:
+        function = cfg.settings[hook].get()
+        mine = getattr(fg, hook)
+        if function is mine:
+            rows.append((hook, "forklog's"))
+            any_ours = True
+        elif _calls(function, mine):
+            rows.append((hook, f"own ({_name(function)}), calls forklog's"))
+            any_ours = True
+        elif getattr(function, "__module__", "") == "gunicorn.config":
+            rows.append((hook, "gunicorn's default: forklog's is not installed"))
+        else:
+            rows.append((hook, f"own ({_name(function)}), does not call forklog's"))
+    return rows, any_ours
+
+
+def _calls(function: Any, target: Callable[..., Any]) -> bool:
+    """Whether ``function``'s code names ``target`` (``forklog.gunicorn.post_fork(...)`` or an alias)."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return False
+    names = code.co_names
+    if "forklog" in names and target.__name__ in names:
+        return True
+    scope = getattr(function, "__globals__", {})
+    return any(scope.get(name) is target for name in names)
+
+
+def _name(obj: Any) -> str:
+    if isinstance(obj, str):
+        return obj
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _sinks(cfg: Any) -> Tuple[Handlers, List[str]]:
+    """The hub's sinks as ``forklog.gunicorn`` would build them, and notes on how they were found."""
+    notes: List[str] = []
+    factory = fg._master.handlers
+    sinks: Handlers = []
+    owner = getattr(factory, "__self__", None)
+    if factory is None and fg._uses_logconfig(cfg):
+        notes.append("the logging config's handlers replace forklog's default sinks")
+    elif factory is None:
+        sinks += Settings.from_env().handlers(create=False)
+    elif isinstance(owner, Settings) and getattr(factory, "__func__", None) is Settings.handlers:
+        sinks += owner.handlers(create=False)
+    else:
+        notes.append(f"built by calling {_name(factory)}, then closed")
+        sinks += _pairs(factory())
+    sinks += _pairs(fg._gunicorn_sinks(cfg, create=False))
+    sinks += _configured_handlers()
+    notes += _logconfig_notes(cfg)
+    return sinks, notes
+
+
+def _pairs(sinks: Sequence[Any]) -> Handlers:
+    """``(name, handler)`` pairs from handlers or pairs, named as the hub names them."""
+    pairs: Handlers = []
+    for sink in sinks:
+        if isinstance(sink, tuple):
+            pairs.append((str(sink[0]), sink[1]))
+        else:
+            pairs.append((sink.get_name() or type(sink).__name__.lower(), sink))
+    return pairs
+
+
+def _configured_handlers() -> Handlers:
+    """Handlers the config file attached to loggers: ``logger_class`` makes them sinks."""
+    found: Handlers = []
+    for owner, handler in _all_handlers():
+        label = handler.get_name() or type(handler).__name__.lower()
+        found.append((f"{owner or 'root'}:{label}", handler))
+    return found
+
+
+def _logconfig_notes(cfg: Any) -> List[str]:
+    """gunicorn's ``logconfig_dict`` handlers, read from the dict (not built), or where the config is."""
+    notes: List[str] = []
+    config = getattr(cfg, "logconfig_dict", None) or {}
+    for name, spec in (config.get("handlers") or {}).items():
+        target = spec.get("filename") or spec.get("stream") or ""
+        notes.append(
+            f"logconfig_dict handler {name}: {spec.get('class', '?')} {spec.get('level', 'NOTSET')} "
+            f"{target} formatter={spec.get('formatter', '-')}".rstrip()
+        )
+    for setting in ("logconfig_json", "logconfig"):
+        if getattr(cfg, setting, None):
+            notes.append(f"{setting} {getattr(cfg, setting)}: its handlers become sinks (not read here)")
+    return notes
+
+
+def _all_handlers() -> Handlers:
+    """(logger name, handler) for every handler on any logger but forklog's own, root first."""
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    found: Handlers = []
+    for logger in loggers:
+        owner = "" if logger is logging.getLogger() else logger.name
+        for handler in logger.handlers:
+            if not isinstance(handler, (ForkHandler, logging.NullHandler)):
+                found.append((owner, handler))
+    return found
+
+
+def _describe(handler: logging.Handler) -> Tuple[str, str, str, str]:
+    """(class, level, target, formatter) of a handler, as the report shows it."""
+    level = logging.getLevelName(handler.level)
+    target = "-"
+    path = getattr(handler, "baseFilename", None)
+    if isinstance(path, str):
+        relative = os.path.relpath(path)
+        target = path if relative.startswith("..") else relative
+        if isinstance(handler, logging.handlers.RotatingFileHandler) and handler.maxBytes > 0:
+            target += f" (rotates at {handler.maxBytes} bytes, keeps {handler.backupCount})"
+    elif isinstance(handler, logging.StreamHandler):
+        target = str(getattr(handler.stream, "name", handler.stream))
+    only = [f.name for f in handler.filters if type(f) is logging.Filter and f.name]
+    if only:
+        target += f" (only {', '.join(only)})"
+    formatter = handler.formatter
+    fmt = getattr(formatter, "_fmt", None)
+    shown = "-" if formatter is None else type(formatter).__name__
+    if formatter is not None and fmt is not None and type(formatter).__name__ != "JSONFormatter":
+        shown += f" {fmt!r}"
+    return type(handler).__name__, str(level), target, shown
+
+
+def _table(rows: Sequence[Sequence[str]], indent: str = "  ") -> List[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        (indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths))).rstrip() for row in rows
+    ]
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> int:
+    """Print what ``config`` (and ``app``) will do with logs; 1 if something bypasses the hub."""
+
+    def say(line: str) -> None:
+        print(line, file=out)
+
+    try:
+        cfg = load_config(config)
+    except LoadError as exc:
+        say(f"config {config}: does not load: {exc}")
+        return 1
+    say(f"config: {config}")
+    hook_rows, any_ours = _hooks(cfg)
+    say("hooks:")
+    for line in _table(hook_rows):
+        say(line)
+    access = "on (forklog turns it on)" if cfg.accesslog is None and fg._master.access_log else cfg.accesslog
+    say(f"gunicorn: loglevel {cfg.loglevel}, errorlog {cfg.errorlog}, accesslog {access}")
+    options = fg._hub_options()
+    order = [field.name for field in dataclasses.fields(Settings)]
+    keys = sorted(options, key=lambda key: order.index(key) if key in order else len(order))
+    say("hub: " + " ".join(f"{key}={_show_option(key, options[key])}" for key in keys))
+
+    sinks, notes = _sinks(cfg)
+    say("sinks (written by the master only):")
+    for line in _handler_lines(sinks):
+        say(line)
+    for note in notes:
+        say(f"  {note}")
+    if not sinks and not notes:
+        say("  none: records are counted and dropped")
+    elif sinks and not notes:
+        lowest = min(handler.level for _name, handler in sinks)
+        say(f"workers send: {logging.getLevelName(lowest)} and up (the lowest sink level)")
+    configured = {id(handler) for _owner, handler in _all_handlers()}
+    for _name, handler in sinks:
+        if id(handler) not in configured:  # the config's own stay as it made them
+            with contextlib.suppress(Exception):
+                handler.close()
+
+    problems: List[str] = []
+    if not any_ours:
+        problems.append("the config installs none of forklog's hooks: nothing goes through a hub")
+    if app is not None:
+        try:
+            bypassing = _bypassing(cfg, app, configured)
+        except LoadError as exc:
+            problems.append(str(exc))
+        else:
+            if bypassing:
+                say(f"app {app}: handlers that bypass the hub in a worker:")
+                for line in _handler_lines([(owner or "root", h) for owner, h in bypassing]):
+                    say(line)
+                problems.append(f"{len(bypassing)} handler(s) write around the hub")
+            else:
+                say(f"app {app}: no handler bypasses the hub")
+    for problem in problems:
+        say(f"FAIL: {problem}")
+    if not problems:
+        say("ok")
+    return 1 if problems else 0
+
+
+def _handler_lines(handlers: Handlers) -> List[str]:
+    """One aligned line per handler (name, class, level, target), its formatter on the next."""
+    if not handlers:
+        return []
+    described = [(name, *_describe(handler)) for name, handler in handlers]
+    indent = " " * (2 + max(len(name) for name, _h in handlers) + 2)
+    lines: List[str] = []
+    for line, row in zip(_table([row[:4] for row in described]), described):
+        lines.append(line)
+        if row[4] != "-":
+            lines.append(indent + row[4])
+    return lines
+
+
+def _show_option(key: str, value: Any) -> str:
+    return str(logging.getLevelName(value)) if key == "keep_level" else str(value)
+
+
+def _bypassing(cfg: Any, app: str, before: Set[int]) -> Handlers:
+    """Handlers that importing ``app`` attached to loggers (not forklog's), as gunicorn imports it."""
+    # As gunicorn does before it imports the app: chdir and pythonpath go on sys.path.
+    for entry in [cfg.chdir, *(cfg.pythonpath.split(",") if cfg.pythonpath else [])]:
+        path = os.path.abspath(entry)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        util.import_app(app)
+    except (Exception, SystemExit) as exc:
+        raise LoadError(f"app {app} does not import: {type(exc).__name__}: {exc}") from exc
+    return [(owner, handler) for owner, handler in _all_handlers() if id(handler) not in before]

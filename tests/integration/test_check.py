@@ -1,0 +1,180 @@
+"""`python -m forklog check`: a gunicorn config loaded as gunicorn loads it, reported, nothing started."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Dict, Optional
+
+from tests.integration.gunicorn_proc import REPO
+
+
+def clean_env(**extra: str) -> Dict[str, str]:
+    """The environment without anything that changes what the shipped config does."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FORKLOG_", "GUNICORN_")) and k not in ("BIND", "WEB_CONCURRENCY")
+    }
+    env.update(extra)
+    return env
+
+
+def run_check(
+    *args: str, cwd: Path, env: Optional[Dict[str, str]] = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "forklog", "check", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=clean_env() if env is None else env,
+    )
+
+
+def test_readme_shows_what_check_prints_for_the_shipped_config() -> None:
+    """The README's check output is exactly what the command prints for gunicorn_conf.py and app:app."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(
+        r"<!-- check-output:start -->\n```console\n(.*?)```\n<!-- check-output:end -->", text, re.S
+    )
+    command, shown = block.split("\n", 1)
+    assert command == "$ python -m forklog check gunicorn_conf.py app:app"
+    result = run_check("gunicorn_conf.py", "app:app", cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == shown, "README.md's check output is stale"
+    assert result.stderr == ""
+
+
+def test_shipped_config_with_variables_creates_nothing(tmp_path: Path) -> None:
+    """FORKLOG_* values show up in the report, and the check makes no directory, file, thread or fork."""
+    target = tmp_path / "new" / "app.log"
+    env = clean_env(FORKLOG_FILE=str(target), FORKLOG_QUEUE_SIZE="123", FORKLOG_KEEP_LEVEL="warning")
+    code = textwrap.dedent(
+        f"""
+        import os, sys, threading
+        forks = []
+        os.register_at_fork(before=lambda: forks.append(1))
+        import forklog.gunicorn
+        from forklog.check import check
+        status = check({str(REPO / "gunicorn_conf.py")!r}, "app:app")
+        assert not forks, "the check forked"
+        assert threading.active_count() == 1, threading.enumerate()
+        assert forklog.gunicorn.hub() is None, "the check built a hub"
+        sys.exit(status)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "hub: queue_size=123 keep_level=WARNING keep_wait=0.1" in result.stdout
+    assert f"  file     RotatingFileSink  DEBUG  {target} (rotates at" in result.stdout
+    assert not (tmp_path / "new").exists(), "the check created the log directory"
+
+
+CONFIG = """
+import logging
+
+import forklog.gunicorn
+from forklog.gunicorn import *  # noqa: F403
+
+errorlog = {errorlog!r}
+logconfig_dict = {{
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {{"audit": {{"class": "logging.FileHandler", "filename": {audit!r}, "level": "INFO"}}}},
+    "loggers": {{"audit": {{"handlers": ["audit"]}}}},
+}}
+
+
+def post_fork(server, worker):  # calls forklog's
+    forklog.gunicorn.post_fork(server, worker)
+
+
+def worker_exit(server, worker):  # replaces forklog's
+    pass
+"""
+
+APP = """
+import logging
+
+import chatty_lib
+
+logging.getLogger("quiet_lib").addHandler(logging.NullHandler())  # the library norm: not a bypass
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+"""
+
+LIBRARY = """
+import logging
+import sys
+
+_handler = logging.StreamHandler(sys.stderr)  # a library that prints its own lines
+logging.getLogger("chatty_lib").addHandler(_handler)
+"""
+
+
+def test_a_library_handler_bypassing_the_hub_fails_the_check(tmp_path: Path) -> None:
+    """A StreamHandler attached at the app's import is listed, exit 1; errorlog and logconfig are shown."""
+    error_log, audit_log = tmp_path / "error.log", tmp_path / "audit.log"
+    conf = tmp_path / "my_conf.py"
+    conf.write_text(CONFIG.format(errorlog=str(error_log), audit=str(audit_log)))
+    (tmp_path / "my_app.py").write_text(APP)
+    (tmp_path / "chatty_lib.py").write_text(LIBRARY)
+    result = run_check(str(conf), "my_app:app", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = result.stdout
+    assert "  post_fork     own (__config__.post_fork), calls forklog's\n" in out
+    assert "  worker_exit   own (__config__.worker_exit), does not call forklog's\n" in out
+    assert "  on_exit       forklog's\n" in out
+    assert "  errorlog  RotatingFileSink  DEBUG  error.log (only gunicorn.error)\n" in out  # relative to cwd
+    assert f"  logconfig_dict handler audit: logging.FileHandler INFO {audit_log} formatter=-\n" in out
+    assert "app my_app:app: handlers that bypass the hub in a worker:\n" in out
+    assert "  chatty_lib  StreamHandler  NOTSET  <stderr>\nFAIL" in out
+    assert "quiet_lib" not in out
+    assert out.endswith("FAIL: 1 handler(s) write around the hub\n")
+    assert not error_log.exists() and not audit_log.exists(), "the check opened a sink's file"
+
+
+def test_a_config_without_forklog_fails_the_check(tmp_path: Path) -> None:
+    """A plain gunicorn config has none of forklog's hooks: reported, exit 1."""
+    conf = tmp_path / "plain_conf.py"
+    conf.write_text("workers = 2\nloglevel = 'debug'\n")
+    result = run_check(str(conf), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "  logger_class  not forklog's: gunicorn.glogging.Logger\n" in result.stdout
+    assert "  post_fork     gunicorn's default: forklog's is not installed\n" in result.stdout
+    assert "gunicorn: loglevel debug, errorlog -, accesslog on (forklog turns it on)\n" in result.stdout
+    assert result.stdout.endswith(
+        "FAIL: the config installs none of forklog's hooks: nothing goes through a hub\n"
+    )
+
+
+def test_bad_settings_or_a_missing_app_fail_the_check(tmp_path: Path) -> None:
+    """A config that stops on a bad variable, or an app that does not import, exits 1 saying why."""
+    result = run_check("gunicorn_conf.py", cwd=REPO, env=clean_env(FORKLOG_LEVEL="LOUD"))
+    assert result.returncode == 1
+    assert result.stdout.startswith(
+        "config gunicorn_conf.py: does not load: gunicorn_conf.py exited: forklog:"
+    )
+    assert "FORKLOG_LEVEL='LOUD': expected a level name" in result.stdout
+    result = run_check("gunicorn_conf.py", "no_such_module:app", cwd=REPO)
+    assert result.returncode == 1
+    assert "FAIL: app no_such_module:app does not import: ModuleNotFoundError" in result.stdout
+    assert "no handler bypasses" not in result.stdout

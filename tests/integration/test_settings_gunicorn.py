@@ -1,0 +1,78 @@
+"""Bad FORKLOG_* settings stop a real gunicorn in the master, before any worker is forked."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+from tests.integration.gunicorn_proc import REPO, Gunicorn
+
+
+def readme_example() -> Tuple[Dict[str, str], List[str]]:
+    """The README's failing-start example: its variables, and the lines it shows gunicorn printing."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```console\n(\$ FORKLOG_.*?)```", text, re.S)
+    command, *shown = block.splitlines()
+    words = shlex.split(command[2:])
+    env = dict(word.split("=", 1) for word in words if "=" in word and word.startswith("FORKLOG_"))
+    assert words[len(env) :] == ["gunicorn", "-c", "gunicorn_conf.py", "app:app"]
+    return env, shown
+
+
+def run_to_exit(server: Gunicorn, timeout: float) -> Tuple[int, str, float]:
+    """Run gunicorn in its own process group until it exits: (status, stderr, seconds taken)."""
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        server.argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=server.env,
+        cwd=server.tmp_path,
+        start_new_session=True,
+        text=True,
+    )
+    try:
+        _out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, err, time.monotonic() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever it may have left; nothing, normally
+        proc.wait(5)
+
+
+def test_readme_example_stops_gunicorn_at_once(tmp_path: Path) -> None:
+    """The README's bad variables make gunicorn exit 1 at start with every problem, no worker booted."""
+    env, shown = readme_example()
+    server = Gunicorn(tmp_path, env=env)
+    status, err, took = run_to_exit(server, timeout=60)
+    assert status == 1, err
+    assert took < 30
+    lines = err.splitlines()
+    for expected in shown:
+        if expected.endswith("..."):
+            assert any(line.startswith(expected[:-3]) for line in lines), (expected, err)
+        else:
+            assert expected in lines, (expected, err)
+    assert "Traceback" not in err
+    assert "Booting worker" not in err and "Listening at" not in err
+    assert not server.log_file.exists(), "a hub was built"
+
+
+def test_an_unwritable_file_stops_gunicorn(tmp_path: Path) -> None:
+    """FORKLOG_FILE under a regular file fails in the master with the variable, value and reason."""
+    server = Gunicorn(tmp_path, env={"FORKLOG_FILE": "/etc/hostname/app.log", "FORKLOG_BACKUP_COUNT": "-2"})
+    status, err, _took = run_to_exit(server, timeout=60)
+    assert status == 1, err
+    assert (
+        "FORKLOG_FILE='/etc/hostname/app.log': expected a writable file path, or '-' for no file sink "
+        "(/etc/hostname is not a directory)"
+    ) in err.splitlines()
+    assert "FORKLOG_BACKUP_COUNT='-2': expected an integer >= 0" in err.splitlines()
+    assert "Booting worker" not in err
