@@ -78,6 +78,12 @@ def load_config(path: str) -> Any:
     for key, value in vars(env_args).items():
         if value is not None and key != "args":
             cfg.set(key.lower(), value)
+    try:
+        if hasattr(cfg, "validate"):  # gunicorn 25+: settings checked against each other
+            cfg.validate()
+        cfg.logger_class  # noqa: B018 - resolved here so a bad one is a load error
+    except Exception as exc:
+        raise LoadError(f"{path}: {exc}") from exc
     return cfg
 
 
