@@ -48,7 +48,10 @@ def test_readme_shows_what_check_prints_for_the_shipped_config() -> None:
     assert command == "$ python -m forklog check gunicorn_conf.py app:app"
     result = run_check("gunicorn_conf.py", "app:app", cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout == shown, "README.md's check output is stale"
+    assert result.stdout == shown, (
+        "README.md's check output is stale: paste what `python -m forklog check gunicorn_conf.py app:app` "
+        "prints in the repository with no FORKLOG_* variable set"
+    )
     assert result.stderr == ""
 
 
