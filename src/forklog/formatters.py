@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any, Dict
 
-from forklog.wire import STANDARD_ATTRS
+from forklog.wire import STANDARD_ATTRS, merged_message, safe_repr
 
 __all__ = ["JSONFormatter", "TextFormatter"]
 
@@ -22,6 +23,9 @@ class JSONFormatter(logging.Formatter):
     when present; ``extra`` fields at the top level (an extra whose name
     clashes with one of these keys is written as ``extra.<name>``). All
     control characters are escaped, so a message cannot forge a line (H15).
+    Whatever a record carries, the line is valid JSON: a NaN or an infinity
+    is written as a string (``"nan"``, ``"inf"``), a key that is not a
+    string as its repr, anything else JSON has no type for as its repr.
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -31,7 +35,7 @@ class JSONFormatter(logging.Formatter):
             "time": f"{stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": merged_message(record),
             "pid": record.process,
             "thread": record.threadName,
         }
@@ -45,7 +49,34 @@ class JSONFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in STANDARD_ATTRS:
                 out[f"extra.{key}" if key in _RESERVED else key] = value
-        return json.dumps(out, default=repr)
+        try:
+            return json.dumps(out, default=safe_repr, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            # NaN, a tuple as a key, a container that contains itself: the slow path.
+            return json.dumps(_jsonable(out, 0), default=safe_repr, allow_nan=False)
+
+
+#: How deep _jsonable follows containers before writing the rest as a repr.
+_MAX_DEPTH = 16
+
+
+def _jsonable(value: object, depth: int) -> object:
+    """``value`` as plain JSON data: finite numbers, string keys, no cycles."""
+    kind = type(value)
+    if kind is float:
+        number: float = value  # type: ignore[assignment]
+        return value if math.isfinite(number) else repr(number)
+    if kind in (str, int, bool) or value is None:
+        return value
+    if depth < _MAX_DEPTH:
+        if isinstance(value, dict):
+            return {
+                key if type(key) is str else safe_repr(key): _jsonable(item, depth + 1)
+                for key, item in value.items()
+            }
+        if isinstance(value, (list, tuple)):
+            return [_jsonable(item, depth + 1) for item in value]
+    return safe_repr(value)
 
 
 class TextFormatter(logging.Formatter):

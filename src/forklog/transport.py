@@ -67,6 +67,9 @@ CONTROL = 0x04  # a message for the reader itself (the stop marker), not a recor
 NO_SEQ = 0xFFFFFFFF  # the sequence number of a frame that is not a numbered record
 
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+#: The longest a critical section over the drop counters waits for another
+#: thread. Sections last microseconds; see Channel._enter.
+_LOCK_WAIT = 0.5
 _poll = select.poll  # bound at import: gevent's monkey-patching removes select.poll
 
 
@@ -169,7 +172,11 @@ class Channel:
         #: Every record this process sends takes the next number, dropped ones
         #: too; the master turns numbers it never received into a loss report.
         self._seq = itertools.count()
-        self._lock = threading.RLock()  # guards the drop counters only (cold path)
+        # Guards the drop counters and the published number (cold path), see _enter().
+        self._lock = threading.RLock()
+        self._busy = False
+        self._stuck = False
+        self._deferred: List[Tuple[str, int]] = []
         self._dropped: Dict[str, int] = {}
         self._dropped_total = 0
         self._published = 0
@@ -200,8 +207,12 @@ class Channel:
     @property
     def dropped(self) -> Dict[str, int]:
         """Records this process dropped and has not yet reported, by level name."""
-        with self._lock:
+        state = self._enter()
+        try:
             return dict(self._dropped)
+        finally:
+            if state:
+                self._leave()
 
     # -- passing the channel to a multiprocessing child ----------------------
 
@@ -300,36 +311,100 @@ class Channel:
         self.sent += 1
         return True
 
+    # -- the counters' critical sections ---------------------------------------
+    #
+    # A log call can run inside another one on the same thread: a signal
+    # handler that logs, run by the interpreter between two bytecodes of the
+    # interrupted call. A plain Lock would deadlock there; an RLock lets the
+    # handler in, but in the middle of the interrupted update (a count read
+    # and not yet written back, a number checked and not yet published). So
+    # the RLock is taken, and a section that finds its own thread already
+    # inside one does not touch the counters: it leaves its update in
+    # ``_deferred`` (a list append is atomic), and the interrupted section
+    # applies it before it lets go of the lock.
+
+    def _enter(self) -> Optional[bool]:
+        """Begin a critical section over the counters.
+
+        ``True``: inside it, end it with :meth:`_leave`. ``None``: this thread
+        is already inside one (a signal handler interrupted it): defer the
+        update. ``False``: another thread has held the lock far longer than
+        any section lasts, which only a thread frozen by interpreter exit
+        does (a daemon thread stops where it stands and never releases it):
+        go on without the lock rather than hang the exit.
+        """
+        if not self._lock.acquire(timeout=0.0 if self._stuck else _LOCK_WAIT):
+            self._stuck = True  # don't wait again until the lock is seen free
+            return False
+        self._stuck = False
+        if self._busy:
+            self._lock.release()
+            return None
+        self._busy = True
+        return True
+
+    def _leave(self) -> None:
+        while True:
+            deferred = self._deferred
+            while deferred:
+                self._apply(*deferred.pop(0))
+            self._busy = False
+            # A signal from here on finds the section free and goes ahead
+            # itself; one that came before the flag was cleared deferred.
+            if not deferred:
+                break
+            self._busy = True
+        self._lock.release()
+
+    def _apply(self, levelname: str, count: int) -> None:
+        """One update, inside a section: a drop count, or (no level name) a number to publish."""
+        if levelname:
+            self._dropped[levelname] = self._dropped.get(levelname, 0) + count
+            self._dropped_total += count
+        elif count > self._published:
+            board = self.scoreboard
+            if self._slot >= 0 and board is not None:
+                self._published = count
+                with contextlib.suppress(OSError):
+                    board.publish(self._slot, count)
+
+    def _update(self, levelname: str, count: int) -> None:
+        state = self._enter()
+        if state is None:
+            self._deferred.append((levelname, count))
+            return
+        try:
+            self._apply(levelname, count)
+        finally:
+            if state:
+                self._leave()
+
     def _publish(self, numbered: int) -> None:
         """Tell the scoreboard how many records this process has numbered.
 
         Only needed for what no later frame will reveal: records dropped,
         and records of several frames that a kill could cut short.
         """
-        board = self.scoreboard
-        if self._slot < 0 or board is None:
-            return
-        with self._lock:
-            if numbered > self._published:
-                self._published = numbered
-                with contextlib.suppress(OSError):
-                    board.publish(self._slot, numbered)
+        if self._slot >= 0:
+            self._update("", numbered)
 
     def _count_drop(self, levelname: str) -> None:
-        with self._lock:
-            self._dropped[levelname] = self._dropped.get(levelname, 0) + 1
-            self._dropped_total += 1
+        self._update(levelname if type(levelname) is str and levelname else "UNKNOWN", 1)
 
-    def _send_drop_summary(self) -> None:
-        with self._lock:
+    def _send_drop_summary(self) -> bool:
+        """Send the drop counts as one record; False if this thread is inside a section."""
+        state = self._enter()
+        if state is None:
+            return False  # a signal handler: the next record that goes out reports them
+        try:
             counts, self._dropped, self._dropped_total = self._dropped, {}, 0
-        if not counts:
-            return
-        if not self._send(wire.encode(drop_summary(counts)), logging.WARNING, numbered=False):
-            with self._lock:  # still full: keep counting, report later
-                for name, count in counts.items():
-                    self._dropped[name] = self._dropped.get(name, 0) + count
-                    self._dropped_total += count
+        finally:
+            if state:
+                self._leave()
+        if counts and not self._send(wire.encode(drop_summary(counts)), logging.WARNING, numbered=False):
+            for name, count in counts.items():  # still full: keep counting, report later
+                self._update(name, count)
+        return True
 
     def flush(self, timeout: float = 1.0) -> bool:
         """Send the pending drop summary, waiting up to ``timeout``; True if none is left.
@@ -339,8 +414,8 @@ class Channel:
         """
         deadline = time.monotonic() + timeout
         while True:
-            if self._dropped_total:
-                self._send_drop_summary()
+            if self._dropped_total and not self._send_drop_summary():
+                return False  # called by a signal handler inside a section: cannot wait for it
             if not self._dropped_total:
                 return True
             if time.monotonic() >= deadline:

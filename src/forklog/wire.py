@@ -21,11 +21,12 @@ class or a function to call on the receiving side.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import marshal
 import os
 import sys
-from typing import Any, Dict, Optional, Tuple, cast
+from typing import Any, Callable, Dict, Optional, Tuple, cast
 
 __all__ = [
     "FORMAT_VERSION",
@@ -56,13 +57,19 @@ _exception_formatter = logging.Formatter()
 
 
 def safe_repr(value: object) -> str:
-    """``repr(value)`` that never raises (a ``__repr__`` may raise or recurse)."""
+    """``repr(value)`` that never raises an ``Exception`` (a ``__repr__`` may raise or recurse).
+
+    ``KeyboardInterrupt`` and ``SystemExit`` are not swallowed: raised by a
+    signal handler (gunicorn's SIGQUIT and SIGINT handlers call
+    ``sys.exit``) while a log call happens to be running, they are the
+    program's, not the record's, as with ``logging`` itself.
+    """
     try:
         text = repr(value)
         if type(text) is str:
             return text
         return str.__str__(text)
-    except BaseException:  # noqa: BLE001 - RecursionError, anything a __repr__ throws
+    except Exception:  # noqa: BLE001 - RecursionError, anything a __repr__ throws
         return f"<unrepresentable {type(value).__qualname__} object>"
 
 
@@ -71,8 +78,24 @@ def _safe_str(value: object) -> str:
         return value
     try:
         return str.__str__(str(value))
-    except BaseException:  # noqa: BLE001
+    except Exception:  # noqa: BLE001
         return safe_repr(value)
+
+
+def _args_repr(args: object) -> str:
+    """The args as ``logging`` would show them, each one's repr on its own (one may raise)."""
+    if type(args) is tuple:
+        items = [safe_repr(item) for item in args[:_MAX_ITEMS]]
+        if len(args) > _MAX_ITEMS:
+            items.append("...")
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+    if type(args) is dict:
+        head = itertools.islice(args.items(), _MAX_ITEMS)
+        pairs = [f"{safe_repr(key)}: {safe_repr(item)}" for key, item in head]
+        if len(args) > _MAX_ITEMS:
+            pairs.append("...")
+        return f"{{{', '.join(pairs)}}}"
+    return safe_repr(args)
 
 
 def _plain(value: object, depth: int = 0) -> object:
@@ -99,9 +122,13 @@ def merged_message(record: logging.LogRecord) -> str:
     """``record.getMessage()``, or a readable fallback when merging fails."""
     try:
         return _safe_str(record.getMessage())
-    except BaseException as exc:  # noqa: BLE001 - a %-mismatch or a raising __str__
+    except Exception as exc:  # noqa: BLE001 - a %-mismatch or a raising __str__
+        try:
+            args = _args_repr(record.args)
+        except Exception:  # noqa: BLE001 - a dict whose items() raises, a tuple mutated meanwhile
+            args = safe_repr(record.args)
         return (
-            f"{_safe_str(record.msg)} % {safe_repr(record.args)} "
+            f"{_safe_str(record.msg)} % {args} "
             f"[forklog: could not merge args: {type(exc).__name__}: {_safe_str(exc)}]"
         )
 
@@ -112,7 +139,7 @@ def _exception_text(record: logging.LogRecord) -> Optional[str]:
     if record.exc_info:
         try:
             return _exception_formatter.formatException(record.exc_info)
-        except BaseException as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
             return f"[forklog: could not format the traceback: {safe_repr(exc)}]"
     return None
 
@@ -125,24 +152,27 @@ def _extras(attrs: Dict[str, Any]) -> Optional[Dict[str, object]]:
         if key not in STANDARD_ATTRS:
             if extras is None:
                 extras = {}
-            extras[key] = _plain(value)
+            # extra={1: ...} is accepted by logging: a key travels as text, like any name.
+            extras[key if type(key) is str else safe_repr(key)] = _plain(value)
     return extras
 
 
 def encode(record: logging.LogRecord, max_bytes: int = 1 << 20) -> bytes:
-    """Serialise ``record`` to bytes. Never raises.
+    """Serialise ``record`` to bytes. Never raises an ``Exception``.
 
-    A payload over ``max_bytes`` has its message (then its traceback) cut,
-    with a visible ``[forklog: truncated N characters]`` marker.
+    A payload over ``max_bytes`` has its message (then its traceback and its
+    stack) cut, with a visible ``[forklog: truncated N characters]`` marker,
+    so that it fits. A record whose fields cannot all be read or carried is
+    sent with the ones that can, and says what failed.
     """
     try:
         fields = _fields(record)
         payload = marshal.dumps(cast(Any, fields), 4)
-    except BaseException as exc:  # noqa: BLE001 - last resort: deliver something
-        fields = _fallback_fields(record, exc)
+    except Exception as exc:  # noqa: BLE001 - the slow path of a strange record
+        fields = _careful_fields(record, exc)
         payload = marshal.dumps(cast(Any, fields), 4)
     if len(payload) > max_bytes:
-        payload = marshal.dumps(cast(Any, _truncated(fields, len(payload) - max_bytes)), 4)
+        payload = _truncated(fields, len(payload), max_bytes)
     return payload
 
 
@@ -172,42 +202,94 @@ def _fields(record: logging.LogRecord) -> Tuple[object, ...]:
     )
 
 
-def _fallback_fields(record: logging.LogRecord, exc: BaseException) -> Tuple[object, ...]:
-    now = float(getattr(record, "created", 0.0) or 0.0)
-    return (
+def _field(record: logging.LogRecord, name: str, convert: Callable[[Any], object], default: object) -> object:
+    try:
+        return convert(getattr(record, name))
+    except Exception:  # noqa: BLE001
+        return default
+
+
+def _optional_text(value: object) -> Optional[str]:
+    return None if value is None else _safe_str(value)
+
+
+def _careful_fields(record: logging.LogRecord, exc: Exception) -> Tuple[object, ...]:
+    """The fields one by one, each one that fails replaced by a default.
+
+    Reached when the fast path raised: an ``extra=`` that shadows a field
+    (``taskName`` on Python < 3.12, say) with something marshal cannot
+    carry, a level or a time that is not a number. The record keeps
+    everything else, and says what went wrong in ``forklog_encode_error``.
+    """
+    try:
+        extras = _extras(record.__dict__) or {}
+    except Exception as error:  # noqa: BLE001 - a record.__dict__ changed while being read
+        extras = {"forklog_extras_error": f"{type(error).__name__}: {_safe_str(error)}"}
+    extras["forklog_encode_error"] = f"{type(exc).__name__}: {_safe_str(exc)}"
+    fields = (
         FORMAT_VERSION,
-        "forklog",
-        int(getattr(record, "levelno", logging.ERROR) or logging.ERROR),
-        "ERROR",
-        f"[forklog: could not encode a record: {safe_repr(exc)}] {safe_repr(getattr(record, 'msg', None))}",
-        now,
-        0.0,
-        0.0,
-        "",
-        0,
-        "",
-        None,
-        "",
-        "",
-        None,
-        None,
-        None,
-        None,
+        _field(record, "name", _safe_str, "forklog"),
+        _field(record, "levelno", int, logging.ERROR),
+        _field(record, "levelname", _safe_str, "ERROR"),
+        merged_message(record),
+        _field(record, "created", float, 0.0),
+        _field(record, "msecs", float, 0.0),
+        _field(record, "relativeCreated", float, 0.0),
+        _field(record, "pathname", _safe_str, ""),
+        _field(record, "lineno", lambda value: int(value or 0), 0),
+        _field(record, "funcName", _safe_str, ""),
+        _field(record, "thread", lambda value: None if value is None else int(value), None),
+        _field(record, "threadName", _safe_str, ""),
+        _field(record, "processName", _safe_str, ""),
+        _exception_text(record),
+        _field(record, "stack_info", lambda value: _safe_str(value) if value else None, None),
+        _field(record, "taskName", _optional_text, None),
+        extras,
     )
+    try:
+        marshal.dumps(cast(Any, fields), 4)
+    except Exception as error:  # noqa: BLE001 - last resort: deliver the message at least
+        extras = {"forklog_encode_error": f"{type(error).__name__}: {_safe_str(error)}"}
+        fields = (*fields[:17], extras)
+    return fields
 
 
-def _truncated(fields: Tuple[object, ...], excess: int) -> Tuple[object, ...]:
+#: Bytes kept free for the truncation marker.
+_MARKER_ROOM = 64
+
+
+def _cut(text: str, excess: int) -> str:
+    """``text`` less at least ``excess`` bytes of its UTF-8 form, and a marker saying so."""
+    data = text.encode("utf-8", "surrogatepass")  # what marshal writes for a non-ASCII str
+    keep = max(0, len(data) - excess - _MARKER_ROOM)
+    while 0 < keep < len(data) and data[keep] & 0xC0 == 0x80:
+        keep -= 1  # not in the middle of a character
+    kept = data[:keep].decode("utf-8", "surrogatepass")
+    return f"{kept} [forklog: truncated {len(text) - len(kept)} characters]"
+
+
+def _truncated(fields: Tuple[object, ...], size: int, max_bytes: int) -> bytes:
+    """The payload of ``fields`` (``size`` bytes as they are) cut to at most ``max_bytes``."""
     items = list(fields)
-    for index in (4, 14, 15):  # message, traceback, stack
+    payload = b""
+    for index in (4, 14, 15):  # the message, the traceback, the stack
         text = items[index]
-        if excess <= 0 or not isinstance(text, str):
-            continue
-        cut = min(len(text), excess + 64)
-        items[index] = text[: len(text) - cut] + f" [forklog: truncated {cut} characters]"
-        excess -= cut
-    if excess > 0:
-        items[17] = {"forklog_truncated": f"extra fields dropped: {excess} bytes over the limit"}
-    return tuple(items)
+        if size > max_bytes and isinstance(text, str) and text:
+            items[index] = _cut(text, size - max_bytes)
+            payload = marshal.dumps(cast(Any, tuple(items)), 4)
+            size = len(payload)
+    if size <= max_bytes:
+        return payload
+    items[17] = {"forklog_truncated": f"extra fields dropped: {size - max_bytes} bytes over the limit"}
+    payload = marshal.dumps(cast(Any, tuple(items)), 4)
+    if len(payload) <= max_bytes:
+        return payload
+    # Still too big: a logger name or a path of megabytes. Every text gets a share.
+    share = max_bytes // 32
+    for index, value in enumerate(items):
+        if isinstance(value, str) and len(value.encode("utf-8", "surrogatepass")) > share:
+            items[index] = _cut(value, len(value.encode("utf-8", "surrogatepass")) - share)
+    return marshal.dumps(cast(Any, tuple(items)), 4)
 
 
 _new_record = logging.LogRecord.__new__
