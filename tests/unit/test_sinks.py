@@ -8,6 +8,8 @@ import fcntl
 import gzip
 import logging
 import os
+import resource
+import signal
 import threading
 import time
 from pathlib import Path
@@ -275,6 +277,23 @@ def test_backups_shift_with_gz_names(tmp_path: Path) -> None:
     }
 
 
+def test_a_backup_renamed_while_compressed_gets_its_gz_under_the_new_name(tmp_path: Path) -> None:
+    """Another process shifting app.log.1 to app.log.2 mid-gzip: the .gz is app.log.2.gz, nothing is lost."""
+    path = tmp_path / "app.log"
+    big = write_big(path, 8)
+    sink = sink_at(path, backupCount=5, compress=True)
+    sink.doRollover()
+    sink.emit(record("current"))
+    with rotation_lock(path):  # rotating as a process sharing the file would
+        assert sink.compressing and not (tmp_path / "app.log.1.gz").exists()
+        os.replace(tmp_path / "app.log.1", tmp_path / "app.log.2")
+    assert sink.wait_compressed(60)
+    sink.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.log", "app.log.2.gz", "app.log.lock"]
+    assert len(gzip.decompress((tmp_path / "app.log.2.gz").read_bytes()).splitlines()) == big
+    assert path.read_text() == "current\n"
+
+
 def test_no_line_lost_across_rotations_and_compression(tmp_path: Path) -> None:
     """Rotating faster than gzip keeps up (backups renamed while compressed) loses and repeats nothing."""
     path = tmp_path / "app.log"
@@ -381,3 +400,32 @@ def test_an_unopenable_path_does_not_raise_and_heals(tmp_path: Path) -> None:
     sink.close()
     assert path.read_text().splitlines() == [f"probe {sent - 1}"]
     assert sink.dropped == 5 + sent - 1
+
+
+def test_a_partial_write_loses_only_the_lines_it_cut(tmp_path: Path) -> None:
+    """A write cut short (a file size limit, like a disk filling up) counts just the lines it cut."""
+    path = tmp_path / "app.log"
+    lines = [f"line {i:02d} " + "q" * 20 for i in range(50)]  # 29 bytes each
+    pid = os.fork()
+    if pid == 0:  # the limit is per process: set it in a child
+        code = 1
+        try:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+            sink = sink_at(path)
+            errors: List[logging.LogRecord] = []
+            sink.handleError = errors.append  # type: ignore[method-assign,assignment]
+            write_batch, sink.flush = sink.flush, lambda: None  # type: ignore[method-assign]
+            for line in lines:
+                sink.emit(record(line))
+            write_batch()  # 1000 bytes go in: 34 whole lines and 14 bytes of the 35th
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            sink.emit(record("next batch"))
+            write_batch()
+            code = 0 if (sink.dropped, len(errors)) == (16, 1) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "dropped or errors miscounted"
+    assert path.read_text().splitlines() == [*lines[:34], lines[34][:14], "next batch"]

@@ -146,8 +146,6 @@ class Compressor:
         self._jobs: Deque[Key] = collections.deque()
         self._active: Optional[Key] = None
         self._thread: Optional[threading.Thread] = None
-        #: Files compressed by this process.
-        self.done = 0
 
     def _here(self) -> bool:
         """False, after a reset, in a forked child: the parent's jobs and lock are not ours."""
@@ -206,19 +204,15 @@ class Compressor:
                     self._cond.notify_all()
 
     def _compress(self, key: Key) -> None:
-        name = find_backup(self.base, key)
-        if name is None:
-            return  # rotated out of the backups, or compressed by another process
-        try:
+        with locked(self.base + ".lock", self.mode):  # no rename between the lookup and the open
+            name = find_backup(self.base, key)
+            if name is None:
+                return  # rotated out of the backups, or compressed by another process
             src = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return
         tmp = f"{self.base}.gz-{key[1]}-{os.getpid()}.tmp"  # two processes may race on one file
         placed = False
         try:
             st = os.fstat(src)
-            if key_of(st) != key:
-                return
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
             out = os.fdopen(os.open(tmp, flags, self.mode), "wb")
             with out:
@@ -236,7 +230,6 @@ class Compressor:
                             os.replace(tmp, where + ".gz")
                             placed = True
                             os.unlink(where)
-                            self.done += 1
         finally:
             os.close(src)
             if not placed:
