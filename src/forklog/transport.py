@@ -333,19 +333,21 @@ class Channel:
         does (a daemon thread stops where it stands and never releases it):
         go on without the lock rather than hang the exit.
         """
-        if not self._lock.acquire(timeout=0.0 if self._stuck else _LOCK_WAIT):
+        lock = self._lock
+        if not lock.acquire(False) and not lock.acquire(True, 0.0 if self._stuck else _LOCK_WAIT):
             self._stuck = True  # don't wait again until the lock is seen free
             return False
-        self._stuck = False
+        if self._stuck:
+            self._stuck = False
         if self._busy:
-            self._lock.release()
+            lock.release()
             return None
         self._busy = True
         return True
 
     def _leave(self) -> None:
+        deferred = self._deferred
         while True:
-            deferred = self._deferred
             while deferred:
                 self._apply(*deferred.pop(0))
             self._busy = False
@@ -370,14 +372,15 @@ class Channel:
 
     def _update(self, levelname: str, count: int) -> None:
         state = self._enter()
-        if state is None:
-            self._deferred.append((levelname, count))
-            return
-        try:
-            self._apply(levelname, count)
-        finally:
-            if state:
+        if state:
+            try:
+                self._apply(levelname, count)
+            finally:
                 self._leave()
+        elif state is None:
+            self._deferred.append((levelname, count))
+        else:
+            self._apply(levelname, count)
 
     def _publish(self, numbered: int) -> None:
         """Tell the scoreboard how many records this process has numbered.
@@ -385,11 +388,25 @@ class Channel:
         Only needed for what no later frame will reveal: records dropped,
         and records of several frames that a kill could cut short.
         """
-        if self._slot >= 0:
+        # _published only grows: read outside the section, it can only be too low.
+        if self._slot >= 0 and numbered > self._published:
             self._update("", numbered)
 
     def _count_drop(self, levelname: str) -> None:
-        self._update(levelname if type(levelname) is str and levelname else "UNKNOWN", 1)
+        if type(levelname) is not str or not levelname:
+            levelname = _level_key(levelname)
+        state = self._enter()
+        if state:
+            try:
+                dropped = self._dropped
+                dropped[levelname] = dropped.get(levelname, 0) + 1
+                self._dropped_total += 1
+            finally:
+                self._leave()
+        elif state is None:
+            self._deferred.append((levelname, 1))
+        else:
+            self._apply(levelname, 1)
 
     def _send_drop_summary(self) -> bool:
         """Send the drop counts as one record; False if this thread is inside a section."""
@@ -450,6 +467,13 @@ class Channel:
         if self.scoreboard is not None:
             self.scoreboard.close()
             self.scoreboard = None
+
+
+def _level_key(levelname: object) -> str:
+    """A drop counter's key: a plain, non-empty string (the summary sorts and carries the keys)."""
+    if isinstance(levelname, str) and levelname:
+        return str.__str__(levelname)
+    return "UNKNOWN" if not levelname else wire.safe_repr(levelname)
 
 
 def drop_summary(counts: Dict[str, int]) -> logging.LogRecord:

@@ -458,3 +458,29 @@ def test_a_signal_handler_logging_during_a_tight_loop_loses_nothing_uncounted(tm
     assert len(arrived) + stats.dropped == total
     assert len({tuple(m) for m in arrived}) == len(arrived), "a record arrived twice"
     assert stats.incomplete_by_process == {} and stats.bad_records == 0
+
+
+def test_drops_of_records_with_odd_level_names_are_reported(tmp_path: Path) -> None:
+    """Records whose levelname a filter made None or an int, dropped on a full pipe, are reported by name."""
+    stall = Stall()
+    collect = Collect()
+    with forklog.Hub([("stall", stall), ("collect", collect)], queue_size=1, pipe_size=4096) as hub:
+        logger = own_logger(LOGGER + ".levels")
+        logger.addHandler(hub.handler())
+        while not hub.queue.dropped:
+            logger.info("filler %s", "f" * 500)
+
+        def rename(record: logging.LogRecord) -> bool:
+            record.levelname = record.msg
+            return True
+
+        logger.addFilter(rename)
+        logger.info(None)
+        logger.info(5)
+        assert hub.queue.dropped == {"INFO": hub.queue.dropped["INFO"], "UNKNOWN": 1, "5": 1}
+        stall.go.set()
+        assert hub.queue.flush(10), "the drop summary did not go out"
+        assert hub.queue.dropped == {}
+        wait_for(lambda: {"UNKNOWN", "5"} <= set(hub.stats().dropped_by_level), 10, "the summary at the hub")
+        stats = hub.stats()
+    assert (stats.dropped_by_level["UNKNOWN"], stats.dropped_by_level["5"]) == (1, 1)
