@@ -1,8 +1,11 @@
 """The record codec: how a ``LogRecord`` crosses the process boundary.
 
 Both sides use this module. :func:`encode` runs in the emitting process (a
-gunicorn worker, a pool child, or the master itself) and never raises;
-:func:`decode` runs in the master's listener thread.
+gunicorn worker, a pool child, or the master itself) and never raises an
+``Exception``, whatever the record holds (``KeyboardInterrupt`` and
+``SystemExit`` raised by a signal handler during the call pass through, as
+they do through ``logging``); :func:`decode` runs in the master's listener
+thread.
 
 A record travels as self-contained plain data (DESIGN §1, H9, H10):
 
