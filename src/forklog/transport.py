@@ -334,7 +334,7 @@ class Channel:
         go on without the lock rather than hang the exit.
         """
         lock = self._lock
-        if not lock.acquire(False) and not lock.acquire(True, 0.0 if self._stuck else _LOCK_WAIT):
+        if not lock.acquire(False) and (self._stuck or not lock.acquire(True, _LOCK_WAIT)):
             self._stuck = True  # don't wait again until the lock is seen free
             return False
         if self._stuck:

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import types
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -492,4 +493,43 @@ def test_drops_of_records_with_odd_level_names_are_reported() -> None:
         assert got[1].__dict__["forklog_dropped"] == {"INFO": 1, "UNKNOWN": 1, "5": 1}
         assert channel.dropped == {}
     finally:
+        channel.close()
+
+
+def test_a_lock_holder_that_never_returns_does_not_hang_a_log_call() -> None:
+    """A thread frozen inside the counters' section (a daemon thread at exit) delays a drop once, briefly."""
+    channel = transport.Channel(pipe_size=4096)  # nobody reads it: it stays full
+    logger = own_logger(LOGGER + ".frozen")
+    logger.addHandler(forklog.ForkHandler(channel))
+    holding, thaw = threading.Event(), threading.Event()
+
+    def frozen() -> None:
+        with channel._lock:  # as a daemon thread stopped by the interpreter's exit would hold it
+            holding.set()
+            thaw.wait(60)
+
+    holder = threading.Thread(target=frozen, daemon=True)
+    try:
+        while not channel.dropped:
+            logger.info("filler %s", "f" * 500)
+        holder.start()
+        assert holding.wait(10)
+        took: List[float] = []
+
+        def drop_twice() -> None:
+            for _ in range(2):
+                started = time.monotonic()
+                logger.info("dropped while the lock is held")
+                took.append(time.monotonic() - started)
+
+        caller = threading.Thread(target=drop_twice)
+        caller.start()
+        caller.join(10)
+        assert not caller.is_alive(), "the log call hung on the frozen thread's lock"
+        assert took[0] < 2.0 and took[1] < 0.1, took
+        assert channel.dropped == {"INFO": 3}
+    finally:
+        thaw.set()
+        if holder.is_alive():
+            holder.join(10)
         channel.close()
