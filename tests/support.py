@@ -13,6 +13,9 @@ from typing import Callable, List
 class Collect(logging.Handler):
     """A sink that keeps every record it is given (in the hub's process)."""
 
+    #: It never blocks: the listener calls it directly, like a file sink.
+    forklog_inline = True
+
     def __init__(self, level: int = logging.NOTSET) -> None:
         super().__init__(level)
         self.records: List[logging.LogRecord] = []

@@ -28,6 +28,7 @@ import weakref
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from forklog import transport
+from forklog.master.isolation import BufferedSink, Isolated, needs_isolation
 from forklog.master.listener import Backlog, Counters, Listener, Receiver
 from forklog.master.report import Reporter
 from forklog.worker.handler import ForkHandler
@@ -52,6 +53,11 @@ class HubStats:
     dropped_by_process: Dict[int, int]
     #: Errors raised by each sink (reported on stderr at a bounded rate).
     sink_errors: Dict[str, int]
+    #: Records a sink accepted but could not write (its buffer was full, its
+    #: disk or server failing), by sink name; reported in the log as well.
+    dropped_by_sink: Dict[str, int]
+    #: Records waiting in the buffers of the sinks that have their own thread.
+    sink_pending: Dict[str, int]
     #: Records that arrived but could not be decoded.
     bad_records: int
     #: Large records whose writer stopped before its last fragment, by pid.
@@ -71,6 +77,8 @@ class HubStats:
     settled_processes: int
     #: Whether the listener thread is running (it survives sink and record faults).
     listener_alive: bool
+    #: Seconds between the creation of the last record written and its writing.
+    listener_lag: float
 
     @property
     def dropped(self) -> int:
@@ -136,7 +144,10 @@ class Hub:
 
     ``handlers`` are the sinks: any ``logging.Handler``, or ``(name,
     handler)`` pairs to name them in :meth:`stats`. Each applies its own
-    level. Only the listener thread ever calls them.
+    level. Only the listener thread ever calls them, except sinks that may
+    block (anything but a local file or stream): each of those gets a
+    bounded buffer and a thread of its own (:mod:`forklog.master.isolation`),
+    so a stalled server never holds back the files.
     """
 
     def __init__(
@@ -159,7 +170,10 @@ class Hub:
             raise ValueError(
                 f"forklog.Hub: max_record_bytes={max_record_bytes!r}: expected at least {transport.PIPE_BUF}"
             )
-        self._sinks = _sink_names(handlers)
+        self._sinks = [
+            (name, Isolated(handler) if needs_isolation(handler) else handler)
+            for name, handler in _sink_names(handlers)
+        ]
         levels = [handler.level for _name, handler in self._sinks]
         self.queue_size = queue_size
         self.stop_timeout = stop_timeout
@@ -241,6 +255,8 @@ class Hub:
             reporter.report(f"sink:{name}", f"sink {name} failed to write a record: {exc!r}")
 
         handler.handleError = handle_error  # type: ignore[method-assign]
+        if isinstance(handler, Isolated):
+            handler.handler.handleError = handle_error  # type: ignore[method-assign]
         if isinstance(handler, logging.StreamHandler):
             # StreamHandler.emit() flushes after every record: one system call
             # each. The listener flushes once per batch instead.
@@ -280,7 +296,7 @@ class Hub:
                 f"{len(self._backlog)} queued records abandoned, sinks left open"
             )
         else:
-            self._close_sinks()
+            self._close_sinks(listener, deadline)
         self._counters.abandoned += abandoned
         pipe_left = receiver.abandoned_bytes
         incomplete = receiver.frames.pending_partial
@@ -294,15 +310,33 @@ class Hub:
         self.queue.close()
         return stats
 
-    def _close_sinks(self) -> None:
+    def _close_sinks(self, listener: Listener, deadline: float) -> None:
+        # The buffered sinks first, each within what is left of the budget:
+        # what they could not deliver is then reported through the files.
         for name, handler in self._sinks:
-            try:
-                if handler.__dict__.pop("_forklog_flush", None) is not None:
-                    del handler.flush  # the handler's own flush again
-                handler.flush()
-                handler.close()
-            except Exception as exc:  # noqa: BLE001
-                self._reporter.write(f"forklog: closing sink {name} failed: {exc!r}")
+            if isinstance(handler, BufferedSink):
+                handler.close_timeout = max(0.0, min(handler.close_timeout, deadline - time.monotonic()))
+                before = handler.dropped
+                self._close_sink(name, handler)
+                left = handler.dropped - before + handler.pending
+                if left:
+                    self._reporter.write(
+                        f"forklog: stop() abandoned {left} records in sink {name}'s buffer "
+                        f"(timeout {handler.close_timeout:g}s)"
+                    )
+        listener.report_sink_drops()
+        for name, handler in self._sinks:
+            if not isinstance(handler, BufferedSink):
+                self._close_sink(name, handler)
+
+    def _close_sink(self, name: str, handler: logging.Handler) -> None:
+        try:
+            if handler.__dict__.pop("_forklog_flush", None) is not None:
+                del handler.flush  # the handler's own flush again
+            handler.flush()
+            handler.close()
+        except Exception as exc:  # noqa: BLE001
+            self._reporter.write(f"forklog: closing sink {name} failed: {exc!r}")
 
     def _stop_at_exit(self) -> None:
         if self._owner == os.getpid():
@@ -364,6 +398,10 @@ class Hub:
             dropped_by_level=dict(counters.dropped_by_level),
             dropped_by_process=dict(counters.dropped_by_process),
             sink_errors=dict(counters.sink_errors),
+            dropped_by_sink={name: counters.sink_dropped(name, handler) for name, handler in self._sinks},
+            sink_pending={
+                name: handler.pending for name, handler in self._sinks if isinstance(handler, BufferedSink)
+            },
             bad_records=counters.bad_records,
             incomplete_by_process=dict(frames.abandoned_records) if frames else {},
             garbage_bytes=frames.garbage_bytes if frames else 0,
@@ -373,6 +411,7 @@ class Hub:
             lost_by_process=dict(counters.ledger.lost_by_process),
             settled_processes=counters.settled,
             listener_alive=self._listener is not None and self._listener.is_alive(),
+            listener_lag=counters.lag,
         )
 
     # -- fork ------------------------------------------------------------------

@@ -102,12 +102,22 @@ class Counters:
         self.received = 0
         self.written: Dict[str, int] = {name: 0 for name in sink_names}
         self.sink_errors: Dict[str, int] = {name: 0 for name in sink_names}
+        #: Records a sink raised on (a filter or emit() that raised), not written.
+        self.sink_failed: Dict[str, int] = {name: 0 for name in sink_names}
         self.bad_records = 0
         self.dropped_by_level: Dict[str, int] = {}
         self.dropped_by_process: Dict[int, int] = {}
         self.abandoned = 0
         self.ledger = Ledger()
         self.settled = 0
+        self.lag = 0.0
+        #: Drops each sink had when the listener last reported them.
+        self.sink_drops_reported: Dict[str, int] = {name: 0 for name in sink_names}
+
+    def sink_dropped(self, name: str, sink: logging.Handler) -> int:
+        """What ``sink`` accepted and did not write: its own count plus what raised."""
+        own = getattr(sink, "dropped", 0)
+        return self.sink_failed.get(name, 0) + (own if isinstance(own, int) else 0)
 
     def add_drops(self, pid: int, counts: Dict[str, int]) -> None:
         for level, count in counts.items():
@@ -219,6 +229,7 @@ class Listener(threading.Thread):
         self._exit_sent: Dict[int, float] = {}
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned = 0
+        self._last_created = 0.0
 
     def run(self) -> None:
         backlog = self._backlog
@@ -230,6 +241,8 @@ class Listener(threading.Thread):
                 return
             if now >= next_check:
                 self._look_for_the_dead()
+                with self._dispatch_lock:
+                    self.report_sink_drops()
                 next_check = now + self.LIVENESS_INTERVAL
             batch = backlog.get_batch(self.BATCH, 0.25)
             if batch:
@@ -237,8 +250,12 @@ class Listener(threading.Thread):
                     for item in batch:
                         self.dispatch(item)
                     self._flush_batched()
+                if self._last_created:
+                    self._counters.lag = max(0.0, time.time() - self._last_created)
             elif backlog.closed and not len(backlog):
                 self._settle_live_writers()
+                with self._dispatch_lock:
+                    self.report_sink_drops()
                 return
 
     def _flush_batched(self) -> None:
@@ -300,12 +317,15 @@ class Listener(threading.Thread):
             counts = {str(k): int(v) for k, v in dropped.items()}
             counters.add_drops(pid, counts)
             counters.ledger.dropped(pid, boot, sum(counts.values()))
+        self._last_created = record.created
         self._write(record)
 
-    def _write(self, record: logging.LogRecord) -> None:
+    def _write(
+        self, record: logging.LogRecord, sinks: Optional[Sequence[Tuple[str, logging.Handler]]] = None
+    ) -> None:
         counters = self._counters
         levelno = record.levelno
-        for name, sink in self._sinks:
+        for name, sink in self._sinks if sinks is None else sinks:
             if levelno < sink.level:
                 continue
             try:
@@ -319,7 +339,34 @@ class Listener(threading.Thread):
                     counters.written[name] += 1
             except Exception as exc:  # noqa: BLE001 - a filter or a handle() that raised
                 counters.sink_errors[name] += 1
+                counters.sink_failed[name] += 1
                 self._reporter.report(f"sink:{name}", f"sink {name} failed on a record: {exc!r}")
+
+    def report_sink_drops(self) -> None:
+        """Say in the log (through every sink) what a sink could not write since last time.
+
+        Called by the listener thread, and by ``Hub.stop()`` once the
+        listener has finished and the buffered sinks are closed.
+        """
+        reported = self._counters.sink_drops_reported
+        for name, sink in self._sinks:
+            dropped = self._counters.sink_dropped(name, sink)
+            if dropped <= reported.get(name, 0):
+                continue
+            count = dropped - reported.get(name, 0)
+            reported[name] = dropped
+            record = logging.LogRecord(
+                "forklog",
+                logging.WARNING,
+                __file__,
+                0,
+                "forklog: sink %s could not write %d records (%d in all)",
+                (name, count, dropped),
+                None,
+                "sink_drops",
+            )
+            record.forklog_sink_dropped = {"sink": name, "count": count, "total": dropped}
+            self._write(record, [(n, s) for n, s in self._sinks if not getattr(s, "closed", False)])
 
     def _release_slots(self, pid: int) -> Dict[int, int]:
         """What the scoreboard says ``pid`` numbered, by boot; its slots are freed."""
