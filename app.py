@@ -4,6 +4,10 @@
 ``/error``       an exception logged with its traceback
 ``/burst?n=50``  ``n`` numbered records, then one over 4 KiB (load tests)
 ``/health``      logs nothing but its access line
+
+Every record of a request carries its ``request_id`` (the ``X-Request-Id``
+header, or a fresh one), bound with :func:`forklog.bound` around the call:
+it shows in the JSON file (``FORKLOG_FORMAT=json``), syslog and OTLP.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ import itertools
 import logging
 import os
 import threading
+import uuid
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 from urllib.parse import parse_qs
+
+import forklog
 
 log = logging.getLogger("app")
 _counter = itertools.count()  # records this process logged, in order
@@ -58,6 +65,12 @@ def _burst(query: Dict[str, List[str]]) -> str:
 
 
 def app(environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    request_id = environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex[:16]
+    with forklog.bound(request_id=request_id):
+        return _route(environ, start_response)
+
+
+def _route(environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     path = environ.get("PATH_INFO", "/")
     query = parse_qs(environ.get("QUERY_STRING", ""))
     if path == "/":

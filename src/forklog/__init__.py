@@ -11,12 +11,14 @@ from forklog.master.hub import Hub, HubStats
 from forklog.master.sinks import RotatingFileSink
 from forklog.settings import Settings, SettingsError
 from forklog.transport import Channel
+from forklog.worker.context import ContextFilter, bind, bound, bound_fields, unbind
 from forklog.worker.handler import ForkHandler, init_worker
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Channel",
+    "ContextFilter",
     "ForkHandler",
     "Hub",
     "HubStats",
@@ -26,5 +28,9 @@ __all__ = [
     "SettingsError",
     "TextFormatter",
     "__version__",
+    "bind",
+    "bound",
+    "bound_fields",
     "init_worker",
+    "unbind",
 ]

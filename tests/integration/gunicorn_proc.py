@@ -113,12 +113,12 @@ class Gunicorn:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def get(self, path: str, timeout: float = 10.0) -> int:
+    def get(self, path: str, timeout: float = 10.0, headers: Optional[Dict[str, str]] = None) -> int:
         """GET ``path``; the HTTP status, or 0 if the request failed."""
         try:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
             try:
-                conn.request("GET", path)
+                conn.request("GET", path, headers=headers or {})
                 response = conn.getresponse()
                 response.read()
                 return response.status

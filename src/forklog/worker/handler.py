@@ -17,6 +17,7 @@ import multiprocessing.util
 from typing import Union
 
 from forklog.transport import Channel
+from forklog.worker import context
 
 __all__ = ["ForkHandler", "init_worker"]
 
@@ -51,6 +52,7 @@ class ForkHandler(logging.handlers.QueueHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            context.apply(record)  # forklog.bind() fields, the active span's ids
             self.queue.send_record(record)
         except Exception:  # noqa: BLE001 - a log call never raises into the app
             self.queue._count_drop(getattr(record, "levelname", "UNKNOWN"))
