@@ -68,6 +68,15 @@ def rotation_lock(log: Path) -> Iterator[None]:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
+def is_open_here(path: Path) -> bool:
+    """Whether this process has ``path`` open (the compressor reading it)."""
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                return True
+    return False
+
+
 def write_big(path: Path, megabytes: int) -> int:
     """A file of random hex lines (slow to gzip); returns its line count."""
     lines = [os.urandom(4096).hex() for _ in range(megabytes * 128)]
@@ -284,6 +293,7 @@ def test_a_backup_renamed_while_compressed_gets_its_gz_under_the_new_name(tmp_pa
     sink = sink_at(path, backupCount=5, compress=True)
     sink.doRollover()
     sink.emit(record("current"))
+    wait_for(lambda: is_open_here(tmp_path / "app.log.1"), 10, "the compressor to open app.log.1")
     with rotation_lock(path):  # rotating as a process sharing the file would
         assert sink.compressing and not (tmp_path / "app.log.1.gz").exists()
         os.replace(tmp_path / "app.log.1", tmp_path / "app.log.2")

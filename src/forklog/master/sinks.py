@@ -227,21 +227,18 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
         lines = self._lines
         if not lines:
             return
-        data = b"".join(lines)
-        prefix = b"\n" if self._torn else b""
+        prefix = b""
         done = 0
         try:
             fd = self._ready()
-            if self._torn:  # still the file with the partial line
-                data = prefix + data
-            else:
-                prefix = b""
+            if self._torn:  # a failed write left a partial line in this file: end it
+                prefix = b"\n"
+            data = prefix + b"".join(lines)
             view = memoryview(data)
             while done < len(data):
                 done += os.write(fd, view[done:])
         except OSError:
-            end = len(prefix)
-            kept = 0
+            end, kept = len(prefix), 0
             for line in lines:
                 if end + len(line) > done:
                     break
@@ -251,8 +248,6 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
             if done:
                 self._size += done
                 self._torn = done > end
-            lines.clear()
-            self._pending = 0
             self.handleError(self._last or logging.makeLogRecord({"msg": "forklog: a batch"}))
             return
         finally:
