@@ -174,6 +174,28 @@ class _LogFile(_Kind):
         return path
 
 
+class _OptionalPath(_Kind):
+    """A file the master writes, or nothing (``None``, or ``""`` / ``-`` as text)."""
+
+    expected = "expected a writable file path, or nothing"
+
+    def parse(self, value: Any) -> Optional[str]:
+        if value is None or value in ("", "-"):
+            return None
+        if not isinstance(value, (str, os.PathLike)):
+            raise ValueError
+        path = os.fspath(value)
+        if not isinstance(path, str):
+            raise ValueError
+        problem = _unwritable(path)
+        if problem:
+            raise _Why(problem)
+        return path
+
+    def show(self, value: Any) -> str:
+        return "-" if value is None else str(value)
+
+
 def _unwritable(path: str) -> str:
     """Why ``path`` cannot be created or written ("" if it can), without touching the disk."""
     target = os.path.abspath(path)
@@ -266,6 +288,21 @@ class Settings:
         _Seconds(positive=True),
         "FORKLOG_STOP_TIMEOUT",
         "at shutdown, how long the hub drains the pipe before it reports what is left",
+        hub=True,
+    )
+
+    stats_interval: float = _setting(
+        0.0,
+        _Seconds(positive=False),
+        "FORKLOG_STATS_INTERVAL",
+        "every so many seconds, a `forklog: stats` record with the hub's counters (0: off)",
+        hub=True,
+    )
+    prometheus_file: Optional[str] = _setting(
+        None,
+        _OptionalPath(),
+        "FORKLOG_PROMETHEUS_FILE",
+        "a Prometheus text file (node_exporter's textfile collector) the master keeps current",
         hub=True,
     )
 

@@ -63,6 +63,8 @@ def test_env_overrides(tmp_path: Path) -> None:
         "keep_wait": 0.5,
         "max_record_bytes": 65536,
         "stop_timeout": 3.0,
+        "stats_interval": 0.0,
+        "prometheus_file": None,
     }
     sinks = dict(settings.handlers())
     assert isinstance(sinks["file"].formatter, JSONFormatter)

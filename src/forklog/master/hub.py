@@ -31,6 +31,7 @@ from forklog import transport
 from forklog.master.isolation import BufferedSink, Isolated, needs_isolation
 from forklog.master.listener import Backlog, Counters, Listener, Receiver
 from forklog.master.report import Reporter
+from forklog.master.watch import Watch
 from forklog.worker.handler import ForkHandler
 
 __all__ = ["Hub", "HubStats"]
@@ -161,9 +162,15 @@ class Hub:
         max_backlog_bytes: int = 64 << 20,
         pipe_size: int = 1 << 20,
         stop_timeout: float = 5.0,
+        stats_interval: float = 0.0,
+        prometheus_file: Optional[str] = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"forklog.Hub: queue_size={queue_size!r}: expected a positive integer")
+        if stats_interval < 0:
+            raise ValueError(
+                f"forklog.Hub: stats_interval={stats_interval!r}: expected seconds >= 0 (0 = no stats record)"
+            )
         if keep_wait < 0:
             raise ValueError(f"forklog.Hub: keep_wait={keep_wait!r}: expected seconds >= 0")
         if max_record_bytes < transport.PIPE_BUF:
@@ -196,6 +203,9 @@ class Hub:
         self._receiver: Optional[Receiver] = None
         self._listener: Optional[Listener] = None
         self._stop_token = os.urandom(16)
+        self._stats_interval = stats_interval
+        self._prometheus_file = os.fspath(prometheus_file) if prometheus_file else None
+        self._watch: Optional[Watch] = None
         self._lifecycle = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------
@@ -232,6 +242,14 @@ class Hub:
                 dispatch_lock=self._dispatch_lock,
                 channel=self.queue,
             )
+            if self._stats_interval > 0 or self._prometheus_file:
+                self._watch = self._listener.watch = Watch(
+                    self.stats,
+                    self._listener.write,
+                    self._reporter,
+                    interval=self._stats_interval,
+                    prometheus_file=self._prometheus_file,
+                )
             self._receiver.start()
             self._listener.start()
             self._state = "running"
@@ -306,6 +324,8 @@ class Hub:
                 f"and {incomplete} incomplete large records (timeout {timeout:g}s)"
             )
         stats = self.stats()
+        if self._watch is not None:
+            self._watch.write_prometheus(stats)
         _live_hubs.discard(self)
         self.queue.close()
         return stats
@@ -327,6 +347,10 @@ class Hub:
         listener.report_sink_drops()
         for name, handler in self._sinks:
             if not isinstance(handler, BufferedSink):
+                wait = getattr(handler, "close_timeout", None)
+                if isinstance(wait, (int, float)):
+                    # A file sink waits for its gzip at close: within the budget too.
+                    handler.close_timeout = min(wait, max(0.0, deadline - time.monotonic()))  # type: ignore[attr-defined]
                 self._close_sink(name, handler)
 
     def _close_sink(self, name: str, handler: logging.Handler) -> None:

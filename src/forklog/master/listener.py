@@ -26,6 +26,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 from forklog import transport, wire
 from forklog.master.ledger import Ledger, process_is_gone
 from forklog.master.report import Reporter
+from forklog.master.watch import Watch
 
 __all__ = ["Backlog", "Counters", "Listener", "Receiver"]
 
@@ -230,6 +231,8 @@ class Listener(threading.Thread):
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned = 0
         self._last_created = 0.0
+        #: Set by the hub when a stats record or a Prometheus file is wanted.
+        self.watch: Optional[Watch] = None
 
     def run(self) -> None:
         backlog = self._backlog
@@ -244,6 +247,8 @@ class Listener(threading.Thread):
                 with self._dispatch_lock:
                     self.report_sink_drops()
                 next_check = now + self.LIVENESS_INTERVAL
+            if self.watch is not None:
+                self.watch.tick(now)
             batch = backlog.get_batch(self.BATCH, 0.25)
             if batch:
                 with self._dispatch_lock:
@@ -319,6 +324,11 @@ class Listener(threading.Thread):
             counters.ledger.dropped(pid, boot, sum(counts.values()))
         self._last_created = record.created
         self._write(record)
+
+    def write(self, record: logging.LogRecord) -> None:
+        """Write a record of the hub's own to every sink (from the listener thread)."""
+        with self._dispatch_lock:
+            self._write(record)
 
     def _write(
         self, record: logging.LogRecord, sinks: Optional[Sequence[Tuple[str, logging.Handler]]] = None

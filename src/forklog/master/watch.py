@@ -1,0 +1,162 @@
+"""Watching the hub: a periodic stats record and a Prometheus text file.
+
+Both are written by the listener thread between two batches, from the
+same snapshot ``Hub.stats()`` returns:
+
+* every ``stats_interval`` seconds (off by default) an INFO record from the
+  ``forklog`` logger, ``forklog: stats: ...``, with the whole snapshot as
+  the extra field ``forklog_stats`` (an object in the JSON file);
+* when ``prometheus_file`` is set, that file in the Prometheus text format
+  (for node_exporter's textfile collector), replaced atomically (written
+  beside it, then renamed) every ``stats_interval`` seconds, or every 10
+  seconds when the stats record is off, and once more at ``stop()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple
+
+from forklog.master.report import Reporter
+
+if TYPE_CHECKING:
+    from forklog.master.hub import HubStats
+
+__all__ = ["Watch", "prometheus_text"]
+
+#: How often the Prometheus file is refreshed when the stats record is off.
+PROMETHEUS_DEFAULT_INTERVAL = 10.0
+
+
+class Watch:
+    """Decides when to write the stats record and the Prometheus file."""
+
+    def __init__(
+        self,
+        stats: Callable[[], HubStats],
+        write: Callable[[logging.LogRecord], None],
+        reporter: Reporter,
+        *,
+        interval: float = 0.0,
+        prometheus_file: Optional[str] = None,
+    ) -> None:
+        self._stats = stats
+        self._write = write
+        self._reporter = reporter
+        self.interval = interval
+        self.prometheus_file = prometheus_file
+        self._file_interval = interval if interval > 0 else PROMETHEUS_DEFAULT_INTERVAL
+        now = time.monotonic()
+        self._next_record = now + interval if interval > 0 else float("inf")
+        self._next_file = now if prometheus_file else float("inf")
+
+    @property
+    def active(self) -> bool:
+        return self.interval > 0 or self.prometheus_file is not None
+
+    def tick(self, now: float) -> None:
+        if now < self._next_record and now < self._next_file:
+            return
+        stats = self._stats()
+        if now >= self._next_record:
+            self._next_record = now + self.interval
+            self._write(stats_record(stats))
+        if now >= self._next_file:
+            self._next_file = now + self._file_interval
+            self.write_prometheus(stats)
+
+    def write_prometheus(self, stats: HubStats) -> None:
+        path = self.prometheus_file
+        if path is None:
+            return
+        temporary = f"{path}.{os.getpid()}.tmp"
+        try:
+            with open(temporary, "w", encoding="utf-8") as out:
+                out.write(prometheus_text(stats))
+            os.replace(temporary, path)
+        except OSError as exc:
+            self._reporter.report("prometheus", f"could not write {path}: {exc!r}")
+
+
+def stats_record(stats: HubStats) -> logging.LogRecord:
+    written = ", ".join(f"{name} {count}" for name, count in sorted(stats.written.items()))
+    record = logging.LogRecord(
+        "forklog",
+        logging.INFO,
+        __file__,
+        0,
+        "forklog: stats: %d records in, written (%s), %d dropped by workers, %d lost, "
+        "%d dropped by sinks, queue %d, lag %.3fs",
+        (
+            stats.enqueued,
+            written,
+            stats.dropped,
+            stats.lost,
+            sum(stats.dropped_by_sink.values()),
+            stats.queue_depth,
+            stats.listener_lag,
+        ),
+        None,
+        "stats",
+    )
+    record.forklog_stats = _plain(stats)
+    return record
+
+
+def _plain(stats: HubStats) -> Dict[str, object]:
+    """The snapshot as JSON-ready data (string keys)."""
+    out: Dict[str, object] = {}
+    for field in dataclasses.fields(stats):
+        value = getattr(stats, field.name)
+        out[field.name] = {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+    return out
+
+
+Sample = Tuple[Dict[str, str], float]
+
+
+def prometheus_text(stats: HubStats) -> str:
+    """``stats`` in the Prometheus text exposition format (version 0.0.4)."""
+    metrics: List[Tuple[str, str, str, Iterable[Sample]]] = [
+        ("forklog_records_received_total", "counter", "Records the hub took from the queue.",
+         [({}, stats.enqueued)]),
+        ("forklog_records_written_total", "counter", "Records each sink accepted.",
+         [({"sink": k}, v) for k, v in sorted(stats.written.items())]),
+        ("forklog_records_dropped_total", "counter", "Records dropped by their processes on a full queue.",
+         [({"level": k}, v) for k, v in sorted(stats.dropped_by_level.items())]),
+        ("forklog_records_lost_total", "counter", "Records sent by processes that died and never arrived.",
+         [({}, stats.lost)]),
+        ("forklog_sink_dropped_total", "counter", "Records a sink accepted and could not write.",
+         [({"sink": k}, v) for k, v in sorted(stats.dropped_by_sink.items())]),
+        ("forklog_sink_errors_total", "counter", "Errors raised by each sink.",
+         [({"sink": k}, v) for k, v in sorted(stats.sink_errors.items())]),
+        ("forklog_bad_records_total", "counter", "Records that arrived and could not be decoded.",
+         [({}, stats.bad_records)]),
+        ("forklog_garbage_bytes_total", "counter", "Bytes in the queue that were not forklog frames.",
+         [({}, stats.garbage_bytes)]),
+        ("forklog_queue_depth", "gauge", "Records waiting between the pipe and the sinks.",
+         [({}, stats.queue_depth)]),
+        ("forklog_pipe_bytes", "gauge", "Bytes waiting in the pipe.", [({}, stats.pipe_bytes)]),
+        ("forklog_sink_pending", "gauge", "Records waiting in the buffer of a sink with its own thread.",
+         [({"sink": k}, v) for k, v in sorted(stats.sink_pending.items())]),
+        ("forklog_listener_lag_seconds", "gauge", "Age of the last record written when it was written.",
+         [({}, stats.listener_lag)]),
+        ("forklog_listener_up", "gauge", "1 while the listener thread runs.",
+         [({}, 1 if stats.listener_alive else 0)]),
+    ]  # fmt: skip
+    lines: List[str] = []
+    for name, kind, help_text, samples in metrics:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            rendered = ",".join(f'{key}="{_escape(val)}"' for key, val in labels.items())
+            number = str(value) if isinstance(value, int) else repr(float(value))
+            lines.append(f"{name}{{{rendered}}} {number}" if rendered else f"{name} {number}")
+    return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
