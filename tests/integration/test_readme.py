@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -46,3 +47,33 @@ def test_existing_config_example_runs(tmp_path: Path) -> None:
     assert len(ready) == 2
     assert any(m.startswith("hello from pid") for m in messages)
     assert any("GET / HTTP/1.1" in m for m in messages)
+
+
+def test_request_context_example_runs(tmp_path: Path) -> None:
+    """The bind example prints a JSON line with request_id, then one without."""
+    (block,) = [b for b in python_blocks() if "forklog.bound(request_id" in b]
+    script = tmp_path / "context_example.py"
+    script.write_text(block)
+    result = subprocess.run(
+        [sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    inside, outside = (json.loads(line) for line in result.stdout.splitlines())
+    assert inside["message"] == "card charged" and inside["request_id"] == "r-42"
+    assert outside["message"] == "outside the request" and "request_id" not in outside
+
+
+def test_testing_example_runs(tmp_path: Path) -> None:
+    """The forklog.testing example passes as a test of its own under pytest."""
+    (block,) = [b for b in python_blocks() if "forklog.testing.capture()" in b]
+    (tmp_path / "test_example.py").write_text(block)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_example.py"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout

@@ -1,0 +1,65 @@
+"""The threat model's claims, checked: nothing outside the process tree can feed the hub."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import marshal
+import os
+import stat
+from pathlib import Path
+from typing import Dict
+
+import forklog
+from forklog import transport, wire
+from tests.support import Collect
+
+
+def open_fds() -> Dict[int, str]:
+    fds: Dict[int, str] = {}
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the descriptor listdir itself used
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+    return fds
+
+
+def test_the_hub_listens_on_nothing_anyone_can_open() -> None:
+    """A running hub holds only anonymous pipes and memory files: no socket, no path in the filesystem."""
+    before = open_fds()
+    with forklog.Hub([Collect()]) as hub:
+        opened = {fd: target for fd, target in open_fds().items() if fd not in before}
+        assert hub.queue.read_fd in opened and hub.queue.write_fd in opened
+        for fd, target in opened.items():
+            assert target.startswith(("pipe:[", "/memfd:")), f"fd {fd} -> {target}"
+            assert not stat.S_ISSOCK(os.fstat(fd).st_mode)
+
+
+def test_a_payload_carrying_code_is_only_data(tmp_path: Path) -> None:
+    """The codec is marshal of plain values: a code object in a record is never run."""
+    marker = tmp_path / "ran"
+    code = compile(f"open({str(marker)!r}, 'w').close()", "<evil>", "exec")
+    collect = Collect()
+    with forklog.Hub([collect]) as hub:
+        fields = list(marshal.loads(wire.encode(forklog_record("plain"))))
+        fields[4] = code  # the message field
+        for frame in transport._frames(0, os.getpid(), 1, 1, marshal.dumps(tuple(fields))):
+            os.write(hub.queue.write_fd, frame)
+        hub.handler().handle(forklog_record("after"))
+    assert not marker.exists()
+    assert collect.records[-1].getMessage() == "after", "the hub went on"
+
+
+def test_files_are_not_world_readable(tmp_path: Path) -> None:
+    """The file sink creates its files 0640 whatever the umask allows."""
+    old = os.umask(0)
+    try:
+        sink = forklog.RotatingFileSink(str(tmp_path / "app.log"))
+        sink.emit(forklog_record("x"))
+        sink.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "app.log").stat().st_mode) == 0o640
+
+
+def forklog_record(message: str) -> logging.LogRecord:
+    return logging.LogRecord("sec", logging.INFO, __file__, 1, message, (), None)
