@@ -174,6 +174,43 @@ class _LogFile(_Kind):
         return path
 
 
+class _Bool(_Kind):
+    expected = "expected true or false (also 1/0, yes/no, on/off)"
+
+    def parse(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower() if isinstance(value, (str, int)) else ""
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError
+
+    def show(self, value: Any) -> str:
+        return "true" if value else "false"
+
+
+class _Mode(_Kind):
+    """File permission bits, as a number or as octal text (``"0640"``)."""
+
+    expected = "expected permission bits in octal, like 0640"
+
+    def parse(self, value: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            mode = value
+        elif isinstance(value, str) and value.strip().lstrip("0o").isdigit():
+            mode = int(value.strip().replace("0o", ""), 8)
+        else:
+            raise ValueError
+        if not 0 <= mode <= 0o777:
+            raise ValueError
+        return mode
+
+    def show(self, value: Any) -> str:
+        return f"0{value:o}"
+
+
 class _OptionalPath(_Kind):
     """A file the master writes, or nothing (``None``, or ``""`` / ``-`` as text)."""
 
@@ -266,6 +303,27 @@ class Settings:
         10 * 1024 * 1024, _Int(1), "FORKLOG_MAX_BYTES", "the file sink rotates at this size"
     )
     backup_count: int = _setting(5, _Int(0), "FORKLOG_BACKUP_COUNT", "rotated files kept")
+    rotate_when: str = _setting(
+        "none",
+        _Choice("none", "midnight", "h", "d", "m", "s"),
+        "FORKLOG_ROTATE_WHEN",
+        "also rotate by time: at midnight, or every hour/day/minute/second (`h`, `d`, `m`, `s`)",
+    )
+    compress: bool = _setting(
+        False, _Bool(), "FORKLOG_COMPRESS", "gzip rotated files, in a thread of their own"
+    )
+    file_mode: int = _setting(
+        0o640, _Mode(), "FORKLOG_FILE_MODE", "permission bits of the log files (the umask can remove more)"
+    )
+    console: str = _setting(
+        "stderr", _Choice("stderr", "stdout", "off"), "FORKLOG_CONSOLE", "where the console sink writes"
+    )
+    console_format: str = _setting(
+        "text",
+        _Choice("text", "json"),
+        "FORKLOG_CONSOLE_FORMAT",
+        "the console's format; `json` for containers whose platform collects stdout",
+    )
     keep_level: int = _setting(
         logging.ERROR,
         _Level(),
@@ -413,22 +471,34 @@ class Settings:
                 os.makedirs(os.path.dirname(os.path.abspath(self.file)), exist_ok=True)
             file_handler = RotatingFileSink(
                 self.file,
+                self.file_mode,
                 maxBytes=self.max_bytes,
                 backupCount=self.backup_count,
                 encoding="utf-8",
                 delay=not create,
                 errors="backslashreplace",
+                when=None if self.rotate_when == "none" else _WHEN[self.rotate_when],
+                compress=self.compress,
             )
             file_handler.setLevel(self.level)
             file_handler.setFormatter(
                 JSONFormatter() if self.format == "json" else TextFormatter(FILE_FORMAT)
             )
             sinks.append(("file", file_handler))
-        console = logging.StreamHandler(sys.stderr)
-        console.setLevel(self.console_level)
-        console.setFormatter(TextFormatter(CONSOLE_FORMAT, escape_newlines=True))
-        sinks.append(("console", console))
+        if self.console != "off":
+            console = logging.StreamHandler(sys.stdout if self.console == "stdout" else sys.stderr)
+            console.setLevel(self.console_level)
+            console.setFormatter(
+                JSONFormatter()
+                if self.console_format == "json"
+                else TextFormatter(CONSOLE_FORMAT, escape_newlines=True)
+            )
+            sinks.append(("console", console))
         return sinks
+
+
+#: ``rotate_when`` as ``RotatingFileSink(when=...)`` spells it.
+_WHEN = {"midnight": "midnight", "h": "H", "d": "D", "m": "M", "s": "S"}
 
 
 def _unknown(

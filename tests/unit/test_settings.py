@@ -8,13 +8,14 @@ import logging
 import logging.config
 import logging.handlers
 import pickle
+import sys
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 
 import forklog
-from forklog import Hub, JSONFormatter, Settings, SettingsError
+from forklog import Hub, JSONFormatter, RotatingFileSink, Settings, SettingsError
 from forklog.__main__ import main
 from forklog.settings import TABLE_END, TABLE_START, _Int, _setting, markdown_table, replace_table
 
@@ -283,3 +284,41 @@ def test_settings_command_prints_and_updates(tmp_path: Path, capsys: pytest.Capt
     assert main(["settings", "--update", str(doc)]) == 0
     assert doc.read_text() == f"before\n{TABLE_START}\n{markdown_table()}{TABLE_END}\nafter\n"
     assert replace_table(doc.read_text(), markdown_table()) == doc.read_text()
+
+
+def test_file_and_console_options_reach_the_sinks(tmp_path: Path) -> None:
+    """Time rotation, gzip, file mode and a JSON console on stdout come from FORKLOG_* variables."""
+    settings = Settings.from_env(
+        {
+            "FORKLOG_FILE": str(tmp_path / "app.log"),
+            "FORKLOG_ROTATE_WHEN": "midnight",
+            "FORKLOG_COMPRESS": "yes",
+            "FORKLOG_FILE_MODE": "0600",
+            "FORKLOG_CONSOLE": "stdout",
+            "FORKLOG_CONSOLE_FORMAT": "json",
+        }
+    )
+    assert (settings.rotate_when, settings.compress, settings.file_mode) == ("midnight", True, 0o600)
+    sinks = dict(settings.handlers())
+    file_sink = sinks["file"]
+    assert isinstance(file_sink, RotatingFileSink)
+    assert file_sink.when == "MIDNIGHT" and file_sink.compress is True
+    file_sink.emit(logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None))
+    file_sink.close()
+    assert (tmp_path / "app.log").stat().st_mode & 0o777 == 0o600
+    console = sinks["console"]
+    assert isinstance(console, logging.StreamHandler) and console.stream is sys.stdout
+    assert isinstance(console.formatter, JSONFormatter)
+    assert "console" not in dict(Settings(console="off", file="-").handlers())
+
+
+def test_bad_file_and_console_options_are_named() -> None:
+    """Bad values of the new options fail together, each named with what was expected."""
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {"FORKLOG_ROTATE_WHEN": "weekly", "FORKLOG_COMPRESS": "maybe", "FORKLOG_FILE_MODE": "999"}
+        )
+    text = str(caught.value)
+    assert "FORKLOG_ROTATE_WHEN='weekly': expected 'none' or 'midnight'" in text
+    assert "FORKLOG_COMPRESS='maybe': expected true or false" in text
+    assert "FORKLOG_FILE_MODE='999': expected permission bits in octal" in text
