@@ -213,7 +213,15 @@ def run_isolated(name: str, workers: int, records: int, tmp: Path) -> Dict[str, 
 
 
 class SlowSink(logging.Handler):
-    """A sink that takes 1 ms per record, like a disk or a network that crawls."""
+    """A sink that takes 1 ms per record, like a disk that crawls.
+
+    It runs on the listener, as a file sink does (``forklog_inline``): the
+    stall backs up into the hub's queue and the pipe, and the workers' drop
+    policy takes over. (A network sink would get its own buffer and thread;
+    ``python -m benchmarks.syslog`` measures that.)
+    """
+
+    forklog_inline = True
 
     def __init__(self) -> None:
         super().__init__()
