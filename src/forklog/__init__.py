@@ -9,6 +9,7 @@ process gets a queue handler onto it (:func:`init_worker`, or the hooks in
 from forklog.formatters import JSONFormatter, TextFormatter
 from forklog.master.hub import Hub, HubStats
 from forklog.master.sinks import RotatingFileSink
+from forklog.master.syslog import SyslogSink
 from forklog.settings import Settings, SettingsError
 from forklog.transport import Channel
 from forklog.worker.context import ContextFilter, bind, bound, bound_fields, unbind
@@ -26,6 +27,7 @@ __all__ = [
     "RotatingFileSink",
     "Settings",
     "SettingsError",
+    "SyslogSink",
     "TextFormatter",
     "__version__",
     "bind",

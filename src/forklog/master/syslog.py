@@ -1,0 +1,446 @@
+"""A syslog sink: RFC 5424 messages over TCP, UDP or a unix socket.
+
+Runs in the master, in its own thread (a :class:`BufferedSink`): a syslog
+server that stops answering fills this sink's bounded buffer, never the
+files'. What the buffer cannot hold is dropped and counted; the hub reports
+it in the log and in ``stats().dropped_by_sink``.
+
+Each record becomes one RFC 5424 message::
+
+    <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD-ID logger=".." level=".." ...] MSG
+
+with the record's own time (to the microsecond) and pid (the worker's, not
+the master's), the logger as MSGID, the extras and bound context fields as
+structured data, and the traceback and stack inside MSG, so a receiver gets
+them whole in one message. Over TCP messages are framed by octet counting
+(RFC 6587, ``LEN SP MSG``): stdlib ``SysLogHandler`` sends ``MSG NUL``,
+which receivers either merge or split at a traceback's newlines.
+
+MSG carries no UTF-8 BOM, though RFC 5424 asks for one: rsyslog and
+journald keep it as part of the text.
+
+This module never logs through :mod:`logging`: it runs inside the hub, and
+a record about a failure would come back to it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import functools
+import json
+import logging
+import os
+import socket
+import sys
+import time
+import urllib.parse
+import weakref
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from forklog.master.isolation import BufferedSink, DeliveryError
+from forklog.wire import STANDARD_ATTRS, _cut, merged_message, safe_repr
+
+__all__ = ["FACILITIES", "SyslogSink"]
+
+#: RFC 5424 table 1, by the names of syslog(3).
+FACILITIES: Dict[str, int] = {
+    "kern": 0,
+    "user": 1,
+    "mail": 2,
+    "daemon": 3,
+    "auth": 4,
+    "syslog": 5,
+    "lpr": 6,
+    "news": 7,
+    "uucp": 8,
+    "cron": 9,
+    "authpriv": 10,
+    "ftp": 11,
+    "ntp": 12,
+    "security": 13,
+    "console": 14,
+    "solaris-cron": 15,
+    **{f"local{n}": 16 + n for n in range(8)},
+}
+
+TRANSPORTS = ("tcp", "udp", "unix")
+#: The enterprise number 32473 is the one RFC 5612 reserves for examples.
+DEFAULT_SD_ID = "forklog@32473"
+#: One datagram: under UDP's 65,507-byte limit.
+DATAGRAM_MAX = 65_000
+#: One message over a stream: deploy/rsyslog/forklog.conf's maxMessageSize (1m).
+STREAM_MAX = 1 << 20
+#: Structured-data names the sink writes itself; an extra of the same name becomes ``extra.<name>``.
+_OWN_PARAMS = frozenset({"logger", "level"})  # "thread" is a LogRecord attribute
+#: RFC 5424 PRINTUSASCII: '!' to '~'.
+_PRINTABLE = frozenset(range(33, 127))
+_SD_NAME_CHARS = _PRINTABLE - {ord("="), ord("]"), ord('"')}
+_SD_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "]": "\\]"})
+_exception_formatter = logging.Formatter()
+
+Address = Union[Tuple[str, int], str, "os.PathLike[str]"]
+
+
+def severity(levelno: int) -> int:
+    """The syslog severity of a logging level: crit, err, warning, notice (21-29), info, debug."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno > logging.INFO:
+        return 5
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+def facility_code(facility: Union[str, int]) -> int:
+    """A facility name (``"local0"``) or number (0-23) as its number; ``ValueError`` otherwise."""
+    if isinstance(facility, int) and not isinstance(facility, bool) and 0 <= facility <= 23:
+        return facility
+    if isinstance(facility, str) and facility.lower() in FACILITIES:
+        return FACILITIES[facility.lower()]
+    raise ValueError(
+        f"forklog.SyslogSink: facility={facility!r}: expected a number 0-23 or one of {', '.join(FACILITIES)}"
+    )
+
+
+def header_field(text: str, limit: int) -> str:
+    """``text`` as an RFC 5424 header field: printable US-ASCII, at most ``limit``, ``-`` if empty."""
+    kept = "".join(ch if ord(ch) in _PRINTABLE else "_" for ch in text[:limit])
+    return kept or "-"
+
+
+def sd_name(text: str) -> str:
+    """``text`` as an SD-NAME: 1-32 printable US-ASCII characters but ``= ] "`` (and space)."""
+    kept = "".join(ch if ord(ch) in _SD_NAME_CHARS else "_" for ch in text[:32])
+    return kept or "_"
+
+
+def sd_escape(text: str) -> str:
+    r"""``text`` as a PARAM-VALUE: ``\``, ``"`` and ``]`` escaped with a backslash."""
+    return text.translate(_SD_ESCAPES)
+
+
+def sd_value(value: object) -> str:
+    """An extra's value as text: a string as it is, anything else as JSON (or its repr)."""
+    if type(value) is str:
+        return value
+    try:
+        return json.dumps(value, default=safe_repr, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return safe_repr(value)
+
+
+class SyslogSink(BufferedSink):
+    """Send records to a syslog server as RFC 5424 messages.
+
+    ``address`` is ``(host, port)`` for ``transport="tcp"`` or ``"udp"``, a
+    socket path for ``"unix"`` (a datagram socket like ``/dev/log``, or a
+    stream socket, found when connecting). :meth:`from_url` takes
+    ``tcp://host:port``, ``udp://host:port`` or ``unix:///path``.
+
+    ``facility`` is a name (``"local0"``) or a number; ``app_name`` defaults
+    to the program's name, ``hostname`` to this machine's. A message longer
+    than ``max_message_size`` bytes has its text cut with a visible marker
+    (default: 1 MiB over a stream, 65,000 bytes in a datagram); match your
+    receiver's ``maxMessageSize``. ``timeout`` bounds a connection attempt
+    and a blocked send. A failed delivery is retried with a backoff up to
+    ``max_backoff`` seconds; meanwhile records wait in a buffer of
+    ``capacity``, and what does not fit is dropped and counted.
+    """
+
+    def __init__(
+        self,
+        address: Address,
+        *,
+        transport: str = "tcp",
+        facility: Union[str, int] = "user",
+        app_name: Optional[str] = None,
+        hostname: Optional[str] = None,
+        sd_id: str = DEFAULT_SD_ID,
+        max_message_size: Optional[int] = None,
+        timeout: float = 5.0,
+        level: int = logging.NOTSET,
+        capacity: int = 10_000,
+        batch_size: int = 256,
+        close_timeout: float = 5.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        super().__init__(
+            level,
+            capacity=capacity,
+            batch_size=batch_size,
+            close_timeout=close_timeout,
+            max_backoff=max_backoff,
+        )
+        if transport not in TRANSPORTS:
+            raise ValueError(f"forklog.SyslogSink: transport={transport!r}: expected one of {TRANSPORTS}")
+        self._path: Optional[str] = None
+        self._host_port: Optional[Tuple[str, int]] = None
+        if transport == "unix" and isinstance(address, (str, os.PathLike)) and os.fspath(address):
+            self._path = os.fspath(address)
+        elif (
+            transport != "unix"
+            and isinstance(address, tuple)
+            and len(address) == 2
+            and isinstance(address[1], int)
+        ):
+            self._host_port = (str(address[0]), address[1])
+        if (self._path or self._host_port) is None:
+            wanted = "a socket path" if transport == "unix" else "(host, port)"
+            raise ValueError(f"forklog.SyslogSink: address={address!r}: expected {wanted} for {transport}")
+        if sd_name(sd_id) != sd_id or "@" not in sd_id:
+            raise ValueError(f"forklog.SyslogSink: sd_id={sd_id!r}: expected name@number, as in RFC 5424")
+        if timeout <= 0:
+            raise ValueError(f"forklog.SyslogSink: timeout={timeout!r}: expected seconds > 0")
+        limit = max_message_size or (STREAM_MAX if transport == "tcp" else DATAGRAM_MAX)
+        if limit < 480:  # RFC 5424 6.1: every receiver takes 480 octets
+            raise ValueError(f"forklog.SyslogSink: max_message_size={limit!r}: expected at least 480")
+        self.address = address
+        self.transport = transport
+        self.facility = facility_code(facility)
+        self.app_name = header_field(app_name or os.path.basename(sys.argv[0] or "") or "python", 48)
+        self.hostname = header_field(hostname or socket.gethostname(), 255)
+        self.sd_id = sd_id
+        self.max_message_size = limit
+        self._user_limit = max_message_size is not None
+        self.timeout = timeout
+        self._sock: Optional[socket.socket] = None
+        self._stream = transport == "tcp"
+        self._second = -1
+        self._stamp = ""
+        self.set_name("syslog")
+        _live_sinks.add(self)
+        _install_fork_hook()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SyslogSink:
+        """``tcp://host:port``, ``udp://host:port`` (port 514 if left out) or ``unix:///path``."""
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        expected = "expected tcp://host:port, udp://host:port or unix:///path"
+        if scheme == "unix":
+            path = parts.netloc + parts.path
+            if not path:
+                raise ValueError(f"forklog.SyslogSink: {url!r}: {expected}")
+            return cls(path, transport="unix", **options)
+        try:
+            port = parts.port or 514
+        except ValueError:
+            raise ValueError(f"forklog.SyslogSink: {url!r}: a bad port; {expected}") from None
+        if scheme not in ("tcp", "udp") or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError(f"forklog.SyslogSink: {url!r}: {expected}")
+        return cls((parts.hostname, port), transport=scheme, **options)
+
+    # -- the message -----------------------------------------------------------
+
+    def encode(self, record: logging.LogRecord) -> bytes:
+        """``record`` as one RFC 5424 message (without framing), at most ``max_message_size`` bytes."""
+        head = self._head(record)
+        text = self._text(record)
+        data = text.encode("utf-8", "backslashreplace")
+        room = self.max_message_size - len(head)
+        if room < self.max_message_size // 2:
+            # Extras of megabytes: keep the message, say what was left out.
+            head = self._head(record, extras=False, note=f"extra fields dropped: {len(head)} bytes")
+            room = self.max_message_size - len(head)
+        if len(data) > room:
+            text = _cut(text, len(data) - room)
+            data = text.encode("utf-8", "backslashreplace")
+            if len(data) > room:  # lone surrogates take four bytes once escaped
+                data = data[: max(0, room)]
+        return head + data
+
+    def _head(self, record: logging.LogRecord, *, extras: bool = True, note: str = "") -> bytes:
+        created = record.created
+        second = int(created)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        micros = min(999_999, int((created - second) * 1_000_000))
+        name = record.name if type(record.name) is str else safe_repr(record.name)
+        params = [
+            f'logger="{sd_escape(name if extras else name[:256])}"',
+            f'level="{sd_escape(str(record.levelname))}"',
+            f'thread="{sd_escape(str(record.threadName)[:256])}"',
+        ]
+        if extras:
+            for key, value in record.__dict__.items():
+                if key not in STANDARD_ATTRS:
+                    param = sd_name(f"extra.{key}" if key in _OWN_PARAMS else key)
+                    params.append(f'{param}="{sd_escape(sd_value(value))}"')
+        if note:
+            params.append(f'forklog_truncated="{sd_escape(note)}"')
+        pri = self.facility * 8 + severity(record.levelno)
+        procid = str(record.process) if record.process is not None else "-"
+        head = (
+            f"<{pri}>1 {self._stamp}.{micros:06d}Z {self.hostname} {self.app_name} {procid} "
+            f"{sd_name(name) if name else '-'} [{self.sd_id} {' '.join(params)}] "
+        )
+        return head.encode("utf-8", "backslashreplace")
+
+    def _text(self, record: logging.LogRecord) -> str:
+        """MSG: the sink's formatter's output if it has one, else the message, traceback and stack."""
+        if self.formatter is not None:
+            return self.formatter.format(record)
+        parts = [merged_message(record)]
+        exc_text = record.exc_text
+        if not exc_text and record.exc_info:
+            exc_text = _exception_formatter.formatException(record.exc_info)
+        if exc_text:
+            parts.append(str(exc_text))
+        if record.stack_info:
+            parts.append(str(record.stack_info))
+        return "\n".join(parts)
+
+    def _encode_safely(self, record: logging.LogRecord) -> bytes:
+        try:
+            return self.encode(record)
+        except Exception as exc:  # noqa: BLE001 - a formatter that raised must not wedge the sink in retries
+            fallback = logging.LogRecord(record.name, record.levelno, "", 0, "", None, None)
+            fallback.process, fallback.created = record.process, record.created
+            text = f"forklog: could not encode a record: {safe_repr(exc)}"
+            return self._head(fallback, extras=False) + text.encode("utf-8", "backslashreplace")
+
+    # -- the sink's thread -----------------------------------------------------
+
+    def deliver(self, records: List[logging.LogRecord]) -> None:
+        sock = self._sock
+        if sock is None or (self._stream and _peer_closed(sock, self.timeout)):
+            # A server that closed our idle connection (restarted, idle
+            # timeout): a write would vanish into the dead socket.
+            self.disconnect()
+            sock = self._connect()
+        ends: List[int] = []
+        frames: List[bytes] = []
+        size = 0
+        for record in records:
+            if self.filter(record):
+                data = self._encode_safely(record)
+                frame = b"%d %s" % (len(data), data) if self._stream else data
+                frames.append(frame)
+                size += len(frame)
+            ends.append(size)
+        if self._stream:
+            self._send_stream(sock, frames, ends)
+        else:
+            self._send_datagrams(sock, frames, ends)
+
+    def _send_stream(self, sock: socket.socket, frames: List[bytes], ends: List[int]) -> None:
+        data = memoryview(b"".join(frames))
+        sent = 0
+        try:
+            while sent < len(data):
+                sent += sock.send(data[sent : sent + (1 << 20)])
+        except OSError as exc:
+            # The records whose last byte the kernel took count as sent; the
+            # rest go again, whole, on a new connection.
+            raise DeliveryError(f"syslog {self._where()}: {exc}", bisect.bisect_right(ends, sent)) from exc
+
+    def _send_datagrams(self, sock: socket.socket, frames: List[bytes], ends: List[int]) -> None:
+        sent = 0
+        try:
+            for frame in frames:
+                sock.send(frame)
+                sent += len(frame)
+        except OSError as exc:
+            raise DeliveryError(f"syslog {self._where()}: {exc}", bisect.bisect_right(ends, sent)) from exc
+
+    def _connect(self) -> socket.socket:
+        try:
+            if self._path is not None:
+                sock = self._connect_unix(self._path)
+            elif self.transport == "tcp":
+                sock = socket.create_connection(self._host_port or ("", 0), timeout=self.timeout)
+            else:
+                host, port = self._host_port or ("", 0)
+                family, kind, proto, _name, addr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+                sock = socket.socket(family, kind, proto)
+                sock.settimeout(self.timeout)
+                try:
+                    sock.connect(addr)  # later sends learn of an unreachable port
+                except OSError:
+                    sock.close()
+                    raise
+        except OSError as exc:
+            raise DeliveryError(f"syslog {self._where()}: cannot connect: {exc}") from exc
+        sock.settimeout(self.timeout)
+        self._sock = sock
+        return sock
+
+    def _connect_unix(self, path: str) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(path)
+            self._stream = False
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EPROTOTYPE:
+                raise
+        # A stream socket (syslog-ng's unix-stream, rsyslog's imptcp path=): octet counting.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(path)
+        except OSError:
+            sock.close()
+            raise
+        self._stream = True
+        if not self._user_limit:
+            self.max_message_size = STREAM_MAX
+        return sock
+
+    def disconnect(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def _where(self) -> str:
+        if self._path is not None:
+            return f"unix:{self._path}"
+        host, port = self._host_port or ("", 0)
+        return f"{self.transport}://{host}:{port}"
+
+    def __repr__(self) -> str:
+        return f"<SyslogSink {self._where()} ({logging.getLevelName(self.level)})>"
+
+
+def _peer_closed(sock: socket.socket, timeout: float) -> bool:
+    """Whether the other end of an idle stream closed it (a peek reads end-of-file) or reset it."""
+    try:
+        sock.setblocking(False)
+        try:
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        finally:
+            sock.settimeout(timeout)
+    except BlockingIOError:
+        return False  # nothing to read: open
+    except OSError:
+        return True
+
+
+#: The sinks of this process, for the fork hook (weak: a closed sink goes away).
+_live_sinks: weakref.WeakSet[SyslogSink] = weakref.WeakSet()
+
+
+def _close_in_child() -> None:
+    # A forked worker must not hold the master's connection open: the
+    # server would keep a session that no one writes to, and would not see
+    # the master's close. Closing the child's copy of the descriptor leaves
+    # the master's connection as it is.
+    for sink in list(_live_sinks):
+        sock, sink._sock = sink._sock, None
+        if sock is not None:
+            sock.close()
+
+
+@functools.cache
+def _install_fork_hook() -> None:
+    # Registered once, on the first sink, not at import.
+    os.register_at_fork(after_in_child=_close_in_child)
