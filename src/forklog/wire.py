@@ -13,7 +13,10 @@ A record travels as self-contained plain data (DESIGN §1, H9, H10):
   passed as an argument has to survive serialisation;
 * the traceback and the stack as separate text fields, so a JSON sink can
   put them in their own keys (gh-89087: ``QueueHandler.prepare`` flattens
-  them into ``msg``);
+  them into ``msg``); for a record with ``exc_info``, the exception's
+  qualified type name and its ``str()`` as well, which the master cannot
+  read back from the traceback text (an OTLP sink sends them as
+  ``exception.type`` and ``exception.message``);
 * ``extra`` fields kept when they are plain data, turned into ``repr()``
   text when they are not (a lock, a socket, a lambda).
 
@@ -29,9 +32,11 @@ import logging
 import marshal
 import os
 import sys
-from typing import Any, Callable, Dict, Optional, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 __all__ = [
+    "EXC_MESSAGE_ATTR",
+    "EXC_TYPE_ATTR",
     "FORMAT_VERSION",
     "STANDARD_ATTRS",
     "decode",
@@ -39,14 +44,24 @@ __all__ = [
     "safe_repr",
 ]
 
-FORMAT_VERSION = 1
+#: 2: the traceback field of a record with ``exc_info`` is a tuple
+#: ``(traceback, type name, message)``; 1 carried the traceback text only.
+FORMAT_VERSION = 2
 
-#: Attributes every ``LogRecord`` has; anything else on a record came from
-#: ``extra=`` (or a filter) and is carried as an extra field.
+#: Set by :func:`decode` on a record whose exception was known in the
+#: emitting process: its qualified type name (``ValueError``,
+#: ``json.decoder.JSONDecodeError``) and its ``str()``.
+EXC_TYPE_ATTR = "forklog_exc_type"
+EXC_MESSAGE_ATTR = "forklog_exc_message"
+
+#: Attributes every ``LogRecord`` has (and the two above); anything else on
+#: a record came from ``extra=`` (or a filter) and is carried as an extra field.
 STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
     "asctime",
     "taskName",
+    EXC_TYPE_ATTR,
+    EXC_MESSAGE_ATTR,
 }
 
 #: Nesting depth and item count kept for containers inside ``extra``.
@@ -147,6 +162,23 @@ def _exception_text(record: logging.LogRecord) -> Optional[str]:
     return None
 
 
+def _exception(record: logging.LogRecord) -> object:
+    """The traceback field: None, the text, or ``(text, type name, message)`` given ``exc_info``."""
+    exc_info = record.exc_info
+    if not exc_info:
+        return _safe_str(record.exc_text) if record.exc_text else None
+    text = _exception_text(record)
+    try:
+        kind, value = exc_info[0], exc_info[1]
+        if kind is None:
+            return text  # logging.exception() outside an except block: "NoneType: None"
+        module = kind.__module__
+        name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+        return (text, _safe_str(name), _safe_str(value))
+    except Exception:  # noqa: BLE001 - exc_info=True outside an except block, a hand-made tuple
+        return text
+
+
 def _extras(attrs: Dict[str, Any]) -> Optional[Dict[str, object]]:
     if len(attrs) <= _PLAIN_RECORD_SIZE:
         return None  # a record as LogRecord() made it: nothing extra to look for
@@ -163,9 +195,10 @@ def _extras(attrs: Dict[str, Any]) -> Optional[Dict[str, object]]:
 def encode(record: logging.LogRecord, max_bytes: int = 1 << 20) -> bytes:
     """Serialise ``record`` to bytes. Never raises an ``Exception``.
 
-    A payload over ``max_bytes`` has its message (then its traceback and its
-    stack) cut, with a visible ``[forklog: truncated N characters]`` marker,
-    so that it fits. A record whose fields cannot all be read or carried is
+    A payload over ``max_bytes`` has its longest texts (of the message, the
+    traceback, the stack and the exception's message) cut to one length,
+    each with a visible ``[forklog: truncated N characters]`` marker, so
+    that it fits. A record whose fields cannot all be read or carried is
     sent with the ones that can, and says what failed.
     """
     try:
@@ -198,7 +231,7 @@ def _fields(record: logging.LogRecord) -> Tuple[object, ...]:
         record.thread,
         thread_name if type(thread_name) is str else _safe_str(thread_name),
         process_name if type(process_name) is str else _safe_str(process_name),
-        _exception_text(record),
+        _exception(record),
         _safe_str(record.stack_info) if record.stack_info else None,
         attrs.get("taskName"),
         _extras(attrs),
@@ -244,7 +277,7 @@ def _careful_fields(record: logging.LogRecord, exc: Exception) -> Tuple[object, 
         _field(record, "thread", lambda value: None if value is None else int(value), None),
         _field(record, "threadName", _safe_str, ""),
         _field(record, "processName", _safe_str, ""),
-        _exception_text(record),
+        _exception(record),
         _field(record, "stack_info", lambda value: _safe_str(value) if value else None, None),
         _field(record, "taskName", _optional_text, None),
         extras,
@@ -271,28 +304,55 @@ def _cut(text: str, excess: int) -> str:
     return f"{kept} [forklog: truncated {len(text) - len(kept)} characters]"
 
 
+def _common_length(lengths: List[int], excess: int) -> int:
+    """The largest length that texts of ``lengths`` bytes, cut to it, lose ``excess`` bytes."""
+    ordered = sorted(lengths, reverse=True)
+    total = 0
+    for count, length in enumerate(ordered, 1):
+        total += length
+        shorter = ordered[count] if count < len(ordered) else 0
+        if total - count * shorter >= excess:  # cutting the longest `count` to `shorter` is enough
+            return max(0, (total - excess) // count)
+    return 0
+
+
 def _truncated(fields: Tuple[object, ...], size: int, max_bytes: int) -> bytes:
     """The payload of ``fields`` (``size`` bytes as they are) cut to at most ``max_bytes``."""
     items = list(fields)
-    payload = b""
-    for index in (4, 14, 15):  # the message, the traceback, the stack
-        text = items[index]
-        if size > max_bytes and isinstance(text, str) and text:
-            items[index] = _cut(text, size - max_bytes)
-            payload = marshal.dumps(cast(Any, tuple(items)), 4)
-            size = len(payload)
+    exception = items[14]
+    parts = list(exception) if type(exception) is tuple else [exception]
+
+    def dumps() -> bytes:
+        items[14] = tuple(parts) if type(exception) is tuple else parts[0]
+        return marshal.dumps(cast(Any, tuple(items)), 4)
+
+    # The message, the traceback, the stack and the exception's message are
+    # cut to one common length, just short enough: the longest lose the most,
+    # and a short message is not cut away for a traceback of megabytes.
+    texts = [
+        (place, index, len(cast(str, place[index]).encode("utf-8", "surrogatepass")))
+        for place, index in ((items, 4), (parts, 0), (items, 15), (parts, 2))
+        if index < len(place) and isinstance(place[index], str)
+    ]
+    cap = _common_length([length for _place, _index, length in texts], size - max_bytes)
+    for place, index, length in texts:
+        if length > cap:
+            place[index] = _cut(cast(str, place[index]), length - cap)
+    payload = dumps()
+    size = len(payload)
     if size <= max_bytes:
         return payload
     items[17] = {"forklog_truncated": f"extra fields dropped: {size - max_bytes} bytes over the limit"}
-    payload = marshal.dumps(cast(Any, tuple(items)), 4)
+    payload = dumps()
     if len(payload) <= max_bytes:
         return payload
     # Still too big: a logger name or a path of megabytes. Every text gets a share.
     share = max_bytes // 32
-    for index, value in enumerate(items):
-        if isinstance(value, str) and len(value.encode("utf-8", "surrogatepass")) > share:
-            items[index] = _cut(value, len(value.encode("utf-8", "surrogatepass")) - share)
-    return marshal.dumps(cast(Any, tuple(items)), 4)
+    for place in (items, parts):
+        for index, value in enumerate(place):
+            if isinstance(value, str) and len(value.encode("utf-8", "surrogatepass")) > share:
+                place[index] = _cut(value, len(value.encode("utf-8", "surrogatepass")) - share)
+    return dumps()
 
 
 _new_record = logging.LogRecord.__new__
@@ -324,7 +384,7 @@ def decode(payload: bytes, pid: int) -> logging.LogRecord:
         thread,
         thread_name,
         process_name,
-        exc_text,
+        exception,
         stack_info,
         task_name,
         extras,
@@ -346,7 +406,7 @@ def decode(payload: bytes, pid: int) -> logging.LogRecord:
         "filename": names[0],
         "module": names[1],
         "exc_info": None,
-        "exc_text": exc_text,
+        "exc_text": exception,
         "stack_info": stack_info,
         "lineno": lineno,
         "funcName": func,
@@ -360,6 +420,8 @@ def decode(payload: bytes, pid: int) -> logging.LogRecord:
     }
     if _HAS_TASK_NAME:
         attrs["taskName"] = task_name
+    if type(exception) is tuple:  # (traceback, type name, message): the record had exc_info
+        attrs["exc_text"], attrs[EXC_TYPE_ATTR], attrs[EXC_MESSAGE_ATTR] = exception
     if extras:
         for key, value in extras.items():
             attrs.setdefault(key, value)

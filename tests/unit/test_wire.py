@@ -127,3 +127,101 @@ def test_garbage_payload_is_a_value_error() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{payload!r} was accepted")
+
+
+class AppError(Exception):
+    """An exception class defined outside builtins, nested in nothing."""
+
+
+def test_exception_type_and_message_travel_beside_the_traceback() -> None:
+    """A record with exc_info carries the exception's qualified type name and str() as their own fields."""
+    try:
+        raise AppError("card declined: 402")
+    except AppError:
+        exc_info = sys.exc_info()
+    record = roundtrip(make("payment failed", level=logging.ERROR, exc_info=exc_info))
+    assert record.__dict__[wire.EXC_TYPE_ATTR] == f"{__name__}.AppError"
+    assert record.__dict__[wire.EXC_MESSAGE_ATTR] == "card declined: 402"
+    assert record.exc_text is not None and "AppError: card declined: 402" in record.exc_text
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        builtin = roundtrip(make("lookup", exc_info=sys.exc_info()))
+    assert (builtin.__dict__[wire.EXC_TYPE_ATTR], builtin.__dict__[wire.EXC_MESSAGE_ATTR]) == (
+        "KeyError",
+        "'missing'",
+    )
+
+
+def test_records_without_an_exception_get_no_exception_fields() -> None:
+    """A plain record, an exc_text set by hand and exc_info outside an except block add no type or message."""
+    plain = roundtrip(make("hello"))
+    assert wire.EXC_TYPE_ATTR not in plain.__dict__ and wire.EXC_MESSAGE_ATTR not in plain.__dict__
+    preformatted = make("preformatted")
+    preformatted.exc_text = "Traceback (most recent call last):\nValueError: x"
+    record = roundtrip(preformatted)
+    assert record.exc_text == "Traceback (most recent call last):\nValueError: x"
+    assert wire.EXC_TYPE_ATTR not in record.__dict__
+    outside = roundtrip(make("no exception active", exc_info=(None, None, None)))
+    assert outside.exc_text == "NoneType: None" and wire.EXC_TYPE_ATTR not in outside.__dict__
+
+
+def test_an_exception_whose_str_raises_still_has_its_type() -> None:
+    """An exception whose __str__ raises keeps its type; the message falls back to a readable repr."""
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+    try:
+        raise Unprintable()
+    except Unprintable:
+        record = roundtrip(make("odd", exc_info=sys.exc_info()))
+    assert record.__dict__[wire.EXC_TYPE_ATTR].endswith("Unprintable")
+    assert record.__dict__[wire.EXC_MESSAGE_ATTR] == "Unprintable()"
+
+
+def test_exception_fields_are_not_extras() -> None:
+    """The exception fields are standard attributes: JSONFormatter does not print them as extra keys."""
+    import json
+
+    from forklog.formatters import JSONFormatter
+
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        record = roundtrip(make("failed", level=logging.ERROR, exc_info=sys.exc_info(), user=7))
+    line = json.loads(JSONFormatter().format(record))
+    assert line["user"] == 7 and "ValueError: bad" in line["exc_info"]
+    assert not any(key.startswith("forklog_exc") for key in line)
+
+
+def test_a_huge_exception_message_is_truncated() -> None:
+    """A huge exception message and its traceback are both cut to one length, with markers, to fit."""
+    try:
+        raise ValueError("v" * 300_000)
+    except ValueError:
+        payload = wire.encode(make("failed", exc_info=sys.exc_info()), max_bytes=50_000)
+    assert len(payload) <= 50_000
+    record = wire.decode(payload, 1)
+    assert record.getMessage() == "failed"  # a short message is not cut for a long traceback
+    traceback = record.exc_text
+    assert traceback is not None and traceback.startswith("Traceback (most recent call last):\n  File ")
+    assert traceback.endswith("characters]")
+    message = record.__dict__[wire.EXC_MESSAGE_ATTR]
+    assert message.startswith("vvv") and message.endswith("characters]")
+    assert abs(len(traceback) - len(message)) < 1000  # both cut to one length
+    assert record.__dict__[wire.EXC_TYPE_ATTR] == "ValueError"
+
+
+def test_a_payload_of_the_previous_format_is_rejected() -> None:
+    """A payload whose format version is not FORMAT_VERSION is a ValueError, not a misread record."""
+    import marshal
+
+    fields = list(marshal.loads(wire.encode(make("x"))))
+    fields[0] = wire.FORMAT_VERSION - 1
+    try:
+        wire.decode(marshal.dumps(tuple(fields), 4), 1)
+    except ValueError:
+        return
+    raise AssertionError("a version-1 payload was accepted")
