@@ -188,9 +188,12 @@ class BufferedSink(logging.Handler):
                         self._in_flight = 0
                     continue
                 backoff = min(self.max_backoff, backoff * 2 if backoff else 0.1)
+                retry_at = time.monotonic() + backoff
                 with self._cond:
-                    if not self._closing:
-                        self._cond.wait(backoff)
+                    # emit() notifies on every record: only close() ends the wait early,
+                    # or a flood would turn the backoff into a retry per record.
+                    while not self._closing and (left := retry_at - time.monotonic()) > 0:
+                        self._cond.wait(left)
                 continue
             backoff = 0.0
             self.delivered += len(batch)
