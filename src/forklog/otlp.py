@@ -1,0 +1,649 @@
+"""An OTLP/HTTP sink: the master exports records to an OpenTelemetry collector.
+
+Needs the ``otlp`` extra (``pip install 'forklog[otlp]'``: opentelemetry-proto
+and protobuf). Importing this module does not import them; building an
+:class:`OTLPSink` does, and says what to install when they are missing.
+
+The sink runs in the master only, in its own thread (a :class:`BufferedSink`):
+a collector that stops answering fills this sink's bounded buffer, never the
+files'. It is not the OpenTelemetry SDK's ``LoggingHandler``: the SDK's
+``BatchLogRecordProcessor`` registers an ``os.register_at_fork`` hook that
+starts an export thread in every forked worker, and its exporter reports its
+own failures through ``opentelemetry.*`` loggers, which would come back into
+the hub. Here the ``ExportLogsServiceRequest`` is built with
+opentelemetry-proto and POSTed with :mod:`http.client`; nothing starts at a
+fork, and this module never logs through :mod:`logging`.
+
+Each record becomes one OTLP ``LogRecord``:
+
+* ``time_unix_nano``: when the worker created it; ``observed_time_unix_nano``:
+  when this sink exported it;
+* ``severity_number`` from the level (DEBUG 5, INFO 9, WARNING 13, ERROR 17,
+  CRITICAL 21, levels in between on the steps between), ``severity_text``
+  the level's name;
+* ``body``: the message merged with its args, as a string;
+* the logger's name as the instrumentation scope's name;
+* ``trace_id``, ``span_id`` and ``flags`` from ``otelTraceID``,
+  ``otelSpanID`` and ``otelTraceSampled``, which the worker adds to a record
+  logged inside a span (:mod:`forklog.worker.context`);
+* attributes: ``code.file.path``, ``code.function.name``,
+  ``code.line.number``, ``process.pid`` (the worker's), ``thread.id``,
+  ``thread.name``; ``exception.type``, ``exception.message`` and
+  ``exception.stacktrace`` for a record with a traceback; ``code.stacktrace``
+  for one with ``stack_info``; then the extras and bound fields, strings,
+  booleans, integers, floats, lists and dicts as the matching ``AnyValue``,
+  anything else as its ``repr()``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import gzip
+import http.client
+import logging
+import os
+import ssl
+import sys
+import threading
+import time
+import urllib.parse
+import weakref
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Tuple,
+    Type,
+)
+
+from forklog.master.isolation import BufferedSink, DeliveryError
+from forklog.wire import EXC_MESSAGE_ATTR, EXC_TYPE_ATTR, STANDARD_ATTRS, _safe_str, merged_message, safe_repr
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceRequest,
+        ExportLogsServiceResponse,
+    )
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord as OTLPLogRecord
+    from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
+
+__all__ = ["OTLPSink", "severity_number"]
+
+INSTALL_HINT = "pip install 'forklog[otlp]'"
+#: Where an OpenTelemetry collector listens for OTLP/HTTP logs by default.
+DEFAULT_ENDPOINT = "http://localhost:4318/v1/logs"
+#: OTLP/HTTP: the statuses a client retries (the others mean the data was refused).
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+#: The record attributes the worker sets inside a span, as
+#: opentelemetry-instrumentation-logging names them (with its service name).
+TRACE_ATTRS = frozenset({"otelTraceID", "otelSpanID", "otelTraceSampled", "otelServiceName"})
+#: The attribute names the sink sets itself; an extra of the same name becomes ``extra.<name>``.
+OWN_ATTRS = frozenset(
+    {
+        "code.file.path",
+        "code.function.name",
+        "code.line.number",
+        "code.stacktrace",
+        "process.pid",
+        "thread.id",
+        "thread.name",
+        "exception.type",
+        "exception.message",
+        "exception.stacktrace",
+    }
+)
+_SKIPPED = STANDARD_ATTRS | TRACE_ATTRS
+#: Nesting kept for lists and dicts inside an extra; deeper ones become their repr.
+_MAX_DEPTH = 8
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_NO_TRACE = frozenset({None, "", "0", "0" * 32, "0" * 16})
+_exception_formatter = logging.Formatter()
+
+
+def severity_number(levelno: int) -> int:
+    """The OTLP ``SeverityNumber`` of a ``logging`` level.
+
+    DEBUG is 5, INFO 9, WARNING 13, ERROR 17 and CRITICAL 21 (``FATAL``);
+    each level above one of them takes the next of its band's four steps
+    (INFO+1 is ``INFO2``, INFO+3 to INFO+9 ``INFO4``). Below DEBUG is
+    ``TRACE`` (1), NOTSET ``UNSPECIFIED`` (0), above CRITICAL ``FATAL4``.
+    """
+    if levelno <= 0:
+        return 0
+    if levelno < logging.DEBUG:
+        return 1
+    return min(24, 1 + 4 * (levelno // 10) + min(3, levelno % 10))
+
+
+class _Proto(NamedTuple):
+    request: Type[ExportLogsServiceRequest]
+    response: Type[ExportLogsServiceResponse]
+    resource_logs: Type[ResourceLogs]
+    log_record: Type[OTLPLogRecord]
+
+
+@functools.cache
+def _proto() -> _Proto:
+    """The message classes; an ``ImportError`` that says what to install without them."""
+    try:
+        # Imported here, not at the top: the otlp extra is optional (STYLE 12).
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2  # noqa: PLC0415
+        from opentelemetry.proto.logs.v1 import logs_pb2  # noqa: PLC0415
+    except ImportError as exc:
+        raise ImportError(
+            f"forklog.otlp.OTLPSink needs opentelemetry-proto and protobuf: {INSTALL_HINT} ({exc})"
+        ) from exc
+    return _Proto(
+        logs_service_pb2.ExportLogsServiceRequest,
+        logs_service_pb2.ExportLogsServiceResponse,
+        logs_pb2.ResourceLogs,
+        logs_pb2.LogRecord,
+    )
+
+
+class OTLPSink(BufferedSink):
+    """Export records to an OpenTelemetry collector over OTLP/HTTP (protobuf).
+
+    ``endpoint`` is the full URL of the logs endpoint; by default
+    ``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT``, else ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    followed by ``/v1/logs``, else ``http://localhost:4318/v1/logs``.
+    ``headers`` (default: ``OTEL_EXPORTER_OTLP_LOGS_HEADERS`` or
+    ``OTEL_EXPORTER_OTLP_HEADERS``, ``key=value,...``) go with every
+    request, an API key say. The resource is ``resource_attributes`` over
+    ``OTEL_RESOURCE_ATTRIBUTES``, with ``service.name`` from
+    ``service_name``, else ``OTEL_SERVICE_NAME``, else
+    ``unknown_service:<program>``.
+
+    Records are sent in batches of at most ``batch_size`` records and
+    ``max_request_bytes`` (before compression): whatever waits in the buffer
+    when the previous request is done goes in the next one, so a busy hub
+    sends few large requests and a quiet one sends each record at once.
+    ``compression`` is ``"gzip"`` or ``None``. A connection error, a timeout
+    (``timeout`` seconds) and HTTP 429, 502, 503 and 504 are retried after a
+    backoff of up to ``max_backoff`` seconds, or the server's
+    ``Retry-After`` (at most ``max_retry_after``); meanwhile records wait in
+    a buffer of ``capacity``, and what does not fit is dropped and counted.
+    Any other answer means the collector refused the batch: it is dropped,
+    counted in ``stats().dropped_by_sink`` and reported.
+    """
+
+    def __init__(
+        self,
+        endpoint: Optional[str] = None,
+        *,
+        service_name: Optional[str] = None,
+        resource_attributes: Optional[Mapping[str, object]] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        compression: Optional[str] = "gzip",
+        timeout: float = 10.0,
+        level: int = logging.NOTSET,
+        capacity: int = 10_000,
+        batch_size: int = 512,
+        max_request_bytes: int = 4 << 20,
+        max_retry_after: float = 30.0,
+        close_timeout: float = 5.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        proto = self._proto = _proto()
+        super().__init__(
+            level,
+            capacity=capacity,
+            batch_size=batch_size,
+            close_timeout=close_timeout,
+            max_backoff=max_backoff,
+        )
+        url = endpoint if endpoint is not None else _endpoint_from_env()
+        parts = urllib.parse.urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+            raise ValueError(
+                f"forklog.OTLPSink: endpoint={url!r}: expected http(s)://host[:port]/path, "
+                f"as in {DEFAULT_ENDPOINT!r}"
+            )
+        if compression not in ("gzip", None):
+            raise ValueError(f"forklog.OTLPSink: compression={compression!r}: expected 'gzip' or None")
+        if timeout <= 0:
+            raise ValueError(f"forklog.OTLPSink: timeout={timeout!r}: expected seconds > 0")
+        if batch_size < 1:
+            raise ValueError(f"forklog.OTLPSink: batch_size={batch_size!r}: expected a positive integer")
+        self.endpoint = url
+        self.compression = compression
+        self.timeout = timeout
+        self.max_request_bytes = max_request_bytes
+        self.max_retry_after = max_retry_after
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = port
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._headers = {
+            **(
+                _pairs_from_env("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+                if headers is None
+                else headers
+            ),
+            "Content-Type": "application/x-protobuf",
+            "User-Agent": f"forklog/{_version()}",
+        }
+        if compression == "gzip":
+            self._headers["Content-Encoding"] = "gzip"
+        self.resource_attributes = _resource(service_name, resource_attributes)
+        template = proto.resource_logs()
+        _fill_attributes(template.resource.attributes.add, self.resource_attributes.items(), _same)
+        self._resource_logs = template
+        self._conn: Optional[http.client.HTTPConnection] = None
+        self._not_before = 0.0  # a Retry-After's end, in time.monotonic()
+        self._wake = threading.Event()  # set by close(): stop waiting for a Retry-After
+        #: Records the collector refused (HTTP 4xx, or rejected in a partial success).
+        self.rejected = 0
+        self.set_name("otlp")
+        _live_sinks.add(self)
+        _install_fork_hook()
+
+    # -- the records -----------------------------------------------------------
+
+    def encode(self, records: List[logging.LogRecord]) -> List[Tuple[bytes, int]]:
+        """The request bodies (uncompressed) for ``records``, each with the index after its last record.
+
+        Records the sink's filters reject are left out. A request holds
+        records up to ``max_request_bytes``; a bigger record goes alone.
+        """
+        observed = time.time_ns()
+        requests: List[Tuple[bytes, int]] = []
+        request = None
+        scope_logs: Any = None
+        scope_name: object = None
+        size = 0
+        for index, record in enumerate(records):
+            if not self.filter(record):
+                continue
+            if request is None:
+                request = self._new_request()
+            if scope_logs is None or record.name != scope_name:
+                # A new scope at each change of logger keeps the records in order.
+                scope_logs = self._new_scope(request, record.name)
+                scope_name = record.name
+            # Filled in place: building it apart, then appending, copies it.
+            log_record = scope_logs.log_records.add()
+            self._fill(log_record, record, observed)
+            record_size = log_record.ByteSize()
+            if size and size + record_size > self.max_request_bytes:
+                del scope_logs.log_records[-1]
+                requests.append((request.SerializeToString(), index))
+                request = self._new_request()
+                scope_logs = self._new_scope(request, record.name)
+                self._fill(scope_logs.log_records.add(), record, observed)
+                size = 0
+            size += record_size
+        if request is not None:
+            requests.append((request.SerializeToString(), len(records)))
+        return requests
+
+    def _new_request(self) -> ExportLogsServiceRequest:
+        request = self._proto.request()
+        request.resource_logs.add().CopyFrom(self._resource_logs)
+        return request
+
+    @staticmethod
+    def _new_scope(request: ExportLogsServiceRequest, name: object) -> Any:
+        scope_logs = request.resource_logs[0].scope_logs.add()
+        scope_logs.scope.name = _utf8(name if type(name) is str else safe_repr(name))
+        return scope_logs
+
+    def log_record(self, record: logging.LogRecord, observed: int = 0) -> OTLPLogRecord:
+        """``record`` as an OTLP ``LogRecord`` (``observed``: the export time, by default now)."""
+        log_record = self._proto.log_record()
+        self._fill(log_record, record, observed or time.time_ns())
+        return log_record
+
+    def _fill(self, out: OTLPLogRecord, record: logging.LogRecord, observed: int) -> None:
+        try:
+            _fill_log_record(out, record, observed, _same)
+        except ValueError:  # a lone surrogate (allowed on the wire) is not UTF-8
+            out.Clear()
+            try:
+                _fill_log_record(out, record, observed, _utf8)
+            except Exception as exc:  # noqa: BLE001 - one odd record never wedges the sink
+                _fallback(out, record, observed, exc)
+        except Exception as exc:  # noqa: BLE001
+            _fallback(out, record, observed, exc)
+
+    # -- the sink's thread -----------------------------------------------------
+
+    def deliver(self, records: List[logging.LogRecord]) -> None:
+        wait = self._not_before - time.monotonic()
+        if wait > 0 and not self.closed:
+            self._wake.wait(wait)  # the collector asked for it (Retry-After)
+        done = 0
+        for body, end in self.encode(records):
+            self._post(body, records, done, end)
+            done = end
+
+    def _post(self, body: bytes, records: List[logging.LogRecord], start: int, end: int) -> None:
+        data = gzip.compress(body, 6, mtime=0) if self.compression == "gzip" else body
+        timeout = min(self.timeout, self.close_timeout) if self.closed else self.timeout
+        reused = self._conn is not None
+        try:
+            try:
+                status, reason, retry_after, answer = self._request(data, timeout)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                if not reused:
+                    raise
+                # The collector closed our idle keep-alive connection: it did
+                # not see this request, which goes again on a new connection.
+                self.disconnect()
+                status, reason, retry_after, answer = self._request(data, timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            raise DeliveryError(f"otlp {self.endpoint}: {exc!r}", start) from exc
+        if 200 <= status < 300:
+            self._partial_success(answer, records[start:end])
+            return
+        detail = answer[:200].decode("utf-8", "replace")
+        if status in RETRYABLE_STATUSES:
+            delay = _retry_after(retry_after)
+            if delay is not None:
+                self._not_before = time.monotonic() + min(delay, self.max_retry_after)
+            raise DeliveryError(f"otlp {self.endpoint}: HTTP {status} {reason}: {detail}", start)
+        batch = records[start:end]
+        self._refused(batch, f"HTTP {status} {reason}: {detail}", len(batch))
+
+    def _request(self, data: bytes, timeout: float) -> Tuple[int, str, Optional[str], bytes]:
+        conn = self._conn
+        if conn is None:
+            if self._https:
+                conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=timeout, context=ssl.create_default_context()
+                )
+            else:
+                conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+            self._conn = conn
+        elif conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        conn.request("POST", self._path, body=data, headers=self._headers)
+        response = conn.getresponse()
+        answer = response.read()
+        if response.will_close:
+            self.disconnect()
+        return response.status, response.reason, response.getheader("Retry-After"), answer
+
+    def _partial_success(self, answer: bytes, batch: List[logging.LogRecord]) -> None:
+        if not answer:
+            return
+        try:
+            response = self._proto.response.FromString(answer)
+        except Exception:  # noqa: BLE001 - a collector's odd success answer costs nothing
+            return
+        rejected = response.partial_success.rejected_log_records
+        if rejected > 0:
+            message = response.partial_success.error_message
+            self._refused(batch, f"{rejected} records rejected: {message}", min(rejected, len(batch)))
+
+    def _refused(self, batch: List[logging.LogRecord], why: str, count: int) -> None:
+        """The collector refused ``count`` records of ``batch``: count them, report once."""
+        self.rejected += count
+        with self._cond:
+            if count == len(batch):
+                for record in batch:
+                    self._count_drop(record)
+            else:  # which ones the collector does not say
+                self.drops[("UNKNOWN", 0)] += count
+        try:
+            raise OTLPRefused(f"otlp {self.endpoint}: {why}; {count} records dropped")
+        except OTLPRefused:
+            if batch:
+                self.handleError(batch[0])
+
+    def disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        self._wake.set()  # a Retry-After no longer holds back the last delivery
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"<OTLPSink {self.endpoint} ({logging.getLevelName(self.level)})>"
+
+
+class OTLPRefused(Exception):
+    """The collector refused records (reported through ``handleError``, never raised to the app)."""
+
+
+# -- mapping -------------------------------------------------------------------
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def _utf8(text: str) -> str:
+    """``text`` as valid UTF-8: a lone surrogate becomes a ``\\udcff`` escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _fill_log_record(
+    out: OTLPLogRecord, record: logging.LogRecord, observed: int, text: Callable[[str], str]
+) -> None:
+    attrs = record.__dict__
+    out.time_unix_nano = int(record.created * 1e9)
+    out.observed_time_unix_nano = observed
+    out.severity_number = severity_number(int(record.levelno))  # type: ignore[assignment]
+    out.severity_text = text(str(record.levelname))
+    out.body.string_value = text(merged_message(record))
+    own: List[Tuple[str, object]] = [
+        ("code.file.path", record.pathname),
+        ("code.function.name", record.funcName),
+        ("code.line.number", record.lineno),
+        ("process.pid", record.process),
+        ("thread.id", record.thread),
+        ("thread.name", record.threadName),
+    ]
+    if not _fill_trace(out, attrs):  # kept as they came, not lost
+        own.extend((key, attrs.get(key)) for key in ("otelTraceID", "otelSpanID", "otelTraceSampled"))
+    exc_type = attrs.get(EXC_TYPE_ATTR)
+    exc_message = attrs.get(EXC_MESSAGE_ATTR)
+    stacktrace = record.exc_text
+    exc_info = record.exc_info
+    if exc_info and exc_info[0] is not None:  # a record made in the master, not decoded
+        if exc_type is None:
+            kind = exc_info[0]
+            exc_type = (
+                kind.__qualname__
+                if kind.__module__ == "builtins"
+                else f"{kind.__module__}.{kind.__qualname__}"
+            )
+            exc_message = _safe_str(exc_info[1])
+        stacktrace = stacktrace or _exception_formatter.formatException(exc_info)
+    if exc_type is not None:
+        own.append(("exception.type", exc_type))
+        own.append(("exception.message", exc_message))
+    if stacktrace:
+        own.append(("exception.stacktrace", stacktrace))
+    if record.stack_info:
+        own.append(("code.stacktrace", record.stack_info))
+    add = out.attributes.add
+    _fill_attributes(add, own, text)
+    extra = attrs.keys() - _SKIPPED  # in C: most records have no extras
+    if extra:
+        _fill_attributes(
+            add,
+            [
+                (f"extra.{key}" if key in OWN_ATTRS else key, value)
+                for key, value in attrs.items()
+                if key in extra
+            ],
+            text,
+        )
+
+
+def _fill_trace(out: OTLPLogRecord, attrs: Mapping[str, object]) -> bool:
+    """Set the trace context from the record's ``otel*`` fields; False if they are malformed."""
+    trace_id = attrs.get("otelTraceID")
+    span_id = attrs.get("otelSpanID")
+    if trace_id is None:
+        return True
+    if type(trace_id) is not str or not (span_id is None or type(span_id) is str):
+        return False
+    if trace_id in _NO_TRACE:
+        return True  # no span (opentelemetry-instrumentation-logging writes "0")
+    try:
+        trace_bytes = bytes.fromhex(trace_id)
+        span_bytes = b"" if span_id in _NO_TRACE else bytes.fromhex(span_id)  # type: ignore[arg-type]
+    except ValueError:
+        return False
+    if len(trace_bytes) != 16 or len(span_bytes) not in (0, 8):
+        return False
+    out.trace_id = trace_bytes
+    out.span_id = span_bytes
+    out.flags = 1 if attrs.get("otelTraceSampled") is True else 0  # W3C trace flags: sampled
+    return True
+
+
+def _fill_attributes(add: Any, items: Iterable[Tuple[str, object]], text: Callable[[str], str]) -> None:
+    """Add ``items`` with ``add``, a repeated ``KeyValue`` field's (protobuf has no type stubs)."""
+    for key, value in items:
+        kind = type(value)
+        if value is None:
+            continue  # no value: no attribute (OTLP attribute values are never null)
+        pair = add()
+        pair.key = text(key if type(key) is str else safe_repr(key))
+        # Strings and integers inline: nearly every attribute is one.
+        if kind is str:
+            pair.value.string_value = text(value)  # type: ignore[arg-type]
+        elif kind is int and _INT64[0] <= value <= _INT64[1]:  # type: ignore[operator]
+            pair.value.int_value = value
+        else:
+            _fill_value(pair.value, value, text, 0)
+
+
+def _fill_value(out: AnyValue, value: object, text: Callable[[str], str], depth: int) -> None:
+    kind = type(value)
+    if kind is str:
+        out.string_value = text(value)  # type: ignore[arg-type]
+    elif kind is bool:
+        out.bool_value = value  # type: ignore[assignment]
+    elif kind is int and _INT64[0] <= value <= _INT64[1]:  # type: ignore[operator]
+        out.int_value = value  # type: ignore[assignment]
+    elif kind is float:
+        out.double_value = value  # type: ignore[assignment]
+    elif kind is bytes:
+        out.bytes_value = value  # type: ignore[assignment]
+    elif (kind is list or kind is tuple) and depth < _MAX_DEPTH:
+        values = out.array_value.values
+        out.array_value.SetInParent()  # an empty list is still a list
+        for item in value:  # type: ignore[attr-defined]
+            _fill_value(values.add(), item, text, depth + 1)
+    elif kind is dict and depth < _MAX_DEPTH:
+        out.kvlist_value.SetInParent()
+        _fill_attributes(out.kvlist_value.values.add, value.items(), text)  # type: ignore[attr-defined]
+    elif value is not None:
+        out.string_value = text(safe_repr(value))
+
+
+def _fallback(out: OTLPLogRecord, record: logging.LogRecord, observed: int, exc: Exception) -> None:
+    """A record that could not be mapped: its time, level and logger, and what went wrong."""
+    out.Clear()
+    try:
+        out.time_unix_nano = int(float(record.created) * 1e9)
+        out.severity_number = severity_number(int(record.levelno))  # type: ignore[assignment]
+    except Exception:  # noqa: BLE001
+        out.severity_number = 17  # type: ignore[assignment]  # ERROR: something is wrong
+    out.observed_time_unix_nano = observed
+    out.body.string_value = _utf8(f"forklog: could not encode a record for OTLP: {safe_repr(exc)}")
+
+
+# -- configuration ---------------------------------------------------------------
+
+
+def _endpoint_from_env() -> str:
+    logs = os.environ.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "").strip()
+    if logs:
+        return logs
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if base:
+        return base.rstrip("/") + "/v1/logs"
+    return DEFAULT_ENDPOINT
+
+
+def _pairs_from_env(*names: str) -> Dict[str, str]:
+    """``key=value,key2=value2`` (values URL-encoded) from the first of ``names`` that is set."""
+    for name in names:
+        raw = os.environ.get(name, "").strip()
+        if raw:
+            pairs = {}
+            for item in raw.split(","):
+                key, sep, value = item.partition("=")
+                if sep and key.strip():
+                    pairs[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
+            return pairs
+    return {}
+
+
+def _resource(service_name: Optional[str], attributes: Optional[Mapping[str, object]]) -> Dict[str, object]:
+    """The resource's attributes: the arguments over the environment, then defaults."""
+    merged: Dict[str, object] = dict(_pairs_from_env("OTEL_RESOURCE_ATTRIBUTES"))
+    env_service = os.environ.get("OTEL_SERVICE_NAME", "").strip()
+    if env_service:
+        merged["service.name"] = env_service
+    merged.update(attributes or {})
+    if service_name:
+        merged["service.name"] = service_name
+    program = os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else sys.executable) or "python"
+    merged.setdefault("service.name", f"unknown_service:{program}")
+    merged.setdefault("telemetry.sdk.name", "forklog")
+    merged.setdefault("telemetry.sdk.language", "python")
+    merged.setdefault("telemetry.sdk.version", _version())
+    return merged
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    """A ``Retry-After`` header's delay in seconds (a number or an HTTP date), None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _version() -> str:
+    from forklog import __version__  # noqa: PLC0415 - forklog/__init__ is loaded by now
+
+    return __version__
+
+
+# -- fork --------------------------------------------------------------------------
+
+#: The sinks of this process, for the fork hook (weak: a closed sink goes away).
+_live_sinks: weakref.WeakSet[OTLPSink] = weakref.WeakSet()
+
+
+def _close_in_child() -> None:
+    # A forked worker must not keep the master's keep-alive connection open:
+    # the collector would not see the master close it. Closing the child's
+    # copy of the descriptor leaves the master's connection as it is.
+    for sink in list(_live_sinks):
+        conn, sink._conn = sink._conn, None
+        if conn is not None and conn.sock is not None:
+            conn.sock.close()
+
+
+@functools.cache
+def _install_fork_hook() -> None:
+    # Registered once, on the first sink, not at import.
+    os.register_at_fork(after_in_child=_close_in_child)
