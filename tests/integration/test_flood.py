@@ -19,6 +19,8 @@ MiB = 1 << 20
 class Stalled(logging.Handler):
     """A sink that hangs until released, like a disk that stopped answering."""
 
+    forklog_inline = True  # a file sink: written by the listener itself
+
     def __init__(self) -> None:
         super().__init__()
         self.gate = threading.Event()

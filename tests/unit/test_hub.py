@@ -159,9 +159,11 @@ class Stalled(logging.Handler):
         self.gate.wait(30)
 
 
-def test_stop_is_bounded_with_a_stalled_sink(capfd: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("inline", [True, False], ids=["file-like", "isolated"])
+def test_stop_is_bounded_with_a_stalled_sink(capfd: pytest.CaptureFixture[str], inline: bool) -> None:
     """H8: stop(timeout) returns in time even when a sink never returns, and says what it left."""
     stalled = Stalled()
+    stalled.forklog_inline = inline  # type: ignore[attr-defined]  # on the listener, or its own thread
     hub = forklog.Hub([stalled]).start()
     log_through(hub, 50)
     started = time.monotonic()
