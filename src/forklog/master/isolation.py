@@ -189,10 +189,14 @@ class BufferedSink(logging.Handler):
                     continue
                 backoff = min(self.max_backoff, backoff * 2 if backoff else 0.1)
                 retry_at = time.monotonic() + backoff
+                if close_deadline is not None:
+                    retry_at = min(retry_at, close_deadline)
                 with self._cond:
-                    # emit() notifies on every record: only close() ends the wait early,
-                    # or a flood would turn the backoff into a retry per record.
-                    while not self._closing and (left := retry_at - time.monotonic()) > 0:
+                    # emit() notifies on every record: only close() ends the wait early
+                    # (for one more try at once), or a flood would turn the backoff into
+                    # a retry per record. Closing, the backoff goes on to the deadline.
+                    closing = self._closing
+                    while (left := retry_at - time.monotonic()) > 0 and self._closing == closing:
                         self._cond.wait(left)
                 continue
             backoff = 0.0
