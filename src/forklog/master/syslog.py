@@ -31,6 +31,7 @@ import functools
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -39,7 +40,7 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from forklog.master.isolation import BufferedSink, DeliveryError
-from forklog.wire import STANDARD_ATTRS, _cut, merged_message, safe_repr
+from forklog.wire import _cut, _extras, merged_message, safe_repr
 
 __all__ = ["FACILITIES", "SyslogSink"]
 
@@ -76,6 +77,7 @@ _OWN_PARAMS = frozenset({"logger", "level"})  # "thread" is a LogRecord attribut
 #: RFC 5424 PRINTUSASCII: '!' to '~'.
 _PRINTABLE = frozenset(range(33, 127))
 _SD_NAME_CHARS = _PRINTABLE - {ord("="), ord("]"), ord('"')}
+_SD_NAME = re.compile(r"[!#-<>-\\^-~]{1,32}\Z")  # the same, for names that need no change
 _SD_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "]": "\\]"})
 _exception_formatter = logging.Formatter()
 
@@ -116,13 +118,17 @@ def header_field(text: str, limit: int) -> str:
 
 def sd_name(text: str) -> str:
     """``text`` as an SD-NAME: 1-32 printable US-ASCII characters but ``= ] "`` (and space)."""
+    if _SD_NAME.match(text):
+        return text
     kept = "".join(ch if ord(ch) in _SD_NAME_CHARS else "_" for ch in text[:32])
     return kept or "_"
 
 
 def sd_escape(text: str) -> str:
     r"""``text`` as a PARAM-VALUE: ``\``, ``"`` and ``]`` escaped with a backslash."""
-    return text.translate(_SD_ESCAPES)
+    if "\\" in text or '"' in text or "]" in text:
+        return text.translate(_SD_ESCAPES)
+    return text
 
 
 def sd_value(value: object) -> str:
@@ -213,6 +219,7 @@ class SyslogSink(BufferedSink):
         self._stream = transport == "tcp"
         self._second = -1
         self._stamp = ""
+        self._msgids: Dict[str, str] = {}
         self.set_name("syslog")
         _live_sinks.add(self)
         _install_fork_hook()
@@ -268,20 +275,31 @@ class SyslogSink(BufferedSink):
             f'level="{sd_escape(str(record.levelname))}"',
             f'thread="{sd_escape(str(record.threadName)[:256])}"',
         ]
-        if extras:
-            for key, value in record.__dict__.items():
-                if key not in STANDARD_ATTRS:
-                    param = sd_name(f"extra.{key}" if key in _OWN_PARAMS else key)
-                    params.append(f'{param}="{sd_escape(sd_value(value))}"')
+        # The extras and bound fields, found as the pipe's codec finds them
+        # (anything that is not a LogRecord attribute), so all sinks agree.
+        fields = _extras(record.__dict__) if extras else None
+        if fields:
+            for key, value in fields.items():
+                param = sd_name(f"extra.{key}" if key in _OWN_PARAMS else key)
+                params.append(f'{param}="{sd_escape(sd_value(value))}"')
         if note:
             params.append(f'forklog_truncated="{sd_escape(note)}"')
         pri = self.facility * 8 + severity(record.levelno)
         procid = str(record.process) if record.process is not None else "-"
         head = (
             f"<{pri}>1 {self._stamp}.{micros:06d}Z {self.hostname} {self.app_name} {procid} "
-            f"{sd_name(name) if name else '-'} [{self.sd_id} {' '.join(params)}] "
+            f"{self._msgid(name)} [{self.sd_id} {' '.join(params)}] "
         )
         return head.encode("utf-8", "backslashreplace")
+
+    def _msgid(self, name: str) -> str:
+        """MSGID: the logger's name as an SD-NAME (a handful of loggers log almost everything)."""
+        msgid = self._msgids.get(name)
+        if msgid is None:
+            if len(self._msgids) > 4096:
+                self._msgids.clear()
+            msgid = self._msgids[name] = sd_name(name) if name else "-"
+        return msgid
 
     def _text(self, record: logging.LogRecord) -> str:
         """MSG: the sink's formatter's output if it has one, else the message, traceback and stack."""
