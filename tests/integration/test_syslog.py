@@ -26,7 +26,7 @@ import pytest
 
 import forklog
 from forklog import SyslogSink
-from tests.integration.gunicorn_proc import REPO
+from tests.integration.gunicorn_proc import REPO, Gunicorn, run_load
 from tests.support import wait_for
 from tests.unit.test_syslog_format import Message, parse
 
@@ -262,6 +262,49 @@ def test_shipped_config_every_record_from_forked_workers_arrives_once(
     lines = (tmp_path / "app.json").read_text().splitlines()
     assert len([line for line in lines if json.loads(line)["logger"] == "app"]) == 3 * count
     assert "error" not in rsyslog.stderr().lower(), rsyslog.stderr()
+
+
+def readme_config(port: int) -> str:
+    """The README's fleet example (a gunicorn config), sending to ``port`` instead of logs.internal."""
+    blocks: List[str] = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    (block,) = [b for b in blocks if "SyslogSink.from_url" in b]
+    assert "tcp://logs.internal:514" in block
+    return block.replace("tcp://logs.internal:514", f"tcp://127.0.0.1:{port}")
+
+
+def test_readme_fleet_config_under_real_gunicorn(rsyslog: Rsyslog, tmp_path: Path) -> None:
+    """gunicorn with the README's config: rsyslog gets what the file gets, from the workers, whole."""
+    conf = tmp_path / "fleet_conf.py"
+    conf.write_text(readme_config(rsyslog.port))
+    server = Gunicorn(tmp_path, ["-w", "2"], conf=conf, env={"FORKLOG_FORMAT": "json"})
+    try:
+        server.start()
+        paths = [f"/burst?n=30&big=0&id=s{j}" for j in range(20)] + ["/error"] * 3
+        assert set(run_load(server, paths, concurrency=4).values()) == {200}
+        assert server.get("/", headers={"X-Request-Id": "r-readme"}) == 200
+        assert server.stop() == 0
+        rsyslog.stop()
+    finally:
+        server.kill_group()
+    in_file = [json.loads(line) for line in server.log_lines()]
+    messages = [m for m in rsyslog.messages() if m.app_name == "shop"]
+    # The same records, in the same order per process, in the file and in rsyslog.
+    file_app = [(r["pid"], r["message"]) for r in in_file if r["logger"] == "app"]
+    sent_app = [(int(m.procid), m.msg.split("\n")[0]) for m in messages if m.msgid == "app"]
+    assert len(file_app) == 20 * 30 + 3 * 1 + 3
+    for pid in {pid for pid, _ in file_app}:
+        assert [m for p, m in sent_app if p == pid] == [m for p, m in file_app if p == pid]
+    assert server.pid not in {pid for pid, _ in sent_app}, "PROCID is the master's, not the worker's"
+    errors = [m for m in messages if m.msgid == "app" and m.pri == 16 * 8 + 3]
+    assert len(errors) == 3
+    for m in errors:
+        assert m.msg.split("\n")[1] == "Traceback (most recent call last):"
+        assert m.msg.endswith("KeyError: 'missing'") and m.sd["forklog@32473"]["request_id"]
+    (hello,) = [m for m in messages if m.msg.startswith("hello from pid")]
+    assert hello.sd["forklog@32473"]["request_id"] == "r-readme"
+    access = [m.msg for m in messages if m.msgid == "gunicorn.access"]
+    assert sorted(access) == sorted(r["message"] for r in in_file if r["logger"] == "gunicorn.access")
+    assert len(access) >= 24  # and the readiness probes
 
 
 def dropped_by_pid(sink: SyslogSink) -> Dict[int, int]:
