@@ -34,6 +34,8 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
+from forklog import tracebacks
+
 __all__ = [
     "EXC_MESSAGE_ATTR",
     "EXC_TYPE_ATTR",
@@ -44,9 +46,11 @@ __all__ = [
     "safe_repr",
 ]
 
-#: 2: the traceback field of a record with ``exc_info`` is a tuple
-#: ``(traceback, type name, message)``; 1 carried the traceback text only.
-FORMAT_VERSION = 2
+#: 3: the traceback field of a record with ``exc_info`` is a tuple
+#: ``(traceback, type name, message)``, or ``(None, type name, message,
+#: frames)`` for the master to write the traceback (:mod:`forklog.tracebacks`);
+#: 2 had no frames; 1 carried the traceback text only.
+FORMAT_VERSION = 3
 
 #: Set by :func:`decode` on a record whose exception was known in the
 #: emitting process: its qualified type name (``ValueError``,
@@ -163,20 +167,27 @@ def _exception_text(record: logging.LogRecord) -> Optional[str]:
 
 
 def _exception(record: logging.LogRecord) -> object:
-    """The traceback field: None, the text, or ``(text, type name, message)`` given ``exc_info``."""
+    """The traceback field: None, the text, or ``(text, type name, message[, frames])`` given ``exc_info``.
+
+    The frames, not the text, when the exception's chain is plain frames and
+    messages: formatting is the dearest part of a log call, so the master
+    does it (:mod:`forklog.tracebacks`).
+    """
     exc_info = record.exc_info
     if not exc_info:
         return _safe_str(record.exc_text) if record.exc_text else None
-    text = _exception_text(record)
     try:
-        kind, value = exc_info[0], exc_info[1]
+        kind, value, tb = exc_info
         if kind is None:
-            return text  # logging.exception() outside an except block: "NoneType: None"
-        module = kind.__module__
-        name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
-        return (text, _safe_str(name), _safe_str(value))
+            return _exception_text(record)  # logging.exception() outside an except block
+        name, message = _safe_str(tracebacks.type_name(kind)), _safe_str(value)
+        if not record.exc_text and isinstance(value, BaseException) and value.__traceback__ is tb:
+            chain = tracebacks.extract(value)
+            if chain is not None:
+                return (None, name, message, chain)
+        return (_exception_text(record), name, message)
     except Exception:  # noqa: BLE001 - exc_info=True outside an except block, a hand-made tuple
-        return text
+        return _exception_text(record)
 
 
 def _extras(attrs: Dict[str, Any]) -> Optional[Dict[str, object]]:
@@ -320,6 +331,9 @@ def _truncated(fields: Tuple[object, ...], size: int, max_bytes: int) -> bytes:
     """The payload of ``fields`` (``size`` bytes as they are) cut to at most ``max_bytes``."""
     items = list(fields)
     exception = items[14]
+    if type(exception) is tuple and len(exception) == 4:
+        # Too big as frames (a deep recursion and a huge message): cut as text.
+        exception = (_rendered(exception[3]), exception[1], exception[2])
     parts = list(exception) if type(exception) is tuple else [exception]
 
     def dumps() -> bytes:
@@ -353,6 +367,13 @@ def _truncated(fields: Tuple[object, ...], size: int, max_bytes: int) -> bytes:
             if isinstance(value, str) and len(value.encode("utf-8", "surrogatepass")) > share:
                 place[index] = _cut(value, len(value.encode("utf-8", "surrogatepass")) - share)
     return dumps()
+
+
+def _rendered(chain: object) -> str:
+    try:
+        return tracebacks.render(cast(tracebacks.Chain, chain))
+    except Exception as exc:  # noqa: BLE001 - frames from the pipe, not trusted to be well formed
+        return f"[forklog: could not write the traceback: {safe_repr(exc)}]"
 
 
 _new_record = logging.LogRecord.__new__
@@ -420,8 +441,10 @@ def decode(payload: bytes, pid: int) -> logging.LogRecord:
     }
     if _HAS_TASK_NAME:
         attrs["taskName"] = task_name
-    if type(exception) is tuple:  # (traceback, type name, message): the record had exc_info
-        attrs["exc_text"], attrs[EXC_TYPE_ATTR], attrs[EXC_MESSAGE_ATTR] = exception
+    if type(exception) is tuple:  # (traceback, type name, message[, frames]): it had exc_info
+        attrs["exc_text"], attrs[EXC_TYPE_ATTR], attrs[EXC_MESSAGE_ATTR] = exception[:3]
+        if len(exception) == 4:
+            attrs["exc_text"] = _rendered(exception[3])
     if extras:
         for key, value in extras.items():
             attrs.setdefault(key, value)

@@ -54,7 +54,7 @@ def check(collect: Collect, results: List[Tuple[int, int]], parent_pid: int) -> 
         assert keys == sorted(keys), f"pid {pid}: out of order"
     child_pids = {pid for _index, pid in results}
     assert set(order) == child_pids and parent_pid not in child_pids
-    assert any(r.name == "parent" for r in collect.records), "the parent's own record"
+    assert any(r.name == "pool.parent" for r in collect.records), "the parent's own record"
 
 
 def run_pool(ctx: Any, queue: forklog.Channel) -> List[Tuple[int, int]]:
@@ -78,6 +78,6 @@ def test_pool_initializer(method: str, run: Callable[[Any, forklog.Channel], Lis
     with forklog.Hub([collect]) as hub:
         forklog.init_worker(hub.queue)
         # H1: the parent logs before the children exist.
-        logging.getLogger("parent").info("before the pool")
+        logging.getLogger("pool.parent").info("before the pool")
         results = run(multiprocessing.get_context(method), hub.queue)
     check(collect, results, os.getpid())
