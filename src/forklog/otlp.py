@@ -323,7 +323,7 @@ class OTLPSink(BufferedSink):
     def deliver(self, records: List[logging.LogRecord]) -> None:
         wait = self._not_before - time.monotonic()
         if wait > 0 and not self.closed:
-            self._wake.wait(wait)  # the collector asked for it (Retry-After)
+            self._wake.wait(wait)  # the collector's Retry-After (BufferedSink's backoff is shorter)
         done = 0
         for body, end in self.encode(records):
             self._post(body, records, done, end)
@@ -639,8 +639,11 @@ def _close_in_child() -> None:
     # copy of the descriptor leaves the master's connection as it is.
     for sink in list(_live_sinks):
         conn, sink._conn = sink._conn, None
-        if conn is not None and conn.sock is not None:
-            conn.sock.close()
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            # Not sock.close(): while a response is being read (the fork came
+            # mid-request) its file object keeps the descriptor open.
+            os.close(sock.detach())
 
 
 @functools.cache

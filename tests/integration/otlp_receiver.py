@@ -36,6 +36,11 @@ def plain(value: AnyValue) -> object:
     return getattr(value, kind)
 
 
+def at_least(count: int) -> Callable[[List[Received]], bool]:
+    """A ``wait_for`` condition: ``count`` records or more have arrived."""
+    return lambda records: len(records) >= count
+
+
 @dataclass
 class Received:
     """One decoded log record, with where it came from."""
@@ -64,6 +69,8 @@ class OTLPReceiver:
         self, *, fail_first: int = 0, fail_status: int = 503, retry_after: Optional[str] = None
     ) -> None:
         self.fail_first = fail_first
+        #: Close each connection after answering, without saying so (an idle timeout).
+        self.drop_connections = False
         self.fail_status = fail_status
         self.retry_after = retry_after
         self.records: List[Received] = []
@@ -88,7 +95,9 @@ class OTLPReceiver:
         self.server.daemon_threads = True
         self.port: int = self.server.server_address[1]
         self.endpoint = f"http://127.0.0.1:{self.port}/v1/logs"
-        self._thread = threading.Thread(target=self.server.serve_forever, name="otlp-receiver", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, args=(0.05,), name="otlp-receiver", daemon=True
+        )
 
     def __enter__(self) -> OTLPReceiver:
         self._thread.start()
@@ -128,13 +137,13 @@ class OTLPReceiver:
             self._answer(handler, 400, b"undecodable", 0, encoding)
             return
         decoded = self._decode(request)
-        self._answer(handler, 200, ExportLogsServiceResponse().SerializeToString(), len(decoded), encoding)
-        with self.arrived:
-            index = len([r for r in self.requests if r[0] == 200]) - 1
+        with self.arrived:  # kept before the answer: a sender that got its 200 finds them here
+            index = len([r for r in self.requests if r[0] == 200])
             for record in decoded:
                 record.request = index
             self.records.extend(decoded)
             self.arrived.notify_all()
+        self._answer(handler, 200, ExportLogsServiceResponse().SerializeToString(), len(decoded), encoding)
 
     def _answer(
         self, handler: http.server.BaseHTTPRequestHandler, status: int, body: bytes, count: int, encoding: str
@@ -148,6 +157,8 @@ class OTLPReceiver:
             handler.send_header("Retry-After", self.retry_after)
         handler.end_headers()
         handler.wfile.write(body)
+        if self.drop_connections:
+            handler.close_connection = True
 
     @staticmethod
     def _decode(request: ExportLogsServiceRequest) -> List[Received]:
