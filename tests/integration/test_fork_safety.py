@@ -20,11 +20,12 @@ SCRIPT = textwrap.dedent(
     log = logging.getLogger("parent")
     stop = threading.Event()
 
+    said = [0]
+
     def chatter():  # keeps the listener inside the sink's write() while we fork
-        i = 0
         while not stop.is_set():
-            log.info("parent %d", i)
-            i += 1
+            log.info("parent %d", said[0])
+            said[0] += 1
 
     thread = threading.Thread(target=chatter)
     thread.start()
@@ -54,6 +55,7 @@ SCRIPT = textwrap.dedent(
     thread.join()
     log.info("parent done")
     hub.stop(timeout=10)
+    print("CHATTER", said[0], flush=True)
     """
 )
 
@@ -76,5 +78,9 @@ def test_children_forked_during_writes_exit_cleanly(tmp_path: Path) -> None:
     child_lines = [line for line in lines if " child " in line]
     assert sorted(int(line.split()[2]) for line in child_lines) == list(range(children))
     parent = [int(line.split()[2]) for line in lines if " parent " in line and "done" not in line]
-    assert parent == list(range(len(parent))), "the parent's records lost or reordered"
+    assert parent == sorted(set(parent)), "the parent's records reordered or doubled"
+    # A full pipe may drop some of the chatter (INFO): each drop is reported, none is lost.
+    reported = sum(int(line.split()[3]) for line in lines if " forklog: dropped " in line)
+    said = int(result.stdout.split("CHATTER ")[1].split()[0])
+    assert len(parent) + reported == said, "the parent's records lost without a report"
     assert lines[-1].endswith("parent done")
