@@ -213,6 +213,8 @@ def test_one_scope_per_run_of_a_logger_keeps_order() -> None:
 def test_requests_are_split_at_max_request_bytes() -> None:
     """A batch bigger than max_request_bytes goes in several requests, in order, each under the limit."""
     records = [make("r%03d %s", index, "x" * 1000) for index in range(50)]
+    for index, record in enumerate(records):
+        record.name = f"logger{index // 3}"  # scopes that start at a split too
     out = sink(max_request_bytes=10_000).encode(records)
     assert len(out) >= 5
     bodies: List[str] = []
@@ -221,6 +223,8 @@ def test_requests_are_split_at_max_request_bytes() -> None:
         request = decode(body)
         bodies += [str(plain(r.body))[:4] for s in request.resource_logs[0].scope_logs for r in s.log_records]
     assert bodies == [f"r{index:03d}" for index in range(50)]
+    for body, _end in out:
+        assert all(len(scope.log_records) > 0 for scope in decode(body).resource_logs[0].scope_logs)
     ends = [end for _body, end in out]
     assert ends == sorted(ends) and ends[-1] == 50
 
