@@ -239,11 +239,6 @@ def test_dead_receiver_costs_the_file_nothing(tmp_path: Path) -> None:
     assert sink.failures < 60, "retried without a pause"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BufferedSink.close() counts the batch its thread is retrying as dropped when join() times out, "
-    "then the thread, at its own close deadline, counts the same batch again",
-)
 def test_dead_receiver_drops_are_counted_once(tmp_path: Path) -> None:
     """Once the sink's thread has ended, the OTLP sink has counted each of the 500 records dropped once."""
     sink, _stats, _stopped_in = run_dead_receiver(tmp_path / "app.log")
