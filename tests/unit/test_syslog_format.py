@@ -257,6 +257,7 @@ def test_a_bad_url_names_itself(url: str) -> None:
         ((("h", 1),), {"sd_id": "bad id"}, "sd_id='bad id'"),
         ((("h", 1),), {"max_message_size": 100}, "max_message_size=100"),
         ((("h", 1),), {"timeout": 0}, "timeout=0"),
+        ((("h", 1),), {"send_buffer": 100}, "send_buffer=100"),
         ((("h", 1),), {"capacity": 0}, "capacity=0"),
     ],
 )

@@ -72,6 +72,9 @@ DEFAULT_SD_ID = "forklog@32473"
 DATAGRAM_MAX = 65_000
 #: One message over a stream: deploy/rsyslog/forklog.conf's maxMessageSize (1m).
 STREAM_MAX = 1 << 20
+#: A TCP connection's send buffer (Linux doubles it): 1-2 thousand typical
+#: records, where the kernel's autotuning lets a stalled server swallow ~15,000.
+SEND_BUFFER = 256 << 10
 #: Structured-data names the sink writes itself; an extra of the same name becomes ``extra.<name>``.
 _OWN_PARAMS = frozenset({"logger", "level"})  # "thread" is a LogRecord attribute
 #: RFC 5424 PRINTUSASCII: '!' to '~'.
@@ -154,7 +157,10 @@ class SyslogSink(BufferedSink):
     than ``max_message_size`` bytes has its text cut with a visible marker
     (default: 1 MiB over a stream, 65,000 bytes in a datagram); match your
     receiver's ``maxMessageSize``. ``timeout`` bounds a connection attempt
-    and a blocked send. A failed delivery is retried with a backoff up to
+    and a blocked send. ``send_buffer`` caps the kernel's send buffer of a
+    TCP connection (``None``: the kernel's own, up to megabytes): what a
+    server that accepts but stops reading can swallow before the sink
+    notices, records then lost uncounted. A failed delivery is retried with a backoff up to
     ``max_backoff`` seconds; meanwhile records wait in a buffer of
     ``capacity``, and what does not fit is dropped and counted.
     """
@@ -170,6 +176,7 @@ class SyslogSink(BufferedSink):
         sd_id: str = DEFAULT_SD_ID,
         max_message_size: Optional[int] = None,
         timeout: float = 5.0,
+        send_buffer: Optional[int] = SEND_BUFFER,
         level: int = logging.NOTSET,
         capacity: int = 10_000,
         batch_size: int = 256,
@@ -215,6 +222,11 @@ class SyslogSink(BufferedSink):
         self.max_message_size = limit
         self._user_limit = max_message_size is not None
         self.timeout = timeout
+        if send_buffer is not None and send_buffer < 4096:
+            raise ValueError(
+                f"forklog.SyslogSink: send_buffer={send_buffer!r}: expected at least 4096, or None"
+            )
+        self.send_buffer = send_buffer
         self._sock: Optional[socket.socket] = None
         self._stream = transport == "tcp"
         self._second = -1
@@ -374,6 +386,8 @@ class SyslogSink(BufferedSink):
                 sock = self._connect_unix(self._path)
             elif self.transport == "tcp":
                 sock = socket.create_connection(self._host_port or ("", 0), timeout=self.timeout)
+                if self.send_buffer is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
             else:
                 host, port = self._host_port or ("", 0)
                 family, kind, proto, _name, addr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
