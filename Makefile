@@ -33,6 +33,7 @@ test: lint typecheck
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.chaos
+	$(BIN)/python -m benchmarks.syslog
 
 unit: $(BIN)/.installed
 	$(BIN)/python -m pytest tests/unit
