@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
+import sys
 import time
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+from forklog import wire
 from forklog.wire import STANDARD_ATTRS, merged_message, safe_repr
 
-__all__ = ["JSONFormatter", "TextFormatter"]
+__all__ = ["JSONFormatter", "TextFormatter", "line_renderer"]
+
+#: Makes a record's line from :func:`forklog.wire.decode_fields`' tuple, the
+#: writer's pid and the record's ``exc_text`` (:func:`forklog.wire.exception_text`).
+Renderer = Callable[[Tuple[Any, ...], int, Any], str]
 
 _RESERVED = frozenset({"time", "level", "logger", "message", "pid", "thread", "exc_info", "stack_info"})
 
@@ -28,27 +35,60 @@ class JSONFormatter(logging.Formatter):
     string as its repr, anything else JSON has no type for as its repr.
     """
 
+    _time_cache: Tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
-        created = record.created
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
-        out: Dict[str, Any] = {
-            "time": f"{stamp}.{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "message": merged_message(record),
-            "pid": record.process,
-            "thread": record.threadName,
-        }
         exc_text = record.exc_text
         if not exc_text and record.exc_info:
             exc_text = self.formatException(record.exc_info)
+        extras = ((key, value) for key, value in record.__dict__.items() if key not in STANDARD_ATTRS)
+        return self._line(
+            record.created,
+            record.msecs,
+            record.levelname,
+            record.name,
+            merged_message(record),
+            record.process,
+            record.threadName,
+            exc_text,
+            record.stack_info,
+            extras,
+        )
+
+    def _line(  # noqa: PLR0917 - one argument per key, for format() and the fast lane
+        self,
+        created: float,
+        msecs: float,
+        levelname: object,
+        name: object,
+        message: str,
+        pid: object,
+        thread_name: object,
+        exc_text: object,
+        stack_info: object,
+        extras: Iterable[Tuple[Any, Any]],
+    ) -> str:
+        if 0 <= created < 1e11:  # gmtime() floors; int() truncates: the same for these
+            second, stamp = self._time_cache
+            if int(created) != second:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+                self._time_cache = (int(created), stamp)
+        else:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        out: Dict[Any, Any] = {
+            "time": f"{stamp}.{int(msecs):03d}Z",
+            "level": levelname,
+            "logger": name,
+            "message": message,
+            "pid": pid,
+            "thread": thread_name,
+        }
         if exc_text:
             out["exc_info"] = exc_text
-        if record.stack_info:
-            out["stack_info"] = record.stack_info
-        for key, value in record.__dict__.items():
-            if key not in STANDARD_ATTRS:
-                out[f"extra.{key}" if key in _RESERVED else key] = value
+        if stack_info:
+            out["stack_info"] = stack_info
+        for key, value in extras:
+            out[f"extra.{key}" if key in _RESERVED else key] = value
         try:
             return json.dumps(out, default=safe_repr, allow_nan=False)
         except (TypeError, ValueError, RecursionError):
@@ -114,3 +154,174 @@ class TextFormatter(logging.Formatter):
                 finally:
                     record.message = message
         return super().formatMessage(record)
+
+
+# -- the listener's fast lane ---------------------------------------------------------
+#
+# A line made straight from the decoded fields, without a LogRecord, for the
+# formatters whose output is known exactly: logging.Formatter, TextFormatter
+# and JSONFormatter themselves (not subclasses) with a %-style format that
+# names only attributes every decoded record has. It must be the line
+# format(decode(...)) makes, byte for byte (tests/unit/test_fast_lane.py).
+
+#: One ``%`` directive: ``%%`` or ``%(key)<flags><width><.precision><type>``.
+_DIRECTIVE = re.compile(r"%(?:%|\((?P<key>[^()]*)\)(?P<spec>[#0+ -]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]))")
+
+#: The expression of each attribute of a decoded record in the render function.
+_SOURCES = {
+    "name": "f[1]",
+    "levelno": "f[2]",
+    "levelname": "f[3]",
+    "msg": "f[4]",
+    "message": "message",
+    "args": "None",
+    "created": "f[5]",
+    "msecs": "f[6]",
+    "relativeCreated": "f[7]",
+    "pathname": "f[8]",
+    "filename": "file_names(f[8])[0]",
+    "module": "file_names(f[8])[1]",
+    "lineno": "f[9]",
+    "funcName": "f[10]",
+    "thread": "f[11]",
+    "threadName": "f[12]",
+    "processName": "f[13]",
+    "process": "pid",
+    "exc_info": "None",
+    "exc_text": "exc_text",
+    "stack_info": "f[15]",
+    "asctime": "asctime",
+}
+if sys.version_info >= (3, 12):
+    _SOURCES["taskName"] = "f[16]"
+
+
+class _Stamp:
+    """What ``Formatter.formatTime`` reads of a record."""
+
+    __slots__ = ("created", "msecs")
+
+    def __init__(self, created: float, msecs: float) -> None:
+        self.created = created
+        self.msecs = msecs
+
+
+def _positional(fmt: str) -> Optional[Tuple[str, List[str]]]:
+    """``fmt`` with its ``%(key)`` directives made positional, and the keys; None if unsure."""
+    out: List[str] = []
+    keys: List[str] = []
+    pos = 0
+    while True:
+        found = fmt.find("%", pos)
+        if found < 0:
+            out.append(fmt[pos:])
+            return "".join(out), keys
+        match = _DIRECTIVE.match(fmt, found)
+        if match is None:
+            return None
+        key = match.group("key")
+        if key is None:
+            out.append(fmt[pos : match.end()])
+        else:
+            out.append(fmt[pos:found] + "%" + match.group("spec"))
+            keys.append(key)
+        pos = match.end()
+
+
+def line_renderer(formatter: Optional[logging.Formatter]) -> Optional[Renderer]:
+    """A function that makes ``formatter``'s line from decoded fields, or None if it cannot.
+
+    ``formatter`` None is ``logging``'s default formatter, as ``Handler.format``
+    uses. The function reads the formatter's settings once: make it again
+    when they change (the listener compares :func:`renderer_key`).
+    """
+    if formatter is None:
+        formatter = logging._defaultFormatter  # type: ignore[attr-defined]
+    if type(formatter) is JSONFormatter:
+        return _json_renderer(formatter)
+    if type(formatter) not in (logging.Formatter, TextFormatter):
+        return None
+    style = formatter._style
+    if type(style) is not logging.PercentStyle or getattr(style, "_defaults", None):
+        return None
+    parsed = _positional(style._fmt)
+    if parsed is None:
+        return None
+    positional, keys = parsed
+    if any(key not in _SOURCES for key in keys):
+        return None  # an extra, or an attribute only some records have
+    lines = ["def render(f, pid, exc_text):"]
+    escape = type(formatter) is TextFormatter and formatter.escape_newlines
+    if "message" in keys:
+        lines.append("    message = f[4]")
+        if escape:
+            lines.append('    if "\\n" in message or "\\r" in message:')
+            lines.append('        message = message.replace("\\r", "\\\\r").replace("\\n", "\\\\n")')
+    namespace: Dict[str, Any] = {"file_names": wire.file_names, "FMT": positional}
+    if style.usesTime():  # formatTime() runs even when %(asctime) is only in a literal
+        datefmt = formatter.datefmt
+        if type(formatter) is TextFormatter and datefmt is None:
+            namespace.update(
+                strftime=time.strftime,
+                converter=formatter.converter,
+                time_format=formatter.default_time_format,
+                cache=[-1, ""],
+            )
+            lines += [
+                "    created = f[5]",
+                "    if int(created) != cache[0]:",
+                "        cache[1] = strftime(time_format, converter(created))",
+                "        cache[0] = int(created)",
+                '    asctime = f"{cache[1]},{int(f[6]):03d}"',
+            ]
+        else:
+            namespace.update(format_time=formatter.formatTime, Stamp=_Stamp, datefmt=datefmt)
+            lines.append("    asctime = format_time(Stamp(f[5], f[6]), datefmt)")
+    values = "".join(_SOURCES[key] + ", " for key in keys)
+    lines += [
+        f"    s = FMT % ({values})",
+        "    if exc_text:",
+        '        if s[-1:] != "\\n":',
+        '            s = s + "\\n"',
+        "        s = s + exc_text",
+        "    stack_info = f[15]",
+        "    if stack_info:",
+        '        if s[-1:] != "\\n":',
+        '            s = s + "\\n"',
+        "        s = s + stack_info",
+        "    return s",
+    ]
+    exec("\n".join(lines), namespace)  # our own source, made of the keys checked above
+    render: Renderer = namespace["render"]
+    return render
+
+
+def _json_renderer(formatter: JSONFormatter) -> Renderer:
+    line = formatter._line
+    standard = STANDARD_ATTRS
+
+    def render(f: Tuple[Any, ...], pid: int, exc_text: Any) -> str:
+        extras = f[17]
+        items = () if not extras else ((k, v) for k, v in extras.items() if k not in standard)
+        return line(f[5], f[6], f[3], f[1], f[4], pid, f[12], exc_text, f[15], items)
+
+    return render
+
+
+def renderer_key(formatter: Optional[logging.Formatter]) -> Tuple[Any, ...]:
+    """What :func:`line_renderer` read of ``formatter``: its renderer is good while this is equal."""
+    if formatter is None:
+        return (None,)
+    style = getattr(formatter, "_style", None)
+    return (
+        formatter,
+        type(formatter),
+        style,
+        getattr(style, "_fmt", None),
+        getattr(style, "_defaults", None),
+        formatter.datefmt,
+        getattr(formatter, "escape_newlines", None),
+        formatter.converter,
+        formatter.default_time_format,
+        formatter.default_msec_format,
+    )

@@ -44,7 +44,7 @@ import time
 import weakref
 import zlib
 from multiprocessing import reduction
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from forklog import wire
 from forklog.scoreboard import Scoreboard
@@ -58,6 +58,7 @@ _MAGIC = b"\xf0\x1c"
 _HEAD = struct.Struct("<2sBBHIIII")
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _HEAD.size + _CRC.size
+_HEAD_CRC = struct.Struct("<2sBBHIIIII")  # the header and its CRC, read at once
 MAX_PAYLOAD = PIPE_BUF - HEADER_SIZE
 _VERSION = 1
 
@@ -541,44 +542,52 @@ class FrameReader:
         self.bad_frames = 0
         self.abandoned_records: Dict[int, int] = {}  # by pid
 
-    def feed(self, data: bytes) -> Iterator[Tuple[int, int, int, int, bytes]]:
-        """Yield ``(flags, pid, boot, seq, payload)`` for each whole record in ``data``."""
+    def feed(self, data: bytes) -> List[Tuple[int, int, int, int, bytes]]:
+        """``(flags, pid, boot, seq, payload)`` of each whole record in ``data``, in order."""
         buf = self._buffer
         buf += data
+        out: List[Tuple[int, int, int, int, bytes]] = []
+        append = out.append
         pos = 0
         end = len(buf)
-        unpack = _HEAD.unpack_from
-        while end - pos >= HEADER_SIZE:
-            if buf[pos : pos + 2] != _MAGIC:
-                found = buf.find(_MAGIC, pos + 1)
-                skip_to = found if found >= 0 else end - 1
-                self.garbage_bytes += skip_to - pos
-                pos = skip_to
-                continue
-            _magic, flags, version, length, pid, boot, seq, index = unpack(buf, pos)
-            if version != _VERSION or length > MAX_PAYLOAD:
-                self.garbage_bytes += 1
-                self.bad_frames += 1
-                pos += 1
-                continue
-            frame_end = pos + HEADER_SIZE + length
-            if frame_end > end:
-                break  # the rest of this frame has not been read yet
-            (crc,) = _CRC.unpack_from(buf, pos + _HEAD.size)
-            payload = bytes(buf[pos + HEADER_SIZE : frame_end])
-            if zlib.crc32(payload, zlib.crc32(buf[pos : pos + _HEAD.size])) != crc:
-                self.garbage_bytes += 1
-                self.bad_frames += 1
-                pos += 1
-                continue
-            pos = frame_end
-            if flags & FIRST and flags & LAST:
-                yield flags, pid, boot, seq, payload
-            else:
-                whole = self._assemble(flags, (pid, boot, seq), index, payload)
-                if whole is not None:
-                    yield flags, pid, boot, seq, whole
+        unpack = _HEAD_CRC.unpack_from
+        head_size = _HEAD.size
+        crc32 = zlib.crc32
+        view = memoryview(buf)  # slices without copies; released before buf is resized
+        try:
+            while end - pos >= HEADER_SIZE:
+                magic, flags, version, length, pid, boot, seq, index, crc = unpack(buf, pos)
+                if magic != _MAGIC:
+                    found = buf.find(_MAGIC, pos + 1)
+                    skip_to = found if found >= 0 else end - 1
+                    self.garbage_bytes += skip_to - pos
+                    pos = skip_to
+                    continue
+                if version != _VERSION or length > MAX_PAYLOAD:
+                    self.garbage_bytes += 1
+                    self.bad_frames += 1
+                    pos += 1
+                    continue
+                frame_end = pos + HEADER_SIZE + length
+                if frame_end > end:
+                    break  # the rest of this frame has not been read yet
+                payload = view[pos + HEADER_SIZE : frame_end].tobytes()
+                if crc32(payload, crc32(view[pos : pos + head_size])) != crc:
+                    self.garbage_bytes += 1
+                    self.bad_frames += 1
+                    pos += 1
+                    continue
+                pos = frame_end
+                if flags & FIRST and flags & LAST:
+                    append((flags, pid, boot, seq, payload))
+                else:
+                    whole = self._assemble(flags, (pid, boot, seq), index, payload)
+                    if whole is not None:
+                        append((flags, pid, boot, seq, whole))
+        finally:
+            view.release()
         del buf[:pos]
+        return out
 
     def _assemble(self, flags: int, key: Tuple[int, int, int], index: int, payload: bytes) -> Optional[bytes]:
         if flags & FIRST:

@@ -42,7 +42,12 @@ __all__ = [
     "FORMAT_VERSION",
     "STANDARD_ATTRS",
     "decode",
+    "decode_fields",
     "encode",
+    "exception_text",
+    "file_names",
+    "plain_fields",
+    "record_from_fields",
     "safe_repr",
 ]
 
@@ -384,12 +389,66 @@ _file_names: Dict[str, Tuple[str, str]] = {}
 
 def decode(payload: bytes, pid: int) -> logging.LogRecord:
     """Rebuild a ``LogRecord`` from :func:`encode`'s bytes. Raises ``ValueError``."""
+    return record_from_fields(decode_fields(payload), pid)
+
+
+def decode_fields(payload: bytes) -> Tuple[Any, ...]:
+    """The 18 fields of :func:`encode`'s bytes, as a tuple, checked for shape only. Raises ``ValueError``.
+
+    The listener's fast lane renders a line straight from them
+    (:func:`plain_fields` says when it may); :func:`record_from_fields`
+    makes the ``LogRecord``.
+    """
     try:
         fields = marshal.loads(payload)
     except (EOFError, TypeError, ValueError) as exc:
         raise ValueError(f"undecodable record payload: {exc}") from None
     if type(fields) is not tuple or len(fields) != 18 or fields[0] != FORMAT_VERSION:
         raise ValueError("record payload of an unknown shape")
+    return fields
+
+
+def plain_fields(fields: Tuple[Any, ...]) -> bool:
+    """Whether ``fields`` hold the types :func:`encode` writes where a line is made from them.
+
+    True guarantees that :func:`record_from_fields` does not raise, and that
+    the record's ``getMessage()`` is ``fields[4]`` itself. Anything else (a
+    payload that did not come from :func:`encode`) takes the slow path.
+    """
+    exception, extras = fields[14], fields[17]
+    return (
+        type(fields[4]) is str
+        and type(fields[1]) is str
+        and type(fields[2]) is int
+        and type(fields[8]) is str
+        and type(fields[5]) is float
+        and (extras is None or type(extras) is dict)
+        and (
+            exception is None or type(exception) is str or (type(exception) is tuple and len(exception) >= 3)
+        )
+    )
+
+
+def file_names(pathname: str) -> Tuple[str, str]:
+    """``(filename, module)`` of ``pathname``, as ``LogRecord`` has them."""
+    names = _file_names.get(pathname)
+    if names is None:
+        if len(_file_names) > 4096:
+            _file_names.clear()
+        filename = os.path.basename(pathname)
+        names = _file_names[pathname] = (filename, os.path.splitext(filename)[0])
+    return names
+
+
+def exception_text(exception: Any) -> Any:
+    """The record's ``exc_text`` given the traceback field (see :func:`_exception`)."""
+    if type(exception) is tuple:
+        return _rendered(exception[3]) if len(exception) == 4 else exception[0]
+    return exception
+
+
+def record_from_fields(fields: Tuple[Any, ...], pid: int) -> logging.LogRecord:
+    """The ``LogRecord`` of :func:`decode_fields`' tuple. Raises on fields of the wrong types."""
     (
         _version,
         name,
@@ -410,12 +469,7 @@ def decode(payload: bytes, pid: int) -> logging.LogRecord:
         task_name,
         extras,
     ) = fields
-    names = _file_names.get(pathname)
-    if names is None:
-        if len(_file_names) > 4096:
-            _file_names.clear()
-        filename = os.path.basename(pathname)
-        names = _file_names[pathname] = (filename, os.path.splitext(filename)[0])
+    names = file_names(pathname)
     record = _new_record(logging.LogRecord)
     attrs = {
         "name": name,

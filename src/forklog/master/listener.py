@@ -21,11 +21,13 @@ import os
 import select
 import threading
 import time
-from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
-from forklog import transport, wire
+from forklog import formatters, transport, wire
+from forklog.master.isolation import BufferedSink
 from forklog.master.ledger import Ledger, process_is_gone
 from forklog.master.report import Reporter
+from forklog.master.sinks import RotatingFileSink
 from forklog.master.watch import Watch
 
 __all__ = ["Backlog", "Counters", "Listener", "Receiver"]
@@ -36,6 +38,13 @@ EXITED = 1  # the process is gone and everything it wrote is ahead of this item
 
 #: The control frame that tells the reader a process is gone: prefix + pid.
 EXIT_MARK = b"exit"
+
+#: A sink's fast lane: writes the line of (fields, pid, exc_text); returns None,
+#: or what to call with the record instead (the sink's ``emit``, or its
+#: ``handleError`` when writing the line failed).
+Lane = Callable[[Tuple[Any, ...], int, Any], Optional[Callable[[logging.LogRecord], Any]]]
+Plan = List[Tuple[str, logging.Handler, Optional[Lane]]]
+_STREAM_EMITS = (logging.StreamHandler.emit, logging.FileHandler.emit)
 
 
 class Backlog:
@@ -208,6 +217,9 @@ class Listener(threading.Thread):
     BATCH = 256
     #: How often the listener looks for writers that died without a word.
     LIVENESS_INTERVAL = 1.0
+    #: Write the lines of file and stream sinks straight from the decoded
+    #: fields, without a LogRecord, when their formatter allows (see _lane).
+    FAST_LANE = True
 
     def __init__(
         self,
@@ -231,6 +243,8 @@ class Listener(threading.Thread):
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned = 0
         self._last_created = 0.0
+        #: Renderers by formatter, with the settings they were made from.
+        self._renderers: Dict[int, Tuple[Tuple[Any, ...], Optional[formatters.Renderer]]] = {}
         #: Set by the hub when a stats record or a Prometheus file is wanted.
         self.watch: Optional[Watch] = None
 
@@ -252,8 +266,7 @@ class Listener(threading.Thread):
             batch = backlog.get_batch(self.BATCH, 0.25)
             if batch:
                 with self._dispatch_lock:
-                    for item in batch:
-                        self.dispatch(item)
+                    self.dispatch_batch(batch)
                     self._flush_batched()
                 if self._last_created:
                     self._counters.lag = max(0.0, time.time() - self._last_created)
@@ -317,13 +330,157 @@ class Listener(threading.Thread):
             counters.bad_records += 1
             self._reporter.report("decode", f"skipped an undecodable record from pid {pid}: {exc}")
             return
+        self._deliver(record, pid, boot)
+
+    def _deliver(self, record: logging.LogRecord, pid: int, boot: int) -> None:
         dropped = record.__dict__.get("forklog_dropped")
         if dropped and record.name == "forklog" and isinstance(dropped, dict):
             counts = {str(k): int(v) for k, v in dropped.items()}
-            counters.add_drops(pid, counts)
-            counters.ledger.dropped(pid, boot, sum(counts.values()))
+            self._counters.add_drops(pid, counts)
+            self._counters.ledger.dropped(pid, boot, sum(counts.values()))
         self._last_created = record.created
         self._write(record)
+
+    # -- the fast lane -----------------------------------------------------------
+
+    def dispatch_batch(self, batch: Sequence[Item]) -> None:
+        """``dispatch`` each item; through the fast lane when a sink has one."""
+        plan = self._plan() if self.FAST_LANE else None
+        if plan is None:
+            for item in batch:
+                self.dispatch(item)
+            return
+        for item in batch:
+            self._dispatch_planned(item, plan)
+
+    def _plan(self) -> Optional[Plan]:
+        """Each sink with its lane (None: the LogRecord path); None if no sink has one.
+
+        A sink after one that may change the record on the listener thread
+        (a filter, a handler of unknown kind) takes the LogRecord path, so
+        that it sees the change as it would have.
+        """
+        plan: Plan = []
+        fast = False
+        tainted = False
+        for name, sink in self._sinks:
+            lane = None if tainted else self._lane(sink)
+            if lane is None and (sink.filters or not isinstance(sink, BufferedSink)):
+                tainted = True
+            fast = fast or lane is not None
+            plan.append((name, sink, lane))
+        return plan if fast else None
+
+    def _renderer(self, formatter: logging.Formatter) -> Optional[formatters.Renderer]:
+        key = formatters.renderer_key(formatter)
+        cached = self._renderers.get(id(formatter))
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            renderer = formatters.line_renderer(formatter)
+        except Exception:  # noqa: BLE001 - a formatter set up in a way not foreseen: the slow path
+            renderer = None
+        if len(self._renderers) > 64:
+            self._renderers.clear()
+        self._renderers[id(formatter)] = (key, renderer)
+        return renderer
+
+    def _lane(self, sink: logging.Handler) -> Optional[Lane]:
+        """``sink``'s fast lane, if it is a file or stream sink whose line the fields make alike."""
+        kind = type(sink)
+        if sink.filters or kind.format is not logging.Handler.format:
+            return None
+        if "emit" in sink.__dict__ or "format" in sink.__dict__ or "emit_line" in sink.__dict__:
+            return None  # patched on the instance
+        render = self._renderer(sink.formatter or logging._defaultFormatter)  # type: ignore[attr-defined]
+        if render is None:
+            return None
+        emit = sink.emit
+        if kind.emit is RotatingFileSink.emit and kind.emit_line is RotatingFileSink.emit_line:  # type: ignore[attr-defined]
+            emit_line = sink.emit_line  # type: ignore[attr-defined]
+
+            def file_lane(fields: Tuple[Any, ...], pid: int, exc_text: Any) -> Optional[Callable[..., Any]]:
+                try:
+                    line = render(fields, pid, exc_text)
+                except Exception:  # noqa: BLE001 - emit() formats again, and counts and reports it
+                    return emit
+                return None if emit_line(line) else emit
+
+            return file_lane
+        if kind.emit in _STREAM_EMITS:
+            stream_sink: logging.StreamHandler[Any] = sink  # type: ignore[assignment]
+
+            def stream_lane(fields: Tuple[Any, ...], pid: int, exc_text: Any) -> Optional[Callable[..., Any]]:
+                # StreamHandler.emit, given the line.
+                stream = stream_sink.stream
+                if stream is None:
+                    return emit  # a FileHandler that opens its file on the first record
+                try:
+                    line = render(fields, pid, exc_text)
+                except Exception:  # noqa: BLE001
+                    return emit
+                try:
+                    stream.write(line + stream_sink.terminator)
+                    stream_sink.flush()
+                except RecursionError:
+                    raise
+                except Exception:  # noqa: BLE001 - as emit() does
+                    return stream_sink.handleError
+                return None
+
+            return stream_lane
+        return None
+
+    def _dispatch_planned(self, item: Item, plan: Plan) -> None:
+        """``dispatch``, with each sink's line made by its lane when it has one."""
+        kind, pid, boot, seq, payload = item
+        if kind == EXITED:
+            self.dispatch(item)
+            return
+        counters = self._counters
+        counters.received += 1
+        counters.ledger.received(pid, boot, seq)
+        try:
+            fields = wire.decode_fields(payload)
+            if fields[1] == "forklog" or not wire.plain_fields(fields):
+                # The hub's own records (drop summaries the ledger must see), or
+                # fields encode() does not write: the LogRecord path.
+                self._deliver(wire.record_from_fields(fields, pid), pid, boot)
+                return
+        except Exception as exc:  # noqa: BLE001
+            counters.bad_records += 1
+            self._reporter.report("decode", f"skipped an undecodable record from pid {pid}: {exc}")
+            return
+        self._last_created = fields[5]
+        levelno = fields[2]
+        exception = fields[14]
+        exc_text = wire.exception_text(exception) if type(exception) is tuple else exception
+        record: Optional[logging.LogRecord] = None
+        written = counters.written
+        for name, sink, lane in plan:
+            if levelno < sink.level:
+                continue
+            try:
+                if lane is not None:
+                    instead = lane(fields, pid, exc_text)
+                    if instead is not None:
+                        if record is None:
+                            record = wire.record_from_fields(fields, pid)
+                        instead(record)
+                    written[name] += 1
+                    continue
+                if record is None:
+                    record = wire.record_from_fields(fields, pid)
+                if sink.filters:
+                    if sink.handle(record):
+                        written[name] += 1
+                else:
+                    sink.emit(record)
+                    written[name] += 1
+            except Exception as exc:  # noqa: BLE001 - a filter or a handle() that raised
+                counters.sink_errors[name] += 1
+                counters.sink_failed[name] += 1
+                self._reporter.report(f"sink:{name}", f"sink {name} failed on a record: {exc!r}")
 
     def write(self, record: logging.LogRecord) -> None:
         """Write a record of the hub's own to every sink (from the listener thread)."""

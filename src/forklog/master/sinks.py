@@ -218,6 +218,28 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
         self._pending += len(data)
         self.flush()
 
+    def emit_line(self, line: str) -> bool:
+        """Write ``line`` (a formatted record) as :meth:`emit` writes a record's line.
+
+        The listener's fast lane, which formats without a ``LogRecord``.
+        False (and nothing done) if the line cannot be encoded: the caller
+        then hands the record to :meth:`emit`, which counts and reports it.
+        """
+        try:
+            data = (line + self.terminator).encode(self._codec, self._errors)
+        except Exception:  # noqa: BLE001 - emit() does it again, with the record
+            return False
+        if self.backupCount > 0 and self._is_open():
+            size = self._size + self._pending
+            if (self.rollover_at is not None and time.time() >= self.rollover_at) or (
+                self.maxBytes > 0 and size and size + len(data) > self.maxBytes
+            ):
+                self._rotate(self._last or logging.makeLogRecord({"msg": "forklog: a rotation"}))
+        self._lines.append(data)
+        self._pending += len(data)
+        self.flush()
+        return True
+
     def flush(self) -> None:
         with self.lock if self.lock is not None else contextlib.nullcontext():
             self._write_out()
