@@ -541,6 +541,8 @@ class FrameReader:
         self.garbage_bytes = 0
         self.bad_frames = 0
         self.abandoned_records: Dict[int, int] = {}  # by pid
+        #: Whole CONTROL records returned so far (a reader of records only need not look at each).
+        self.control_frames = 0
 
     def feed(self, data: bytes) -> List[Tuple[int, int, int, int, bytes]]:
         """``(flags, pid, boot, seq, payload)`` of each whole record in ``data``, in order."""
@@ -582,8 +584,11 @@ class FrameReader:
                     append((flags, pid, boot, seq, payload))
                 else:
                     whole = self._assemble(flags, (pid, boot, seq), index, payload)
-                    if whole is not None:
-                        append((flags, pid, boot, seq, whole))
+                    if whole is None:
+                        continue
+                    append((flags, pid, boot, seq, whole))
+                if flags & CONTROL:
+                    self.control_frames += 1
         finally:
             view.release()
         del buf[:pos]

@@ -32,9 +32,11 @@ from forklog.master.watch import Watch
 
 __all__ = ["Backlog", "Counters", "Listener", "Receiver"]
 
-Item = Tuple[int, int, int, int, bytes]  # kind, pid, boot, seq, payload
+#: kind, pid, boot, seq, payload. A record's kind is its frame's flags (the
+#: receiver queues FrameReader's tuples as they are), or RECORD.
+Item = Tuple[int, int, int, int, bytes]
 RECORD = 0
-EXITED = 1  # the process is gone and everything it wrote is ahead of this item
+EXITED = 0x100  # not a frame's flags: the process is gone and all it wrote is ahead of this item
 
 #: The control frame that tells the reader a process is gone: prefix + pid.
 EXIT_MARK = b"exit"
@@ -65,6 +67,12 @@ class Backlog:
         """Append ``items`` in order, waiting while full; False if ``deadline()`` says give up."""
         queue = self._items
         with self._cond:
+            size = sum([len(item[4]) for item in items])
+            if len(queue) + len(items) <= self.max_records and self._bytes + size <= self.max_bytes:
+                queue.extend(items)  # the common case: room for all of them
+                self._bytes += size
+                self._cond.notify_all()
+                return True
             for item in items:
                 size = len(item[4])
                 while queue and (len(queue) >= self.max_records or self._bytes + size > self.max_bytes):
@@ -81,12 +89,14 @@ class Backlog:
         with self._cond:
             if not self._items and not self.closed:
                 self._cond.wait(timeout)
-            batch: List[Item] = []
             items = self._items
-            while items and len(batch) < limit:
-                item = items.popleft()
-                self._bytes -= len(item[4])
-                batch.append(item)
+            if len(items) <= limit:
+                batch = list(items)
+                items.clear()
+            else:
+                popleft = items.popleft
+                batch = [popleft() for _ in range(limit)]
+            self._bytes -= sum([len(item[4]) for item in batch])
             if batch:
                 self._cond.notify_all()
             return batch
@@ -187,10 +197,17 @@ class Receiver(threading.Thread):
         """Queue the records in ``data``; True once the stop marker is seen."""
         frames = self.frames
         before = (frames.garbage_bytes, frames.bad_frames)
-        items: List[Item] = []
+        controls = frames.control_frames
         stop = False
-        for flags, pid, boot, seq, payload in frames.feed(data):
-            if flags & transport.CONTROL:
+        items: List[Item] = frames.feed(data)
+        if frames.control_frames != controls:  # not only records: look at each
+            records = items
+            items = []
+            for item in records:
+                flags, _pid, _boot, _seq, payload = item
+                if not flags & transport.CONTROL:
+                    items.append(item)
+                    continue
                 if payload == self._stop_token:
                     stop = True
                     break
@@ -198,8 +215,6 @@ class Receiver(threading.Thread):
                     gone = int.from_bytes(payload[len(EXIT_MARK) :], "little")
                     frames.expire(pid=gone)
                     items.append((EXITED, gone, 0, 0, b""))
-            else:
-                items.append((RECORD, pid, boot, seq, payload))
         if items and not self._backlog.put_many(items, self._past_deadline):
             return False
         if (frames.garbage_bytes, frames.bad_frames) != before:

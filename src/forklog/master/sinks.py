@@ -229,11 +229,12 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
             data = (line + self.terminator).encode(self._codec, self._errors)
         except Exception:  # noqa: BLE001 - emit() does it again, with the record
             return False
-        if self.backupCount > 0 and self._is_open():
+        if self.backupCount > 0:
             size = self._size + self._pending
-            if (self.rollover_at is not None and time.time() >= self.rollover_at) or (
-                self.maxBytes > 0 and size and size + len(data) > self.maxBytes
-            ):
+            if (
+                (self.rollover_at is not None and time.time() >= self.rollover_at)
+                or (self.maxBytes > 0 and size and size + len(data) > self.maxBytes)
+            ) and self._is_open():
                 self._rotate(self._last or logging.makeLogRecord({"msg": "forklog: a rotation"}))
         self._lines.append(data)
         self._pending += len(data)
