@@ -2,6 +2,7 @@
 
     python -m benchmarks                 # the full table (1, 2, 4, 8 workers, 3 runs each)
     python -m benchmarks --quick         # CI: small, one run, fails if forklog loses a record
+    python -m benchmarks --stages        # the master's cost per record, stage by stage
 
 Every setup runs in the same process tree and the same run, with forked
 workers that each log ``records`` records (about 150 bytes, 1% with a
@@ -27,15 +28,17 @@ import argparse
 import json
 import logging
 import logging.handlers
+import marshal
 import multiprocessing
 import os
 import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import forklog
 
@@ -300,6 +303,97 @@ def stalled(seconds: float, workers: int, tmp: Path) -> Dict[str, Any]:
     }
 
 
+def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
+    """The master's CPU per record (µs, median of ``repeats``), stage by stage, in this thread.
+
+    The records are the benchmark's (1% with a traceback), encoded by a
+    worker's own code, cut into frames and read back; the listener writes
+    them to a file as in a hub, with its fast lane off and on.
+    """
+    from forklog import transport, wire  # noqa: PLC0415
+    from forklog.master.listener import Backlog, Counters, Listener  # noqa: PLC0415
+    from forklog.master.report import Reporter  # noqa: PLC0415
+
+    made: List[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            made.append(record)
+
+    log = logging.Logger("bench")
+    log.addHandler(Keep())
+    call = _app_log_call(log)
+    for i in range(records):
+        call(i)
+    payloads = [wire.encode(record) for record in made]
+    data = b"".join(
+        b"".join(transport._frames(0, 4242, 1, seq, payload)) for seq, payload in enumerate(payloads)
+    )
+    items: List[Any] = []
+    decoded: List[logging.LogRecord] = []
+    formatter = forklog.TextFormatter(FORMAT)
+    tmp = Path(tempfile.mkdtemp(prefix="forklog-stages-"))
+
+    def frames() -> None:
+        reader = transport.FrameReader()
+        items[:] = [
+            item
+            for start in range(0, len(data), 1 << 20)
+            for item in reader.feed(data[start : start + (1 << 20)])
+        ]
+
+    def backlog() -> None:
+        queue = Backlog(records + 1, 1 << 40)
+        for start in range(0, len(items), 2000):
+            queue.put_many(items[start : start + 2000])
+        while queue.get_batch(256, 0):
+            pass
+
+    def decode() -> None:
+        decoded[:] = [wire.decode(payload, 4242) for payload in payloads]
+
+    def listener(fast: bool) -> Callable[[], None]:
+        def run() -> None:
+            sink = forklog.RotatingFileSink(tmp / f"{fast}.log", maxBytes=1 << 40, backupCount=1)
+            sink.setFormatter(forklog.TextFormatter(FORMAT))
+            flush, sink.flush = sink.flush, lambda: None  # type: ignore[method-assign]
+            the_listener = Listener(
+                Backlog(1, 1),
+                [("file", sink)],
+                Counters(["file"]),
+                Reporter(),
+                dispatch_lock=threading.Lock(),
+                channel=None,  # type: ignore[arg-type]
+            )
+            the_listener.FAST_LANE = fast
+            for start in range(0, len(items), 256):
+                the_listener.dispatch_batch(items[start : start + 256])
+                flush()
+            sink.close()
+            os.unlink(sink.baseFilename)
+
+        return run
+
+    steps: List[Tuple[str, Callable[[], object]]] = [
+        ("receiver: frames", frames),
+        ("receiver+listener: backlog", backlog),
+        ("marshal.loads", lambda: [marshal.loads(payload) for payload in payloads]),
+        ("decode to a LogRecord", decode),
+        ("TextFormatter.format", lambda: [formatter.format(record) for record in decoded]),
+        ("listener, LogRecord path", listener(False)),
+        ("listener, fast lane", listener(True)),
+    ]
+    out = []
+    for name, step in steps:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - started)
+        out.append((name, statistics.median(times) / records * 1e6))
+    return out
+
+
 def _rss_now_kib() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
@@ -351,7 +445,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--records", type=int, default=None, help="records per worker")
     parser.add_argument("--runs", type=int, default=None)
     parser.add_argument("--setups", nargs="*", default=None, choices=SETUPS)
+    parser.add_argument("--stages", action="store_true", help="the master's cost per record, by stage")
     args = parser.parse_args(argv)
+    if args.stages:
+        print(f"the master's CPU per record, µs (median of 7; Python {sys.version.split()[0]}):")
+        for name, micros in stages(args.records or 40_000):
+            print(f"  {name:<28}{micros:6.2f}")
+        return 0
     workers_list = args.workers or ([1, 4] if args.quick else [1, 2, 4, 8])
     # --quick offers fewer records than the hub holds (queue_size plus the pipe):
     # below capacity, forklog must not lose one.
