@@ -21,3 +21,15 @@ def restore_root_logger() -> Iterator[None]:
         if handler not in root.handlers:
             root.addHandler(handler)
     root.setLevel(level)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped test fails the run: CI must not accept a test that did not run."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    skipped = reporter.stats.get("skipped", [])
+    if skipped and exitstatus == pytest.ExitCode.OK:
+        names = ", ".join(report.nodeid for report in skipped[:5])
+        reporter.write_line(f"forklog: {len(skipped)} skipped tests fail the run: {names}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
