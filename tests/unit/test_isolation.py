@@ -96,7 +96,8 @@ def test_a_stalled_sink_does_not_hold_back_the_file(tmp_path: Path) -> None:
     assert lines[:1000] == [f"record {k}" for k in range(1000)]
     reports = [line for line in lines[1000:] if line.startswith("forklog: sink slow could not write")]
     counted = sum(int(line.split()[6]) for line in reports)
-    assert counted == 1000 - kept, lines[1000:]
+    # Each record it lost is reported (and the reports it lost in turn).
+    assert 1000 - kept <= counted == final.dropped_by_sink["slow"], lines[1000:]
     # What the slow sink did get: the records it kept, each once and in order
     # (the ones that found its buffer full are the ones counted), then the reports.
     got = [int(message.split()[1]) for message in stalled.records[:kept]]

@@ -114,6 +114,14 @@ class BufferedSink(logging.Handler):
             if self._waiting:
                 self._cond.notify()
 
+    def refuse(self, levelname: str, pid: int) -> bool:
+        """Count a drop and say so if a record would find the buffer full (or the sink closed)."""
+        with self._lock:
+            if self._closing or len(self._buffer) >= self.capacity:
+                self.drops[(levelname, pid)] += 1
+                return True
+            return False
+
     def handle(self, record: logging.LogRecord) -> bool:
         # The filters run in the sink's thread (they are the wrapped handler's
         # business); here only the level and the buffer.

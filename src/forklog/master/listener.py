@@ -401,12 +401,18 @@ class Listener(threading.Thread):
         return renderer
 
     def _lane(self, sink: logging.Handler) -> Optional[Lane]:
-        """``sink``'s fast lane, if it is a file or stream sink whose line the fields make alike."""
+        """``sink``'s fast lane, if it is a file or stream sink whose line the fields make alike.
+
+        A buffered sink's lane only refuses early: when its buffer is full
+        (its server is down), the drop is counted from the fields, without
+        making the LogRecord it would not keep.
+        """
         kind = type(sink)
-        if sink.filters or kind.format is not logging.Handler.format:
+        patched = "emit" in sink.__dict__ or "format" in sink.__dict__ or "emit_line" in sink.__dict__
+        if sink.filters or kind.format is not logging.Handler.format or patched:
             return None
-        if "emit" in sink.__dict__ or "format" in sink.__dict__ or "emit_line" in sink.__dict__:
-            return None  # patched on the instance
+        if isinstance(sink, BufferedSink):
+            return _buffered_lane(sink)
         render = self._renderer(sink.formatter or logging._defaultFormatter)  # type: ignore[attr-defined]
         if render is None:
             return None
@@ -584,3 +590,12 @@ class Listener(threading.Thread):
                 if pid != self._owner:
                     lost = ledger.close(pid, self._release_slots(pid))
                     self._report_loss(pid, lost or 0, "still running when the hub stopped")
+
+
+def _buffered_lane(sink: BufferedSink) -> Lane:
+    refuse, emit = sink.refuse, sink.emit
+
+    def buffered_lane(fields: Tuple[Any, ...], pid: int, exc_text: Any) -> Optional[Callable[..., Any]]:
+        return None if refuse(fields[3], pid) else emit
+
+    return buffered_lane
