@@ -24,6 +24,10 @@ STORM, PAUSE, BURST, EXIT = 0, 1, 2, 3
 class Tally(logging.Handler):
     """Counts what arrives, per pid; keeps forklog's own reports."""
 
+    #: It stands for the file sink (it stalls "as a hung disk would"): the
+    #: listener writes it itself, so a stall backs up into the hub's queue.
+    forklog_inline = True
+
     def __init__(self) -> None:
         super().__init__()
         self.by_pid: Dict[int, int] = {}
