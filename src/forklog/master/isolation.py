@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Counter, Deque, Dict, List, Optional, Tuple
 
 __all__ = ["BufferedSink", "DeliveryError", "Isolated", "needs_isolation"]
 
@@ -77,17 +77,27 @@ class BufferedSink(logging.Handler):
         self._batch: List[logging.LogRecord] = []  # being delivered, owned by the thread
         #: Records handed to :meth:`deliver` that it accepted.
         self.delivered = 0
-        #: Records this sink could not deliver, by (level name, pid).
-        self.drops: Dict[Tuple[str, int], int] = collections.defaultdict(int)
+        # Records this sink could not deliver, by (level name, pid): counted
+        # under the lock by either thread, and without it by the listener
+        # alone when the buffer is full (refuse()).
+        self._drops: Dict[Tuple[str, int], int] = collections.defaultdict(int)
+        self._refusals: Counter[Tuple[str, int]] = collections.Counter()
         #: Failed deliveries (each retried).
         self.failures = 0
 
     # -- the listener's side -------------------------------------------------
 
     @property
+    def drops(self) -> Dict[Tuple[str, int], int]:
+        """Records this sink could not deliver, by (level name, pid)."""
+        merged = collections.Counter(dict(self._drops))
+        merged.update(dict(self._refusals))
+        return dict(merged)
+
+    @property
     def dropped(self) -> int:
         """Records this sink accepted but could not deliver."""
-        return sum(self.drops.values())
+        return sum(dict(self._drops).values()) + sum(dict(self._refusals).values())
 
     @property
     def closed(self) -> bool:
@@ -106,7 +116,7 @@ class BufferedSink(logging.Handler):
         # hundred ns of the listener's time, which the files share).
         with self._lock:
             if self._closing or len(self._buffer) >= self.capacity:
-                self.drops[(record.levelname, record.process or 0)] += 1
+                self._drops[(record.levelname, record.process or 0)] += 1
                 return
             self._buffer.append(record)
             if self._thread is None or self._owner != os.getpid():
@@ -115,12 +125,23 @@ class BufferedSink(logging.Handler):
                 self._cond.notify()
 
     def refuse(self, levelname: str, pid: int) -> bool:
-        """Count a drop and say so if a record would find the buffer full (or the sink closed)."""
-        with self._lock:
-            if self._closing or len(self._buffer) >= self.capacity:
-                self.drops[(levelname, pid)] += 1
-                return True
-            return False
+        """Count a drop and say so if a record would find the buffer full (or the sink closed).
+
+        For the listener only, the one thread that adds to the buffer: a
+        buffer it finds full stays full until it adds again, so no lock.
+        """
+        if self._closing or len(self._buffer) >= self.capacity:
+            self._refusals[(levelname, pid)] += 1
+            return True
+        return False
+
+    def refusing(self) -> bool:
+        """Whether a record given now would be dropped (the buffer full, or the sink closed)."""
+        return self._closing or len(self._buffer) >= self.capacity
+
+    def count_refused(self, refused: List[Tuple[str, int]]) -> None:
+        """Count records the listener did not give it, found :meth:`refusing`: (level name, pid) each."""
+        self._refusals.update(refused)
 
     def handle(self, record: logging.LogRecord) -> bool:
         # The filters run in the sink's thread (they are the wrapped handler's
@@ -159,7 +180,7 @@ class BufferedSink(logging.Handler):
         self._thread.start()
 
     def _count_drop(self, record: logging.LogRecord) -> None:
-        self.drops[(record.levelname, record.process or 0)] += 1
+        self._drops[(record.levelname, record.process or 0)] += 1
 
     # -- the sink's thread ---------------------------------------------------
 

@@ -255,6 +255,8 @@ class Listener(threading.Thread):
         self._channel = channel
         self._owner = os.getpid()
         self._exit_sent: Dict[int, float] = {}
+        #: Buffered sinks refusing the current batch, with what they refused.
+        self._down: List[Tuple[BufferedSink, List[Tuple[str, int]]]] = []
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned = 0
         self._last_created = 0.0
@@ -367,6 +369,9 @@ class Listener(threading.Thread):
             return
         for item in batch:
             self._dispatch_planned(item, plan)
+        for sink, refused in self._down:
+            sink.count_refused(refused)
+        self._down.clear()
 
     def _plan(self) -> Optional[Plan]:
         """Each sink with its lane (None: the LogRecord path); None if no sink has one.
@@ -380,6 +385,12 @@ class Listener(threading.Thread):
         tainted = False
         for name, sink in self._sinks:
             lane = None if tainted else self._lane(sink)
+            if lane is not None and isinstance(sink, BufferedSink) and sink.refusing():
+                # Full (its server is down) when the batch starts: it refuses the
+                # batch, counted in one go at its end.
+                refused: List[Tuple[str, int]] = []
+                self._down.append((sink, refused))
+                lane = _down_lane(refused.append)
             if lane is None and (sink.filters or not isinstance(sink, BufferedSink)):
                 tainted = True
             fast = fast or lane is not None
@@ -590,6 +601,14 @@ class Listener(threading.Thread):
                 if pid != self._owner:
                     lost = ledger.close(pid, self._release_slots(pid))
                     self._report_loss(pid, lost or 0, "still running when the hub stopped")
+
+
+def _down_lane(refuse: Callable[[Tuple[str, int]], None]) -> Lane:
+    def down_lane(fields: Tuple[Any, ...], pid: int, exc_text: Any) -> Optional[Callable[..., Any]]:
+        refuse((fields[3], pid))
+        return None
+
+    return down_lane
 
 
 def _buffered_lane(sink: BufferedSink) -> Lane:
