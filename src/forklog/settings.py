@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import logging
 import logging.handlers
 import math
 import os
 import sys
+import urllib.parse
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar, Union
 
 from forklog.formatters import JSONFormatter, TextFormatter
@@ -211,6 +213,42 @@ class _Mode(_Kind):
         return f"0{value:o}"
 
 
+class _SyslogURL(_Kind):
+    expected = "expected tcp://host:port, udp://host:port or unix:///path, or nothing"
+
+    def parse(self, value: Any) -> Optional[str]:
+        if value is None or value in ("", "-"):
+            return None
+        if not isinstance(value, str):
+            raise ValueError
+        from forklog.master.syslog import SyslogSink  # noqa: PLC0415 - only when asked for
+
+        SyslogSink.from_url(value).close()  # parses it; connects to nothing
+        return value
+
+    def show(self, value: Any) -> str:
+        return "-" if value is None else str(value)
+
+
+class _OTLPEndpoint(_Kind):
+    expected = "expected an http:// or https:// URL (needs pip install 'forklog[otlp]'), or nothing"
+
+    def parse(self, value: Any) -> Optional[str]:
+        if value is None or value in ("", "-"):
+            return None
+        if not isinstance(value, str):
+            raise ValueError
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError
+        if importlib.util.find_spec("opentelemetry.proto") is None:
+            raise _Why("opentelemetry-proto is not installed: pip install 'forklog[otlp]'")
+        return value
+
+    def show(self, value: Any) -> str:
+        return "-" if value is None else str(value)
+
+
 class _OptionalPath(_Kind):
     """A file the master writes, or nothing (``None``, or ``""`` / ``-`` as text)."""
 
@@ -349,6 +387,20 @@ class Settings:
         hub=True,
     )
 
+    syslog: Optional[str] = _setting(
+        None,
+        _SyslogURL(),
+        "FORKLOG_SYSLOG",
+        "also send to syslog (RFC 5424; octet-counted over TCP), e.g. `tcp://127.0.0.1:514`",
+    )
+    syslog_level: int = _setting(logging.INFO, _Level(), "FORKLOG_SYSLOG_LEVEL", "the syslog sink's level")
+    otlp_endpoint: Optional[str] = _setting(
+        None,
+        _OTLPEndpoint(),
+        "FORKLOG_OTLP_ENDPOINT",
+        "also export over OTLP/HTTP, e.g. `http://127.0.0.1:4318/v1/logs`",
+    )
+    otlp_level: int = _setting(logging.INFO, _Level(), "FORKLOG_OTLP_LEVEL", "the OTLP sink's level")
     stats_interval: float = _setting(
         0.0,
         _Seconds(positive=False),
@@ -459,7 +511,7 @@ class Settings:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["hub"]}
 
     def handlers(self, *, create: bool = True) -> List[Tuple[str, logging.Handler]]:
-        """The sinks: the rotating file (if any) and the console on stderr.
+        """The sinks: the rotating file and the console (each unless off), syslog and OTLP if set.
 
         ``create=False`` makes no directory and opens no file (the file sink
         opens on its first record): for inspecting them, as ``python -m
@@ -494,6 +546,14 @@ class Settings:
                 else TextFormatter(CONSOLE_FORMAT, escape_newlines=True)
             )
             sinks.append(("console", console))
+        if self.syslog is not None:
+            from forklog.master.syslog import SyslogSink  # noqa: PLC0415 - only when asked for
+
+            sinks.append(("syslog", SyslogSink.from_url(self.syslog, level=self.syslog_level)))
+        if self.otlp_endpoint is not None:
+            from forklog.otlp import OTLPSink  # noqa: PLC0415 - the optional extra
+
+            sinks.append(("otlp", OTLPSink(self.otlp_endpoint, level=self.otlp_level)))
         return sinks
 
 

@@ -189,14 +189,14 @@ def test_shipped_rsyslog_config_validates_and_names_a_missing_setting(tmp_path: 
     conf = str(DEPLOY / "rsyslog" / "forklog.conf")
     env = dict(
         os.environ,
-        FORKLOG_SYSLOG_ADDRESS="127.0.0.1",
-        FORKLOG_SYSLOG_PORT=str(free_port()),
-        FORKLOG_SYSLOG_WORKDIR=str(tmp_path),
-        FORKLOG_SYSLOG_FILE=str(tmp_path / "fleet.log"),
+        RSYSLOG_FORKLOG_ADDRESS="127.0.0.1",
+        RSYSLOG_FORKLOG_PORT=str(free_port()),
+        RSYSLOG_FORKLOG_WORKDIR=str(tmp_path),
+        RSYSLOG_FORKLOG_FILE=str(tmp_path / "fleet.log"),
     )
     ok = subprocess.run([rsyslogd, "-N1", "-f", conf], check=False, capture_output=True, text=True, env=env)
     assert ok.returncode == 0 and "End of config validation run" in ok.stderr, ok.stderr
     assert "error" not in ok.stderr.lower() and "warning" not in ok.stderr.lower(), ok.stderr
-    del env["FORKLOG_SYSLOG_FILE"]
+    del env["RSYSLOG_FORKLOG_FILE"]
     bad = subprocess.run([rsyslogd, "-N1", "-f", conf], check=False, capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and '"file" or "dynafile" parameter must be given' in bad.stderr

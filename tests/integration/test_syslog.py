@@ -64,7 +64,7 @@ def unescape(text: str) -> str:
 
 
 class Rsyslog:
-    """``rsyslogd -n -f <conf>`` with the FORKLOG_SYSLOG_* variables the shipped config reads."""
+    """``rsyslogd -n -f <conf>`` with the RSYSLOG_FORKLOG_* variables the shipped config reads."""
 
     def __init__(self, tmp_path: Path, conf: Path = CONF) -> None:
         self.conf = conf
@@ -76,10 +76,10 @@ class Rsyslog:
         self.stderr_path = self.dir / "rsyslogd.stderr"
         self.env = dict(
             os.environ,
-            FORKLOG_SYSLOG_ADDRESS="127.0.0.1",
-            FORKLOG_SYSLOG_PORT=str(self.port),
-            FORKLOG_SYSLOG_WORKDIR=str(self.dir / "work"),
-            FORKLOG_SYSLOG_FILE=str(self.out),
+            RSYSLOG_FORKLOG_ADDRESS="127.0.0.1",
+            RSYSLOG_FORKLOG_PORT=str(self.port),
+            RSYSLOG_FORKLOG_WORKDIR=str(self.dir / "work"),
+            RSYSLOG_FORKLOG_FILE=str(self.out),
         )
         self.proc: Optional[subprocess.Popen[bytes]] = None
 

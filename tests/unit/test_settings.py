@@ -322,3 +322,34 @@ def test_bad_file_and_console_options_are_named() -> None:
     assert "FORKLOG_ROTATE_WHEN='weekly': expected 'none' or 'midnight'" in text
     assert "FORKLOG_COMPRESS='maybe': expected true or false" in text
     assert "FORKLOG_FILE_MODE='999': expected permission bits in octal" in text
+
+
+def test_syslog_and_otlp_sinks_from_variables() -> None:
+    """FORKLOG_SYSLOG and FORKLOG_OTLP_ENDPOINT add those sinks, at their own levels."""
+    from forklog import SyslogSink
+    from forklog.otlp import OTLPSink
+
+    settings = Settings.from_env(
+        {
+            "FORKLOG_FILE": "-",
+            "FORKLOG_SYSLOG": "tcp://127.0.0.1:5514",
+            "FORKLOG_SYSLOG_LEVEL": "warning",
+            "FORKLOG_OTLP_ENDPOINT": "http://127.0.0.1:4318/v1/logs",
+        }
+    )
+    sinks = dict(settings.handlers())
+    syslog, otlp = sinks["syslog"], sinks["otlp"]
+    assert isinstance(syslog, SyslogSink) and syslog.level == logging.WARNING
+    assert isinstance(otlp, OTLPSink) and otlp.level == logging.INFO
+    syslog.close()
+    otlp.close()
+    assert "syslog" not in dict(Settings(file="-").handlers())
+
+
+def test_bad_syslog_and_otlp_addresses_are_named() -> None:
+    """A syslog URL or an OTLP endpoint of the wrong kind fails with what was expected."""
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"FORKLOG_SYSLOG": "http://logs:514", "FORKLOG_OTLP_ENDPOINT": "ftp://collector"})
+    text = str(caught.value)
+    assert "FORKLOG_SYSLOG='http://logs:514': expected tcp://host:port" in text
+    assert "FORKLOG_OTLP_ENDPOINT='ftp://collector': expected an http:// or https:// URL" in text
