@@ -29,6 +29,40 @@ class Collect(logging.Handler):
         return [r.getMessage() for r in self.records]
 
 
+class Stall(logging.Handler):
+    """A file-like sink that holds the listener until ``go`` is set, so the pipe fills."""
+
+    forklog_inline = True  # called by the listener itself, not from a buffer of its own
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        super().__init__()
+        self.go = threading.Event()
+        self.timeout = timeout
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.go.wait(self.timeout)
+
+
+class Bad:
+    """An object whose __str__ and __repr__ both raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+class Recursive:
+    """An object whose __str__ and __repr__ recurse until RecursionError."""
+
+    def __repr__(self) -> str:
+        return repr(self)
+
+    def __str__(self) -> str:
+        return str(self)
+
+
 class SharedCounters:
     """Counters that forked children update and the test reads.
 

@@ -27,7 +27,7 @@ import pytest
 
 import forklog
 from forklog.master.sinks import RotatingFileSink
-from tests.support import Collect, wait_for
+from tests.support import Collect, Stall, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 #: How long a child may take to do its work and exit.
@@ -129,24 +129,11 @@ def signal_child(queue: forklog.Channel, stderr: str, result: str, go: Any) -> N
     go.wait(DEADLINE)  # the test lets the sink go: the drops are reported before the exit
 
 
-class Stall(logging.Handler):
-    """A sink that holds the listener until told to go, so the pipe fills and records drop."""
-
-    forklog_inline = True  # called by the listener itself, not from a buffer of its own
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.go = threading.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.go.wait(DEADLINE)
-
-
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_a_signal_handler_logs_while_the_main_thread_logs(method: str, tmp_path: Path) -> None:
     """No deadlock; onto a full pipe, every record of both arrives or is a reported drop, none is lost."""
     collect = Collect()
-    stall = Stall()
+    stall = Stall(DEADLINE)
     stderr, result = tmp_path / "stderr", tmp_path / "result.json"
     ctx: Any = multiprocessing.get_context(method)
     go = ctx.Event()

@@ -27,30 +27,10 @@ import forklog
 from forklog import transport, wire
 from forklog.master.sinks import RotatingFileSink
 from forklog.scoreboard import Scoreboard
-from tests.support import Collect, wait_for
+from tests.support import Bad, Collect, Recursive, Stall, wait_for
 
 LOGGER = "forklog.tests.bad_input"
 MiB = 1 << 20
-
-
-class Bad:
-    """An object whose __str__ and __repr__ both raise."""
-
-    def __str__(self) -> str:
-        raise RuntimeError("no str")
-
-    def __repr__(self) -> str:
-        raise RuntimeError("no repr")
-
-
-class Recursive:
-    """An object whose __str__ and __repr__ recurse until RecursionError."""
-
-    def __repr__(self) -> str:
-        return repr(self)
-
-    def __str__(self) -> str:
-        return str(self)
 
 
 class NotAString:
@@ -352,19 +332,6 @@ def test_a_signal_that_raises_during_a_log_call_is_not_swallowed(bench: Bench) -
     bench.logger.info("after")
     arrived = bench.finish(1)
     assert arrived.messages() == ["after"]
-
-
-class Stall(logging.Handler):
-    """A sink that holds the listener until released, so the pipe fills."""
-
-    forklog_inline = True  # called by the listener itself, not from a buffer of its own
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.go = threading.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.go.wait(30)
 
 
 def writer_channel(hub: forklog.Hub) -> transport.Channel:

@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from forklog import wire
+from tests.support import Bad, Recursive
 
 
 def roundtrip(record: logging.LogRecord) -> logging.LogRecord:
@@ -25,19 +26,6 @@ def make(
         record.args = ()
     record.__dict__.update(extra)
     return record
-
-
-class Bad:
-    def __str__(self) -> str:
-        raise RuntimeError("no str")
-
-    def __repr__(self) -> str:
-        raise RuntimeError("no repr")
-
-
-class Recursive:
-    def __repr__(self) -> str:
-        return repr(self)
 
 
 def test_message_is_merged_with_args() -> None:
