@@ -41,14 +41,17 @@ __all__ = [
     "EXC_TYPE_ATTR",
     "FORMAT_VERSION",
     "STANDARD_ATTRS",
+    "cut_text",
     "decode",
     "decode_fields",
     "encode",
     "exception_text",
+    "extra_fields",
     "file_names",
     "plain_fields",
     "record_from_fields",
     "safe_repr",
+    "safe_str",
 ]
 
 #: 3: the traceback field of a record with ``exc_info`` is a tuple
@@ -100,7 +103,7 @@ def safe_repr(value: object) -> str:
         return f"<unrepresentable {type(value).__qualname__} object>"
 
 
-def _safe_str(value: object) -> str:
+def safe_str(value: object) -> str:
     if type(value) is str:
         return value
     try:
@@ -148,21 +151,21 @@ def _plain(value: object, depth: int = 0) -> object:
 def merged_message(record: logging.LogRecord) -> str:
     """``record.getMessage()``, or a readable fallback when merging fails."""
     try:
-        return _safe_str(record.getMessage())
+        return safe_str(record.getMessage())
     except Exception as exc:  # noqa: BLE001 - a %-mismatch or a raising __str__
         try:
             args = _args_repr(record.args)
         except Exception:  # noqa: BLE001 - a dict whose items() raises, a tuple mutated meanwhile
             args = safe_repr(record.args)
         return (
-            f"{_safe_str(record.msg)} % {args} "
-            f"[forklog: could not merge args: {type(exc).__name__}: {_safe_str(exc)}]"
+            f"{safe_str(record.msg)} % {args} "
+            f"[forklog: could not merge args: {type(exc).__name__}: {safe_str(exc)}]"
         )
 
 
 def _exception_text(record: logging.LogRecord) -> Optional[str]:
     if record.exc_text:
-        return _safe_str(record.exc_text)
+        return safe_str(record.exc_text)
     if record.exc_info:
         try:
             return _exception_formatter.formatException(record.exc_info)
@@ -180,12 +183,12 @@ def _exception(record: logging.LogRecord) -> object:
     """
     exc_info = record.exc_info
     if not exc_info:
-        return _safe_str(record.exc_text) if record.exc_text else None
+        return safe_str(record.exc_text) if record.exc_text else None
     try:
         kind, value, tb = exc_info
         if kind is None:
             return _exception_text(record)  # logging.exception() outside an except block
-        name, message = _safe_str(tracebacks.type_name(kind)), _safe_str(value)
+        name, message = safe_str(tracebacks.type_name(kind)), safe_str(value)
         if not record.exc_text and isinstance(value, BaseException) and value.__traceback__ is tb:
             chain = tracebacks.extract(value)
             if chain is not None:
@@ -195,7 +198,7 @@ def _exception(record: logging.LogRecord) -> object:
         return _exception_text(record)
 
 
-def _extras(attrs: Dict[str, Any]) -> Optional[Dict[str, object]]:
+def extra_fields(attrs: Dict[str, Any]) -> Optional[Dict[str, object]]:
     if len(attrs) <= _PLAIN_RECORD_SIZE:
         return None  # a record as LogRecord() made it: nothing extra to look for
     extras = None
@@ -234,23 +237,23 @@ def _fields(record: logging.LogRecord) -> Tuple[object, ...]:
     func, thread_name, process_name = record.funcName, record.threadName, record.processName
     return (
         FORMAT_VERSION,
-        name if type(name) is str else _safe_str(name),
+        name if type(name) is str else safe_str(name),
         int(record.levelno),
-        levelname if type(levelname) is str else _safe_str(levelname),
+        levelname if type(levelname) is str else safe_str(levelname),
         merged_message(record),
         float(record.created),
         float(record.msecs),
         float(record.relativeCreated),
-        pathname if type(pathname) is str else _safe_str(pathname),
+        pathname if type(pathname) is str else safe_str(pathname),
         int(record.lineno or 0),
-        func if type(func) is str else _safe_str(func),
+        func if type(func) is str else safe_str(func),
         record.thread,
-        thread_name if type(thread_name) is str else _safe_str(thread_name),
-        process_name if type(process_name) is str else _safe_str(process_name),
+        thread_name if type(thread_name) is str else safe_str(thread_name),
+        process_name if type(process_name) is str else safe_str(process_name),
         _exception(record),
-        _safe_str(record.stack_info) if record.stack_info else None,
+        safe_str(record.stack_info) if record.stack_info else None,
         attrs.get("taskName"),
-        _extras(attrs),
+        extra_fields(attrs),
     )
 
 
@@ -262,7 +265,7 @@ def _field(record: logging.LogRecord, name: str, convert: Callable[[Any], object
 
 
 def _optional_text(value: object) -> Optional[str]:
-    return None if value is None else _safe_str(value)
+    return None if value is None else safe_str(value)
 
 
 def _careful_fields(record: logging.LogRecord, exc: Exception) -> Tuple[object, ...]:
@@ -274,34 +277,34 @@ def _careful_fields(record: logging.LogRecord, exc: Exception) -> Tuple[object, 
     everything else, and says what went wrong in ``forklog_encode_error``.
     """
     try:
-        extras = _extras(record.__dict__) or {}
+        extras = extra_fields(record.__dict__) or {}
     except Exception as error:  # noqa: BLE001 - a record.__dict__ changed while being read
-        extras = {"forklog_extras_error": f"{type(error).__name__}: {_safe_str(error)}"}
-    extras["forklog_encode_error"] = f"{type(exc).__name__}: {_safe_str(exc)}"
+        extras = {"forklog_extras_error": f"{type(error).__name__}: {safe_str(error)}"}
+    extras["forklog_encode_error"] = f"{type(exc).__name__}: {safe_str(exc)}"
     fields = (
         FORMAT_VERSION,
-        _field(record, "name", _safe_str, "forklog"),
+        _field(record, "name", safe_str, "forklog"),
         _field(record, "levelno", int, logging.ERROR),
-        _field(record, "levelname", _safe_str, "ERROR"),
+        _field(record, "levelname", safe_str, "ERROR"),
         merged_message(record),
         _field(record, "created", float, 0.0),
         _field(record, "msecs", float, 0.0),
         _field(record, "relativeCreated", float, 0.0),
-        _field(record, "pathname", _safe_str, ""),
+        _field(record, "pathname", safe_str, ""),
         _field(record, "lineno", lambda value: int(value or 0), 0),
-        _field(record, "funcName", _safe_str, ""),
+        _field(record, "funcName", safe_str, ""),
         _field(record, "thread", lambda value: None if value is None else int(value), None),
-        _field(record, "threadName", _safe_str, ""),
-        _field(record, "processName", _safe_str, ""),
+        _field(record, "threadName", safe_str, ""),
+        _field(record, "processName", safe_str, ""),
         _exception(record),
-        _field(record, "stack_info", lambda value: _safe_str(value) if value else None, None),
+        _field(record, "stack_info", lambda value: safe_str(value) if value else None, None),
         _field(record, "taskName", _optional_text, None),
         extras,
     )
     try:
         marshal.dumps(cast(Any, fields), 4)
     except Exception as error:  # noqa: BLE001 - last resort: deliver the message at least
-        extras = {"forklog_encode_error": f"{type(error).__name__}: {_safe_str(error)}"}
+        extras = {"forklog_encode_error": f"{type(error).__name__}: {safe_str(error)}"}
         fields = (*fields[:17], extras)
     return fields
 
@@ -310,7 +313,7 @@ def _careful_fields(record: logging.LogRecord, exc: Exception) -> Tuple[object, 
 _MARKER_ROOM = 64
 
 
-def _cut(text: str, excess: int) -> str:
+def cut_text(text: str, excess: int) -> str:
     """``text`` less at least ``excess`` bytes of its UTF-8 form, and a marker saying so."""
     data = text.encode("utf-8", "surrogatepass")  # what marshal writes for a non-ASCII str
     keep = max(0, len(data) - excess - _MARKER_ROOM)
@@ -356,7 +359,7 @@ def _truncated(fields: Tuple[object, ...], size: int, max_bytes: int) -> bytes:
     cap = _common_length([length for _place, _index, length in texts], size - max_bytes)
     for place, index, length in texts:
         if length > cap:
-            place[index] = _cut(cast(str, place[index]), length - cap)
+            place[index] = cut_text(cast(str, place[index]), length - cap)
     payload = dumps()
     size = len(payload)
     if size <= max_bytes:
@@ -370,7 +373,7 @@ def _truncated(fields: Tuple[object, ...], size: int, max_bytes: int) -> bytes:
     for place in (items, parts):
         for index, value in enumerate(place):
             if isinstance(value, str) and len(value.encode("utf-8", "surrogatepass")) > share:
-                place[index] = _cut(value, len(value.encode("utf-8", "surrogatepass")) - share)
+                place[index] = cut_text(value, len(value.encode("utf-8", "surrogatepass")) - share)
     return dumps()
 
 

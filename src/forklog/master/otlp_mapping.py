@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Tuple
 
-from forklog.wire import EXC_MESSAGE_ATTR, EXC_TYPE_ATTR, STANDARD_ATTRS, _safe_str, merged_message, safe_repr
+from forklog.wire import EXC_MESSAGE_ATTR, EXC_TYPE_ATTR, STANDARD_ATTRS, merged_message, safe_repr, safe_str
 
 if TYPE_CHECKING:
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -139,7 +139,7 @@ def _fill_log_record(
                 if kind.__module__ == "builtins"
                 else f"{kind.__module__}.{kind.__qualname__}"
             )
-            exc_message = _safe_str(exc_info[1])
+            exc_message = safe_str(exc_info[1])
         stacktrace = stacktrace or _exception_formatter.formatException(exc_info)
     if exc_type is not None:
         own.append(("exception.type", exc_type))

@@ -40,7 +40,7 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from forklog.master.isolation import BufferedSink, DeliveryError
-from forklog.wire import _cut, _extras, merged_message, safe_repr
+from forklog.wire import cut_text, extra_fields, merged_message, safe_repr
 
 __all__ = ["FACILITIES", "SyslogSink"]
 
@@ -268,7 +268,7 @@ class SyslogSink(BufferedSink):
             head = self._head(record, extras=False, note=f"extra fields dropped: {len(head)} bytes")
             room = self.max_message_size - len(head)
         if len(data) > room:
-            text = _cut(text, len(data) - room)
+            text = cut_text(text, len(data) - room)
             data = text.encode("utf-8", "backslashreplace")
             if len(data) > room:  # lone surrogates take four bytes once escaped
                 data = data[: max(0, room)]
@@ -289,7 +289,7 @@ class SyslogSink(BufferedSink):
         ]
         # The extras and bound fields, found as the pipe's codec finds them
         # (anything that is not a LogRecord attribute), so all sinks agree.
-        fields = _extras(record.__dict__) if extras else None
+        fields = extra_fields(record.__dict__) if extras else None
         if fields:
             for key, value in fields.items():
                 param = sd_name(f"extra.{key}" if key in _OWN_PARAMS else key)
