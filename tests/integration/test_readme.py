@@ -17,14 +17,24 @@ def python_blocks() -> List[str]:
     return re.findall(r"```python\n(.*?)```", text, re.S)
 
 
+def run_block(tmp_path: Path, marker: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the README's Python block that contains ``marker``, as a script of its own."""
+    (block,) = [b for b in python_blocks() if marker in b]
+    script = tmp_path / "example.py"
+    script.write_text(block)
+    return subprocess.run(
+        [sys.executable, str(script)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+    )
+
+
 def test_pool_example_runs(tmp_path: Path) -> None:
     """Example 3: every job's record crosses the hub, from both pools."""
-    (block,) = [b for b in python_blocks() if "ProcessPoolExecutor" in b]
-    script = tmp_path / "pool_example.py"
-    script.write_text(block)
-    result = subprocess.run(
-        [sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
+    result = run_block(tmp_path, "ProcessPoolExecutor")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["6", "8 records crossed the hub"]
     jobs = [line for line in result.stderr.splitlines() if " job job " in line]
@@ -51,12 +61,7 @@ def test_existing_config_example_runs(tmp_path: Path) -> None:
 
 def test_request_context_example_runs(tmp_path: Path) -> None:
     """The bind example prints a JSON line with request_id, then one without."""
-    (block,) = [b for b in python_blocks() if "forklog.bound(request_id" in b]
-    script = tmp_path / "context_example.py"
-    script.write_text(block)
-    result = subprocess.run(
-        [sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path
-    )
+    result = run_block(tmp_path, "forklog.bound(request_id", timeout=60)
     assert result.returncode == 0, result.stderr
     inside, outside = (json.loads(line) for line in result.stdout.splitlines())
     assert inside["message"] == "card charged" and inside["request_id"] == "r-42"

@@ -26,7 +26,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 from forklog import formatters, transport, wire
 from forklog.master.isolation import BufferedSink
 from forklog.master.ledger import Ledger, process_is_gone
-from forklog.master.report import Reporter
+from forklog.master.report import Reporter, own_record
 from forklog.master.sinks import RotatingFileSink
 from forklog.master.watch import Watch
 
@@ -554,17 +554,11 @@ class Listener(threading.Thread):
                 continue
             count = dropped - reported.get(name, 0)
             reported[name] = dropped
-            record = logging.LogRecord(
-                "forklog",
-                logging.WARNING,
-                __file__,
-                0,
+            record = own_record(
                 "forklog: sink %s could not write %d records (%d in all)",
                 (name, count, dropped),
-                None,
-                "sink_drops",
+                forklog_sink_dropped={"sink": name, "count": count, "total": dropped},
             )
-            record.forklog_sink_dropped = {"sink": name, "count": count, "total": dropped}
             self._write(record, [(n, s) for n, s in self._sinks if not getattr(s, "closed", False)])
 
     def _release_slots(self, pid: int) -> Dict[int, int]:
@@ -580,17 +574,11 @@ class Listener(threading.Thread):
     def _report_loss(self, pid: int, lost: int, why: str) -> None:
         if not lost:
             return
-        record = logging.LogRecord(
-            "forklog",
-            logging.WARNING,
-            __file__,
-            0,
+        record = own_record(
             "forklog: lost %d records from pid %d (%s)",
             (lost, pid, why),
-            None,
-            "lost",
+            forklog_lost={"pid": pid, "count": lost},
         )
-        record.forklog_lost = {"pid": pid, "count": lost}
         self._write(record)
 
     def _settle_live_writers(self) -> None:

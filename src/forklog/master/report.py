@@ -5,16 +5,21 @@ often the fault), so it writes them to file descriptor 2 directly: no
 Python-level lock, no buffer that a fork could inherit half-written. Each
 kind of problem is printed at most once per ``interval`` seconds, with the
 number of occurrences since the last line, never once per record.
+
+What the hub has to say about the records themselves (drops, losses,
+stats) goes through the sinks instead, as records of the ``forklog``
+logger made by :func:`own_record`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from typing import Dict, Tuple
 
-__all__ = ["Reporter"]
+__all__ = ["Reporter", "own_record"]
 
 
 class Reporter:
@@ -46,3 +51,12 @@ class Reporter:
             self.lines += 1
         except OSError:
             pass  # stderr closed: nowhere left to say it
+
+
+def own_record(
+    message: str, args: Tuple[object, ...], level: int = logging.WARNING, **fields: object
+) -> logging.LogRecord:
+    """A record of the hub's own, from the ``forklog`` logger, with ``fields`` as extras."""
+    record = logging.LogRecord("forklog", level, __file__, 0, message, args, None)
+    record.__dict__.update(fields)
+    return record

@@ -20,7 +20,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple
 
-from forklog.master.report import Reporter
+from forklog.master.report import Reporter, own_record
 
 if TYPE_CHECKING:
     from forklog.master.hub import HubStats
@@ -83,11 +83,7 @@ class Watch:
 
 def stats_record(stats: HubStats) -> logging.LogRecord:
     written = ", ".join(f"{name} {count}" for name, count in sorted(stats.written.items()))
-    record = logging.LogRecord(
-        "forklog",
-        logging.INFO,
-        __file__,
-        0,
+    return own_record(
         "forklog: stats: %d records in, written (%s), %d dropped by workers, %d lost, "
         "%d dropped by sinks, queue %d, lag %.3fs",
         (
@@ -99,11 +95,9 @@ def stats_record(stats: HubStats) -> logging.LogRecord:
             stats.queue_depth,
             stats.listener_lag,
         ),
-        None,
-        "stats",
+        logging.INFO,
+        forklog_stats=_plain(stats),
     )
-    record.forklog_stats = _plain(stats)
-    return record
 
 
 def _plain(stats: HubStats) -> Dict[str, object]:
