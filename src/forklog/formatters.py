@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from forklog import wire
 from forklog.wire import STANDARD_ATTRS, merged_message, safe_repr
 
-__all__ = ["JSONFormatter", "TextFormatter", "line_renderer"]
+__all__ = ["JSONFormatter", "TextFormatter", "line_renderer", "record_renderer"]
 
 #: Makes a record's line from :func:`forklog.wire.decode_fields`' tuple, the
 #: writer's pid and the record's ``exc_text`` (:func:`forklog.wire.exception_text`).
@@ -239,6 +239,64 @@ def line_renderer(formatter: Optional[logging.Formatter]) -> Optional[Renderer]:
         formatter = logging._defaultFormatter  # type: ignore[attr-defined]
     if type(formatter) is JSONFormatter:
         return _json_renderer(formatter)
+    render: Optional[Renderer] = _compiled(
+        formatter, _SOURCES, source="f", created="f[5]", msecs="f[6]", stack="f[15]"
+    )
+    return render
+
+
+#: Makes a line from the ``LogRecord`` itself, the writer's pid and the merged message.
+RecordRenderer = Callable[[logging.LogRecord, int, str], str]
+
+#: The expression of each attribute in a record renderer: the record's own,
+#: except those a record that has neither a traceback nor a stack (the only
+#: ones rendered so) holds as None in the fields. ``msg`` and ``args`` are
+#: not there: the fields carry the merged message, and the two would differ.
+_RECORD_SOURCES = {
+    **{key: f"r.{key}" for key in _SOURCES if key not in ("msg", "args", "message", "process", "asctime")},
+    "message": "message",
+    "process": "pid",
+    "asctime": "asctime",
+    "exc_info": "None",
+    "exc_text": "None",
+    "stack_info": "None",
+}
+if sys.version_info >= (3, 12):
+    _RECORD_SOURCES["taskName"] = "r.__dict__.get('taskName')"
+
+
+def record_renderer(formatter: Optional[logging.Formatter]) -> Optional[RecordRenderer]:
+    """A function that makes ``formatter``'s line from a record with neither a traceback nor a stack.
+
+    The line is the one :func:`line_renderer` makes from the record's fields
+    (``tests/unit/test_lines.py``); the emitting process makes it without
+    the fields (:func:`forklog.wire.encode_lines`). None if it cannot.
+    """
+    if formatter is None:
+        formatter = logging._defaultFormatter  # type: ignore[attr-defined]
+    if type(formatter) is JSONFormatter:
+        fields_render = _json_renderer(formatter)
+
+        def render_json(record: logging.LogRecord, pid: int, message: str) -> str:
+            return fields_render(wire._fields(record), pid, None)
+
+        return render_json
+    render: Optional[RecordRenderer] = _compiled(
+        formatter, _RECORD_SOURCES, source="r", created="r.created", msecs="r.msecs", stack=None
+    )
+    return render
+
+
+def _compiled(
+    formatter: logging.Formatter,
+    sources: Dict[str, str],
+    *,
+    source: str,
+    created: str,
+    msecs: str,
+    stack: Optional[str],
+) -> Optional[Callable[..., str]]:
+    """The render function of a %-style ``formatter``: ``render(source, pid, exc_text or message)``."""
     if type(formatter) not in (logging.Formatter, TextFormatter):
         return None
     style = formatter._style
@@ -248,12 +306,14 @@ def line_renderer(formatter: Optional[logging.Formatter]) -> Optional[Renderer]:
     if parsed is None:
         return None
     positional, keys = parsed
-    if any(key not in _SOURCES for key in keys):
+    if any(key not in sources for key in keys):
         return None  # an extra, or an attribute only some records have
-    lines = ["def render(f, pid, exc_text):"]
+    from_fields = source == "f"
+    lines = [f"def render({source}, pid, {'exc_text' if from_fields else 'message'}):"]
     escape = type(formatter) is TextFormatter and formatter.escape_newlines
     if "message" in keys:
-        lines.append("    message = f[4]")
+        if from_fields:
+            lines.append("    message = f[4]")
         if escape:
             lines.append('    if "\\n" in message or "\\r" in message:')
             lines.append('        message = message.replace("\\r", "\\\\r").replace("\\n", "\\\\n")')
@@ -268,31 +328,32 @@ def line_renderer(formatter: Optional[logging.Formatter]) -> Optional[Renderer]:
                 cache=[-1, ""],
             )
             lines += [
-                "    created = f[5]",
+                f"    created = {created}",
                 "    if int(created) != cache[0]:",
                 "        cache[1] = strftime(time_format, converter(created))",
                 "        cache[0] = int(created)",
-                '    asctime = f"{cache[1]},{int(f[6]):03d}"',
+                f'    asctime = f"{{cache[1]}},{{int({msecs}):03d}}"',
             ]
         else:
             namespace.update(format_time=formatter.formatTime, Stamp=_Stamp, datefmt=datefmt)
-            lines.append("    asctime = format_time(Stamp(f[5], f[6]), datefmt)")
-    values = "".join(_SOURCES[key] + ", " for key in keys)
-    lines += [
-        f"    s = FMT % ({values})",
-        "    if exc_text:",
-        '        if s[-1:] != "\\n":',
-        '            s = s + "\\n"',
-        "        s = s + exc_text",
-        "    stack_info = f[15]",
-        "    if stack_info:",
-        '        if s[-1:] != "\\n":',
-        '            s = s + "\\n"',
-        "        s = s + stack_info",
-        "    return s",
-    ]
+            lines.append(f"    asctime = format_time(Stamp({created}, {msecs}), datefmt)")
+    values = "".join(sources[key] + ", " for key in keys)
+    lines.append(f"    s = FMT % ({values})")
+    if from_fields:
+        lines += [
+            "    if exc_text:",
+            '        if s[-1:] != "\\n":',
+            '            s = s + "\\n"',
+            "        s = s + exc_text",
+            f"    stack_info = {stack}",
+            "    if stack_info:",
+            '        if s[-1:] != "\\n":',
+            '            s = s + "\\n"',
+            "        s = s + stack_info",
+        ]
+    lines.append("    return s")
     exec("\n".join(lines), namespace)  # our own source, made of the keys checked above
-    render: Renderer = namespace["render"]
+    render: Callable[..., str] = namespace["render"]
     return render
 
 
@@ -308,6 +369,11 @@ def _json_renderer(formatter: JSONFormatter) -> Renderer:
     return render
 
 
+def same_lines(first: logging.Formatter, second: logging.Formatter) -> bool:
+    """Whether the two formatters make the same lines (both of a kind :func:`record_renderer` takes)."""
+    return renderer_key(first)[1:] == renderer_key(second)[1:]
+
+
 def renderer_key(formatter: Optional[logging.Formatter]) -> Tuple[Any, ...]:
     """What :func:`line_renderer` read of ``formatter``: its renderer is good while this is equal."""
     if formatter is None:
@@ -316,7 +382,7 @@ def renderer_key(formatter: Optional[logging.Formatter]) -> Tuple[Any, ...]:
     return (
         formatter,
         type(formatter),
-        style,
+        type(style),
         getattr(style, "_fmt", None),
         getattr(style, "_defaults", None),
         formatter.datefmt,

@@ -36,6 +36,7 @@ import functools
 import itertools
 import logging
 import os
+import pickle
 import select
 import struct
 import termios
@@ -46,7 +47,7 @@ import zlib
 from multiprocessing import reduction
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from forklog import wire
+from forklog import formatters, wire
 from forklog.scoreboard import Scoreboard
 
 __all__ = ["Channel", "FrameReader", "PIPE_BUF"]
@@ -138,6 +139,7 @@ class Channel:
         max_record_bytes: int = 1 << 20,
         level: int = logging.NOTSET,
         pipe_size: int = 1 << 20,
+        line_formatters: Tuple[logging.Formatter, ...] = (),
         _write_fd: Optional[int] = None,
         _scoreboard: Optional[Scoreboard] = None,
         _slot: int = -1,
@@ -149,6 +151,9 @@ class Channel:
         #: root logger to it so no record a sink wants is filtered out early.
         self.level = level
         self.read_fd: Optional[int] = None
+        #: The formatters whose lines the emitting processes make themselves
+        #: (set by the hub at start, see :func:`forklog.wire.encode_lines`).
+        self.line_formatters: Tuple[logging.Formatter, ...] = line_formatters
         self.scoreboard = _scoreboard
         if _write_fd is None:
             self.scoreboard = Scoreboard()
@@ -182,6 +187,7 @@ class Channel:
         self._dropped_total = 0
         self._published = 0
         self.sent = 0
+        self._renderers: Optional[List[Any]] = None  # made from line_formatters on first use
         self._slot = slot if self.scoreboard is not None else -1
         if self._slot >= 0:
             assert self.scoreboard is not None
@@ -227,6 +233,7 @@ class Channel:
             "keep_wait": self.keep_wait,
             "max_record_bytes": self.max_record_bytes,
             "level": self.level,
+            "line_formatters": _picklable(self.line_formatters),
         }
         return (_rebuild, (reduction.DupFd(self.write_fd), board, slot, options))
 
@@ -251,7 +258,17 @@ class Channel:
             self._publish(next(self._seq) + 1)
             self._count_drop(record.levelname)
             return False
-        payload = wire.encode(record, self.max_record_bytes)
+        payload = None
+        if self.line_formatters:
+            renderers = self._renderers
+            if renderers is None:
+                renderers = self._renderers = _renderers(self.line_formatters)
+            if renderers:
+                payload = wire.encode_lines(record, renderers, self.pid)
+                if payload is not None and len(payload) > self.max_record_bytes:
+                    payload = None
+        if payload is None:
+            payload = wire.encode(record, self.max_record_bytes)
         if not self._send(payload, levelno):
             self._count_drop(record.levelname)
             return False
@@ -510,6 +527,29 @@ def _wait_writable(fd: int, timeout: float) -> None:
     poller.register(fd, select.POLLOUT)
     with contextlib.suppress(InterruptedError):
         poller.poll(max(0, int(timeout * 1000)) or 1)
+
+
+def _renderers(line_formatters: Tuple[logging.Formatter, ...]) -> List[Any]:
+    """The renderers of ``line_formatters``; none at all if one of them has none."""
+    renderers = []
+    for formatter in line_formatters:
+        try:
+            render = formatters.record_renderer(formatter)
+        except Exception:  # noqa: BLE001
+            render = None
+        if render is None:
+            return []
+        renderers.append(render)
+    return renderers
+
+
+def _picklable(line_formatters: Tuple[logging.Formatter, ...]) -> Tuple[logging.Formatter, ...]:
+    """``line_formatters`` if a spawned child can have them, else none (it sends fields)."""
+    try:
+        pickle.dumps(line_formatters)
+    except Exception:  # noqa: BLE001 - a formatter with a lambda converter, say
+        return ()
+    return line_formatters
 
 
 def _rebuild(dup: Any, board: Any, slot: int, options: Dict[str, Any]) -> Channel:

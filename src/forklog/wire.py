@@ -31,8 +31,9 @@ import itertools
 import logging
 import marshal
 import os
+import struct
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 from forklog import tracebacks
 
@@ -46,8 +47,12 @@ __all__ = [
     "decode_fields",
     "encode",
     "exception_text",
+    "LINES",
+    "decode_lines",
+    "encode_lines",
     "extra_fields",
     "file_names",
+    "lines_record",
     "plain_fields",
     "record_from_fields",
     "safe_repr",
@@ -229,6 +234,88 @@ def encode(record: logging.LogRecord, max_bytes: int = 1 << 20) -> bytes:
     if len(payload) > max_bytes:
         payload = _truncated(fields, len(payload), max_bytes)
     return payload
+
+
+#: The first byte of a payload of lines made in the emitting process
+#: (:func:`encode_lines`); a marshal payload never starts with it.
+LINES = 0
+
+
+def encode_lines(
+    record: logging.LogRecord, renderers: Sequence[Callable[[logging.LogRecord, int, str], str]], pid: int
+) -> Optional[bytes]:
+    """The lines the master's sinks would write for ``record``, made here; None if they cannot be.
+
+    When every sink of a hub is a file or a stream whose formatter the
+    listener can reproduce, the emitting process makes the lines itself
+    (:func:`forklog.formatters.record_renderer`, one per distinct
+    formatter) and the master only writes them. A record with a traceback or
+    a stack (its text is the master's to write, see :mod:`forklog.tracebacks`),
+    or one whose fields :func:`encode` would have to mend, or text that is
+    not valid UTF-8, takes the fields path: None.
+
+    The payload: ``LINES``, the number of lines, the level, the time, the
+    logger's name (for a sink that cannot take the lines, see
+    :func:`lines_record`), the byte length of each line but the last, then
+    the lines, UTF-8, without terminators.
+    """
+    if record.exc_info or record.exc_text or record.stack_info:
+        return None
+    try:
+        levelno, created, name = record.levelno, record.created, record.name
+        if type(levelno) is not int or type(created) is not float or type(name) is not str:
+            return None
+        message = merged_message(record)
+        lines = [render(record, pid, message).encode("utf-8") for render in renderers]
+        name_bytes = name.encode("utf-8")
+        count = len(lines)
+        head = _LINES_HEAD.pack(LINES, count, levelno, created, len(name_bytes)) + name_bytes
+        if count == 1:
+            return head + lines[0]
+        return head + struct.pack(f"<{count - 1}I", *[len(line) for line in lines[:-1]]) + b"".join(lines)
+    except Exception:  # noqa: BLE001 - encode() makes do with what the record has
+        return None
+
+
+#: The head of a lines payload: LINES, line count, levelno, created, name length.
+_LINES_HEAD = struct.Struct("<BBidH")
+LINES_HEAD_SIZE = _LINES_HEAD.size
+
+
+def decode_lines(payload: bytes) -> Tuple[int, float, str, List[bytes]]:
+    """``(levelno, created, name, lines)`` of :func:`encode_lines`' bytes. Raises ``ValueError``."""
+    try:
+        _marker, count, levelno, created, name_size = _LINES_HEAD.unpack_from(payload)
+        start = LINES_HEAD_SIZE + name_size
+        name = payload[LINES_HEAD_SIZE:start].decode("utf-8")
+        if count == 1:
+            return levelno, created, name, [payload[start:]]
+        sizes = struct.unpack_from(f"<{count - 1}I", payload, start)
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise ValueError(f"undecodable lines payload: {exc}") from None
+    position = start + 4 * (count - 1)
+    lines = []
+    for size in sizes:
+        lines.append(payload[position : position + size])
+        position += size
+    lines.append(payload[position:])
+    if position > len(payload) or not count:
+        raise ValueError("lines payload of an unknown shape")
+    return levelno, created, name, lines
+
+
+def lines_record(levelno: int, created: float, name: str, line: bytes, pid: int) -> logging.LogRecord:
+    """A ``LogRecord`` of a payload's line, for a sink that cannot take the line as it is.
+
+    Its formatter or its filters changed after the hub started: the record
+    has the logger's name, the level, the time and the pid, and the line the
+    emitting process made as its message.
+    """
+    record = logging.LogRecord(name, levelno, "", 0, line.decode("utf-8", "replace"), None, None)
+    record.created = created
+    record.msecs = (created - int(created)) * 1000
+    record.process = pid
+    return record
 
 
 def _fields(record: logging.LogRecord) -> Tuple[object, ...]:

@@ -27,7 +27,7 @@ import time
 import weakref
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from forklog import transport
+from forklog import formatters, transport
 from forklog.master.isolation import BufferedSink, Isolated, needs_isolation
 from forklog.master.listener import Backlog, Counters, Listener, Receiver
 from forklog.master.report import Reporter
@@ -250,6 +250,7 @@ class Hub:
                     interval=self._stats_interval,
                     prometheus_file=self._prometheus_file,
                 )
+            self._make_lines_in_workers(self._listener)
             self._receiver.start()
             self._listener.start()
             self._state = "running"
@@ -259,6 +260,33 @@ class Hub:
             # exit. The pid check makes the copy a forked child inherits inert (H17).
             atexit.register(self._stop_at_exit)
         return self
+
+    def _make_lines_in_workers(self, listener: Listener) -> None:
+        """Let the emitting processes make the lines when every sink is a file or a stream.
+
+        Formatting is most of a record's cost in the master, and the master
+        is one process while the writers are many: each writer then sends
+        its record's lines, one per distinct formatter, made with the
+        listener's own renderers (:func:`forklog.wire.encode_lines`), and the
+        listener only writes them. Records with a traceback or a stack still
+        travel as fields. Processes forked (or spawned) after this point do it.
+        """
+        if not listener.FAST_LANE or not self._sinks:
+            return
+        chosen: List[logging.Formatter] = []
+        index: Dict[str, Tuple[int, logging.Formatter]] = {}
+        for name, handler in self._sinks:
+            formatter = listener.line_formatter(handler)
+            if formatter is None:
+                return  # a sink that needs the record: every record travels as fields
+            position = next(
+                (i for i, known in enumerate(chosen) if formatters.same_lines(known, formatter)), len(chosen)
+            )
+            if position == len(chosen):
+                chosen.append(formatter)
+            index[name] = (position, formatter)
+        listener.lines.use(index)
+        self.queue.line_formatters = tuple(chosen)
 
     def _adopt(self, name: str, handler: logging.Handler) -> None:
         # The hub, not logging.shutdown() or a dictConfig() elsewhere in the

@@ -38,6 +38,15 @@ class Ledger:
         if seq >= entry[1]:
             entry[1] = seq + 1
 
+    def received_many(self, pid: int, boot: int, count: int, highest: int) -> None:
+        """``count`` records of one writer, the highest sequence number among them ``highest``."""
+        entry = self._writers.get((pid, boot))
+        if entry is None:
+            entry = self._writers[(pid, boot)] = [0, 0, 0]
+        entry[0] += count
+        if highest >= entry[1]:
+            entry[1] = highest + 1
+
     def dropped(self, pid: int, boot: int, count: int) -> None:
         # A writer's first frame to arrive can be its drop summary.
         entry = self._writers.get((pid, boot))

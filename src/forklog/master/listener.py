@@ -26,6 +26,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 from forklog import formatters, transport, wire
 from forklog.master.isolation import BufferedSink
 from forklog.master.ledger import Ledger, process_is_gone
+from forklog.master.lines import LINES_BYTE, Lines, Target
 from forklog.master.report import Reporter, own_record
 from forklog.master.sinks import RotatingFileSink
 from forklog.master.watch import Watch
@@ -36,7 +37,8 @@ __all__ = ["Backlog", "Counters", "Listener", "Receiver"]
 #: receiver queues FrameReader's tuples as they are), or RECORD.
 Item = Tuple[int, int, int, int, bytes]
 RECORD = 0
-EXITED = 0x100  # not a frame's flags: the process is gone and all it wrote is ahead of this item
+# not a frame's flags: the process is gone and all it wrote is ahead of this item
+from forklog.master.lines import EXITED  # noqa: E402  # isort: skip
 
 #: The control frame that tells the reader a process is gone: prefix + pid.
 EXIT_MARK = b"exit"
@@ -167,6 +169,11 @@ class Receiver(threading.Thread):
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned_bytes = 0
 
+    #: After a wake-up that read less than GATHERED bytes, wait GATHER seconds
+    #: before reading: records come in bursts.
+    GATHER = 0.001
+    GATHERED = 64 << 10
+
     def _past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
@@ -174,11 +181,17 @@ class Receiver(threading.Thread):
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
         last_expire = time.monotonic()
+        trickle = True
         try:
             while not self._past_deadline():
                 try:
                     poller.poll(250)
+                    if trickle:
+                        # Let records gather: a reader waiting in poll() is woken
+                        # by every write, which costs the writer and the master.
+                        time.sleep(self.GATHER)
                     data = os.read(self._fd, 1 << 20)
+                    trickle = len(data) < self.GATHERED
                 except (BlockingIOError, InterruptedError):
                     data = b""
                 now = time.monotonic()
@@ -264,6 +277,8 @@ class Listener(threading.Thread):
         self._renderers: Dict[int, Tuple[Tuple[Any, ...], Optional[formatters.Renderer]]] = {}
         #: Set by the hub when a stats record or a Prometheus file is wanted.
         self.watch: Optional[Watch] = None
+        #: The lines the emitting processes made (see Hub._make_lines_in_workers).
+        self.lines = Lines(counters, reporter)
 
     def run(self) -> None:
         backlog = self._backlog
@@ -342,6 +357,11 @@ class Listener(threading.Thread):
         counters.received += 1
         counters.ledger.received(pid, boot, seq)
         try:
+            if payload[:1] == LINES_BYTE:
+                decoded = wire.decode_lines(payload)
+                self._last_created = decoded[1]
+                self.lines.write_one(decoded, pid, self._sinks)
+                return
             record = wire.decode(payload, pid)
         except Exception as exc:  # noqa: BLE001
             counters.bad_records += 1
@@ -367,8 +387,13 @@ class Listener(threading.Thread):
             for item in batch:
                 self.dispatch(item)
             return
-        for item in batch:
-            self._dispatch_planned(item, plan)
+        targets = self._line_targets(plan)
+        if targets is not None:
+            created = self.lines.dispatch(batch, targets, lambda item: self._dispatch_planned(item, plan))
+            self._last_created = max(self._last_created, created)
+        else:
+            for item in batch:
+                self._dispatch_planned(item, plan)
         for sink, refused in self._down:
             sink.count_refused(refused)
         self._down.clear()
@@ -396,6 +421,30 @@ class Listener(threading.Thread):
             fast = fast or lane is not None
             plan.append((name, sink, lane))
         return plan if fast else None
+
+    def line_formatter(self, sink: logging.Handler) -> Optional[logging.Formatter]:
+        """``sink``'s formatter if the emitting processes can make its lines, else None.
+
+        They can for an unfiltered file or stream sink whose line the fast
+        lane makes (:func:`forklog.formatters.line_renderer`) from what a
+        worker has (:func:`forklog.formatters.record_renderer`).
+        """
+        if isinstance(sink, BufferedSink) or self._lane(sink) is None:
+            return None
+        formatter = self.lines.formatter_of(sink)
+        return formatter if formatters.record_renderer(formatter) is not None else None
+
+    def _line_targets(self, plan: Plan) -> Optional[List[Target]]:
+        """Every sink of ``plan`` as a target of lines, or None if one is not (the per-record path)."""
+        if not self.lines.active:
+            return None
+        targets = []
+        for name, sink, lane in plan:
+            target = self.lines.target(name, sink) if lane is not None else None
+            if target is None:
+                return None
+            targets.append(target)
+        return targets
 
     def _renderer(self, formatter: logging.Formatter) -> Optional[formatters.Renderer]:
         key = formatters.renderer_key(formatter)
@@ -473,6 +522,11 @@ class Listener(threading.Thread):
         counters.received += 1
         counters.ledger.received(pid, boot, seq)
         try:
+            if payload[:1] == LINES_BYTE:
+                decoded = wire.decode_lines(payload)
+                self._last_created = decoded[1]
+                self.lines.write_one(decoded, pid, self._sinks)
+                return
             fields = wire.decode_fields(payload)
             if fields[1] == "forklog" or not wire.plain_fields(fields):
                 # The hub's own records (drop summaries the ledger must see), or

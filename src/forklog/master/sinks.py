@@ -30,6 +30,7 @@ may stop the listener or flood stderr, and each must heal by itself:
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
 import locale
@@ -120,6 +121,8 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
         codec = self.encoding if self.encoding not in (None, "locale") else None
         self._codec = codec or locale.getpreferredencoding(False)
         self._errors = errors or "strict"
+        #: Whether lines already in UTF-8 are the bytes this file wants.
+        self._utf8 = codecs.lookup(self._codec).name == "utf-8"
         self.delay = delay
         if not delay:
             with contextlib.suppress(OSError):  # counted and reported when records come
@@ -240,6 +243,41 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
         self._pending += len(data)
         self.flush()
         return True
+
+    def emit_lines(self, lines: List[bytes]) -> int:
+        """Write ``lines`` (UTF-8, made by the workers) as :meth:`emit_line` writes each.
+
+        Returns how many could not be written. One block for the whole batch
+        when it cannot cross a rotation; line by line (rotating exactly where
+        :meth:`emit_line` would) when it may.
+        """
+        try:
+            if self._utf8 and self.terminator == "\n":
+                data = b"\n".join(lines) + b"\n"
+            else:
+                text = self.terminator.join([line.decode("utf-8") for line in lines]) + self.terminator
+                data = text.encode(self._codec, self._errors)
+        except Exception:  # noqa: BLE001 - a line that cannot be encoded: found below
+            data = None
+        if data is not None and self.backupCount > 0:
+            size = self._size + self._pending
+            if (self.rollover_at is not None and time.time() >= self.rollover_at) or (
+                self.maxBytes > 0 and size and size + len(data) > self.maxBytes
+            ):
+                data = None
+        if data is None:
+            failed = 0
+            for line in lines:
+                text = line.decode("utf-8", "replace")
+                if not self.emit_line(text):
+                    failed += 1
+                    self.dropped += 1
+                    self.handleError(logging.makeLogRecord({"msg": text}))
+            return failed
+        self._lines.append(data)
+        self._pending += len(data)
+        self.flush()
+        return 0
 
     def flush(self) -> None:
         with self.lock if self.lock is not None else contextlib.nullcontext():

@@ -1,0 +1,233 @@
+"""Writing the lines the emitting processes made themselves.
+
+When every sink of a hub is a file or a stream whose formatter the listener
+can reproduce, each emitting process makes its record's lines, one per
+distinct formatter (:func:`forklog.wire.encode_lines`), and the master only
+writes them: formatting, most of a record's cost in the master, is spread
+over the workers, and a batch of such records reaches a file as one
+encoded block (one ``write()``) instead of a line at a time.
+
+The listener hands every batch to :meth:`Lines.dispatch`. Records that
+travel as fields (those with a traceback or a stack, the hub's own, anything
+from a process forked before the hub started) take the listener's usual
+path, in their place in the batch: each sink still sees its records in the
+order they were read.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+from forklog import formatters, wire
+from forklog.master.isolation import BufferedSink
+from forklog.master.report import Reporter
+from forklog.master.sinks import RotatingFileSink
+from forklog.transport import NO_SEQ
+
+__all__ = ["LINES_BYTE", "Lines"]
+
+LINES_BYTE = bytes([wire.LINES])
+_HEAD = wire._LINES_HEAD
+
+#: The kind of the listener's item that says a process is gone (listener.EXITED).
+EXITED = 0x100
+
+#: Writes lines (UTF-8, without terminators) to a sink; returns how many it could not write.
+Writer = Callable[[List[bytes]], int]
+#: A sink of a batch's plan that takes lines: name, sink, level, index of its line, writer.
+Target = Tuple[str, logging.Handler, int, int, Writer]
+
+
+class Lines:
+    """Which sinks take the lines of a lines payload, and the batch loop that feeds them."""
+
+    def __init__(self, counters: Any, reporter: Reporter) -> None:
+        self._counters = counters
+        self._reporter = reporter
+        #: Sink name -> the index of its line in a payload, and the renderer
+        #: key of the formatter the emitting processes make it with.
+        self._index: Dict[str, Tuple[int, Tuple[Any, ...]]] = {}
+        self._stale: Set[str] = set()
+
+    @staticmethod
+    def formatter_of(sink: logging.Handler) -> logging.Formatter:
+        formatter: logging.Formatter = sink.formatter or logging._defaultFormatter  # type: ignore[attr-defined]
+        return formatter
+
+    def use(self, index: Dict[str, Tuple[int, logging.Formatter]]) -> None:
+        """Sinks whose lines the emitting processes make: name -> (index in a payload, formatter)."""
+        self._index = {
+            name: (position, formatters.renderer_key(formatter))
+            for name, (position, formatter) in index.items()
+        }
+
+    @property
+    def active(self) -> bool:
+        return bool(self._index)
+
+    def target(self, name: str, sink: logging.Handler) -> Optional[Target]:
+        """How ``sink`` takes its line of a payload; None: it gets a record made of the payload.
+
+        None too when its formatter or filters changed after the hub started
+        (the emitting processes still make its line the old way); that is
+        reported once.
+        """
+        known = self._index.get(name)
+        if known is None or isinstance(sink, BufferedSink):
+            return None
+        position, key = known
+        if sink.filters or formatters.renderer_key(self.formatter_of(sink)) != key:
+            if name not in self._stale:
+                self._stale.add(name)
+                self._reporter.report(
+                    f"stale:{name}",
+                    f"sink {name}'s formatter or filters changed after the hub started: records "
+                    "whose lines the workers made reach it with their name, level, message and time only",
+                )
+            return None
+        writer = _writer(sink)
+        return None if writer is None else (name, sink, sink.level, position, writer)
+
+    def dispatch(
+        self,
+        batch: Sequence[Tuple[int, int, int, int, bytes]],
+        targets: List[Target],
+        others: Callable[[Tuple[int, int, int, int, bytes]], None],
+    ) -> float:
+        """Write the lines payloads of ``batch``; hand every other item to ``others``, in order.
+
+        Every sink must be in ``targets``. Returns the time of the last
+        record written from a lines payload (0.0 if none).
+        """
+        counters = self._counters
+        pending: List[List[bytes]] = [[] for _ in targets]
+        single = [(target[2], bucket) for target, bucket in zip(targets, pending)]
+        several = [(target[2], target[3], bucket) for target, bucket in zip(targets, pending)]
+        seen: Dict[Tuple[int, int], List[int]] = {}
+        unpack = _HEAD.unpack_from
+        head_size = wire.LINES_HEAD_SIZE
+        last = 0.0
+        received = 0
+        for item in batch:
+            kind, pid, boot, seq, payload = item
+            if kind == EXITED or payload[:1] != LINES_BYTE:
+                if received:
+                    self._flush(targets, pending, seen)
+                    counters.received += received
+                    received = 0
+                others(item)
+                continue
+            try:
+                _marker, count, levelno, created, name_size = unpack(payload)
+                if count == 1:
+                    line = payload[head_size + name_size :]
+                    for level, bucket in single:
+                        if levelno >= level:
+                            bucket.append(line)
+                else:
+                    lines = wire.decode_lines(payload)[3]
+                    for level, index, bucket in several:
+                        if levelno >= level:
+                            bucket.append(lines[index])
+            except Exception as exc:  # noqa: BLE001
+                counters.received += 1
+                counters.ledger.received(pid, boot, seq)
+                counters.bad_records += 1
+                self._reporter.report("decode", f"skipped an undecodable record from pid {pid}: {exc}")
+                continue
+            received += 1
+            last = created
+            if seq != NO_SEQ:
+                mine = seen.get((pid, boot))
+                if mine is None:
+                    seen[(pid, boot)] = [1, seq]
+                else:
+                    mine[0] += 1
+                    mine[1] = max(mine[1], seq)
+        if received:
+            self._flush(targets, pending, seen)
+            counters.received += received
+        return last
+
+    def _flush(
+        self, targets: List[Target], pending: List[List[bytes]], seen: Dict[Tuple[int, int], List[int]]
+    ) -> None:
+        counters = self._counters
+        ledger = counters.ledger
+        for (pid, boot), (count, highest) in seen.items():
+            ledger.received_many(pid, boot, count, highest)
+        seen.clear()
+        written = counters.written
+        for (name, _sink, _level, _index, write), lines in zip(targets, pending):
+            if not lines:
+                continue
+            try:
+                failed = write(lines)
+            except Exception as exc:  # noqa: BLE001 - a sink that raised: counted and reported
+                failed = len(lines)
+                counters.sink_errors[name] += 1
+                counters.sink_failed[name] += failed
+                self._reporter.report(f"sink:{name}", f"sink {name} failed on {failed} records: {exc!r}")
+            written[name] += len(lines) - failed
+            lines.clear()
+
+    def write_one(
+        self,
+        decoded: Tuple[int, float, str, List[bytes]],
+        pid: int,
+        sinks: Sequence[Tuple[str, logging.Handler]],
+    ) -> None:
+        """Hand each of ``sinks`` its line of one payload, or a record made of it."""
+        counters = self._counters
+        levelno, created, logger, lines = decoded
+        record: Optional[logging.LogRecord] = None
+        for name, sink in sinks:
+            if levelno < sink.level:
+                continue
+            try:
+                target = self.target(name, sink)
+                if target is not None:
+                    failed = target[4]([lines[target[3]]])
+                    counters.written[name] += 1 - failed
+                    continue
+                if record is None:
+                    record = wire.lines_record(levelno, created, logger, lines[0], pid)
+                if sink.handle(record):
+                    counters.written[name] += 1
+            except Exception as exc:  # noqa: BLE001 - a filter or a handle() that raised
+                counters.sink_errors[name] += 1
+                counters.sink_failed[name] += 1
+                self._reporter.report(f"sink:{name}", f"sink {name} failed on a record: {exc!r}")
+
+
+def _writer(sink: logging.Handler) -> Optional[Writer]:
+    kind = type(sink)
+    patched = "emit" in sink.__dict__ or "format" in sink.__dict__ or "emit_line" in sink.__dict__
+    if patched or kind.format is not logging.Handler.format:
+        return None
+    if kind.emit is RotatingFileSink.emit and kind.emit_line is RotatingFileSink.emit_line:  # type: ignore[attr-defined]
+        if kind.emit_lines is RotatingFileSink.emit_lines:  # type: ignore[attr-defined]
+            return sink.emit_lines  # type: ignore[attr-defined, no-any-return]
+        return None
+    if kind.emit not in (logging.StreamHandler.emit, logging.FileHandler.emit):
+        return None
+    stream_sink: logging.StreamHandler[Any] = sink  # type: ignore[assignment]
+
+    def write_stream(lines: List[bytes]) -> int:
+        stream = stream_sink.stream
+        if stream is None:
+            if not isinstance(stream_sink, logging.FileHandler):
+                return len(lines)
+            stream = stream_sink.stream = stream_sink._open()  # FileHandler(delay=True), as its emit() does
+        terminator = stream_sink.terminator
+        try:
+            stream.write(terminator.join([line.decode("utf-8", "replace") for line in lines]) + terminator)
+            stream_sink.flush()
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - as StreamHandler.emit does: handleError reports it
+            stream_sink.handleError(logging.makeLogRecord({"msg": "forklog: a batch of lines"}))
+        return 0
+
+    return write_stream

@@ -1,0 +1,212 @@
+"""Lines made in the emitting processes are the lines the master would have made.
+
+When every sink is a file or a stream the fast lane writes, workers send
+their records' lines (``wire.encode_lines``) instead of fields. The line a
+worker makes from a ``LogRecord`` must be the line the master makes from the
+same record's fields, byte for byte, for every formatter and record the
+fast lane's tests use; and a hub in that mode must write what a hub without
+it writes, in order, with every record counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import pytest
+
+import forklog
+from forklog import JSONFormatter, RotatingFileSink, TextFormatter, transport, wire
+from forklog.formatters import line_renderer, record_renderer
+from forklog.master.lines import LINES_BYTE
+
+from .test_fast_lane import FORMATTERS, PID, RECORDS
+
+BENCH = "%(asctime)s [%(levelname)s] %(name)s %(process)d %(threadName)s - %(message)s"
+
+
+def _worker_lines(kinds: List[str], record: logging.LogRecord) -> Optional[List[str]]:
+    renderers = [record_renderer(FORMATTERS[kind]()) for kind in kinds]
+    assert all(render is not None for render in renderers)
+    payload = wire.encode_lines(record, renderers, PID)  # type: ignore[arg-type]
+    if payload is None:
+        return None
+    assert payload[:1] == LINES_BYTE
+    levelno, created, name, lines = wire.decode_lines(payload)
+    assert (levelno, created, name) == (record.levelno, record.created, record.name)
+    return [line.decode("utf-8") for line in lines]
+
+
+def _master_line(kind: str, record: logging.LogRecord) -> str:
+    render = line_renderer(FORMATTERS[kind]())
+    assert render is not None
+    return render(wire.decode_fields(wire.encode(record)), PID, None)
+
+
+#: Formats that name %(msg)s or %(args)s: the fields carry the merged message
+#: only, so a worker's line would differ, and their records travel as fields.
+UNMERGED = {"every attribute", "every attribute, escaped"}
+
+
+@pytest.mark.parametrize("kind", sorted(set(FORMATTERS) - UNMERGED))
+def test_a_worker_makes_the_line_the_master_would(kind: str) -> None:
+    made = 0
+    for record in RECORDS:
+        lines = _worker_lines([kind], record)
+        if lines is None:
+            continue
+        made += 1
+        assert lines == [_master_line(kind, record)], record.msg
+    assert made > len(RECORDS) // 2  # most records take this path
+
+
+def test_several_formatters_give_one_line_each_in_order() -> None:
+    kinds = ["bench", "json", "stdlib datefmt"]
+    for record in RECORDS:
+        lines = _worker_lines(kinds, record)
+        if lines is not None:
+            assert lines == [_master_line(kind, record) for kind in kinds]
+
+
+def _record(msg: str = "hello %s", args: Tuple[Any, ...] = ("world",), **attrs: Any) -> logging.LogRecord:
+    record = logging.LogRecord("lines", logging.INFO, __file__, 1, msg, args, None)
+    record.__dict__.update(attrs)
+    return record
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param(_record(exc_text="Traceback ..."), id="exc_text"),
+        pytest.param(_record(stack_info="Stack (most recent call last): ..."), id="stack"),
+        pytest.param(_record(exc_info=(ValueError, ValueError("x"), None)), id="exc_info"),
+        pytest.param(_record(levelno="20"), id="a level that is not an int"),
+        pytest.param(_record(created=12), id="a time that is not a float"),
+        pytest.param(_record(name=object()), id="a name that is not a str"),
+        pytest.param(_record("lone \ud800 surrogate", ()), id="not UTF-8"),
+        pytest.param(_record(lineno=None), id="a field the format cannot take"),
+    ],
+)
+def test_records_a_worker_cannot_make_lines_of_travel_as_fields(record: logging.LogRecord) -> None:
+    render = record_renderer(TextFormatter("%(lineno)d %(message)s"))
+    assert render is not None
+    assert wire.encode_lines(record, [render], PID) is None
+    assert wire.decode_fields(wire.encode(record))  # and the fields path takes them
+
+
+def test_formatters_a_worker_cannot_reproduce_have_no_record_renderer() -> None:
+    class Custom(logging.Formatter):
+        pass
+
+    assert record_renderer(Custom("%(message)s")) is None
+    assert record_renderer(logging.Formatter("{message}", style="{")) is None
+    assert record_renderer(logging.Formatter("%(user)s %(message)s")) is None  # an extra
+    assert record_renderer(logging.Formatter("%(msg)s")) is None  # the unmerged message
+    for kind in UNMERGED:
+        assert record_renderer(FORMATTERS[kind]()) is None
+    assert record_renderer(JSONFormatter()) is not None
+
+
+def test_a_damaged_lines_payload_is_refused() -> None:
+    render = record_renderer(TextFormatter(BENCH))
+    assert render is not None
+    good = wire.encode_lines(_record(), [render, render], PID)
+    assert good is not None
+    lengths_end = wire.LINES_HEAD_SIZE + len("lines") + 4
+    for bad in (
+        good[:5],  # a cut head
+        good[: lengths_end + 2],  # the first line is longer than what is left
+        LINES_BYTE + b"\x00" + good[2:],  # no line at all
+        good[: lengths_end - 4] + b"\xff\xff\xff\x7f" + good[lengths_end:],  # a length past the end
+    ):
+        with pytest.raises(ValueError):
+            wire.decode_lines(bad)
+
+
+# -- a hub in the mode ------------------------------------------------------------------
+
+
+def _sinks(tmp: Path) -> List[logging.Handler]:
+    text = RotatingFileSink(tmp / "text.log", maxBytes=1 << 30, backupCount=1)
+    text.setFormatter(TextFormatter(BENCH))
+    as_json = RotatingFileSink(tmp / "json.log", maxBytes=1 << 30, backupCount=1)
+    as_json.setFormatter(JSONFormatter())
+    warnings = RotatingFileSink(tmp / "warnings.log", maxBytes=1 << 30, backupCount=1)
+    warnings.setFormatter(TextFormatter(BENCH))
+    warnings.setLevel(logging.WARNING)
+    return [text, as_json, warnings]
+
+
+def _log_and_keep(queue: transport.Channel, out: str, count: int) -> None:
+    """In a child: log ``count`` records (every 7th with a traceback), keep what each sink should get."""
+    forklog.init_worker(queue, level=logging.DEBUG)
+    text, as_json = TextFormatter(BENCH), JSONFormatter()
+    expected: Dict[str, List[str]] = {"text": [], "json": [], "warnings": []}
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.exc_info:
+                expected["text"].append(f"TRACEBACK {record.getMessage()}")
+                return
+            record.process = os.getpid()
+            expected["text"].append(text.format(record))
+            expected["json"].append(as_json.format(record))
+            if record.levelno >= logging.WARNING:
+                expected["warnings"].append(text.format(record))
+
+    logging.getLogger().addHandler(Keep())
+    log = logging.getLogger("lines.child")
+    for i in range(count):
+        if i % 7 == 6:
+            try:
+                raise ValueError(f"bad {i}")
+            except ValueError:
+                log.exception("failed %d", i)
+        else:
+            level = (logging.INFO, logging.WARNING, logging.DEBUG)[i % 3]
+            log.log(level, "record %d \u00e9 %s", i, "x" * (i % 50), extra={"user": f"u{i}"})
+    Path(out).write_text(json.dumps({**expected, "modes": len(queue.line_formatters)}))
+
+
+def _lines_of(path: Path) -> List[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_hub_writes_the_workers_lines_in_order(tmp_path: Path, method: str) -> None:
+    sinks = _sinks(tmp_path)
+    hub = forklog.Hub(sinks).start()
+    try:
+        assert len(hub.queue.line_formatters) == 2  # two distinct formatters for three sinks
+        context: Any = multiprocessing.get_context(method)
+        out = tmp_path / "expected.json"
+        child = context.Process(target=_log_and_keep, args=(hub.queue, str(out), 700))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        hub.process_exited(child.pid)
+    finally:
+        stats = hub.stop(timeout=30)
+    assert stats is not None
+    expected = json.loads(out.read_text())
+    assert expected["modes"] == 2  # the child made lines, under spawn too
+    text = _lines_of(tmp_path / "text.log")
+    records = [line for line in text if line[:4].isdigit()]
+    assert len(records) == 700
+    for got, want in zip(records, expected["text"]):
+        if want.startswith("TRACEBACK "):
+            assert got.endswith(want[len("TRACEBACK ") :])
+        else:
+            assert got == want
+    as_json = _lines_of(tmp_path / "json.log")
+    assert len(as_json) == 700
+    assert [line for line in as_json if '"exc_info"' not in line] == expected["json"]
+    warned = [line for line in _lines_of(tmp_path / "warnings.log") if line[:4].isdigit()]
+    assert [line for line in warned if "[WARNING]" in line] == expected["warnings"]
+    assert len(warned) == len(expected["warnings"]) + 100  # and the 100 with a traceback
+    assert sorted(stats.written.values()) == sorted([700, 700, len(warned)])
+    assert stats.lost == 0 and stats.dropped == 0 and stats.bad_records == 0
