@@ -304,7 +304,7 @@ def stalled(seconds: float, workers: int, tmp: Path) -> Dict[str, Any]:
 
 
 def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
-    """The master's CPU per record (µs, median of ``repeats``), stage by stage, in this thread.
+    """The CPU per record (µs, median of ``repeats``), stage by stage, in this thread.
 
     The records are the benchmark's (1% with a traceback), encoded by a
     worker's own code, cut into frames and read back; the listener writes
@@ -326,12 +326,17 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
     for i in range(records):
         call(i)
     payloads = [wire.encode(record) for record in made]
+    formatter = forklog.TextFormatter(FORMAT)
+    renderers = transport._renderers((formatter,))
+    lines = [wire.encode_lines(record, renderers, 4242, True) or wire.encode(record) for record in made]
     data = b"".join(
         b"".join(transport._frames(0, 4242, 1, seq, payload)) for seq, payload in enumerate(payloads)
     )
+    line_items = [
+        (transport.FIRST | transport.LAST, 4242, 1, seq, payload) for seq, payload in enumerate(lines)
+    ]
     items: List[Any] = []
     decoded: List[logging.LogRecord] = []
-    formatter = forklog.TextFormatter(FORMAT)
     tmp = Path(tempfile.mkdtemp(prefix="forklog-stages-"))
 
     def frames() -> None:
@@ -352,7 +357,7 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
     def decode() -> None:
         decoded[:] = [wire.decode(payload, 4242) for payload in payloads]
 
-    def listener(fast: bool) -> Callable[[], None]:
+    def listener(fast: bool, made_lines: bool = False) -> Callable[[], None]:
         def run() -> None:
             sink = forklog.RotatingFileSink(tmp / f"{fast}.log", maxBytes=1 << 40, backupCount=1)
             sink.setFormatter(forklog.TextFormatter(FORMAT))
@@ -366,8 +371,12 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
                 channel=None,  # type: ignore[arg-type]
             )
             the_listener.FAST_LANE = fast
-            for start in range(0, len(items), 256):
-                the_listener.dispatch_batch(items[start : start + 256])
+            batch = items
+            if made_lines:
+                the_listener.lines.use({"file": (0, sink.formatter)})  # type: ignore[dict-item]
+                batch = line_items
+            for start in range(0, len(batch), 256):
+                the_listener.dispatch_batch(batch[start : start + 256])
                 flush()
             sink.close()
             os.unlink(sink.baseFilename)
@@ -375,6 +384,8 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
         return run
 
     steps: List[Tuple[str, Callable[[], object]]] = [
+        ("worker: encode fields", lambda: [wire.encode(record) for record in made]),
+        ("worker: make lines", lambda: [wire.encode_lines(record, renderers, 4242, True) for record in made]),
         ("receiver: frames", frames),
         ("receiver+listener: backlog", backlog),
         ("marshal.loads", lambda: [marshal.loads(payload) for payload in payloads]),
@@ -382,6 +393,7 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
         ("TextFormatter.format", lambda: [formatter.format(record) for record in decoded]),
         ("listener, LogRecord path", listener(False)),
         ("listener, fast lane", listener(True)),
+        ("listener, lines made by workers", listener(True, made_lines=True)),
     ]
     out = []
     for name, step in steps:
@@ -448,9 +460,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--stages", action="store_true", help="the master's cost per record, by stage")
     args = parser.parse_args(argv)
     if args.stages:
-        print(f"the master's CPU per record, µs (median of 7; Python {sys.version.split()[0]}):")
+        print(f"CPU per record, µs (median of 7; Python {sys.version.split()[0]}):")
         for name, micros in stages(args.records or 40_000):
-            print(f"  {name:<28}{micros:6.2f}")
+            print(f"  {name:<34}{micros:6.2f}")
         return 0
     workers_list = args.workers or ([1, 4] if args.quick else [1, 2, 4, 8])
     # --quick offers fewer records than the hub holds (queue_size plus the pipe):

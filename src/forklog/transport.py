@@ -188,6 +188,7 @@ class Channel:
         self._published = 0
         self.sent = 0
         self._renderers: Optional[List[Any]] = None  # made from line_formatters on first use
+        self._with_traceback = False
         self._slot = slot if self.scoreboard is not None else -1
         if self._slot >= 0:
             assert self.scoreboard is not None
@@ -263,8 +264,12 @@ class Channel:
             renderers = self._renderers
             if renderers is None:
                 renderers = self._renderers = _renderers(self.line_formatters)
+                # A JSON line holds its traceback inside: the master cannot add it after.
+                self._with_traceback = not any(
+                    isinstance(formatter, formatters.JSONFormatter) for formatter in self.line_formatters
+                )
             if renderers:
-                payload = wire.encode_lines(record, renderers, self.pid)
+                payload = wire.encode_lines(record, renderers, self.pid, self._with_traceback)
                 if payload is not None and len(payload) > self.max_record_bytes:
                     payload = None
         if payload is None:

@@ -242,66 +242,108 @@ LINES = 0
 
 
 def encode_lines(
-    record: logging.LogRecord, renderers: Sequence[Callable[[logging.LogRecord, int, str], str]], pid: int
+    record: logging.LogRecord,
+    renderers: Sequence[Callable[[logging.LogRecord, int, str], str]],
+    pid: int,
+    with_traceback: bool = False,
 ) -> Optional[bytes]:
     """The lines the master's sinks would write for ``record``, made here; None if they cannot be.
 
     When every sink of a hub is a file or a stream whose formatter the
     listener can reproduce, the emitting process makes the lines itself
     (:func:`forklog.formatters.record_renderer`, one per distinct
-    formatter) and the master only writes them. A record with a traceback or
-    a stack (its text is the master's to write, see :mod:`forklog.tracebacks`),
-    or one whose fields :func:`encode` would have to mend, or text that is
+    formatter) and the master only writes them. A record with an exception
+    sends its chain of frames too, when ``with_traceback`` (every formatter
+    puts the traceback after the line): the master writes the traceback's
+    text after each line (:mod:`forklog.tracebacks`). Anything else, a stack,
+    a record whose fields :func:`encode` would have to mend, text that is
     not valid UTF-8, takes the fields path: None.
 
     The payload: ``LINES``, the number of lines, the level, the time, the
-    logger's name (for a sink that cannot take the lines, see
-    :func:`lines_record`), the byte length of each line but the last, then
-    the lines, UTF-8, without terminators.
+    length of the logger's name (for a sink that cannot take the lines, see
+    :func:`lines_record`), the length of the chain, the name, the byte length
+    of each line but the last, the lines (UTF-8, without terminators), then
+    the chain (marshal).
     """
-    if record.exc_info or record.exc_text or record.stack_info:
-        return None
     try:
+        chain = _chain(record, with_traceback)
         levelno, created, name = record.levelno, record.created, record.name
-        if type(levelno) is not int or type(created) is not float or type(name) is not str:
+        if chain is None or type(levelno) is not int or type(created) is not float or type(name) is not str:
             return None
         message = merged_message(record)
         lines = [render(record, pid, message).encode("utf-8") for render in renderers]
         name_bytes = name.encode("utf-8")
         count = len(lines)
-        head = _LINES_HEAD.pack(LINES, count, levelno, created, len(name_bytes)) + name_bytes
+        head = _LINES_HEAD.pack(LINES, count, levelno, created, len(name_bytes), len(chain)) + name_bytes
         if count == 1:
-            return head + lines[0]
-        return head + struct.pack(f"<{count - 1}I", *[len(line) for line in lines[:-1]]) + b"".join(lines)
+            return head + lines[0] + chain
+        sizes = struct.pack(f"<{count - 1}I", *[len(line) for line in lines[:-1]])
+        return head + sizes + b"".join(lines) + chain
     except Exception:  # noqa: BLE001 - encode() makes do with what the record has
         return None
 
 
-#: The head of a lines payload: LINES, line count, levelno, created, name length.
-_LINES_HEAD = struct.Struct("<BBidH")
+def _chain(record: logging.LogRecord, with_traceback: bool) -> Optional[bytes]:
+    """The marshalled frames of the exception: b"" without one, None if the master cannot write it."""
+    if record.exc_text or record.stack_info:
+        return None
+    exc_info = record.exc_info
+    if not exc_info:
+        return b""
+    if not with_traceback:
+        return None
+    _kind, value, tb = exc_info
+    if not isinstance(value, BaseException) or value.__traceback__ is not tb:
+        return None  # exc_info=True outside an except block, a hand-made tuple
+    frames = tracebacks.extract(value)
+    return None if frames is None else marshal.dumps(frames, 4)
+
+
+#: The head of a lines payload: LINES, line count, levelno, created, name
+#: length, chain length.
+_LINES_HEAD = struct.Struct("<BBidHI")
 LINES_HEAD_SIZE = _LINES_HEAD.size
 
 
 def decode_lines(payload: bytes) -> Tuple[int, float, str, List[bytes]]:
-    """``(levelno, created, name, lines)`` of :func:`encode_lines`' bytes. Raises ``ValueError``."""
+    """``(levelno, created, name, lines)`` of :func:`encode_lines`' bytes. Raises ``ValueError``.
+
+    Each line ends with the text of the record's traceback, when it had one.
+    """
     try:
-        _marker, count, levelno, created, name_size = _LINES_HEAD.unpack_from(payload)
+        _marker, count, levelno, created, name_size, chain_size = _LINES_HEAD.unpack_from(payload)
         start = LINES_HEAD_SIZE + name_size
         name = payload[LINES_HEAD_SIZE:start].decode("utf-8")
+        end = len(payload) - chain_size
         if count == 1:
-            return levelno, created, name, [payload[start:]]
-        sizes = struct.unpack_from(f"<{count - 1}I", payload, start)
+            lines = [payload[start:end]]
+        else:
+            sizes = struct.unpack_from(f"<{count - 1}I", payload, start)
+            position = start + 4 * (count - 1)
+            lines = []
+            for size in sizes:
+                lines.append(payload[position : position + size])
+                position += size
+            if position > end:
+                raise ValueError("lines payload of an unknown shape")
+            lines.append(payload[position:end])
     except (struct.error, UnicodeDecodeError) as exc:
         raise ValueError(f"undecodable lines payload: {exc}") from None
-    position = start + 4 * (count - 1)
-    lines = []
-    for size in sizes:
-        lines.append(payload[position : position + size])
-        position += size
-    lines.append(payload[position:])
-    if position > len(payload) or not count:
+    if end < start:
         raise ValueError("lines payload of an unknown shape")
+    if chain_size:
+        text = traceback_bytes(payload[end:])
+        lines = [line + text if line[-1:] == b"\n" else line + b"\n" + text for line in lines]
     return levelno, created, name, lines
+
+
+def traceback_bytes(chain: bytes) -> bytes:
+    """The UTF-8 text of a marshalled chain of frames (:func:`forklog.tracebacks.extract`)."""
+    try:
+        frames = marshal.loads(chain)
+    except (EOFError, TypeError, ValueError) as exc:
+        raise ValueError(f"undecodable traceback: {exc}") from None
+    return _rendered(frames).encode("utf-8", "backslashreplace")
 
 
 def lines_record(levelno: int, created: float, name: str, line: bytes, pid: int) -> logging.LogRecord:

@@ -10,6 +10,7 @@ it writes, in order, with every record counted.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import multiprocessing
@@ -20,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 
 import forklog
-from forklog import JSONFormatter, RotatingFileSink, TextFormatter, transport, wire
+from forklog import JSONFormatter, RotatingFileSink, TextFormatter, tracebacks, transport, wire
 from forklog.formatters import line_renderer, record_renderer
 from forklog.master.lines import LINES_BYTE
 
@@ -32,7 +33,8 @@ BENCH = "%(asctime)s [%(levelname)s] %(name)s %(process)d %(threadName)s - %(mes
 def _worker_lines(kinds: List[str], record: logging.LogRecord) -> Optional[List[str]]:
     renderers = [record_renderer(FORMATTERS[kind]()) for kind in kinds]
     assert all(render is not None for render in renderers)
-    payload = wire.encode_lines(record, renderers, PID)  # type: ignore[arg-type]
+    with_traceback = "json" not in kinds
+    payload = wire.encode_lines(record, renderers, PID, with_traceback)  # type: ignore[arg-type]
     if payload is None:
         return None
     assert payload[:1] == LINES_BYTE
@@ -44,7 +46,8 @@ def _worker_lines(kinds: List[str], record: logging.LogRecord) -> Optional[List[
 def _master_line(kind: str, record: logging.LogRecord) -> str:
     render = line_renderer(FORMATTERS[kind]())
     assert render is not None
-    return render(wire.decode_fields(wire.encode(record)), PID, None)
+    fields = wire.decode_fields(wire.encode(record))
+    return render(fields, PID, wire.exception_text(fields[14]))
 
 
 #: Formats that name %(msg)s or %(args)s: the fields carry the merged message
@@ -54,14 +57,17 @@ UNMERGED = {"every attribute", "every attribute, escaped"}
 
 @pytest.mark.parametrize("kind", sorted(set(FORMATTERS) - UNMERGED))
 def test_a_worker_makes_the_line_the_master_would(kind: str) -> None:
-    made = 0
+    made = with_traceback = 0
     for record in RECORDS:
         lines = _worker_lines([kind], record)
         if lines is None:
             continue
         made += 1
         assert lines == [_master_line(kind, record)], record.msg
+        with_traceback += bool(record.exc_info)
     assert made > len(RECORDS) // 2  # most records take this path
+    # Records with an exception take it too, but for JSON (the traceback is inside the line).
+    assert (with_traceback > 0) == (kind != "json")
 
 
 def test_several_formatters_give_one_line_each_in_order() -> None:
@@ -83,7 +89,7 @@ def _record(msg: str = "hello %s", args: Tuple[Any, ...] = ("world",), **attrs: 
     [
         pytest.param(_record(exc_text="Traceback ..."), id="exc_text"),
         pytest.param(_record(stack_info="Stack (most recent call last): ..."), id="stack"),
-        pytest.param(_record(exc_info=(ValueError, ValueError("x"), None)), id="exc_info"),
+        pytest.param(_record(exc_info=(None, None, None)), id="exc_info outside an except block"),
         pytest.param(_record(levelno="20"), id="a level that is not an int"),
         pytest.param(_record(created=12), id="a time that is not a float"),
         pytest.param(_record(name=object()), id="a name that is not a str"),
@@ -94,7 +100,7 @@ def _record(msg: str = "hello %s", args: Tuple[Any, ...] = ("world",), **attrs: 
 def test_records_a_worker_cannot_make_lines_of_travel_as_fields(record: logging.LogRecord) -> None:
     render = record_renderer(TextFormatter("%(lineno)d %(message)s"))
     assert render is not None
-    assert wire.encode_lines(record, [render], PID) is None
+    assert wire.encode_lines(record, [render], PID, with_traceback=True) is None
     assert wire.decode_fields(wire.encode(record))  # and the fields path takes them
 
 
@@ -210,3 +216,69 @@ def test_a_hub_writes_the_workers_lines_in_order(tmp_path: Path, method: str) ->
     assert len(warned) == len(expected["warnings"]) + 100  # and the 100 with a traceback
     assert sorted(stats.written.values()) == sorted([700, 700, len(warned)])
     assert stats.lost == 0 and stats.dropped == 0 and stats.bad_records == 0
+
+
+def _log_exceptions(queue: transport.Channel, out: str, count: int) -> None:
+    """In a child: log ``count`` records, every 3rd with a traceback; keep the text each should have."""
+    forklog.init_worker(queue, level=logging.DEBUG)
+    text = TextFormatter(BENCH)
+    expected: List[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            record.process = os.getpid()
+            exc_info, record.exc_info = record.exc_info, None
+            line = text.format(record)
+            if exc_info and exc_info[1] is not None:
+                line += "\n" + tracebacks.render(tracebacks.extract(exc_info[1]) or [])
+            expected.append(line)
+
+    logging.getLogger().addHandler(Keep())
+    log = logging.getLogger("lines.child")
+
+    def fail(depth: int) -> None:
+        if depth:
+            fail(depth - 1)
+        raise KeyError(f"missing \u00e9 {depth}")
+
+    for i in range(count):
+        if i % 3 == 2:
+            try:
+                try:
+                    fail(i % 4)
+                except KeyError as exc:
+                    raise RuntimeError("wrapped") from exc
+            except RuntimeError:
+                log.exception("failed %d\nsecond line", i)
+        else:
+            log.info("record %d", i)
+    Path(out).write_text(json.dumps({"expected": expected, "with_traceback": queue._with_traceback}))
+
+
+def test_tracebacks_follow_the_workers_lines(tmp_path: Path) -> None:
+    sink = RotatingFileSink(tmp_path / "text.log", maxBytes=1 << 30, backupCount=1)
+    sink.setFormatter(TextFormatter(BENCH))
+    console = logging.StreamHandler(io.StringIO())
+    console.setFormatter(logging.Formatter(BENCH))
+    hub = forklog.Hub([sink, console]).start()
+    out = tmp_path / "expected.json"
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                _log_exceptions(hub.queue, str(out), 300)
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+        hub.process_exited(pid)
+    finally:
+        stats = hub.stop(timeout=30)
+    assert stats is not None and stats.lost == 0 and stats.bad_records == 0
+    result = json.loads(out.read_text())
+    assert result["with_traceback"]  # the child sent frames with its lines
+    want = "\n".join(result["expected"]) + "\n"
+    assert (tmp_path / "text.log").read_text(encoding="utf-8") == want
+    assert console.stream.getvalue() == want

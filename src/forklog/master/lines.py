@@ -119,8 +119,8 @@ class Lines:
                 others(item)
                 continue
             try:
-                _marker, count, levelno, created, name_size = unpack(payload)
-                if count == 1:
+                _marker, count, levelno, created, name_size, chain_size = unpack(payload)
+                if count == 1 and not chain_size:
                     line = payload[head_size + name_size :]
                     for level, bucket in single:
                         if levelno >= level:
