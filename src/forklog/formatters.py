@@ -130,19 +130,18 @@ class TextFormatter(logging.Formatter):
     def __init__(self, fmt: str, datefmt: str | None = None, *, escape_newlines: bool = False) -> None:
         super().__init__(fmt, datefmt)
         self.escape_newlines = escape_newlines
-        self._second = -1
-        self._stamp = ""
+        self._stamp = (-1, "")  # (second, text): one attribute, so threads never see half of it
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         # strftime is the dearest part of a text line; records come in bursts
         # within one second, so the stamp is made once per second.
         if datefmt is not None:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
-        if second != self._second:
-            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
-            self._second = second
-        return f"{self._stamp},{int(record.msecs):03d}"
+        second, stamp = self._stamp
+        if int(record.created) != second:
+            stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._stamp = (int(record.created), stamp)
+        return f"{stamp},{int(record.msecs):03d}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         if self.escape_newlines:
@@ -325,14 +324,16 @@ def _compiled(
                 strftime=time.strftime,
                 converter=formatter.converter,
                 time_format=formatter.default_time_format,
-                cache=[-1, ""],
+                cache=[(-1, "")],
             )
             lines += [
                 f"    created = {created}",
-                "    if int(created) != cache[0]:",
-                "        cache[1] = strftime(time_format, converter(created))",
-                "        cache[0] = int(created)",
-                f'    asctime = f"{{cache[1]}},{{int({msecs}):03d}}"',
+                # (second, stamp) in one item: threads of a worker share it.
+                "    second, stamp = cache[0]",
+                "    if int(created) != second:",
+                "        stamp = strftime(time_format, converter(created))",
+                "        cache[0] = (int(created), stamp)",
+                f'    asctime = f"{{stamp}},{{int({msecs}):03d}}"',
             ]
         else:
             namespace.update(format_time=formatter.formatTime, Stamp=_Stamp, datefmt=datefmt)

@@ -272,7 +272,11 @@ def encode_lines(
             return None
         message = merged_message(record)
         lines = [render(record, pid, message).encode("utf-8") for render in renderers]
-        name_bytes = name.encode("utf-8")
+        name_bytes = _NAME_BYTES.get(name)
+        if name_bytes is None:
+            if len(_NAME_BYTES) > 4096:
+                _NAME_BYTES.clear()
+            name_bytes = _NAME_BYTES[name] = name.encode("utf-8")
         count = len(lines)
         head = _LINES_HEAD.pack(LINES, count, levelno, created, len(name_bytes), len(chain)) + name_bytes
         if count == 1:
@@ -298,6 +302,9 @@ def _chain(record: logging.LogRecord, with_traceback: bool) -> Optional[bytes]:
     frames = tracebacks.extract(value)
     return None if frames is None else marshal.dumps(frames, 4)
 
+
+#: Logger names as UTF-8: a process logs through a handful of loggers.
+_NAME_BYTES: Dict[str, bytes] = {}
 
 #: The head of a lines payload: LINES, line count, levelno, created, name
 #: length, chain length.

@@ -40,6 +40,9 @@ class ForkHandler(logging.handlers.QueueHandler):
 
     def handle(self, record: logging.LogRecord) -> bool:
         # No self.lock: a frame goes to the kernel in one atomic write().
+        if not self.filters:
+            self.emit(record)
+            return True
         result = self.filter(record)
         if result:
             if isinstance(result, logging.LogRecord):  # 3.12+: a filter may replace it
