@@ -54,14 +54,16 @@ __all__ = ["Channel", "FrameReader", "PIPE_BUF"]
 
 PIPE_BUF = 4096
 _MAGIC = b"\xf0\x1c"
-# magic, flags, version, payload length, pid, boot, record sequence, fragment index.
+# A frame: magic, CRC32 of everything after it, then flags, version, payload
+# length, pid, boot, record sequence, fragment index, and the payload.
 # "boot" is random per process incarnation: a reused pid is another writer.
-_HEAD = struct.Struct("<2sBBHIIII")
+_HEAD = struct.Struct("<BBHIIII")  # what follows the magic and the CRC
 _CRC = struct.Struct("<I")
-HEADER_SIZE = _HEAD.size + _CRC.size
-_HEAD_CRC = struct.Struct("<2sBBHIIIII")  # the header and its CRC, read at once
+_CHECKED_FROM = len(_MAGIC) + _CRC.size
+HEADER_SIZE = _CHECKED_FROM + _HEAD.size
+_WHOLE_HEAD = struct.Struct("<2sIBBHIIII")  # the whole header, read at once
 MAX_PAYLOAD = PIPE_BUF - HEADER_SIZE
-_VERSION = 1
+_VERSION = 2
 
 FIRST = 0x01
 LAST = 0x02
@@ -87,8 +89,8 @@ def _frames(flags: int, pid: int, boot: int, seq: int, payload: bytes) -> List[b
             bits |= FIRST
         if index == count - 1:
             bits |= LAST
-        head = _HEAD.pack(_MAGIC, bits, _VERSION, len(chunk), pid, boot, seq & 0xFFFFFFFF, index)
-        out.append(head + _CRC.pack(zlib.crc32(chunk, zlib.crc32(head))) + chunk)
+        checked = _HEAD.pack(bits, _VERSION, len(chunk), pid, boot, seq & 0xFFFFFFFF, index) + chunk
+        out.append(_MAGIC + _CRC.pack(zlib.crc32(checked)) + checked)
     return out
 
 
@@ -288,8 +290,10 @@ class Channel:
         size = len(payload)
         if size <= MAX_PAYLOAD:
             # The common case, inline: one frame, one write().
-            head = _HEAD.pack(_MAGIC, FIRST | LAST, _VERSION, size, self.pid, self.boot, seq & 0xFFFFFFFF, 0)
-            frame = head + _CRC.pack(zlib.crc32(payload, zlib.crc32(head))) + payload
+            checked = (
+                _HEAD.pack(FIRST | LAST, _VERSION, size, self.pid, self.boot, seq & 0xFFFFFFFF, 0) + payload
+            )
+            frame = _MAGIC + _CRC.pack(zlib.crc32(checked)) + checked
             try:
                 os.write(self.write_fd, frame)
                 self.sent += 1
@@ -597,13 +601,13 @@ class FrameReader:
         append = out.append
         pos = 0
         end = len(buf)
-        unpack = _HEAD_CRC.unpack_from
-        head_size = _HEAD.size
+        unpack = _WHOLE_HEAD.unpack_from
+        checked_from = _CHECKED_FROM
         crc32 = zlib.crc32
         view = memoryview(buf)  # slices without copies; released before buf is resized
         try:
             while end - pos >= HEADER_SIZE:
-                magic, flags, version, length, pid, boot, seq, index, crc = unpack(buf, pos)
+                magic, crc, flags, version, length, pid, boot, seq, index = unpack(buf, pos)
                 if magic != _MAGIC:
                     found = buf.find(_MAGIC, pos + 1)
                     skip_to = found if found >= 0 else end - 1
@@ -618,12 +622,12 @@ class FrameReader:
                 frame_end = pos + HEADER_SIZE + length
                 if frame_end > end:
                     break  # the rest of this frame has not been read yet
-                payload = view[pos + HEADER_SIZE : frame_end].tobytes()
-                if crc32(payload, crc32(view[pos : pos + head_size])) != crc:
+                if crc32(view[pos + checked_from : frame_end]) != crc:
                     self.garbage_bytes += 1
                     self.bad_frames += 1
                     pos += 1
                     continue
+                payload = view[pos + HEADER_SIZE : frame_end].tobytes()
                 pos = frame_end
                 if flags & FIRST and flags & LAST:
                     append((flags, pid, boot, seq, payload))

@@ -270,7 +270,9 @@ def encode_lines(
         levelno, created, name = record.levelno, record.created, record.name
         if chain is None or type(levelno) is not int or type(created) is not float or type(name) is not str:
             return None
-        message = merged_message(record)
+        # record.getMessage(), inline for a str; a %-mismatch raises, and encode() reports it.
+        msg, args = record.msg, record.args
+        message = (msg % args if args else msg) if type(msg) is str else merged_message(record)
         lines = [render(record, pid, message).encode("utf-8") for render in renderers]
         name_bytes = _NAME_BYTES.get(name)
         if name_bytes is None:

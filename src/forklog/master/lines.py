@@ -109,6 +109,8 @@ class Lines:
         head_size = wire.LINES_HEAD_SIZE
         last = 0.0
         received = 0
+        writer: Tuple[int, int] = (-1, -1)
+        mine: List[int] = []
         for item in batch:
             kind, pid, boot, seq, payload = item
             if kind == EXITED or payload[:1] != LINES_BYTE:
@@ -116,6 +118,7 @@ class Lines:
                     self._flush(targets, pending, seen)
                     counters.received += received
                     received = 0
+                    writer = (-1, -1)
                 others(item)
                 continue
             try:
@@ -139,12 +142,13 @@ class Lines:
             received += 1
             last = created
             if seq != NO_SEQ:
-                mine = seen.get((pid, boot))
-                if mine is None:
-                    seen[(pid, boot)] = [1, seq]
-                else:
-                    mine[0] += 1
-                    mine[1] = max(mine[1], seq)
+                # A writer's records come in runs: look it up when it changes.
+                if pid != writer[0] or boot != writer[1]:
+                    writer = (pid, boot)
+                    mine = seen.setdefault(writer, [0, seq])
+                mine[0] += 1
+                if seq > mine[1]:  # noqa: PLR1730 - threads of a writer can send out of order
+                    mine[1] = seq
         if received:
             self._flush(targets, pending, seen)
             counters.received += received
