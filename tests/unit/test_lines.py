@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -282,3 +283,66 @@ def test_tracebacks_follow_the_workers_lines(tmp_path: Path) -> None:
     want = "\n".join(result["expected"]) + "\n"
     assert (tmp_path / "text.log").read_text(encoding="utf-8") == want
     assert console.stream.getvalue() == want
+
+
+def test_a_sink_whose_formatter_changed_after_start_gets_records_made_of_the_line(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sink = RotatingFileSink(tmp_path / "text.log", maxBytes=1 << 30, backupCount=1)
+    sink.setFormatter(TextFormatter(BENCH))
+    hub = forklog.Hub([sink]).start()
+    try:
+        sink.setFormatter(TextFormatter("NEW %(levelname)s %(message)s"))
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                forklog.init_worker(hub.queue)
+                logging.getLogger("stale").warning("made by the worker %d", 1)
+                code = 0
+            finally:
+                os._exit(code)
+        assert os.waitpid(pid, 0)[1] == 0
+        hub.process_exited(pid)
+    finally:
+        stats = hub.stop(timeout=30)
+    assert stats is not None and stats.written == {"rotatingfilesink": 1} and stats.lost == 0
+    (line,) = _lines_of(tmp_path / "text.log")
+    # The new format, around the line the worker made with the old one.
+    assert line.startswith("NEW WARNING ")
+    assert line.endswith(f" [WARNING] stale {pid} MainThread - made by the worker 1")
+    assert "formatter or filters changed after the hub started" in capfd.readouterr().err
+
+
+def test_a_damaged_lines_payload_in_a_batch_is_counted_and_the_rest_written(tmp_path: Path) -> None:
+    from forklog.master.listener import Backlog, Counters, Listener
+    from forklog.master.report import Reporter
+
+    sink = RotatingFileSink(tmp_path / "text.log", maxBytes=1 << 30, backupCount=1)
+    sink.setFormatter(TextFormatter("%(levelname)s %(message)s"))
+    counters = Counters(["file"])
+    listener = Listener(
+        Backlog(10, 1 << 20),
+        [("file", sink)],
+        counters,
+        Reporter(),
+        dispatch_lock=threading.Lock(),
+        channel=None,  # type: ignore[arg-type]
+    )
+    formatter = sink.formatter
+    assert formatter is not None
+    listener.lines.use({"file": (0, formatter)})
+    render = record_renderer(formatter)
+    assert render is not None
+    payloads = [wire.encode_lines(_record("line %d", (i,)), [render], PID) for i in range(4)]
+    assert all(payloads)
+    damaged = payloads[1][:3]  # type: ignore[index]
+    whole = transport.FIRST | transport.LAST
+    batch = [(whole, PID, 1, seq, p) for seq, p in enumerate([payloads[0], damaged, payloads[2]])]
+    batch.append((whole, PID, 1, 3, wire.encode(_record("fields %d", (3,)))))  # in its place
+    batch.append((whole, PID, 1, 4, payloads[3]))
+    listener.dispatch_batch(batch)  # type: ignore[arg-type]
+    sink.flush()
+    sink.close()
+    assert _lines_of(tmp_path / "text.log") == ["INFO line 0", "INFO line 2", "INFO fields 3", "INFO line 3"]
+    assert counters.bad_records == 1 and counters.received == 5 and counters.written == {"file": 4}

@@ -102,7 +102,9 @@ class Lines:
         """
         counters = self._counters
         pending: List[List[bytes]] = [[] for _ in targets]
+        # Every sink takes the payload's only line (one distinct formatter): the common case.
         single = [(target[2], bucket) for target, bucket in zip(targets, pending)]
+        one_line = all(target[3] == 0 for target in targets)
         several = [(target[2], target[3], bucket) for target, bucket in zip(targets, pending)]
         seen: Dict[Tuple[int, int], List[int]] = {}
         unpack = _HEAD.unpack_from
@@ -123,7 +125,7 @@ class Lines:
                 continue
             try:
                 _marker, count, levelno, created, name_size, chain_size = unpack(payload)
-                if count == 1 and not chain_size:
+                if count == 1 and not chain_size and one_line:
                     line = payload[head_size + name_size :]
                     for level, bucket in single:
                         if levelno >= level:
