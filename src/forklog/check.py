@@ -36,6 +36,9 @@ from gunicorn import util
 from gunicorn.config import Config
 
 import forklog.gunicorn as fg
+from forklog.formatters import same_lines
+from forklog.master.isolation import needs_isolation
+from forklog.master.lines import line_formatter
 from forklog.settings import Settings
 from forklog.worker.handler import ForkHandler
 
@@ -269,6 +272,7 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> i
     elif sinks and not notes:
         lowest = min(handler.level for _name, handler in sinks)
         say(f"workers send: {logging.getLevelName(lowest)} and up (the lowest sink level)")
+        say(_who_makes_lines(sinks))
     configured = {id(handler) for _owner, handler in _all_handlers()}
     for _name, handler in sinks:
         if id(handler) not in configured:  # the config's own stay as it made them
@@ -328,3 +332,18 @@ def _bypassing(cfg: Any, app: str, before: Set[int]) -> Handlers:
     except (Exception, SystemExit) as exc:
         raise LoadError(f"app {app} does not import: {type(exc).__name__}: {exc}") from exc
     return [(owner, handler) for owner, handler in _all_handlers() if id(handler) not in before]
+
+
+def _who_makes_lines(sinks: List[Tuple[str, logging.Handler]]) -> str:
+    """Whether the workers will make the lines (README, How it works), and if not, which sink says no."""
+    made: List[logging.Formatter] = []
+    for name, handler in sinks:
+        formatter = None if needs_isolation(handler) else line_formatter(handler)
+        if formatter is None:
+            return (
+                f"workers make the lines: no, sink {name} needs each record's fields "
+                "(not a file or stream, filters, or a format forklog cannot reproduce)"
+            )
+        if not any(same_lines(known, formatter) for known in made):
+            made.append(formatter)
+    return f"workers make the lines: yes, {len(made)} per record"

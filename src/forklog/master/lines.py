@@ -25,7 +25,7 @@ from forklog.master.report import Reporter
 from forklog.master.sinks import RotatingFileSink
 from forklog.transport import NO_SEQ
 
-__all__ = ["LINES_BYTE", "Lines"]
+__all__ = ["LINES_BYTE", "Lines", "line_formatter"]
 
 LINES_BYTE = bytes([wire.LINES])
 _HEAD = wire._LINES_HEAD
@@ -205,6 +205,27 @@ class Lines:
                 counters.sink_errors[name] += 1
                 counters.sink_failed[name] += 1
                 self._reporter.report(f"sink:{name}", f"sink {name} failed on a record: {exc!r}")
+
+
+def line_formatter(sink: logging.Handler) -> Optional[logging.Formatter]:
+    """``sink``'s formatter if the emitting processes can make its lines, else None.
+
+    They can for an unfiltered file or stream sink (a ``RotatingFileSink``,
+    a ``StreamHandler``, a ``FileHandler``) whose formatter the listener
+    reproduces (:func:`forklog.formatters.line_renderer`) from what a worker
+    has (:func:`forklog.formatters.record_renderer`).
+    """
+    if isinstance(sink, BufferedSink) or sink.filters or _writer(sink) is None:
+        return None
+    formatter = Lines.formatter_of(sink)
+    try:
+        made = (
+            formatters.line_renderer(formatter) is not None
+            and formatters.record_renderer(formatter) is not None
+        )
+    except Exception:  # noqa: BLE001 - a formatter set up in a way not foreseen
+        return None
+    return formatter if made else None
 
 
 def _writer(sink: logging.Handler) -> Optional[Writer]:

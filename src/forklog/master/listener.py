@@ -26,7 +26,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 from forklog import formatters, transport, wire
 from forklog.master.isolation import BufferedSink
 from forklog.master.ledger import Ledger, process_is_gone
-from forklog.master.lines import LINES_BYTE, Lines, Target
+from forklog.master.lines import LINES_BYTE, Lines, Target, line_formatter
 from forklog.master.report import Reporter, own_record
 from forklog.master.sinks import RotatingFileSink
 from forklog.master.watch import Watch
@@ -450,16 +450,8 @@ class Listener(threading.Thread):
         return plan if fast else None
 
     def line_formatter(self, sink: logging.Handler) -> Optional[logging.Formatter]:
-        """``sink``'s formatter if the emitting processes can make its lines, else None.
-
-        They can for an unfiltered file or stream sink whose line the fast
-        lane makes (:func:`forklog.formatters.line_renderer`) from what a
-        worker has (:func:`forklog.formatters.record_renderer`).
-        """
-        if isinstance(sink, BufferedSink) or self._lane(sink) is None:
-            return None
-        formatter = self.lines.formatter_of(sink)
-        return formatter if formatters.record_renderer(formatter) is not None else None
+        """``sink``'s formatter if the workers can make its lines (:mod:`~forklog.master.lines`)."""
+        return line_formatter(sink) if self.FAST_LANE else None
 
     def _line_targets(self, plan: Plan) -> Optional[List[Target]]:
         """Every sink of ``plan`` as a target of lines, or None if one is not (the per-record path)."""
