@@ -33,6 +33,10 @@ def post_fork(server, worker):
     logging.getLogger("myapp").info("worker %s forked", worker.pid)
 
 
+def post_worker_init(worker):
+    mark("ready")  # signals are set up: a TERM from now on runs worker_exit
+
+
 def worker_exit(server, worker):
     mark("worker_exit")
 
@@ -50,6 +54,9 @@ def test_hooks_defined_after_the_import_still_deliver_everything(tmp_path: Path)
     server = Gunicorn(tmp_path, conf=conf, env={"MARKS": str(marks)})
     try:
         server.start()
+        # gunicorn forks its workers a random fraction of a second apart; one
+        # TERMed before it set up its signal handlers dies without worker_exit.
+        wait_for(lambda: marks.exists() and marks.read_text().count("ready") == 3, 30, "three workers ready")
         statuses = ids(run_load(server, burst_paths("e", 60)))
         assert server.stop() == 0
     finally:
