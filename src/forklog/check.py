@@ -37,7 +37,7 @@ from gunicorn.config import Config
 
 import forklog.gunicorn as fg
 from forklog.formatters import same_lines
-from forklog.master.isolation import needs_isolation
+from forklog.master.isolation import BufferedSink, needs_isolation
 from forklog.master.lines import line_formatter
 from forklog.settings import Settings
 from forklog.worker.handler import ForkHandler
@@ -337,8 +337,12 @@ def _bypassing(cfg: Any, app: str, before: Set[int]) -> Handlers:
 def _who_makes_lines(sinks: List[Tuple[str, logging.Handler]]) -> str:
     """Whether the workers will make the lines (README, How it works), and if not, which sink says no."""
     made: List[logging.Formatter] = []
+    fields = []
     for name, handler in sinks:
-        formatter = None if needs_isolation(handler) else line_formatter(handler)
+        if (isinstance(handler, BufferedSink) or needs_isolation(handler)) and not handler.filters:
+            fields.append(name)  # syslog, OTLP: they take the fields, sent with the lines
+            continue
+        formatter = line_formatter(handler)
         if formatter is None:
             return (
                 f"workers make the lines: no, sink {name} needs each record's fields "
@@ -346,4 +350,7 @@ def _who_makes_lines(sinks: List[Tuple[str, logging.Handler]]) -> str:
             )
         if not any(same_lines(known, formatter) for known in made):
             made.append(formatter)
-    return f"workers make the lines: yes, {len(made)} per record"
+    if not made:
+        return "workers make the lines: no, no file or stream sink"
+    also = f", and the fields while {', '.join(fields)} take(s) records" if fields else ""
+    return f"workers make the lines: yes, {len(made)} per record{also}"

@@ -40,6 +40,8 @@ __all__ = ["Scoreboard"]
 _SLOT = struct.Struct("<IIQ")
 _NUMBERED = struct.Struct("<Q")
 _NUMBERED_OFFSET = 8
+#: After the slots: one word the owner sets for every writer to read (see fields_wanted).
+_FLAG = struct.Struct("<Q")
 
 
 class Scoreboard:
@@ -49,7 +51,8 @@ class Scoreboard:
         self.slots = slots
         if fd is None:
             fd = os.memfd_create("forklog-scoreboard", os.MFD_CLOEXEC)
-            os.ftruncate(fd, slots * _SLOT.size)
+            os.ftruncate(fd, slots * _SLOT.size + _FLAG.size)
+            os.pwrite(fd, _FLAG.pack(1), slots * _SLOT.size)
             self._free: Deque[int] = collections.deque(range(slots))
         else:
             self._free = collections.deque()
@@ -77,7 +80,20 @@ class Scoreboard:
                 out.setdefault(pid, []).append((index, boot, numbered))
         return out
 
+    def want_fields(self, wanted: bool) -> None:
+        """Tell the writers whether the master's buffered sinks take records now (see Channel)."""
+        with contextlib.suppress(OSError):
+            os.pwrite(self.fd, _FLAG.pack(1 if wanted else 0), self.slots * _SLOT.size)
+
     # -- a writer -------------------------------------------------------------
+
+    def fields_wanted(self) -> bool:
+        """Whether the master wants each record's fields besides its lines (True if unsure)."""
+        try:
+            data = os.pread(self.fd, _FLAG.size, self.slots * _SLOT.size)
+        except OSError:
+            return True
+        return len(data) != _FLAG.size or _FLAG.unpack(data)[0] != 0
 
     def claim(self, index: int, pid: int, boot: int) -> None:
         os.pwrite(self.fd, _SLOT.pack(pid, boot, 0), index * _SLOT.size)

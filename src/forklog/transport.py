@@ -142,6 +142,7 @@ class Channel:
         level: int = logging.NOTSET,
         pipe_size: int = 1 << 20,
         line_formatters: Tuple[logging.Formatter, ...] = (),
+        fields_with_lines: bool = False,
         _write_fd: Optional[int] = None,
         _scoreboard: Optional[Scoreboard] = None,
         _slot: int = -1,
@@ -156,6 +157,10 @@ class Channel:
         #: The formatters whose lines the emitting processes make themselves
         #: (set by the hub at start, see :func:`forklog.wire.encode_lines`).
         self.line_formatters: Tuple[logging.Formatter, ...] = line_formatters
+        #: Whether the master also has sinks that need each record's fields
+        #: (syslog, OTLP): the lines then carry the fields too, while the
+        #: scoreboard says those sinks take records (see _want_fields).
+        self.fields_with_lines = fields_with_lines
         self.scoreboard = _scoreboard
         if _write_fd is None:
             self.scoreboard = Scoreboard()
@@ -191,6 +196,8 @@ class Channel:
         self.sent = 0
         self._renderers: Optional[List[Any]] = None  # made from line_formatters on first use
         self._with_traceback = False
+        self._fields_wanted = True
+        self._fields_checked = 0.0
         self._slot = slot if self.scoreboard is not None else -1
         if self._slot >= 0:
             assert self.scoreboard is not None
@@ -237,6 +244,7 @@ class Channel:
             "max_record_bytes": self.max_record_bytes,
             "level": self.level,
             "line_formatters": _picklable(self.line_formatters),
+            "fields_with_lines": self.fields_with_lines,
         }
         return (_rebuild, (reduction.DupFd(self.write_fd), board, slot, options))
 
@@ -271,7 +279,8 @@ class Channel:
                     isinstance(formatter, formatters.JSONFormatter) for formatter in self.line_formatters
                 )
             if renderers:
-                payload = wire.encode_lines(record, renderers, self.pid, self._with_traceback)
+                with_fields = self.fields_with_lines and self._want_fields()
+                payload = wire.encode_lines(record, renderers, self.pid, self._with_traceback, with_fields)
                 if payload is not None and len(payload) > self.max_record_bytes:
                     payload = None
         if payload is None:
@@ -283,6 +292,25 @@ class Channel:
             # The pipe takes records again: report what it refused, right behind.
             self._send_drop_summary()
         return True
+
+    #: How often a writer asks the scoreboard whether the fields are wanted.
+    FIELDS_CHECK_INTERVAL = 0.02
+
+    def _want_fields(self) -> bool:
+        """Whether to send the fields with the lines: the master's fields sinks take records.
+
+        While they all refuse (a syslog server down, their buffers full), the
+        master counts every record as their drop either way; the writers then
+        spare themselves the fields (and the master the decoding), which
+        keeps the files as fast as with no such sink. Asked at most every
+        FIELDS_CHECK_INTERVAL seconds: one ``pread``, not one per record.
+        """
+        now = time.monotonic()
+        if now >= self._fields_checked:
+            self._fields_checked = now + self.FIELDS_CHECK_INTERVAL
+            board = self.scoreboard
+            self._fields_wanted = board.fields_wanted() if board is not None else True
+        return self._fields_wanted
 
     def _send(self, payload: bytes, levelno: int, numbered: bool = True) -> bool:
         # A drop summary reports records and is not one of them: no number.

@@ -52,6 +52,7 @@ __all__ = [
     "encode_lines",
     "extra_fields",
     "file_names",
+    "lines_fields",
     "lines_record",
     "plain_fields",
     "record_from_fields",
@@ -246,6 +247,7 @@ def encode_lines(
     renderers: Sequence[Callable[[logging.LogRecord, int, str], str]],
     pid: int,
     with_traceback: bool = False,
+    with_fields: bool = False,
 ) -> Optional[bytes]:
     """The lines the master's sinks would write for ``record``, made here; None if they cannot be.
 
@@ -259,11 +261,14 @@ def encode_lines(
     a record whose fields :func:`encode` would have to mend, text that is
     not valid UTF-8, takes the fields path: None.
 
+    ``with_fields`` adds the fields :func:`encode` would send, for sinks that
+    need a ``LogRecord`` (syslog, OTLP) beside the files: see :func:`lines_fields`.
+
     The payload: ``LINES``, the number of lines, the level, the time, the
     length of the logger's name (for a sink that cannot take the lines, see
-    :func:`lines_record`), the length of the chain, the name, the byte length
-    of each line but the last, the lines (UTF-8, without terminators), then
-    the chain (marshal).
+    :func:`lines_record`), the lengths of the chain and of the fields, the
+    name, the byte length of each line but the last, the lines (UTF-8,
+    without terminators), the chain (marshal), then the fields (marshal).
     """
     try:
         chain = _chain(record, with_traceback)
@@ -280,11 +285,12 @@ def encode_lines(
                 _NAME_BYTES.clear()
             name_bytes = _NAME_BYTES[name] = name.encode("utf-8")
         count = len(lines)
-        head = _LINES_HEAD.pack(LINES, count, levelno, created, len(name_bytes), len(chain)) + name_bytes
+        fields = marshal.dumps(cast(Any, _fields(record)), 4) if with_fields else b""
+        head = _LINES_HEAD.pack(LINES, count, levelno, created, len(name_bytes), len(chain), len(fields))
         if count == 1:
-            return head + lines[0] + chain
+            return head + name_bytes + lines[0] + chain + fields
         sizes = struct.pack(f"<{count - 1}I", *[len(line) for line in lines[:-1]])
-        return head + sizes + b"".join(lines) + chain
+        return head + name_bytes + sizes + b"".join(lines) + chain + fields
     except Exception:  # noqa: BLE001 - encode() makes do with what the record has
         return None
 
@@ -309,8 +315,8 @@ def _chain(record: logging.LogRecord, with_traceback: bool) -> Optional[bytes]:
 _NAME_BYTES: Dict[str, bytes] = {}
 
 #: The head of a lines payload: LINES, line count, levelno, created, name
-#: length, chain length.
-_LINES_HEAD = struct.Struct("<BBidHI")
+#: length, chain length, fields length.
+_LINES_HEAD = struct.Struct("<BBidHII")
 LINES_HEAD_SIZE = _LINES_HEAD.size
 
 
@@ -320,10 +326,12 @@ def decode_lines(payload: bytes) -> Tuple[int, float, str, List[bytes]]:
     Each line ends with the text of the record's traceback, when it had one.
     """
     try:
-        _marker, count, levelno, created, name_size, chain_size = _LINES_HEAD.unpack_from(payload)
+        _marker, count, levelno, created, name_size, chain_size, fields_size = _LINES_HEAD.unpack_from(
+            payload
+        )
         start = LINES_HEAD_SIZE + name_size
         name = payload[LINES_HEAD_SIZE:start].decode("utf-8")
-        end = len(payload) - chain_size
+        end = len(payload) - chain_size - fields_size
         if count == 1:
             lines = [payload[start:end]]
         else:
@@ -341,9 +349,25 @@ def decode_lines(payload: bytes) -> Tuple[int, float, str, List[bytes]]:
     if end < start:
         raise ValueError("lines payload of an unknown shape")
     if chain_size:
-        text = traceback_bytes(payload[end:])
+        text = traceback_bytes(payload[end : end + chain_size])
         lines = [line + text if line[-1:] == b"\n" else line + b"\n" + text for line in lines]
     return levelno, created, name, lines
+
+
+def lines_fields(payload: bytes) -> Optional[Tuple[Any, ...]]:
+    """The fields a lines payload carries (``with_fields``), as :func:`decode_fields`; None if none.
+
+    Raises ``ValueError``.
+    """
+    try:
+        fields_size = _LINES_HEAD.unpack_from(payload)[6]
+    except struct.error as exc:
+        raise ValueError(f"undecodable lines payload: {exc}") from None
+    if not fields_size:
+        return None
+    if fields_size > len(payload) - LINES_HEAD_SIZE:
+        raise ValueError("lines payload of an unknown shape")
+    return decode_fields(payload[len(payload) - fields_size :])
 
 
 def traceback_bytes(chain: bytes) -> bytes:

@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -25,6 +26,7 @@ import forklog
 from forklog import JSONFormatter, RotatingFileSink, TextFormatter, tracebacks, transport, wire
 from forklog.formatters import line_renderer, record_renderer
 from forklog.master.lines import LINES_BYTE
+from tests.support import wait_for
 
 from .test_fast_lane import FORMATTERS, PID, RECORDS
 
@@ -346,3 +348,67 @@ def test_a_damaged_lines_payload_in_a_batch_is_counted_and_the_rest_written(tmp_
     sink.close()
     assert _lines_of(tmp_path / "text.log") == ["INFO line 0", "INFO line 2", "INFO fields 3", "INFO line 3"]
     assert counters.bad_records == 1 and counters.received == 5 and counters.written == {"file": 4}
+
+
+class _Keep(logging.Handler):
+    """A handler of unknown kind: the hub gives it a buffer and a thread (like syslog), then it waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: List[logging.LogRecord] = []
+        self.gate = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.gate.wait(30)
+        self.records.append(record)
+
+
+def _log_in_two_rounds(queue: transport.Channel, go: Any, count: int) -> None:
+    forklog.init_worker(queue)
+    log = logging.getLogger("fields.child")
+    for i in range(count):
+        log.info("first %d", i, extra={"user": f"u{i}"})
+    # The buffered sink is full: wait until the master says so, then log again.
+    deadline = time.monotonic() + 20
+    while queue._want_fields() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not queue._want_fields(), "the master never said the fields are not wanted"
+    for i in range(count):
+        log.info("second %d", i)
+    go.set()
+
+
+def test_fields_travel_with_the_lines_while_a_buffered_sink_takes_records(tmp_path: Path) -> None:
+    """File + a syslog-like sink: lines for the file, fields for the other, none once it refuses."""
+    sink = RotatingFileSink(tmp_path / "text.log", maxBytes=1 << 30, backupCount=1)
+    sink.setFormatter(TextFormatter("%(levelname)s %(message)s"))
+    keep = _Keep()
+    hub = forklog.Hub([("file", sink), ("keep", keep)]).start()
+    slow = dict(hub.sinks)["keep"]
+    slow.capacity = 50  # type: ignore[attr-defined]
+    assert hub.queue.line_formatters and hub.queue.fields_with_lines
+    context: Any = multiprocessing.get_context("fork")
+    go = context.Event()
+    child = context.Process(target=_log_in_two_rounds, args=(hub.queue, go, 200))
+    try:
+        child.start()
+        assert go.wait(30)
+        child.join(30)
+        assert child.exitcode == 0
+        hub.process_exited(child.pid)
+        wait_for(lambda: hub.stats().written["file"] == 400, 10, "the file to get every record")
+        keep.gate.set()
+    finally:
+        stats = hub.stop(timeout=10)
+    assert stats is not None and stats.lost == 0
+    text = _lines_of(tmp_path / "text.log")
+    words = [line.split(" ", 2)[1] for line in text if not line.startswith("WARNING forklog:")]
+    assert words == ["first"] * 200 + ["second"] * 200
+    assert any("sink keep could not write" in line for line in text)  # and the drops are reported
+    # The sink got whole records (extras too) while it had room; the rest is counted, none silently lost.
+    mine = [r for r in keep.records if r.name == "fields.child"]
+    assert mine and all(r.getMessage().startswith("first") for r in mine)
+    assert [r.user for r in mine] == [f"u{i}" for i in range(len(mine))]  # type: ignore[attr-defined]
+    # Every record handed to it was delivered or counted; the child's 400 among them.
+    assert stats.written["keep"] == len(keep.records) + stats.dropped_by_sink["keep"]
+    assert stats.written["keep"] - (len(keep.records) - len(mine)) >= 400

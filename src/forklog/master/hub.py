@@ -275,7 +275,11 @@ class Hub:
             return
         chosen: List[logging.Formatter] = []
         index: Dict[str, Tuple[int, logging.Formatter]] = {}
+        fields_too = False
         for name, handler in self._sinks:
+            if isinstance(handler, BufferedSink) and not handler.filters:
+                fields_too = True  # syslog, OTLP: the fields travel with the lines
+                continue
             formatter = listener.line_formatter(handler)
             if formatter is None:
                 return  # a sink that needs the record: every record travels as fields
@@ -285,8 +289,11 @@ class Hub:
             if position == len(chosen):
                 chosen.append(formatter)
             index[name] = (position, formatter)
+        if not chosen:
+            return  # no file or stream: the fields alone
         listener.lines.use(index)
         self.queue.line_formatters = tuple(chosen)
+        self.queue.fields_with_lines = fields_too
 
     def _adopt(self, name: str, handler: logging.Handler) -> None:
         # The hub, not logging.shutdown() or a dictConfig() elsewhere in the

@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from typing import Counter, Deque, Dict, List, Optional, Tuple
+from typing import Counter, Deque, Dict, List, Optional, Tuple, Union
 
 __all__ = ["BufferedSink", "DeliveryError", "Isolated", "needs_isolation"]
 
@@ -139,8 +139,11 @@ class BufferedSink(logging.Handler):
         """Whether a record given now would be dropped (the buffer full, or the sink closed)."""
         return self._closing or len(self._buffer) >= self.capacity
 
-    def count_refused(self, refused: List[Tuple[str, int]]) -> None:
-        """Count records the listener did not give it, found :meth:`refusing`: (level name, pid) each."""
+    def count_refused(self, refused: Union[List[Tuple[str, int]], Dict[Tuple[str, int], int]]) -> None:
+        """Count records the listener did not give it, found :meth:`refusing`.
+
+        ``refused``: (level name, pid) for each, or how many of each.
+        """
         self._refusals.update(refused)
 
     def handle(self, record: logging.LogRecord) -> bool:

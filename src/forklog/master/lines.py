@@ -16,8 +16,9 @@ order they were read.
 
 from __future__ import annotations
 
+import collections
 import logging
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from forklog import formatters, wire
 from forklog.master.isolation import BufferedSink
@@ -37,6 +38,10 @@ EXITED = 0x100
 Writer = Callable[[List[bytes]], int]
 #: A sink of a batch's plan that takes lines: name, sink, level, index of its line, writer.
 Target = Tuple[str, logging.Handler, int, int, Writer]
+#: A buffered sink (syslog, OTLP) beside them, which takes records made of the
+#: fields: name, sink, level, and the list of what it refuses when it was
+#: refusing at the batch's start (None if it takes records).
+FieldTarget = Tuple[str, BufferedSink, int, Optional[List[Tuple[str, int]]]]
 
 
 class Lines:
@@ -94,6 +99,7 @@ class Lines:
         batch: Sequence[Tuple[int, int, int, int, bytes]],
         targets: List[Target],
         others: Callable[[Tuple[int, int, int, int, bytes]], None],
+        buffered: Sequence[FieldTarget] = (),
     ) -> float:
         """Write the lines payloads of ``batch``; hand every other item to ``others``, in order.
 
@@ -113,6 +119,9 @@ class Lines:
         received = 0
         writer: Tuple[int, int] = (-1, -1)
         mine: List[int] = []
+        refused_all = bool(buffered) and all(target[3] is not None for target in buffered)
+        refusals: List[Tuple[int, int]] = []
+        tally = refusals.append
         for item in batch:
             kind, pid, boot, seq, payload = item
             if kind == EXITED or payload[:1] != LINES_BYTE:
@@ -124,8 +133,8 @@ class Lines:
                 others(item)
                 continue
             try:
-                _marker, count, levelno, created, name_size, chain_size = unpack(payload)
-                if count == 1 and not chain_size and one_line:
+                _marker, count, levelno, created, name_size, chain_size, fields_size = unpack(payload)
+                if count == 1 and not chain_size and not fields_size and one_line:
                     line = payload[head_size + name_size :]
                     for level, bucket in single:
                         if levelno >= level:
@@ -135,6 +144,11 @@ class Lines:
                     for level, index, bucket in several:
                         if levelno >= level:
                             bucket.append(lines[index])
+                if refused_all:
+                    # Every buffered sink refuses (a syslog server down): a count, nothing more.
+                    tally((levelno, pid))
+                elif buffered:
+                    self._to_buffered(buffered, payload, levelno, pid, fields_size)
             except Exception as exc:  # noqa: BLE001
                 counters.received += 1
                 counters.ledger.received(pid, boot, seq)
@@ -154,7 +168,46 @@ class Lines:
         if received:
             self._flush(targets, pending, seen)
             counters.received += received
+        if refusals:
+            self._refused(buffered, collections.Counter(refusals))
         return last
+
+    def _refused(self, buffered: Sequence[FieldTarget], tally: Mapping[Tuple[int, int], int]) -> None:
+        """Count what the refusing buffered sinks did not get: ``tally`` is records by (level, pid)."""
+        written = self._counters.written
+        for name, sink, level, _refused in buffered:
+            counts = {
+                (logging.getLevelName(levelno), pid): count
+                for (levelno, pid), count in tally.items()
+                if levelno >= level
+            }
+            written[name] += sum(counts.values())  # handed to the sink, as the fast lane counts
+            sink.count_refused(counts)
+
+    def _to_buffered(
+        self, buffered: Sequence[FieldTarget], payload: bytes, levelno: int, pid: int, fields_size: int
+    ) -> None:
+        """Give each buffered sink the record made of the payload's fields, or count its refusal.
+
+        A payload without fields comes from a writer told that these sinks
+        refuse records (see ``Channel._want_fields``): it is their drop.
+        """
+        written = self._counters.written
+        record: Optional[logging.LogRecord] = None
+        for name, sink, level, refused in buffered:
+            if levelno < level:
+                continue
+            written[name] += 1  # handed to the sink: what it drops, it counts (as the fast lane)
+            if refused is not None:
+                refused.append((logging.getLevelName(levelno), pid))
+            elif not fields_size:
+                sink.count_refused([(logging.getLevelName(levelno), pid)])
+            else:
+                if record is None:
+                    fields = wire.lines_fields(payload)
+                    assert fields is not None
+                    record = wire.record_from_fields(fields, pid)
+                sink.emit(record)
 
     def _flush(
         self, targets: List[Target], pending: List[List[bytes]], seen: Dict[Tuple[int, int], List[int]]
@@ -183,8 +236,12 @@ class Lines:
         decoded: Tuple[int, float, str, List[bytes]],
         pid: int,
         sinks: Sequence[Tuple[str, logging.Handler]],
+        payload: bytes = b"",
     ) -> None:
-        """Hand each of ``sinks`` its line of one payload, or a record made of it."""
+        """Hand each of ``sinks`` its line of one payload, or a record made of it.
+
+        The record is made of the fields when the payload has them, else of the line.
+        """
         counters = self._counters
         levelno, created, logger, lines = decoded
         record: Optional[logging.LogRecord] = None
@@ -198,7 +255,12 @@ class Lines:
                     counters.written[name] += 1 - failed
                     continue
                 if record is None:
-                    record = wire.lines_record(levelno, created, logger, lines[0], pid)
+                    fields = wire.lines_fields(payload) if payload else None
+                    record = (
+                        wire.record_from_fields(fields, pid)
+                        if fields is not None
+                        else wire.lines_record(levelno, created, logger, lines[0], pid)
+                    )
                 if sink.handle(record):
                     counters.written[name] += 1
             except Exception as exc:  # noqa: BLE001 - a filter or a handle() that raised

@@ -26,7 +26,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 from forklog import formatters, transport, wire
 from forklog.master.isolation import BufferedSink
 from forklog.master.ledger import Ledger, process_is_gone
-from forklog.master.lines import LINES_BYTE, Lines, Target, line_formatter
+from forklog.master.lines import LINES_BYTE, FieldTarget, Lines, Target, line_formatter
 from forklog.master.report import Reporter, own_record
 from forklog.master.sinks import RotatingFileSink
 from forklog.master.watch import Watch
@@ -306,6 +306,8 @@ class Listener(threading.Thread):
         self.watch: Optional[Watch] = None
         #: The lines the emitting processes made (see Hub._make_lines_in_workers).
         self.lines = Lines(counters, reporter)
+        #: What the scoreboard last told the writers (see _line_targets).
+        self._fields_wanted = True
 
     def run(self) -> None:
         backlog = self._backlog
@@ -319,6 +321,7 @@ class Listener(threading.Thread):
                 self._look_for_the_dead()
                 with self._dispatch_lock:
                     self.report_sink_drops()
+                    self.tell_writers()
                 next_check = now + self.LIVENESS_INTERVAL
             if self.watch is not None:
                 self.watch.tick(now)
@@ -387,7 +390,7 @@ class Listener(threading.Thread):
             if payload[:1] == LINES_BYTE:
                 decoded = wire.decode_lines(payload)
                 self._last_created = decoded[1]
-                self.lines.write_one(decoded, pid, self._sinks)
+                self.lines.write_one(decoded, pid, self._sinks, payload)
                 return
             record = wire.decode(payload, pid)
         except Exception as exc:  # noqa: BLE001
@@ -416,7 +419,10 @@ class Listener(threading.Thread):
             return
         targets = self._line_targets(plan)
         if targets is not None:
-            created = self.lines.dispatch(batch, targets, lambda item: self._dispatch_planned(item, plan))
+            lines, buffered = targets
+            created = self.lines.dispatch(
+                batch, lines, lambda item: self._dispatch_planned(item, plan), buffered
+            )
             self._last_created = max(self._last_created, created)
         else:
             for item in batch:
@@ -424,6 +430,7 @@ class Listener(threading.Thread):
         for sink, refused in self._down:
             sink.count_refused(refused)
         self._down.clear()
+        self.tell_writers()
 
     def _plan(self) -> Optional[Plan]:
         """Each sink with its lane (None: the LogRecord path); None if no sink has one.
@@ -453,17 +460,39 @@ class Listener(threading.Thread):
         """``sink``'s formatter if the workers can make its lines (:mod:`~forklog.master.lines`)."""
         return line_formatter(sink) if self.FAST_LANE else None
 
-    def _line_targets(self, plan: Plan) -> Optional[List[Target]]:
-        """Every sink of ``plan`` as a target of lines, or None if one is not (the per-record path)."""
+    def _line_targets(self, plan: Plan) -> Optional[Tuple[List[Target], List[FieldTarget]]]:
+        """The sinks of ``plan`` that take lines, and the buffered ones that take fields.
+
+        None if a sink is neither (the per-record path).
+        """
         if not self.lines.active:
             return None
-        targets = []
+        targets: List[Target] = []
+        buffered: List[FieldTarget] = []
+        down = {id(sink): refused for sink, refused in self._down}
         for name, sink, lane in plan:
+            if lane is not None and isinstance(sink, BufferedSink) and not sink.filters:
+                buffered.append((name, sink, sink.level, down.get(id(sink))))
+                continue
             target = self.lines.target(name, sink) if lane is not None else None
             if target is None:
                 return None
             targets.append(target)
-        return targets
+        return targets, buffered
+
+    def tell_writers(self) -> None:
+        """Tell the writers whether the buffered sinks take records now (see ``Channel._want_fields``).
+
+        After every batch and on the liveness tick: a sink fills, or drains
+        when its server comes back, between batches too.
+        """
+        if not self.lines.active or self._channel is None or self._channel.scoreboard is None:
+            return
+        buffered = [sink for _name, sink in self._sinks if isinstance(sink, BufferedSink)]
+        wanted = not buffered or any(not sink.refusing() for sink in buffered)
+        if wanted != self._fields_wanted:
+            self._fields_wanted = wanted
+            self._channel.scoreboard.want_fields(wanted)
 
     def _renderer(self, formatter: logging.Formatter) -> Optional[formatters.Renderer]:
         key = formatters.renderer_key(formatter)
@@ -544,7 +573,7 @@ class Listener(threading.Thread):
             if payload[:1] == LINES_BYTE:
                 decoded = wire.decode_lines(payload)
                 self._last_created = decoded[1]
-                self.lines.write_one(decoded, pid, self._sinks)
+                self.lines.write_one(decoded, pid, self._sinks, payload)
                 return
             fields = wire.decode_fields(payload)
             if fields[1] == "forklog" or not wire.plain_fields(fields):
