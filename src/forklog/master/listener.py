@@ -173,8 +173,10 @@ class Receiver(threading.Thread):
     #: before reading. Every wake-up of a master thread takes a CPU from a
     #: worker in the middle of a log call: fewer, larger reads keep the
     #: workers' latency tail down (and a read of a few records costs as much
-    #: as one of hundreds). The pipe holds far more than GATHER's worth.
-    GATHER = 0.005
+    #: as one of hundreds). Not longer: a pipe's capacity is 256 pages, and
+    #: frames of large records take a page each; 5 ms let bursts of 5 KB
+    #: records fill it (tests/integration/test_gunicorn.py saw drops).
+    GATHER = 0.001
     GATHERED = 64 << 10
     READ_SIZE = 16 << 10
     READ_MOST = 1 << 20
