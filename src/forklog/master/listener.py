@@ -565,18 +565,13 @@ class Listener(threading.Thread):
     def _dispatch_planned(self, item: Item, plan: Plan) -> None:
         """``dispatch``, with each sink's line made by its lane when it has one."""
         kind, pid, boot, seq, payload = item
-        if kind == EXITED:
-            self.dispatch(item)
+        if kind == EXITED or payload[:1] == LINES_BYTE:
+            self.dispatch(item)  # a process gone, or lines no lane takes as they are (see Lines.target)
             return
         counters = self._counters
         counters.received += 1
         counters.ledger.received(pid, boot, seq)
         try:
-            if payload[:1] == LINES_BYTE:
-                decoded = wire.decode_lines(payload)
-                self._last_created = decoded[1]
-                self.lines.write_one(decoded, pid, self._sinks, payload)
-                return
             fields = wire.decode_fields(payload)
             if fields[1] == "forklog" or not wire.plain_fields(fields):
                 # The hub's own records (drop summaries the ledger must see), or
