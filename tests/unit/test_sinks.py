@@ -104,6 +104,20 @@ def test_rotates_by_counted_size_and_keeps_every_line(tmp_path: Path) -> None:
     assert len(files) > 5
 
 
+@pytest.mark.parametrize("existing", ["", "x" * 10 + "\n"])
+def test_a_batch_of_lines_rotates_where_single_lines_would(tmp_path: Path, existing: str) -> None:
+    """Lines made by the workers, a batch at a time: even the first batch into an empty file rotates."""
+    path = tmp_path / "app.log"
+    path.write_text(existing)
+    sink = forklog.RotatingFileSink(path, maxBytes=100, backupCount=20)
+    expected = [f"line {i:03d}" for i in range(60)]
+    for start in range(0, 60, 30):
+        assert sink.emit_lines([line.encode() for line in expected[start : start + 30]]) == 0
+    sink.close()
+    assert all_lines(path) == existing.splitlines() + expected
+    assert all(f.stat().st_size <= 100 for f in tmp_path.glob("app.log*"))
+
+
 def test_through_a_hub(tmp_path: Path) -> None:
     """With the hub flushing once per batch, every record is on disk after stop()."""
     path = tmp_path / "hub.log"

@@ -260,9 +260,10 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
         except Exception:  # noqa: BLE001 - a line that cannot be encoded: found below
             data = None
         if data is not None and self.backupCount > 0:
+            # Even into an empty file: emit_line() leaves only a lone line over maxBytes there.
             size = self._size + self._pending
             if (self.rollover_at is not None and time.time() >= self.rollover_at) or (
-                self.maxBytes > 0 and size and size + len(data) > self.maxBytes
+                self.maxBytes > 0 and size + len(data) > self.maxBytes
             ):
                 data = None
         if data is None:
