@@ -71,6 +71,7 @@ CONTROL = 0x04  # a message for the reader itself (the stop marker), not a recor
 NO_SEQ = 0xFFFFFFFF  # the sequence number of a frame that is not a numbered record
 
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 #: The longest a critical section over the drop counters waits for another
 #: thread. Sections last microseconds; see Channel._enter.
 _LOCK_WAIT = 0.5
@@ -725,3 +726,11 @@ def pipe_backlog(fd: int) -> int:
     except OSError:
         return 0
     return int(struct.unpack("i", buf)[0])
+
+
+def pipe_capacity(fd: int) -> int:
+    """The pipe's size in bytes (F_GETPIPE_SZ); Linux's default of 64 KiB if unknown."""
+    try:
+        return int(fcntl.fcntl(fd, _F_GETPIPE_SZ))
+    except OSError:
+        return 64 << 10

@@ -7,11 +7,13 @@ import logging
 import os
 import threading
 import time
-from typing import Dict
+from pathlib import Path
+from typing import Dict, List
 
 import pytest
 
 import forklog
+from forklog.master.isolation import BufferedSink
 from tests.support import Collect, wait_for
 
 
@@ -216,3 +218,37 @@ def test_stop_is_bounded_with_a_record_cut_short_in_the_pipe(capfd: pytest.Captu
     assert collect.messages() == ["record 0", "record 1", "record 2"]
     assert stats is not None
     assert "1 incomplete large records" in capfd.readouterr().err
+
+
+class Gathered(BufferedSink):
+    """A network-like sink: its own thread delivers from its buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.got: List[str] = []
+
+    def deliver(self, records: List[logging.LogRecord]) -> None:
+        self.got.extend(r.getMessage() for r in records)
+
+
+def test_the_hubs_threads_wait_their_turn_when_they_wake(tmp_path: Path) -> None:
+    """Receiver, listener, a network sink's thread and gzip run SCHED_BATCH; the app's threads keep theirs.
+
+    A thread that wakes under the default policy takes a CPU at once, from a
+    worker in the middle of a log call when the workers keep every CPU busy.
+    """
+    policy = os.sched_getscheduler(0)
+    assert policy == os.SCHED_OTHER
+    sink = forklog.RotatingFileSink(tmp_path / "app.log", maxBytes=50, backupCount=2, compress=True)
+    network = Gathered()
+    with forklog.Hub([sink, network]) as hub:
+        log_through(hub, 20)
+        wait_for(lambda: len(network.got) == 20, 10, "the network sink's records")
+        wait_for(lambda: any(tmp_path.glob("app.log.*.gz")), 10, "a compressed backup")
+        names = {"forklog-receiver", "forklog-listener", "forklog-sink-Gathered", "forklog-gzip"}
+        ours = {t.name: t for t in threading.enumerate() if t.name.startswith("forklog-")}
+        assert names <= set(ours), sorted(ours)
+        for name, thread in ours.items():
+            assert thread.native_id is not None
+            assert os.sched_getscheduler(thread.native_id) == os.SCHED_BATCH, name
+    assert os.sched_getscheduler(0) == policy, "the thread that started the hub is left alone"

@@ -7,6 +7,7 @@ import os
 import time
 
 from forklog import transport, wire
+from forklog.master.listener import Receiver
 from forklog.transport import FrameReader
 
 
@@ -86,3 +87,15 @@ def test_full_pipe_drops_below_keep_level_at_once_and_counts() -> None:
         assert channel.dropped == {}
     finally:
         channel.close()
+
+
+def test_the_receiver_sleeps_while_a_fraction_of_the_pipe_fills() -> None:
+    """Between reads, the receiver lets records gather in proportion to their rate, within bounds."""
+    pause = Receiver.pause
+    enough, most = (1 << 20) // Receiver.GATHER_SHARE, Receiver.GATHER_MOST
+    # 28 KB a millisecond (4 workers flat out): 1/8 of 1 MiB in about 4.7 ms.
+    assert 0.0045 < pause(28_000, 0.001, enough, most) < 0.0048
+    assert pause(500, 0.1, enough, most) == most, "a trickle: never longer than the most"
+    assert pause(120_000, 0.0005, enough, most) == Receiver.GATHER_LEAST, "a flood: the least"
+    assert pause(enough, 0.001, enough, most) == 0.0, "an eighth of the pipe already: read again at once"
+    assert pause(0, 0.25, enough, most) == Receiver.GATHER_LEAST, "after a quiet spell"

@@ -26,6 +26,8 @@ import threading
 import time
 from typing import Counter, Deque, Dict, List, Optional, Tuple, Union
 
+from forklog.master import threads
+
 __all__ = ["BufferedSink", "DeliveryError", "Isolated", "needs_isolation"]
 
 
@@ -195,6 +197,7 @@ class BufferedSink(logging.Handler):
         """Drop the connection after a failure; the next ``deliver`` reconnects."""
 
     def _run(self) -> None:
+        threads.background()
         batch = self._batch
         backoff = 0.0
         close_deadline: Optional[float] = None

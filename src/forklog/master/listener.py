@@ -24,6 +24,7 @@ import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from forklog import formatters, transport, wire
+from forklog.master import threads
 from forklog.master.isolation import BufferedSink
 from forklog.master.ledger import Ledger, process_is_gone
 from forklog.master.lines import LINES_BYTE, FieldTarget, Lines, Target, line_formatter
@@ -169,15 +170,19 @@ class Receiver(threading.Thread):
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned_bytes = 0
 
-    #: After a wake-up that read less than GATHERED bytes, wait GATHER seconds
-    #: before reading. Every wake-up of a master thread takes a CPU from a
-    #: worker in the middle of a log call: fewer, larger reads keep the
-    #: workers' latency tail down (and a read of a few records costs as much
-    #: as one of hundreds). Not longer: a pipe's capacity is 256 pages, and
-    #: frames of large records take a page each; 5 ms let bursts of 5 KB
-    #: records fill it (tests/integration/test_gunicorn.py saw drops).
-    GATHER = 0.001
-    GATHERED = 64 << 10
+    #: Between reads the receiver sleeps, so that records gather: every
+    #: wake-up of a master thread takes a CPU from a worker, often in the
+    #: middle of a log call, and a read of hundreds of records costs the
+    #: master no more than a read of a few. It sleeps until the pipe should
+    #: hold 1/GATHER_SHARE of its capacity at the rate of the last read,
+    #: GATHER_LEAST to GATHER_MOST seconds (the most shrinks with a pipe
+    #: under 1 MiB), and not at all once a read finds that much. A wake-up
+    #: after a quiet spell sleeps GATHER_LEAST: a burst may follow. The most
+    #: is no longer because bursts of large records (5 KB) from many threads
+    #: fill a pipe in milliseconds (tests/integration/test_gunicorn.py).
+    GATHER_LEAST = 0.001
+    GATHER_MOST = 0.005
+    GATHER_SHARE = 8
     READ_SIZE = 16 << 10
     READ_MOST = 1 << 20
 
@@ -185,23 +190,28 @@ class Receiver(threading.Thread):
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def run(self) -> None:
+        threads.background()
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
-        last_expire = time.monotonic()
-        trickle = True
+        capacity = transport.pipe_capacity(self._fd)
+        enough = capacity // self.GATHER_SHARE
+        most = self.GATHER_MOST * min(1.0, capacity / (1 << 20))
+        last_expire = last_read = time.monotonic()
+        pause = 0.0
         try:
             while not self._past_deadline():
                 try:
-                    poller.poll(250)
-                    if trickle:
-                        # Let records gather: a reader waiting in poll() is woken
-                        # by every write, which costs the writer and the master.
-                        time.sleep(self.GATHER)
+                    if not poller.poll(0):
+                        pause = self.GATHER_LEAST  # quiet until now: a burst may follow
+                        poller.poll(250)
+                    if pause:
+                        time.sleep(pause)
                     data = self._read()
-                    trickle = len(data) < self.GATHERED
                 except (BlockingIOError, InterruptedError):
                     data = b""
                 now = time.monotonic()
+                pause = self.pause(len(data), now - last_read, enough, most)
+                last_read = now
                 if now - last_expire > 1.0:
                     self.frames.expire(now)
                     last_expire = now
@@ -212,6 +222,16 @@ class Receiver(threading.Thread):
             self._reporter.write(f"forklog: the receiver thread failed: {exc!r}")
         finally:
             self._backlog.close()
+
+    @classmethod
+    def pause(cls, read: int, interval: float, enough: int, most: float) -> float:
+        """How long to let records gather, after reading ``read`` bytes ``interval`` s after the last read."""
+        if read >= enough:
+            return 0.0
+        if not read:
+            return cls.GATHER_LEAST
+        # The time the pipe takes to hold `enough` at the rate of the last read.
+        return max(cls.GATHER_LEAST, min(most, enough * interval / read))
 
     def _read(self) -> bytes:
         """What the pipe holds, up to READ_MOST bytes, read READ_SIZE bytes at a time.
@@ -312,6 +332,7 @@ class Listener(threading.Thread):
         self._fields_wanted = True
 
     def run(self) -> None:
+        threads.background()
         backlog = self._backlog
         next_check = time.monotonic() + self.LIVENESS_INTERVAL
         while True:

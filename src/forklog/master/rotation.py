@@ -25,6 +25,8 @@ import threading
 import time
 from typing import Callable, Deque, Iterator, List, Optional, Tuple
 
+from forklog.master import threads
+
 __all__ = ["Compressor", "check_when", "locked", "next_rollover", "shift_backups"]
 
 #: A file's identity: (st_dev, st_ino).
@@ -184,6 +186,7 @@ class Compressor:
         return True
 
     def _run(self) -> None:
+        threads.background()
         while True:
             with self._cond:
                 idle_until = time.monotonic() + self.IDLE_EXIT
