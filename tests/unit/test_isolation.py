@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -148,3 +151,31 @@ def test_drops_are_counted_by_level_and_process() -> None:
     stalled.gate.set()
     sink.close()
     assert stalled.records == ["m", "m"]
+
+
+def test_a_sink_stuck_for_good_does_not_hang_the_exit(tmp_path: Path) -> None:
+    """A handler that never returns from emit() holds its lock: exit leaves it alone, and says so."""
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import logging, threading
+            import forklog
+            from forklog.master.isolation import Isolated
+
+            class Stuck(logging.Handler):
+                def emit(self, record):
+                    threading.Event().wait()
+
+            hub = forklog.Hub([("stuck", Isolated(Stuck(), close_timeout=0.2))]).start()
+            log = logging.getLogger("app")
+            log.addHandler(hub.handler())
+            log.warning("one")
+            log.warning("two")
+            """
+        )
+    )
+    command = [sys.executable, str(script)]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "abandoned" in done.stderr

@@ -298,6 +298,12 @@ class Isolated(BufferedSink):
 
     def close(self) -> None:
         super().close()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            # Stuck in the handler's emit(), holding its lock: flush() would
+            # wait on it, and so would logging.shutdown() at exit, forever.
+            _forget_at_exit(self.handler)
+            return
         try:
             self.handler.flush()
         finally:
@@ -305,6 +311,16 @@ class Isolated(BufferedSink):
 
     def __repr__(self) -> str:
         return f"<Isolated {self.handler!r}>"
+
+
+def _forget_at_exit(handler: logging.Handler) -> None:
+    """Take ``handler`` out of the list ``logging.shutdown()`` flushes and closes at exit."""
+    lock = getattr(logging, "_lock", None)
+    refs = getattr(logging, "_handlerList", None)
+    if lock is None or not isinstance(refs, list):
+        return
+    with lock:
+        refs[:] = [ref for ref in refs if ref() is not handler]
 
 
 def needs_isolation(handler: logging.Handler) -> bool:
