@@ -474,13 +474,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="forklog-bench-") as tmp:
         for workers in workers_list:
             per_worker = max(1, records_total // workers)
+            # Round by round, every setup once: the machine's drift weighs on all alike.
+            done: Dict[str, List[Dict[str, Any]]] = {name: [] for name in setups}
+            for _ in range(runs):
+                for name in setups:
+                    done[name].append(run_isolated(name, workers, per_worker, Path(tmp)))
             for name in setups:
-                runs_done = [run_isolated(name, workers, per_worker, Path(tmp)) for _ in range(runs)]
-                results.append(median_of(runs_done))
+                results.append(median_of(done[name]))
                 print(f"  {name} x{workers}: {results[-1]['delivered'] / 1000:.1f}k/s", file=sys.stderr)
     print(
         f"forklog benchmark: {records_total} records per run, ~150 bytes, 1% with a traceback; "
-        f"median of {runs}; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+        f"median of {runs} interleaved rounds; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
     print(table(results))
     with tempfile.TemporaryDirectory(prefix="forklog-stalled-") as tmp:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import builtins
 import linecache
-from typing import List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 __all__ = ["Chain", "extract", "render", "type_name"]
 
@@ -39,8 +39,12 @@ _SEPARATORS = {
 }
 #: Identical frames in a row shown before "[Previous line repeated N more times]".
 _REPEATS_SHOWN = 3
-#: Exception groups (3.11+) print as trees: the full formatter does that.
+#: Exception groups (3.11+) print as trees, syntax errors show the line and
+#: a caret: the full formatter does those.
 _GROUP: Optional[type] = getattr(builtins, "BaseExceptionGroup", None)
+_FULL_FORMATTER: Tuple[type, ...] = (SyntaxError,) if _GROUP is None else (SyntaxError, _GROUP)
+#: type_name() of the exception types seen: a process raises a handful.
+_TYPE_NAMES: Dict[type, str] = {}
 
 
 def type_name(kind: type) -> str:
@@ -59,13 +63,10 @@ def _message(value: BaseException) -> str:
 def extract(value: BaseException) -> Optional[Chain]:
     """The chain of ``value`` as plain data, or None if only the full formatter can show it."""
     links: Chain = []
-    seen: Set[int] = set()
-    exc: Optional[BaseException] = value
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, SyntaxError) or getattr(exc, "__notes__", None) is not None:
-            return None
-        if _GROUP is not None and isinstance(exc, _GROUP):
+    seen: Optional[Set[int]] = None  # made for a chain of more than one
+    exc: BaseException = value
+    while True:
+        if isinstance(exc, _FULL_FORMATTER) or getattr(exc, "__notes__", None) is not None:
             return None
         frames: List[Frame] = []
         tb = exc.__traceback__
@@ -73,13 +74,26 @@ def extract(value: BaseException) -> Optional[Chain]:
             code = tb.tb_frame.f_code
             frames.append((code.co_filename, tb.tb_lineno, code.co_name))
             tb = tb.tb_next
-        if exc.__cause__ is not None:
-            via, following = _CAUSE, exc.__cause__
-        elif exc.__context__ is not None and not exc.__suppress_context__:
-            via, following = _CONTEXT, exc.__context__
-        else:
-            via, following = 0, None
-        links.append((type_name(type(exc)), _message(exc), frames, via))
+        kind = type(exc)
+        name = _TYPE_NAMES.get(kind)
+        if name is None:
+            if len(_TYPE_NAMES) > 1024:
+                _TYPE_NAMES.clear()
+            name = _TYPE_NAMES[kind] = type_name(kind)
+        following: Optional[BaseException] = exc.__cause__
+        via = _CAUSE
+        if following is None:
+            following, via = exc.__context__, _CONTEXT
+            if following is not None and exc.__suppress_context__:
+                following = None
+        links.append((name, _message(exc), frames, via if following is not None else 0))
+        if following is None:
+            break
+        if seen is None:
+            seen = {id(value)}
+        if id(following) in seen:
+            break  # a cycle: the traceback module stops there too
+        seen.add(id(following))
         exc = following
     links.reverse()
     return links

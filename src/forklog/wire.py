@@ -278,17 +278,17 @@ def encode_lines(
         # record.getMessage(), inline for a str; a %-mismatch raises, and encode() reports it.
         msg, args = record.msg, record.args
         message = (msg % args if args else msg) if type(msg) is str else merged_message(record)
-        lines = [render(record, pid, message).encode("utf-8") for render in renderers]
         name_bytes = _NAME_BYTES.get(name)
         if name_bytes is None:
             if len(_NAME_BYTES) > 4096:
                 _NAME_BYTES.clear()
             name_bytes = _NAME_BYTES[name] = name.encode("utf-8")
-        count = len(lines)
         fields = marshal.dumps(cast(Any, _fields(record)), 4) if with_fields else b""
+        count = len(renderers)
         head = _LINES_HEAD.pack(LINES, count, levelno, created, len(name_bytes), len(chain), len(fields))
-        if count == 1:
-            return head + name_bytes + lines[0] + chain + fields
+        if count == 1:  # the common case: one formatter
+            return head + name_bytes + renderers[0](record, pid, message).encode("utf-8") + chain + fields
+        lines = [render(record, pid, message).encode("utf-8") for render in renderers]
         sizes = struct.pack(f"<{count - 1}I", *[len(line) for line in lines[:-1]])
         return head + name_bytes + sizes + b"".join(lines) + chain + fields
     except Exception:  # noqa: BLE001 - encode() makes do with what the record has
