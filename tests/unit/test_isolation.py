@@ -83,16 +83,19 @@ def test_a_stalled_sink_does_not_hold_back_the_file(tmp_path: Path) -> None:
     slow = Isolated(stalled, capacity=100)
     hub = forklog.Hub([("file", file_sink), ("slow", slow)]).start()
     started = time.monotonic()
-    log(hub, 1000)
-    wait_for(lambda: path.read_text().count("\n") >= 1000, 10, "the file to get every record")
-    file_time = time.monotonic() - started
-    stats = hub.stats()
-    assert stats.written["slow"] == 1000  # accepted by the sink's buffer, or counted
-    # A full buffer, plus the batch the sink's thread took (stuck in emit()).
-    kept = slow.pending
-    assert 101 <= kept <= 200
-    assert stats.dropped_by_sink == {"file": 0, "slow": 1000 - kept}
-    stalled.gate.set()
+    try:
+        log(hub, 1000)
+        wait_for(lambda: path.read_text().count("\n") >= 1000, 10, "the file to get every record")
+        file_time = time.monotonic() - started
+        stats = hub.stats()
+        assert stats.written["slow"] == 1000  # accepted by the sink's buffer, or counted
+        # A full buffer, plus the batch the sink's thread took (stuck in emit())
+        # if it had run by then.
+        kept = slow.pending
+        assert 100 <= kept <= 200
+        assert stats.dropped_by_sink == {"file": 0, "slow": 1000 - kept}
+    finally:
+        stalled.gate.set()  # a failure must not leave a sink stuck for the tests after it
     final = hub.stop(timeout=10)
     assert final is not None
     lines = path.read_text().splitlines()
