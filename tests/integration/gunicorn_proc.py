@@ -219,6 +219,9 @@ CONSOLE_LINE = re.compile(
 )
 BURST = re.compile(r"^burst id=(?P<id>\S+) i=(?P<i>\d+)/(?P<n>\d+) seq=(?P<seq>\d+)$")
 BIG = re.compile(r"^burst-big id=(?P<id>\S+) seq=(?P<seq>\d+) payload=(?P<payload>x*) end$")
+DROPPED = re.compile(r"^forklog: dropped \d+ records while the queue was full \((?P<levels>[^)]*)\)$")
+#: The level of burst record i (app.py): DEBUG, INFO, WARNING in turn.
+BURST_LEVELS = ("DEBUG", "INFO", "WARNING")
 
 
 class Accounting:
@@ -256,22 +259,63 @@ class Accounting:
     def lines_of(self, logger: str) -> List[Dict[str, str]]:
         return [r for r in self.records if r["logger"] == logger]
 
+    def dropped(self) -> Dict[str, Dict[str, int]]:
+        """The drops the workers reported in the log: pid -> level -> count."""
+        out: Dict[str, Dict[str, int]] = {}
+        for record in self.lines_of("forklog"):
+            match = DROPPED.match(record["message"])
+            if match is not None:
+                counts = out.setdefault(record["pid"], {})
+                for part in match["levels"].split(", "):
+                    level, _, count = part.partition(": ")
+                    counts[level] = counts.get(level, 0) + int(count)
+        return out
+
     def check(self, requests: Dict[str, int], n: int, big: int) -> None:
-        """Every record of every answered request once; no loss, no tear, per-process order."""
+        """Every record of every answered request once, or reported dropped; no tear, per-process order.
+
+        The load is flat out on 2 CPUs shared with the clients: now and then
+        the master gets too little of them and the pipe fills, and a worker
+        drops what it cannot send (it never waits below ERROR). Each such
+        record must be in a drop report of its level, and the other way round.
+        """
         assert not self.torn, f"{len(self.torn)} lines are not whole records: {self.torn[:3]!r}"
         answered = [rid for rid, status in requests.items() if status == 200]
         assert answered, "no request was answered"
+        dropped = self.dropped()
+        missing: Dict[str, int] = {}
         for rid in answered:
-            assert self.burst.get(rid) == {i: 1 for i in range(n)}, f"request {rid}: {self.burst.get(rid)}"
-            assert self.big.get(rid) == [big], f"request {rid}: big record {self.big.get(rid)}"
+            seen = self.burst.get(rid, {})
+            for i in range(n):
+                if i not in seen:
+                    level = BURST_LEVELS[i % 3]
+                    missing[level] = missing.get(level, 0) + 1
+            bigs = self.big.get(rid, [])
+            assert bigs in ([big], []), f"request {rid}: big record {bigs}"
+            if not bigs:
+                missing["INFO"] = missing.get("INFO", 0) + 1
         for rid, seen in self.burst.items():
             assert all(count == 1 for count in seen.values()), f"request {rid} duplicated: {seen}"
         for key, seqs in self.seqs_by_thread.items():
             assert seqs == sorted(seqs), f"{key}: records out of order"
         for pid, seqs in self.seqs.items():
-            # Each process numbers its records 0, 1, 2...: a gap is a lost record.
-            assert sorted(seqs) == list(range(len(seqs))), f"pid {pid} lost records"
+            # Each process numbers its records 0, 1, 2...: a gap is a record that did not arrive.
+            assert len(seqs) == len(set(seqs)), f"pid {pid} duplicated records"
+            gaps = max(seqs) + 1 - len(seqs)
+            assert gaps <= sum(dropped.get(pid, {}).values()), f"pid {pid} lost records without a report"
         access = [r["message"] for r in self.lines_of("gunicorn.access")]
         for rid in answered:
             hits = [m for m in access if f"id={rid} " in m or f"id={rid}&" in m]
-            assert len(hits) == 1, f"request {rid}: {len(hits)} access lines"
+            assert len(hits) <= 1, f"request {rid}: {len(hits)} access lines"
+            if not hits:
+                missing["INFO"] = missing.get("INFO", 0) + 1
+        reported: Dict[str, int] = {}
+        for counts in dropped.values():
+            for level, count in counts.items():
+                reported[level] = reported.get(level, 0) + count
+        if len(answered) == len(requests):
+            assert missing == reported, f"missing records {missing}, reported dropped {reported}"
+        else:  # requests cut short may have logged part of their records
+            assert all(count <= reported.get(level, 0) for level, count in missing.items()), (
+                f"missing records {missing}, reported dropped {reported}"
+            )

@@ -63,9 +63,10 @@ def test_every_record_once_in_order(servers: List[Gunicorn], tmp_path: Path, wor
     console_burst = [m for m in console if m and m["message"].startswith("burst id=")]
     assert console_burst, "no burst record on the console"
     assert {m["level"] for m in console_burst} == {"INFO", "WARNING"}
-    expected_console = 300 * sum(1 for i in range(N) if i % 3 != 0)
-    assert len(console_burst) == expected_console
-    assert len({m["message"] for m in console_burst}) == expected_console
+    # The same records as the file's (a record dropped in a worker is missing from both).
+    burst = [r for r in accounting.records if r["message"].startswith("burst id=")]
+    in_file = sorted(r["message"] for r in burst if r["level"] != "DEBUG")
+    assert sorted(m["message"] for m in console_burst) == in_file
 
 
 def test_hup_in_the_middle_of_the_load(servers: List[Gunicorn], tmp_path: Path) -> None:
