@@ -10,6 +10,7 @@ import pytest
 
 from tests.integration.gunicorn_proc import Accounting, Gunicorn, gunicorn_version, run_load
 from tests.integration.test_gunicorn import BIG, N, burst_paths, ids
+from tests.support import wait_for
 
 #: gunicorn's native asgi worker arrived in gunicorn 24 (which needs Python 3.10+).
 NATIVE_ASGI = gunicorn_version() >= (24, 0)
@@ -33,6 +34,7 @@ def test_worker_class(servers: List[Gunicorn], tmp_path: Path, worker_class: str
         return
     server.start()
     statuses = ids(run_load(server, burst_paths(worker_class[0], 100)))
+    wait_until_every_worker_serves(server, 2)
     assert server.stop() == 0
     accounting = Accounting(server.log_lines())
     assert not accounting.torn
@@ -47,3 +49,22 @@ def test_worker_class(servers: List[Gunicorn], tmp_path: Path, worker_class: str
     assert len(booted) == 2
     for pid in booted:
         assert f"Worker exiting (pid: {pid})" in errors, pid
+
+
+def wait_until_every_worker_serves(server: Gunicorn, workers: int) -> None:
+    """Send /health until each booted worker has answered one.
+
+    A worker TERMed while it is still starting, before gunicorn set up its
+    signal handlers, dies without its "Worker exiting" line (gunicorn's
+    behaviour, with or without forklog): on a loaded machine the second
+    worker may still be starting when the load is over.
+    """
+
+    def all_serving() -> bool:
+        server.get("/health")
+        records = Accounting(server.log_lines()).records
+        booted = {r["pid"] for r in records if r["message"].startswith("Booting worker with pid")}
+        serving = {r["pid"] for r in records if "GET /health" in r["message"]}
+        return len(booted) == workers and booted <= serving
+
+    wait_for(all_serving, 60, f"{workers} workers serving", interval=0.02)
