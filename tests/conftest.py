@@ -21,6 +21,10 @@ def restore_root_logger() -> Iterator[None]:
         if handler not in root.handlers:
             root.addHandler(handler)
     root.setLevel(level)
+    # init_worker attached this process to a hub: later tests' handlers are their own.
+    from forklog.worker import adoption
+
+    adoption.detach()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

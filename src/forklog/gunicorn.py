@@ -37,10 +37,11 @@ import contextlib
 import dataclasses
 import logging
 import os
+import pwd
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 try:
     from gunicorn import glogging
@@ -49,7 +50,9 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from forklog.master.hub import Hub, Sink
 from forklog.master.sinks import RotatingFileSink
+from forklog.master.targets import Credentials
 from forklog.settings import Settings
+from forklog.worker import adoption
 from forklog.worker.capture import LineLogger
 from forklog.worker.handler import ForkHandler
 
@@ -164,54 +167,33 @@ def _uses_logconfig(cfg: Any) -> bool:
     )
 
 
-class _Reach(logging.Filter):
-    """The records a handler on logger ``owner`` would get through propagation."""
+def _writer_credentials(cfg: Any) -> Optional[Credentials]:
+    """The user gunicorn's workers run as (``user``, ``group``), when it is not the master's.
 
-    def __init__(self, owner: str, blocked: Set[str]) -> None:
-        super().__init__()
-        self.owner = owner  # "" for the root logger
-        self.blocked = frozenset(blocked)  # loggers with propagate=False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        name = record.name
-        while name != self.owner:
-            if not name or name in self.blocked:
-                return False  # not below the owner, or cut off on the way up
-            name = name.rpartition(".")[0]
-        return True
-
-
-def _take_configured_handlers() -> List[Tuple[str, logging.Handler]]:
-    """Detach every handler a logging config attached to a logger in this process.
-
-    Each comes back as a ``(name, handler)`` sink with a filter that lets
-    through what propagation would have brought it (``propagate`` as the
-    config left it).
+    Targets a worker asks for are then checked against that user's rights
+    (forklog.master.targets' threat model).
     """
-    own = _master.handler
-    named = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
-    blocked = {lg.name for lg in named if not lg.propagate}
-    taken: List[Tuple[str, logging.Handler]] = []
-    for logger in [logging.getLogger(), *named]:
-        owner = "" if logger is logging.getLogger() else logger.name
-        for handler in list(logger.handlers):
-            if handler is own or isinstance(handler, ForkHandler):
-                continue
-            logger.removeHandler(handler)  # in place: aliases of the list follow
-            handler.addFilter(_Reach(owner, blocked))
-            label = handler.get_name() or type(handler).__name__.lower()
-            taken.append((f"{owner or 'root'}:{label}", handler))
-    return taken
+    uid, gid = getattr(cfg, "uid", None), getattr(cfg, "gid", None)
+    if not isinstance(uid, int) or not isinstance(gid, int):
+        return None
+    if uid == os.geteuid() and gid == os.getegid():
+        return None
+    gids = {gid}
+    if getattr(cfg, "initgroups", False):
+        with contextlib.suppress(KeyError, OSError):
+            gids.update(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
+    return Credentials(uid, frozenset(gids))
 
 
-def _ensure_hub(cfg: Any = None, configured: Sequence[Sink] = (), uses_logconfig: bool = False) -> Hub:
+def _ensure_hub(cfg: Any = None, uses_logconfig: bool = False) -> Hub:
     with _lock:
         current = _master.hub
         if current is None or current.owner_pid not in (None, os.getpid()):
             options = _hub_options()
-            # A logging config of the user's own replaces forklog's default sinks.
+            # A logging config of the user's own replaces forklog's default
+            # sinks; its handlers, gunicorn's own among them, are adopted.
             factory = _master.handlers or (list if uses_logconfig else _default_handlers)
-            sinks = list(factory()) + _gunicorn_sinks(cfg) + list(configured)
+            sinks = list(factory()) + ([] if uses_logconfig else _gunicorn_sinks(cfg))
             current = Hub(sinks, **options)
             _master.hub = current
             _master.handler = ForkHandler(current.queue)
@@ -219,59 +201,70 @@ def _ensure_hub(cfg: Any = None, configured: Sequence[Sink] = (), uses_logconfig
 
 
 def _install(handler: logging.Handler, level: int) -> None:
-    """Make ``handler`` the only handler of root and gunicorn's loggers.
+    """Make ``handler`` the only handler of gunicorn's loggers, and root's if it has none.
 
     The lists are changed in place, never replaced: UvicornWorker aliases
-    uvicorn's handler lists to gunicorn's, and follows along.
+    uvicorn's handler lists to gunicorn's, and follows along. The root
+    logger keeps the handlers the application gave it (adopted: they write
+    through the hub too); the hub's handler is root's only when it has no
+    other, so records reach the handlers they would reach without forklog.
     """
-    for name in ("", *GUNICORN_LOGGERS):
+    for name in GUNICORN_LOGGERS:
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
             if old is not handler:
                 logger.removeHandler(old)
         if handler not in logger.handlers:
             logger.addHandler(handler)
-        if name:
-            logger.propagate = False  # the root logger has the same handler
+        logger.propagate = False  # the root logger may have the same handler
     root = logging.getLogger()
-    if root.level > level:
+    for old in list(root.handlers):
+        if getattr(old, "_gunicorn", False) or (isinstance(old, ForkHandler) and old is not handler):
+            root.removeHandler(old)
+    if not root.handlers:
+        root.addHandler(handler)
+    if handler in root.handlers and root.level > level:
         root.setLevel(level)
 
 
 def _reinstall(cfg: Any = None) -> None:
     hub_ = _ensure_hub(cfg)
     assert _master.handler is not None
-    _install(_master.handler, hub_.queue.level)
+    if not _uses_logconfig(cfg):
+        _install(_master.handler, hub_.queue.level)
 
 
 class Logger(glogging.Logger):  # type: ignore[misc]
     """gunicorn's logger, with the hub's handler as its only handler."""
 
     def setup(self, cfg: Any) -> None:
-        if _master.access_log and cfg.accesslog is None:
+        logconfig = _uses_logconfig(cfg)
+        if _master.access_log and cfg.accesslog is None and not logconfig:
             # forklog turns the access log on by default; gunicorn skips access
             # lines unless this is set. Its own handler for it is never made.
+            # (A logging config turns them on in gunicorn itself.)
             cfg.set("accesslog", "-")
+        # The hub first: every file or stream handler a logging config makes
+        # from here on (logconfig_dict, logconfig_json, logconfig, an app
+        # loaded with --preload) is adopted as it is added, and its file is
+        # written by the master's listener alone. On HUP the hub keeps its
+        # sinks; the re-run config's handlers write to the same targets (H20).
+        hub_ = _ensure_hub(cfg, uses_logconfig=logconfig)
+        hub_.targets.writer = _writer_credentials(cfg)
+        adoption.attach(hub_.queue, trust=hub_.targets.trust)
         super().setup(cfg)
-        # Handlers a logging config made (logconfig_dict, logconfig_json,
-        # logconfig, or the config file itself) become the hub's sinks, so
-        # only the master writes them; on HUP the hub keeps its sinks and the
-        # copies the re-run config just made are closed (H20).
-        configured = _take_configured_handlers()
-        if _master.hub is None or _master.hub.owner_pid not in (None, os.getpid()):
-            _ensure_hub(cfg, configured, uses_logconfig=_uses_logconfig(cfg))
-        else:
-            for _name, handler in configured:
-                with contextlib.suppress(Exception):
-                    handler.close()
         _reinstall(cfg)
         # Start here as well as in on_starting: this runs in the master after
         # gunicorn daemonized, whatever hooks the config kept or replaced.
-        hub_ = _master.hub
-        if hub_ is not None and hub_.owner_pid is None:
+        if hub_.owner_pid is None:
             hub_.start()
 
     def _set_handler(self, log: logging.Logger, output: Any, fmt: Any, stream: Any = None) -> None:
+        if _uses_logconfig(self.cfg):
+            # With a logging config gunicorn's own handlers stay as gunicorn
+            # makes them, adopted: its lines go where plain gunicorn sends them.
+            super()._set_handler(log, output, fmt, stream)
+            return
         # gunicorn would open its own stderr/file handlers here; the hub's
         # sinks replace them. Handlers of gunicorn's own making are dropped.
         for handler in list(log.handlers):
@@ -303,7 +296,7 @@ def post_fork(server: Any, worker: Any) -> None:
     With gunicorn's ``capture_output``, the worker's ``print()`` and
     ``sys.stderr`` writes become records too (:mod:`forklog.worker.capture`).
     """
-    if _master.handler is not None and _master.hub is not None:
+    if _master.handler is not None and _master.hub is not None and not _uses_logconfig(server.cfg):
         _install(_master.handler, _master.hub.queue.level)
     if getattr(server.cfg, "capture_output", False):
         sys.stdout = LineLogger(logging.getLogger("stdout"), logging.INFO, "<stdout>")

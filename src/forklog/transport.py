@@ -31,6 +31,7 @@ the ``fork`` start method) and as a duplicated descriptor when a
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import itertools
@@ -47,7 +48,7 @@ import zlib
 from multiprocessing import reduction
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from forklog import formatters, wire
+from forklog import _target, formatters, wire
 from forklog.scoreboard import Scoreboard
 
 __all__ = ["Channel", "FrameReader", "PIPE_BUF"]
@@ -199,6 +200,8 @@ class Channel:
         self._with_traceback = False
         self._fields_wanted = True
         self._fields_checked = 0.0
+        #: The master's end is closed (its hub stopped): nothing will read what is sent.
+        self.hub_gone = False
         self._slot = slot if self.scoreboard is not None else -1
         if self._slot >= 0:
             assert self.scoreboard is not None
@@ -287,7 +290,8 @@ class Channel:
         if payload is None:
             payload = wire.encode(record, self.max_record_bytes)
         if not self._send(payload, levelno):
-            self._count_drop(record.levelname)
+            if not self.hub_gone:
+                self._count_drop(record.levelname)
             return False
         if self._dropped_total:
             # The pipe takes records again: report what it refused, right behind.
@@ -296,6 +300,30 @@ class Channel:
 
     #: How often a writer asks the scoreboard whether the fields are wanted.
     FIELDS_CHECK_INTERVAL = 0.02
+
+    def send_text(self, spec: bytes, record: logging.LogRecord, text: str) -> bool:
+        """Send the line an adopted handler made for ``record`` to the target ``spec``.
+
+        The same drop policy as :meth:`send_record`; ``False`` if the line
+        was dropped (counted) or the hub is gone (not counted: the caller
+        writes it to stderr).
+        """
+        levelno = record.levelno
+        try:
+            payload = _target.encode(spec, levelno, record.created, text)
+        except Exception:  # noqa: BLE001 - a record whose level or time is not a number
+            self._count_drop(_level_key(record.levelname))
+            return False
+        if len(payload) > self.max_record_bytes:
+            cut = wire.cut_text(text, len(payload) - self.max_record_bytes)
+            payload = _target.encode(spec, levelno, record.created, cut)
+        if not self._send(payload, levelno):
+            if not self.hub_gone:
+                self._count_drop(record.levelname)
+            return False
+        if self._dropped_total:
+            self._send_drop_summary()
+        return True
 
     def _want_fields(self) -> bool:
         """Whether to send the fields with the lines: the master's fields sinks take records.
@@ -329,7 +357,8 @@ class Channel:
                 return True
             except (BlockingIOError, InterruptedError):
                 frames = [frame]  # full: the policy below decides
-            except OSError:
+            except OSError as exc:
+                self._gone(exc)
                 return False
         else:
             frames = _frames(0, self.pid, self.boot, seq, payload)
@@ -360,12 +389,17 @@ class Channel:
                     _wait_writable(self.write_fd, deadline - now)
                 except InterruptedError:
                     continue
-                except OSError:
+                except OSError as exc:
+                    self._gone(exc)
                     if numbered:
                         self._publish(seq + 1)
                     return position > 0
         self.sent += 1
         return True
+
+    def _gone(self, exc: OSError) -> None:
+        if exc.errno in (errno.EPIPE, errno.EBADF):
+            self.hub_gone = True  # the master closed its end, or this process's hub stopped
 
     # -- the counters' critical sections ---------------------------------------
     #

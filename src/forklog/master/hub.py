@@ -31,6 +31,7 @@ from forklog import formatters, transport
 from forklog.master.isolation import BufferedSink, Isolated, needs_isolation
 from forklog.master.listener import Backlog, Counters, Listener, Receiver
 from forklog.master.report import Reporter
+from forklog.master.targets import Targets, forget_handler, release_descriptors, take_over
 from forklog.master.watch import Watch
 from forklog.worker.handler import ForkHandler
 
@@ -80,6 +81,9 @@ class HubStats:
     listener_alive: bool
     #: Seconds between the creation of the last record written and its writing.
     listener_lag: float
+    #: Records that reached the hub and that no sink took (every sink's level
+    #: above theirs, their filters, or no sink at all); reported once in the log.
+    unrouted: int = 0
 
     @property
     def dropped(self) -> int:
@@ -207,6 +211,9 @@ class Hub:
         self._prometheus_file = os.fspath(prometheus_file) if prometheus_file else None
         self._watch: Optional[Watch] = None
         self._lifecycle = threading.Lock()
+        #: The sinks of the handlers the application configured, one per
+        #: file or stream, opened as their lines arrive (forklog.master.targets).
+        self.targets = Targets(self._counters, self._reporter)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -241,6 +248,7 @@ class Hub:
                 self._reporter,
                 dispatch_lock=self._dispatch_lock,
                 channel=self.queue,
+                targets=self.targets,
             )
             if self._stats_interval > 0 or self._prometheus_file:
                 self._watch = self._listener.watch = Watch(
@@ -296,25 +304,7 @@ class Hub:
         self.queue.fields_with_lines = fields_too
 
     def _adopt(self, name: str, handler: logging.Handler) -> None:
-        # The hub, not logging.shutdown() or a dictConfig() elsewhere in the
-        # process, decides when a sink is flushed and closed (H6, H20).
-        _forget_handler(handler)
-        reporter = self._reporter
-        counters = self._counters
-
-        def handle_error(record: logging.LogRecord) -> None:
-            counters.sink_errors[name] += 1
-            exc = _current_exception()
-            reporter.report(f"sink:{name}", f"sink {name} failed to write a record: {exc!r}")
-
-        handler.handleError = handle_error  # type: ignore[method-assign]
-        if isinstance(handler, Isolated):
-            handler.handler.handleError = handle_error  # type: ignore[method-assign]
-        if isinstance(handler, logging.StreamHandler):
-            # StreamHandler.emit() flushes after every record: one system call
-            # each. The listener flushes once per batch instead.
-            handler._forklog_flush = handler.flush  # type: ignore[attr-defined]
-            handler.flush = _no_flush  # type: ignore[method-assign]
+        take_over(name, handler, self._counters, self._reporter)
 
     def stop(self, timeout: Optional[float] = None) -> Optional[HubStats]:
         """Drain, join, then flush and close the sinks, within ``timeout`` seconds.
@@ -387,6 +377,7 @@ class Hub:
                     # A file sink waits for its gzip at close: within the budget too.
                     handler.close_timeout = min(wait, max(0.0, deadline - time.monotonic()))  # type: ignore[attr-defined]
                 self._close_sink(name, handler)
+        self.targets.close()
 
     def _close_sink(self, name: str, handler: logging.Handler) -> None:
         try:
@@ -433,6 +424,7 @@ class Hub:
                             handler.release()
                     except Exception as exc:  # noqa: BLE001
                         self._reporter.report(f"reopen:{name}", f"could not reopen sink {name}: {exc!r}")
+            self.targets.reopen()
         finally:
             if acquired:
                 self._dispatch_lock.release()
@@ -457,7 +449,10 @@ class Hub:
             dropped_by_level=dict(counters.dropped_by_level),
             dropped_by_process=dict(counters.dropped_by_process),
             sink_errors=dict(counters.sink_errors),
-            dropped_by_sink={name: counters.sink_dropped(name, handler) for name, handler in self._sinks},
+            dropped_by_sink={
+                **{name: counters.sink_dropped(name, handler) for name, handler in self._sinks},
+                **self.targets.dropped(),
+            },
             sink_pending={
                 name: handler.pending for name, handler in self._sinks if isinstance(handler, BufferedSink)
             },
@@ -471,6 +466,7 @@ class Hub:
             settled_processes=counters.settled,
             listener_alive=self._listener is not None and self._listener.is_alive(),
             listener_lag=counters.lag,
+            unrouted=counters.unrouted,
         )
 
     # -- fork ------------------------------------------------------------------
@@ -485,24 +481,14 @@ class Hub:
             self._dispatch_lock.release()
 
     def _disown(self) -> None:
-        """In a forked child: the sinks and threads belong to the parent."""
+        """In a forked child: the sinks and threads belong to the parent; so do their files (H25)."""
         for _name, handler in self._sinks:
-            _forget_handler(handler)
+            forget_handler(handler)
+            release_descriptors(handler)
+        self.targets.release_in_child()
         self._dispatch_lock = threading.Lock()
         self._lifecycle = threading.Lock()
         self._quiesced = False
-
-
-def _no_flush() -> None:
-    """A stream sink's flush between two batches: the listener flushes after the batch."""
-
-
-def _forget_handler(handler: logging.Handler) -> None:
-    """Take ``handler`` out of logging's shutdown list so only the hub closes it."""
-    with logging._lock:  # type: ignore[attr-defined]
-        for ref in list(logging._handlerList):  # type: ignore[attr-defined]
-            if ref() is handler:
-                logging._handlerList.remove(ref)  # type: ignore[attr-defined]
 
 
 def _current_exception() -> Optional[BaseException]:

@@ -112,6 +112,7 @@ class Lines:
         single = [(target[2], bucket) for target, bucket in zip(targets, pending)]
         one_line = all(target[3] == 0 for target in targets)
         several = [(target[2], target[3], bucket) for target, bucket in zip(targets, pending)]
+        lowest = min((target[2] for target in targets), default=0)
         seen: Dict[Tuple[int, int], List[int]] = {}
         unpack = _HEAD.unpack_from
         head_size = wire.LINES_HEAD_SIZE
@@ -134,7 +135,11 @@ class Lines:
                 continue
             try:
                 _marker, count, levelno, created, name_size, chain_size, fields_size = unpack(payload)
-                if count == 1 and not chain_size and not fields_size and one_line:
+                if levelno < lowest and not buffered:
+                    counters.unrouted += 1  # no sink takes it (see Listener.unrouted)
+                    if counters.unrouted_first is None:
+                        counters.unrouted_first = f"level {levelno}"
+                elif count == 1 and not chain_size and not fields_size and one_line:
                     line = payload[head_size + name_size :]
                     for level, bucket in single:
                         if levelno >= level:

@@ -23,13 +23,14 @@ import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
-from forklog import formatters, transport, wire
+from forklog import _target, formatters, transport, wire
 from forklog.master import threads
 from forklog.master.isolation import BufferedSink
 from forklog.master.ledger import Ledger, process_is_gone
 from forklog.master.lines import LINES_BYTE, FieldTarget, Lines, Target, line_formatter
 from forklog.master.report import Reporter, own_record
 from forklog.master.sinks import RotatingFileSink
+from forklog.master.targets import Targets
 from forklog.master.watch import Watch
 
 __all__ = ["Backlog", "Counters", "Listener", "Receiver"]
@@ -50,6 +51,7 @@ EXIT_MARK = b"exit"
 Lane = Callable[[Tuple[Any, ...], int, Any], Optional[Callable[[logging.LogRecord], Any]]]
 Plan = List[Tuple[str, logging.Handler, Optional[Lane]]]
 _STREAM_EMITS = (logging.StreamHandler.emit, logging.FileHandler.emit)
+_NOT_FIELDS = (LINES_BYTE, _target.TARGET_BYTE)
 
 
 class Backlog:
@@ -136,6 +138,10 @@ class Counters:
         self.lag = 0.0
         #: Drops each sink had when the listener last reported them.
         self.sink_drops_reported: Dict[str, int] = {name: 0 for name in sink_names}
+        #: Records that reached the hub and that no sink took (see Listener.unrouted).
+        self.unrouted = 0
+        self.unrouted_first: Optional[str] = None
+        self.unrouted_reported = False
 
     def sink_dropped(self, name: str, sink: logging.Handler) -> int:
         """What ``sink`` accepted and did not write: its own count plus what raised."""
@@ -307,8 +313,11 @@ class Listener(threading.Thread):
         *,
         dispatch_lock: threading.Lock,
         channel: transport.Channel,
+        targets: Optional[Targets] = None,
     ) -> None:
         super().__init__(name="forklog-listener", daemon=True)
+        #: The sinks of the handlers the processes adopted (see forklog.master.targets).
+        self.targets = targets if targets is not None else Targets(counters, reporter)
         self._backlog = backlog
         self._sinks = list(sinks)
         self._counters = counters
@@ -344,6 +353,7 @@ class Listener(threading.Thread):
                 self._look_for_the_dead()
                 with self._dispatch_lock:
                     self.report_sink_drops()
+                    self._say_unrouted()
                     self.tell_writers()
                 next_check = now + self.LIVENESS_INTERVAL
             if self.watch is not None:
@@ -371,6 +381,7 @@ class Listener(threading.Thread):
                 except Exception as exc:  # noqa: BLE001
                     self._counters.sink_errors[name] += 1
                     self._reporter.report(f"sink:{name}", f"sink {name} failed to flush: {exc!r}")
+        self.targets.flush()
 
     def exited(self, pid: int, timeout: float = 0.0) -> bool:
         """Queue the marker that settles ``pid``'s account once its records are read."""
@@ -410,6 +421,11 @@ class Listener(threading.Thread):
         counters.received += 1
         counters.ledger.received(pid, boot, seq)
         try:
+            if payload[:1] == _target.TARGET_BYTE:
+                line = _target.decode(payload)
+                self._last_created = line.created
+                self.targets.write(line, pid)
+                return
             if payload[:1] == LINES_BYTE:
                 decoded = wire.decode_lines(payload)
                 self._last_created = decoded[1]
@@ -586,8 +602,9 @@ class Listener(threading.Thread):
     def _dispatch_planned(self, item: Item, plan: Plan) -> None:
         """``dispatch``, with each sink's line made by its lane when it has one."""
         kind, pid, boot, seq, payload = item
-        if kind == EXITED or payload[:1] == LINES_BYTE:
-            self.dispatch(item)  # a process gone, or lines no lane takes as they are (see Lines.target)
+        if kind == EXITED or payload[:1] in _NOT_FIELDS:
+            # A process gone, lines no lane takes as they are (see Lines.target), an adopted handler's line.
+            self.dispatch(item)
             return
         counters = self._counters
         counters.received += 1
@@ -609,9 +626,11 @@ class Listener(threading.Thread):
         exc_text = wire.exception_text(exception) if type(exception) is tuple else exception
         record: Optional[logging.LogRecord] = None
         written = counters.written
+        taken = False
         for name, sink, lane in plan:
             if levelno < sink.level:
                 continue
+            taken = True
             try:
                 if lane is not None:
                     instead = lane(fields, pid, exc_text)
@@ -633,6 +652,30 @@ class Listener(threading.Thread):
                 counters.sink_errors[name] += 1
                 counters.sink_failed[name] += 1
                 self._reporter.report(f"sink:{name}", f"sink {name} failed on a record: {exc!r}")
+        if not taken:
+            self.unrouted(fields[1], fields[3])
+
+    def unrouted(self, logger: str, levelname: str) -> None:
+        """Count a record no sink took (every sink's level above it, their filters, or no sink)."""
+        counters = self._counters
+        counters.unrouted += 1
+        if counters.unrouted_first is None:
+            counters.unrouted_first = f"logger {wire.safe_str(logger)!r} at {wire.safe_str(levelname)}"
+
+    def _say_unrouted(self) -> None:
+        """Say once, in the log, that records reach the hub and no sink takes them."""
+        counters = self._counters
+        if counters.unrouted_first is not None and not counters.unrouted_reported:
+            counters.unrouted_reported = True
+            self._write(
+                own_record(
+                    "forklog: %d records reached the hub and no sink took them (the first: %s): every sink's "
+                    "level is above theirs, or their filters refused them; counted in stats().unrouted",
+                    (counters.unrouted, counters.unrouted_first),
+                    forklog_unrouted=counters.unrouted,
+                ),
+                self._sinks,
+            )
 
     def write(self, record: logging.LogRecord) -> None:
         """Write a record of the hub's own to every sink (from the listener thread)."""
@@ -644,6 +687,12 @@ class Listener(threading.Thread):
     ) -> None:
         counters = self._counters
         levelno = record.levelno
+        if not self._sinks and record.name == "forklog":
+            # The hub's own word and no sink to take it (a logging config of
+            # the app's replaced forklog's sinks): stderr, never nowhere.
+            self._reporter.write(wire.safe_str(record.getMessage()))
+            return
+        taken = False
         for name, sink in self._sinks if sinks is None else sinks:
             if levelno < sink.level:
                 continue
@@ -651,15 +700,20 @@ class Listener(threading.Thread):
                 if sink.filters:
                     if sink.handle(record):
                         counters.written[name] += 1
+                        taken = True
                 else:
                     # The listener is the sink's only writer (reopen() waits
                     # for the dispatch lock), so the handler's lock is moot.
                     sink.emit(record)
                     counters.written[name] += 1
+                    taken = True
             except Exception as exc:  # noqa: BLE001 - a filter or a handle() that raised
+                taken = True  # counted as the sink's failure
                 counters.sink_errors[name] += 1
                 counters.sink_failed[name] += 1
                 self._reporter.report(f"sink:{name}", f"sink {name} failed on a record: {exc!r}")
+        if not taken and sinks is None:
+            self.unrouted(record.name, record.levelname)
 
     def report_sink_drops(self) -> None:
         """Say in the log (through every sink) what a sink could not write since last time.
@@ -668,8 +722,9 @@ class Listener(threading.Thread):
         listener has finished and the buffered sinks are closed.
         """
         reported = self._counters.sink_drops_reported
-        for name, sink in self._sinks:
-            dropped = self._counters.sink_dropped(name, sink)
+        totals = {name: self._counters.sink_dropped(name, sink) for name, sink in self._sinks}
+        totals.update(self.targets.dropped())
+        for name, dropped in totals.items():
             if dropped <= reported.get(name, 0):
                 continue
             count = dropped - reported.get(name, 0)

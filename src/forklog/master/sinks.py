@@ -74,6 +74,9 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
     dropped = 0
     #: Seconds :meth:`close` waits for a compression still running.
     close_timeout = 3.0
+    #: Refuse to open the path through a symbolic link (a target a less
+    #: privileged process asked for, see forklog.master.targets).
+    nofollow = False
 
     def __init__(  # noqa: PLR0917 - positional like the stdlib handler it replaces
         self,
@@ -139,6 +142,8 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
     def _open(self) -> io.TextIOWrapper:
         """Open the path (creating it with ``file_mode``); also what ``Hub.reopen`` calls."""
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        if self.nofollow:
+            flags |= os.O_NOFOLLOW
         fd = os.open(self.baseFilename, flags | (os.O_TRUNC if self._truncate else 0), self.file_mode)
         try:
             st = os.fstat(fd)

@@ -17,7 +17,7 @@ import multiprocessing.util
 from typing import Union
 
 from forklog.transport import Channel
-from forklog.worker import context
+from forklog.worker import adoption, context
 
 __all__ = ["ForkHandler", "init_worker"]
 
@@ -56,7 +56,11 @@ class ForkHandler(logging.handlers.QueueHandler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             context.apply(record)  # forklog.bind() fields, the active span's ids
-            self.queue.send_record(record)
+            if not self.queue.send_record(record) and self.queue.hub_gone:
+                # The hub has stopped: stderr, as if this process had no handler.
+                last_resort = logging.lastResort
+                if last_resort is not None and record.levelno >= last_resort.level:
+                    last_resort.handle(record)
         except Exception:  # noqa: BLE001 - a log call never raises into the app
             self.queue._count_drop(getattr(record, "levelname", "UNKNOWN"))
 
@@ -87,6 +91,9 @@ def init_worker(queue: Channel, *, level: Union[int, str, None] = None) -> ForkH
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level if level is not None else queue.level)
+    # Handlers the child's application configures from now on (and those on
+    # its other loggers) write through the hub (forklog.worker.adoption).
+    adoption.attach(queue)
     # Pool children under fork and forkserver leave by os._exit(), so atexit
     # never runs there; multiprocessing's finalizers do.
     multiprocessing.util.Finalize(handler, queue.flush, args=(EXIT_FLUSH_TIMEOUT,), exitpriority=100)

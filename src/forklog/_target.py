@@ -1,0 +1,231 @@
+"""What an adopted handler writes to, as plain data, and the payload that carries its lines.
+
+Both sides use this module. An emitting process describes a file or stream
+handler the application configured as a :class:`TargetSpec` (its class
+reduced to a ``kind`` from an allow-list, the path, the mode, the rotation
+settings, the encoding) and sends each line that handler formatted in a
+*target payload*. The master opens one sink per target from the spec alone:
+nothing in the pipe names a class or a callable (see ``master/targets.py``
+for the checks it makes before it opens anything).
+
+A target payload: the marker byte ``TARGET_BYTE``, the level, the time, the
+spec's length, the spec (marshal of a tuple of plain values), then the text
+the handler would have written (its formatter's line and terminator, as
+UTF-8 with lone surrogates kept, ``surrogatepass``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import logging.handlers
+import marshal
+import os
+import struct
+import sys
+from typing import Any, NamedTuple, Optional, Tuple
+
+__all__ = [
+    "KINDS",
+    "TARGET_BYTE",
+    "TargetLine",
+    "TargetSpec",
+    "decode",
+    "encode",
+    "spec_of",
+]
+
+#: The first byte of a target payload (a lines payload starts with 0, a
+#: marshal payload with a type code, never 1).
+TARGET = 1
+TARGET_BYTE = bytes([TARGET])
+_HEAD = struct.Struct("<BidI")  # marker, levelno, created, spec length
+
+#: The kinds of target, and the handler classes whose I/O each stands for.
+KINDS = ("file", "rotating", "timed", "watched", "stream")
+STREAMS = ("stdout", "stderr")
+_ERRORS = ("strict", "ignore", "replace", "backslashreplace", "surrogateescape", "xmlcharrefreplace")
+
+
+class TargetSpec(NamedTuple):
+    """One file or standard stream, and how its handler writes and rotates it."""
+
+    kind: str  # one of KINDS
+    path: str  # an absolute path, or "stdout" / "stderr" for a stream
+    mode: str = "a"  # "a", or "w" (truncated once, when the master opens it)
+    encoding: Optional[str] = None
+    errors: Optional[str] = None
+    max_bytes: int = 0  # rotating: RotatingFileHandler's maxBytes
+    backup_count: int = 0
+    when: str = "h"  # timed: TimedRotatingFileHandler's when, interval, utc, atTime
+    interval: int = 1
+    utc: bool = False
+    at_time: Optional[int] = None  # seconds after midnight
+
+    def to_bytes(self) -> bytes:
+        return marshal.dumps(tuple(self), 4)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TargetSpec:
+        """Read and check a spec from the pipe. Raises ``ValueError`` for anything else."""
+        try:
+            values = marshal.loads(data)
+        except (EOFError, TypeError, ValueError) as exc:
+            raise ValueError(f"undecodable target: {exc}") from None
+        if type(values) is not tuple or len(values) != len(cls._fields):
+            raise ValueError("a target of an unknown shape")
+        spec = cls(*values)
+        spec.check()
+        return spec
+
+    def check(self) -> None:
+        """Raise ``ValueError`` unless every value has its plain type and range."""
+        types: Tuple[Tuple[Any, Tuple[type, ...]], ...] = (
+            (self.kind, (str,)),
+            (self.path, (str,)),
+            (self.mode, (str,)),
+            (self.encoding, (str, type(None))),
+            (self.errors, (str, type(None))),
+            (self.max_bytes, (int,)),
+            (self.backup_count, (int,)),
+            (self.when, (str,)),
+            (self.interval, (int,)),
+            (self.utc, (bool,)),
+            (self.at_time, (int, type(None))),
+        )
+        for value, allowed in types:
+            if type(value) not in allowed:
+                raise ValueError(f"a target with a {type(value).__name__} where {allowed} belongs")
+        if self.kind not in KINDS:
+            raise ValueError(f"a target of kind {self.kind!r}: expected one of {KINDS}")
+        if self.kind == "stream":
+            if self.path not in STREAMS:
+                raise ValueError(f"a stream target {self.path!r}: expected stdout or stderr")
+        elif not os.path.isabs(self.path) or "\0" in self.path:
+            raise ValueError(f"a file target {self.path!r}: expected an absolute path")
+        if self.mode not in ("a", "w"):
+            raise ValueError(f"a target with mode {self.mode!r}: expected 'a' or 'w'")
+        if self.errors is not None and self.errors not in _ERRORS:
+            raise ValueError(f"a target with errors={self.errors!r}: expected one of {_ERRORS}")
+        if not (0 <= self.max_bytes < 1 << 62 and 0 <= self.backup_count <= 10_000 and self.interval >= 1):
+            raise ValueError("a target with rotation settings out of range")
+        if self.at_time is not None and not 0 <= self.at_time < 86_400:
+            raise ValueError(f"a target with at_time={self.at_time!r}: expected seconds of a day")
+
+    @property
+    def label(self) -> str:
+        """The name of the master's sink for this target (``stats()``)."""
+        return f"<{self.path}>" if self.kind == "stream" else self.path
+
+
+class TargetLine(NamedTuple):
+    """A decoded target payload."""
+
+    levelno: int
+    created: float
+    spec: bytes  # as sent: the master's key for the sink
+    text: str
+
+
+def _stream_name(stream: object) -> Optional[str]:
+    for name in STREAMS:
+        if stream is getattr(sys, name, None) or stream is getattr(sys, f"__{name}__", None):
+            return name
+    try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - not a real stream: not a standard one
+        return None
+    return {1: "stdout", 2: "stderr"}.get(fd) if isinstance(fd, int) else None
+
+
+def _same(handler: logging.Handler, base: type, *methods: str) -> bool:
+    """Whether ``handler`` does its I/O with ``base``'s own methods (a subclass may only set defaults)."""
+    return isinstance(handler, base) and all(
+        getattr(type(handler), name, None) is getattr(base, name) for name in methods
+    )
+
+
+def spec_of(handler: logging.Handler) -> Optional[TargetSpec]:
+    """The target of a handler whose I/O the master can do, or None to leave it where it is.
+
+    A local file (``FileHandler``, ``RotatingFileHandler``,
+    ``TimedRotatingFileHandler``, ``WatchedFileHandler``, forklog's
+    ``RotatingFileSink``) or a ``StreamHandler`` on stdout or stderr, whose
+    class writes with the stdlib's own methods (a subclass that only sets
+    defaults qualifies; one that overrides ``emit`` does not).
+    """
+    from forklog.master.sinks import RotatingFileSink  # the master's own file sink  # noqa: PLC0415
+
+    h = logging.handlers
+    encoding = getattr(handler, "encoding", None)
+    errors = getattr(handler, "errors", None)
+    if not isinstance(encoding, (str, type(None))) or not isinstance(errors, (str, type(None))):
+        return None
+    if isinstance(handler, logging.FileHandler):
+        path = handler.baseFilename
+        mode = "w" if handler.mode.startswith("w") else "a"
+        if not handler.mode.startswith(("a", "w")):
+            return None
+        common = {"path": path, "mode": mode, "encoding": encoding, "errors": errors}
+        if type(handler) is RotatingFileSink:
+            if handler.when is not None or handler.compress:
+                return None  # forklog's own time rotation and gzip: left as the app made it
+            return TargetSpec(
+                "rotating", max_bytes=handler.maxBytes, backup_count=handler.backupCount, **common
+            )
+        if _same(handler, h.TimedRotatingFileHandler, "emit", "shouldRollover", "doRollover", "_open"):
+            at = handler.atTime  # type: ignore[attr-defined]
+            at_time = None
+            if isinstance(at, datetime.time):
+                at_time = at.hour * 3600 + at.minute * 60 + at.second
+            return TargetSpec(
+                "timed",
+                backup_count=handler.backupCount,  # type: ignore[attr-defined]
+                when=str(handler.when).lower(),  # type: ignore[attr-defined]
+                interval=_timed_interval(handler),
+                utc=bool(handler.utc),  # type: ignore[attr-defined]
+                at_time=at_time,
+                **common,
+            )
+        if _same(handler, h.RotatingFileHandler, "emit", "shouldRollover", "doRollover", "_open"):
+            return TargetSpec(
+                "rotating",
+                max_bytes=handler.maxBytes,  # type: ignore[attr-defined]
+                backup_count=handler.backupCount,  # type: ignore[attr-defined]
+                **common,
+            )
+        if _same(handler, h.WatchedFileHandler, "emit", "_open", "reopenIfNeeded"):
+            return TargetSpec("watched", **common)
+        if type(handler).emit is logging.FileHandler.emit and _same(handler, logging.FileHandler, "_open"):
+            return TargetSpec("file", **common)
+        return None
+    if type(handler).emit is logging.StreamHandler.emit and isinstance(handler, logging.StreamHandler):
+        name = _stream_name(handler.stream)
+        return TargetSpec("stream", name) if name is not None else None
+    return None
+
+
+def _timed_interval(handler: logging.Handler) -> int:
+    """TimedRotatingFileHandler keeps its interval in seconds: the number the app gave back."""
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "midnight": 86_400}
+    when = str(handler.when).lower()  # type: ignore[attr-defined]
+    unit = 7 * 86_400 if when.startswith("w") else seconds.get(when, 1)
+    return max(1, int(handler.interval) // unit)  # type: ignore[attr-defined]
+
+
+def encode(spec: bytes, levelno: int, created: float, text: str) -> bytes:
+    """A target payload. Raises on a level or time that is not a number (the caller counts it)."""
+    return _HEAD.pack(TARGET, levelno, created, len(spec)) + spec + text.encode("utf-8", "surrogatepass")
+
+
+def decode(payload: bytes) -> TargetLine:
+    """Read a target payload. Raises ``ValueError``."""
+    try:
+        _marker, levelno, created, size = _HEAD.unpack_from(payload)
+        start = _HEAD.size
+        if size > len(payload) - start:
+            raise ValueError("target payload of an unknown shape")
+        text = payload[start + size :].decode("utf-8", "surrogatepass")
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise ValueError(f"undecodable target payload: {exc}") from None
+    return TargetLine(levelno, created, payload[start : start + size], text)

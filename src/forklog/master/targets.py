@@ -1,0 +1,367 @@
+"""The master's sinks for the handlers the application configured: one per file or stream.
+
+Every process attached to the hub adopts the file and stream handlers its
+application configures (:mod:`forklog.worker.adoption`) and sends their
+lines here as target payloads (:mod:`forklog._target`). The same file
+configured in four workers is one target: the first time a line for it
+arrives, the listener opens one sink for it, from the spec's plain data
+alone, and from then on is its only writer, rotating it with the handler's
+own settings. ``stats()`` names these sinks by their path (``<stderr>`` for
+a stream).
+
+The threat model. gunicorn's master often runs as root while its workers
+run as ``--user nobody`` and handle untrusted requests. A compromised
+worker can write anything into the pipe, so a target asked for through it
+is opened only when the workers' own user could open it:
+
+* targets the master's own configuration names (``logconfig_dict``, the
+  config file, an app loaded with ``--preload``) are *trusted*: adopted in
+  the master itself, they never come through the pipe as a request;
+* any other file target, while the workers run as another user than the
+  master (``writer`` credentials, set from gunicorn's ``user``/``group``),
+  must pass the kernel's permission rules for that user, checked here
+  (search on every directory of the resolved path; write on the file if it
+  exists; write and search on its directory if it must be created or
+  rotated), must be a regular file, is opened with ``O_NOFOLLOW`` on the
+  resolved path, and cannot use time rotation (the stdlib handler that does
+  it follows symlinks);
+* at most ``MAX_TARGETS`` targets are opened; a refused target is reported
+  once, naming the path and the reason, and its records are counted as that
+  target's drops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import logging.handlers
+import os
+import stat
+import sys
+from typing import Callable, Dict, FrozenSet, Iterator, List, NamedTuple, Optional, Set, Tuple
+
+from forklog._target import TargetLine, TargetSpec
+from forklog.master.report import Reporter
+from forklog.master.sinks import RotatingFileSink
+
+__all__ = ["Credentials", "Targets", "may_write", "release_descriptors", "take_over"]
+
+#: How many distinct targets the master opens at most.
+MAX_TARGETS = 256
+
+
+class Credentials(NamedTuple):
+    """The user the writers run as: its uid and every group it has."""
+
+    uid: int
+    gids: FrozenSet[int]
+
+
+class _Open(NamedTuple):
+    name: str
+    sink: logging.Handler
+    write: Callable[[TargetLine], bool]
+
+
+def take_over(name: str, handler: logging.Handler, counters: object, reporter: Reporter) -> None:
+    """Make ``handler`` a sink of the hub: its errors counted and reported, its flush once per batch.
+
+    The hub, not ``logging.shutdown()`` or a ``dictConfig()`` elsewhere in
+    the process, decides when a sink is flushed and closed (H6, H20).
+    """
+    forget_handler(handler)
+
+    def handle_error(record: logging.LogRecord) -> None:
+        counters.sink_errors[name] = counters.sink_errors.get(name, 0) + 1  # type: ignore[attr-defined]
+        reporter.report(f"sink:{name}", f"sink {name} failed to write a record: {sys.exc_info()[1]!r}")
+
+    handler.handleError = handle_error  # type: ignore[method-assign]
+    inner = getattr(handler, "handler", None)  # an Isolated sink's own handler
+    if isinstance(inner, logging.Handler):
+        inner.handleError = handle_error  # type: ignore[method-assign]
+    if isinstance(handler, logging.StreamHandler):
+        # StreamHandler.emit() flushes after every record: one system call
+        # each. The listener flushes once per batch instead.
+        handler._forklog_flush = handler.flush  # type: ignore[attr-defined]
+        handler.flush = _no_flush  # type: ignore[method-assign]
+
+
+def _no_flush() -> None:
+    """A stream sink's flush between two batches: the listener flushes after the batch."""
+
+
+def forget_handler(handler: logging.Handler) -> None:
+    """Take ``handler`` out of logging's shutdown list so only the hub closes it."""
+    with logging._lock:  # type: ignore[attr-defined]
+        for ref in list(logging._handlerList):  # type: ignore[attr-defined]
+            if ref() is handler:
+                logging._handlerList.remove(ref)  # type: ignore[attr-defined]
+
+
+def release_descriptors(handler: logging.Handler) -> None:
+    """In a forked child: let go of the sink's file without flushing or closing its stream.
+
+    The stream object is the parent's, with the parent's unwritten bytes in
+    its buffer (H6): its descriptor is pointed at ``/dev/null`` instead, so
+    the file is no longer held (logrotate's rename frees the disk, H25) and
+    nothing the child's copy might flush can reach it.
+    """
+    stream = getattr(handler, "stream", None)
+    if not isinstance(handler, logging.FileHandler) or stream is None:
+        return
+    try:
+        fd = stream.fileno()
+    except Exception:  # noqa: BLE001 - closed, or not a real file
+        return
+    if fd <= 2:
+        return
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.dup2(null, fd, inheritable=False)
+        finally:
+            os.close(null)
+
+
+def _allowed(st: os.stat_result, who: Credentials, want: int) -> bool:
+    """The kernel's owner/group/other rule for ``want`` (a mask of read 4, write 2, search 1)."""
+    if who.uid == 0:
+        return True
+    if st.st_uid == who.uid:
+        bits = (st.st_mode >> 6) & 7
+    elif st.st_gid in who.gids:
+        bits = (st.st_mode >> 3) & 7
+    else:
+        bits = st.st_mode & 7
+    return bits & want == want
+
+
+def may_write(path: str, who: Credentials, rotates: bool) -> Optional[str]:
+    """Why ``who`` could not append to ``path`` (and rotate it, when ``rotates``), or None if it could."""
+    real = os.path.realpath(path)
+    directory = os.path.dirname(real)
+    parts = directory.split(os.sep)
+    for end in range(1, len(parts) + 1):
+        ancestor = os.sep.join(parts[:end]) or os.sep
+        try:
+            if not _allowed(os.stat(ancestor), who, 1):
+                return f"uid {who.uid} cannot search {ancestor}"
+        except OSError as exc:
+            return f"{ancestor}: {exc.strerror}"
+    try:
+        st: Optional[os.stat_result] = os.lstat(real)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        return f"{real}: {exc.strerror}"
+    if st is not None:
+        if not stat.S_ISREG(st.st_mode):
+            return f"{real} is not a regular file"
+        if not _allowed(st, who, 2):
+            return f"uid {who.uid} cannot write {real}"
+    if st is None or rotates:
+        if not _allowed(os.stat(directory), who, 3):
+            return f"uid {who.uid} cannot create files in {directory}"
+    return None
+
+
+class Targets:
+    """The adopted targets' sinks, opened on their first line; only the listener writes them."""
+
+    def __init__(self, counters: object, reporter: Reporter) -> None:
+        self._counters = counters
+        self._reporter = reporter
+        self._open: Dict[bytes, _Open] = {}
+        self._by_label: Dict[str, _Open] = {}
+        #: Refused targets, with the name their drops are counted under.
+        self._refused: Dict[bytes, str] = {}
+        self._trusted: Set[bytes] = set()
+        #: The user the writers run as, when it is not the master's (see the module's threat model).
+        self.writer: Optional[Credentials] = None
+
+    def trust(self, spec: bytes) -> None:
+        """A target the owner's own configuration names: opened without the checks."""
+        self._trusted.add(spec)
+
+    def sinks(self) -> List[Tuple[str, logging.Handler]]:
+        return [(entry.name, entry.sink) for entry in list(self._by_label.values())]
+
+    def dropped(self) -> Dict[str, int]:
+        """Records each target could not take (refused, or failed to write), by name."""
+        failed = self._counters.sink_failed  # type: ignore[attr-defined]
+        names = {entry.name for entry in self._by_label.values()} | set(self._refused.values())
+        return {name: failed.get(name, 0) + getattr(self._sink(name), "dropped", 0) for name in names}
+
+    def _sink(self, name: str) -> Optional[logging.Handler]:
+        entry = self._by_label.get(name)
+        return entry.sink if entry is not None else None
+
+    # -- writing -------------------------------------------------------------
+
+    def write(self, line: TargetLine, pid: int) -> None:
+        """Append ``line`` to its target's sink, opening it on first use; a failure is counted."""
+        counters = self._counters
+        entry = self._open.get(line.spec) or self._open_target(line.spec, pid)
+        if entry is None:
+            name = self._refused.get(line.spec, "<refused>")
+            counters.sink_failed[name] = counters.sink_failed.get(name, 0) + 1  # type: ignore[attr-defined]
+            return
+        try:
+            written = entry.write(line)
+        except Exception as exc:  # noqa: BLE001 - a sink never stops the listener
+            counters.sink_errors[entry.name] = counters.sink_errors.get(entry.name, 0) + 1  # type: ignore[attr-defined]
+            self._reporter.report(f"sink:{entry.name}", f"sink {entry.name} failed on a record: {exc!r}")
+            written = False
+        if written:
+            counters.written[entry.name] += 1  # type: ignore[attr-defined]
+        else:
+            counters.sink_failed[entry.name] = counters.sink_failed.get(entry.name, 0) + 1  # type: ignore[attr-defined]
+
+    def _open_target(self, data: bytes, pid: int) -> Optional[_Open]:
+        if data in self._refused:
+            return None
+        try:
+            spec = TargetSpec.from_bytes(data)
+        except ValueError as exc:
+            return self._refuse(data, "<refused>", f"a target from pid {pid} was refused: {exc}")
+        label = spec.label
+        same = self._by_label.get(label)
+        if same is not None:
+            # One sink per target: a second configuration of the same file
+            # (other rotation settings, another encoding) writes to the first.
+            self._open[data] = same
+            return same
+        if len(self._by_label) >= MAX_TARGETS:
+            return self._refuse(data, label, f"target {label} refused: already {MAX_TARGETS} targets open")
+        writer = self.writer
+        if writer is not None and data not in self._trusted and spec.kind != "stream":
+            rotates = spec.backup_count > 0
+            reason = "time rotation is not offered across users" if spec.kind == "timed" else None
+            reason = reason or may_write(spec.path, writer, rotates)
+            if reason is not None:
+                return self._refuse(
+                    data,
+                    label,
+                    f"target {label} asked for by pid {pid} refused: {reason}; its records are dropped",
+                )
+        try:
+            sink, write = _make(spec, untrusted=writer is not None and data not in self._trusted)
+        except Exception as exc:  # noqa: BLE001 - bad settings: reported, counted
+            return self._refuse(data, label, f"target {label} could not be opened: {exc!r}")
+        take_over(label, sink, self._counters, self._reporter)
+        counters = self._counters
+        counters.written.setdefault(label, 0)  # type: ignore[attr-defined]
+        counters.sink_errors.setdefault(label, 0)  # type: ignore[attr-defined]
+        entry = _Open(label, sink, write)
+        self._open[data] = self._by_label[label] = entry
+        return entry
+
+    def _refuse(self, data: bytes, name: str, why: str) -> None:
+        if len(self._refused) < 4 * MAX_TARGETS:
+            self._refused[data] = name
+            self._reporter.write(f"forklog: {why}")
+        else:
+            self._reporter.report("refused", why)
+
+    # -- the sinks' lifecycle, under the dispatch lock -----------------------
+
+    def flush(self) -> None:
+        """Once per batch: the stream and file sinks' held lines go out."""
+        for entry in list(self._by_label.values()):
+            flush = getattr(entry.sink, "_forklog_flush", None)
+            if flush is not None:
+                try:
+                    flush()
+                except Exception as exc:  # noqa: BLE001
+                    self._reporter.report(f"sink:{entry.name}", f"sink {entry.name} failed to flush: {exc!r}")
+
+    def reopen(self) -> None:
+        """USR1: reopen every file target (logrotate moved them)."""
+        for entry in list(self._by_label.values()):
+            sink = entry.sink
+            if isinstance(sink, logging.FileHandler):
+                try:
+                    with _held(sink):
+                        if sink.stream is not None:
+                            sink.stream.close()
+                        sink.stream = sink._open()
+                except Exception as exc:  # noqa: BLE001
+                    self._reporter.report(
+                        f"reopen:{entry.name}", f"could not reopen sink {entry.name}: {exc!r}"
+                    )
+
+    def close(self) -> None:
+        for entry in list(self._by_label.values()):
+            sink = entry.sink
+            try:
+                if sink.__dict__.pop("_forklog_flush", None) is not None:
+                    del sink.flush
+                sink.flush()
+                sink.close()
+            except Exception as exc:  # noqa: BLE001
+                self._reporter.write(f"forklog: closing sink {entry.name} failed: {exc!r}")
+
+    def release_in_child(self) -> None:
+        """In a forked child: the targets' files are the master's (H25)."""
+        for entry in list(self._by_label.values()):
+            forget_handler(entry.sink)
+            release_descriptors(entry.sink)
+
+
+@contextlib.contextmanager
+def _held(handler: logging.Handler) -> Iterator[None]:
+    handler.acquire()
+    try:
+        yield
+    finally:
+        handler.release()
+
+
+def _make(spec: TargetSpec, untrusted: bool) -> Tuple[logging.Handler, Callable[[TargetLine], bool]]:
+    """The sink for ``spec``, and how a line is written to it."""
+    errors = spec.errors or "backslashreplace"  # a lone surrogate is written escaped, not lost
+    if spec.kind in ("file", "rotating", "watched"):
+        # forklog's file sink: size rotation like RotatingFileHandler's; it
+        # also notices a moved or deleted file, as WatchedFileHandler does.
+        mode: object = "w" if spec.mode == "w" and spec.max_bytes <= 0 else 0o666
+        sink = RotatingFileSink(
+            spec.path,
+            mode,
+            spec.max_bytes,
+            spec.backup_count,
+            spec.encoding,
+            True,
+            errors,  # type: ignore[arg-type]
+        )
+        sink.nofollow = untrusted
+        sink.terminator = ""
+        emit_line = sink.emit_line
+        return sink, lambda line: emit_line(line.text)
+    message_only = logging.Formatter("%(message)s")
+    if spec.kind == "timed":
+        at = spec.at_time
+        at_time = None if at is None else datetime.time(at // 3600, at // 60 % 60, at % 60)
+        handler: logging.StreamHandler = logging.handlers.TimedRotatingFileHandler(  # type: ignore[type-arg]
+            spec.path,
+            spec.when,
+            spec.interval,
+            spec.backup_count,
+            spec.encoding,
+            True,
+            spec.utc,
+            at_time,
+            errors,
+        )
+    else:
+        handler = logging.StreamHandler(sys.stdout if spec.path == "stdout" else sys.stderr)
+    handler.setFormatter(message_only)
+    handler.terminator = ""
+    emit = handler.emit
+
+    def write(line: TargetLine) -> bool:
+        record = logging.LogRecord("forklog.target", line.levelno, "", 0, line.text, None, None)
+        emit(record)
+        return True
+
+    return handler, write

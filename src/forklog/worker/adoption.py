@@ -1,0 +1,207 @@
+"""Adoption: the file and stream handlers an application configures write through the master.
+
+Applications configure logging themselves: Django's ``django.setup()``
+runs ``dictConfig(LOGGING)`` in every worker, Flask's documentation calls
+``dictConfig`` at import, structlog puts a ``ProcessorFormatter`` on a
+handler, gunicorn users pass ``logconfig_dict``. Each worker would then
+open, write and rotate the same files itself (DESIGN H22).
+
+In a process attached to a hub (:func:`attach`: the gunicorn master, its
+workers, a pool child after ``init_worker``), every handler added to a
+logger from then on (``Logger.addHandler``, which ``dictConfig``,
+``fileConfig``, ``basicConfig`` and code at import all go through), and
+every handler already on a logger, is *adopted* when its I/O is a local file
+or a standard stream (:func:`forklog._target.spec_of`). The handler object
+stays where the application put it, with its level, filters and formatter,
+so loggers, propagation and filtering behave exactly as configured (H23).
+Only its ``emit`` changes: it formats the record here, in the process that
+has the live record (structlog's event dict, ``exc_info``, a ``{``-style
+format, a ``Formatter`` subclass: H24), and sends the line to the master,
+which appends it to the one sink it keeps for that file (:mod:`forklog.master.targets`).
+The handler's own file is closed here: no worker holds it (H25).
+
+Other handlers (``AdminEmailHandler``, Sentry's, one of the app's own) are
+left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import sys
+import threading
+import types
+from typing import Any, Callable, Optional
+
+from forklog import _target
+from forklog.master.targets import release_descriptors
+from forklog.transport import Channel
+
+__all__ = ["adopt", "adopted", "attach", "attached"]
+
+#: The channel of this process's hub, once attached. Module state on
+#: purpose: ``Logger.addHandler`` is process-wide, and so is the hub a
+#: process writes to. A forked child inherits it with the channel.
+_channel: Optional[Channel] = None
+#: In the hub's owner: says a target is the owner's own (see Targets.trust).
+#: A child never inherits it (_after_fork_in_child).
+_trust: Optional[Callable[[bytes], None]] = None
+_lock = threading.RLock()
+_original_add_handler = logging.Logger.addHandler
+_original_basic_config = logging.basicConfig
+
+
+def attached() -> Optional[Channel]:
+    """The channel adopted handlers write to in this process, if any."""
+    return _channel
+
+
+def attach(channel: Channel, trust: Optional[Callable[[bytes], None]] = None) -> None:
+    """Adopt the file and stream handlers on every logger, now and whenever one is added.
+
+    ``trust`` is given in the hub's owner only: targets the owner's own
+    configuration names are opened without the checks a target asked for
+    through the pipe gets.
+    """
+    global _channel, _trust  # noqa: PLW0603 - see the module state above
+    with _lock:
+        _channel = channel
+        _trust = trust
+        _install_hooks()
+        manager = logging.Logger.manager
+        loggers = [logging.getLogger()] + [
+            lg for lg in list(manager.loggerDict.values()) if isinstance(lg, logging.Logger)
+        ]
+        for logger in loggers:
+            for handler in list(logger.handlers):
+                adopt(handler)
+
+
+def detach() -> None:
+    """Adopt nothing more (handlers already adopted keep writing through the hub)."""
+    global _channel, _trust  # noqa: PLW0603
+    with _lock:
+        _channel = None
+        _trust = None
+
+
+def adopted(handler: logging.Handler) -> Optional[_target.TargetSpec]:
+    """The target ``handler`` writes to through the hub, if it was adopted."""
+    spec = handler.__dict__.get("_forklog_target")
+    return _target.TargetSpec.from_bytes(spec) if isinstance(spec, bytes) else None
+
+
+def adopt(handler: logging.Handler) -> bool:
+    """Make ``handler`` write through this process's hub, if its I/O is a local file or stream."""
+    if _channel is None or "_forklog_target" in handler.__dict__:
+        return "_forklog_target" in handler.__dict__
+    try:
+        spec = _target.spec_of(handler)
+        if spec is None:
+            return False
+        spec.check()
+    except Exception:  # noqa: BLE001 - a handler of a strange shape stays as it is
+        return False
+    data = spec.to_bytes()
+    trust = _trust
+    if trust is not None:
+        trust(data)
+    handler.acquire()
+    try:
+        handler._forklog_target = data  # type: ignore[attr-defined]
+        handler.emit = types.MethodType(_emit, handler)  # type: ignore[method-assign]
+        if isinstance(handler, logging.FileHandler):
+            # Its file is the master's to write. In the owner, what the
+            # handler wrote before is flushed; in a child, the stream may be
+            # the parent's with the parent's bytes in its buffer (H6): its
+            # descriptor is let go of without a flush.
+            if trust is None:
+                release_descriptors(handler)
+            stream, handler.stream = handler.stream, None  # type: ignore[assignment]
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()
+            handler.flush = types.MethodType(_no_flush, handler)  # type: ignore[method-assign]
+    finally:
+        handler.release()
+    return True
+
+
+def _no_flush(self: logging.Handler) -> None:
+    """An adopted file handler holds no stream: the master flushes the file."""
+
+
+def _emit(self: logging.Handler, record: logging.LogRecord) -> None:
+    """An adopted handler's ``emit``: format here, the master writes the line."""
+    try:
+        text = self.format(record) + getattr(self, "terminator", "\n")
+    except RecursionError:
+        raise
+    except Exception:  # noqa: BLE001 - as the stdlib's emit: the logging contract
+        self.handleError(record)
+        return
+    channel = _channel
+    if channel is None or not channel.send_text(self._forklog_target, record, text):  # type: ignore[attr-defined]
+        if channel is None or channel.hub_gone:
+            last_resort(text)
+
+
+def last_resort(text: str) -> None:
+    """Write ``text`` to this process's stderr: the hub has stopped (as ``logging.lastResort``)."""
+    stream = sys.stderr
+    with contextlib.suppress(Exception):
+        if stream is None or getattr(stream, "closed", False):
+            os.write(2, text.encode("utf-8", "backslashreplace"))
+            return
+        stream.write(text)
+        stream.flush()
+
+
+def _add_handler(self: logging.Logger, hdlr: logging.Handler) -> None:
+    _original_add_handler(self, hdlr)
+    if _channel is not None:
+        with _lock:
+            adopt(hdlr)
+
+
+def _basic_config(**kwargs: Any) -> None:
+    """``basicConfig`` that does not count forklog's own handler on the root logger.
+
+    A process attached to a hub has the hub's handler on root; the stdlib's
+    ``basicConfig`` would see a configured root and do nothing. When the
+    application names a destination (``filename``, ``stream`` or
+    ``handlers``), it is configuring its logging: the hub's handler makes
+    way, as if it were not there, and the new handler is adopted.
+    """
+    from forklog.worker.handler import ForkHandler  # noqa: PLC0415 - a cycle otherwise
+
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if isinstance(h, ForkHandler)]
+    wants = any(key in kwargs for key in ("filename", "stream", "handlers"))
+    if _channel is not None and wants and ours and len(ours) == len(root.handlers):
+        with _lock:
+            for handler in ours:
+                root.removeHandler(handler)
+            _original_basic_config(**kwargs)
+            if not root.handlers:  # basicConfig raised nothing yet added nothing: restore
+                for handler in ours:
+                    _original_add_handler(root, handler)
+        return
+    _original_basic_config(**kwargs)
+
+
+@functools.cache
+def _install_hooks() -> None:
+    # Installed once, on first attach, never at import (importing forklog has
+    # no side effects). Class-level: every logger, the root one included.
+    logging.Logger.addHandler = _add_handler  # type: ignore[method-assign]
+    logging.basicConfig = _basic_config
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _after_fork_in_child() -> None:
+    global _trust, _lock  # noqa: PLW0603
+    _trust = None  # a child's targets are asked for through the pipe, and checked
+    _lock = threading.RLock()  # another thread of the parent may have held it
