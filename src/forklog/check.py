@@ -7,13 +7,17 @@ report says:
 * which of forklog's hooks (and ``logger_class``) the config installs;
 * gunicorn's logging settings and the hub's options;
 * every sink of the hub: name, class, level, target, formatter;
-* with an app (``module:app``, as gunicorn takes it): every handler that
-  importing the app attaches to a logger, other than forklog's. In a worker
-  such a handler writes by itself, around the hub (a library that adds its
-  own ``StreamHandler``, a ``logging.basicConfig()`` at import).
+* what adoption (:mod:`forklog.worker.adoption`) does with each handler the
+  config, and with an app (``module:app``, as gunicorn takes it) importing
+  the app, attaches to a logger: a local file or a standard stream is
+  *adopted* (the master writes it, one sink per file); any other handler
+  (mail, Sentry, a socket) *stays* in each process, as the app put it; a
+  handler that writes a file or stream by means of its own (an ``emit`` of
+  its own, a stream that is not stdout or stderr) *bypasses* the hub.
 
 Exit status 1 when a handler bypasses the hub, when the config installs
-none of forklog's hooks, or when it does not load; 0 otherwise.
+none of forklog's hooks, or when it does not load, each with its fix on
+the next line; 0 otherwise.
 
 Nothing is started: no hub, no thread, no fork. Sinks are built without
 opening their files, except those a config's own ``handlers`` function
@@ -36,6 +40,7 @@ from gunicorn import util
 from gunicorn.config import Config
 
 import forklog.gunicorn as fg
+from forklog import _target
 from forklog.formatters import same_lines
 from forklog.master.isolation import BufferedSink, needs_isolation
 from forklog.master.lines import line_formatter
@@ -149,8 +154,8 @@ def _sinks(cfg: Any) -> Tuple[Handlers, List[str]]:
     else:
         notes.append(f"built by calling {_name(factory)}, then closed")
         sinks += _pairs(factory())
-    sinks += _pairs(fg._gunicorn_sinks(cfg, create=False))
-    sinks += _configured_handlers()
+    if not fg._uses_logconfig(cfg):
+        sinks += _pairs(fg._gunicorn_sinks(cfg, create=False))
     notes += _logconfig_notes(cfg)
     return sinks, notes
 
@@ -166,13 +171,30 @@ def _pairs(sinks: Sequence[Any]) -> Handlers:
     return pairs
 
 
-def _configured_handlers() -> Handlers:
-    """Handlers the config file attached to loggers: ``logger_class`` makes them sinks."""
-    found: Handlers = []
-    for owner, handler in _all_handlers():
-        label = handler.get_name() or type(handler).__name__.lower()
-        found.append((f"{owner or 'root'}:{label}", handler))
-    return found
+#: What adoption does with a handler, and why, for the report.
+ADOPTED, STAYS, BYPASSES = "adopted", "stays", "bypasses"
+
+
+def _adoption(handler: logging.Handler) -> Tuple[str, str]:
+    """(what adoption does with ``handler``, why), as forklog.worker.adoption decides it."""
+    try:
+        spec = _target.spec_of(handler)
+    except Exception:  # noqa: BLE001 - a handler of a strange shape
+        spec = None
+    if spec is not None:
+        return ADOPTED, "the master writes it"
+    if isinstance(handler, logging.StreamHandler):
+        return BYPASSES, "writes a file or stream by means of its own"
+    return STAYS, "not a local file or stream: runs in each process"
+
+
+def _adoption_lines(handlers: List[Tuple[str, logging.Handler]]) -> List[str]:
+    rows = []
+    for owner, handler in handlers:
+        what, why = _adoption(handler)
+        cls, level, target, _formatter = _describe(handler)
+        rows.append((what, owner or "root", cls, level, target, f"({why})"))
+    return _table(rows)
 
 
 def _logconfig_notes(cfg: Any) -> List[str]:
@@ -185,9 +207,13 @@ def _logconfig_notes(cfg: Any) -> List[str]:
             f"logconfig_dict handler {name}: {spec.get('class', '?')} {spec.get('level', 'NOTSET')} "
             f"{target} formatter={spec.get('formatter', '-')}".rstrip()
         )
+    if config:
+        notes.append("logconfig_dict: its file and stream handlers are adopted, gunicorn's own lines go where plain gunicorn sends them")
     for setting in ("logconfig_json", "logconfig"):
         if getattr(cfg, setting, None):
-            notes.append(f"{setting} {getattr(cfg, setting)}: its handlers become sinks (not read here)")
+            notes.append(
+                f"{setting} {getattr(cfg, setting)}: its file and stream handlers are adopted (not read here)"
+            )
     return notes
 
 
@@ -248,6 +274,7 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> i
         cfg = load_config(config)
     except LoadError as exc:
         say(f"config {config}: does not load: {exc}")
+        say("  fix: run `python " + config + "` alone to see the error, or correct the variable it names")
         return 1
     say(f"config: {config}")
     hook_rows, any_ours = _hooks(cfg)
@@ -273,30 +300,50 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> i
         lowest = min(handler.level for _name, handler in sinks)
         say(f"workers send: {logging.getLevelName(lowest)} and up (the lowest sink level)")
         say(_who_makes_lines(sinks))
-    configured = {id(handler) for _owner, handler in _all_handlers()}
     for _name, handler in sinks:
-        if id(handler) not in configured:  # the config's own stay as it made them
-            with contextlib.suppress(Exception):
-                handler.close()
+        with contextlib.suppress(Exception):
+            handler.close()
 
-    problems: List[str] = []
+    # (problem, its fix)
+    problems: List[Tuple[str, str]] = []
     if not any_ours:
-        problems.append("the config installs none of forklog's hooks: nothing goes through a hub")
+        problems.append(
+            (
+                "the config installs none of forklog's hooks: nothing goes through a hub",
+                f"add `from forklog.gunicorn import *` to {config}",
+            )
+        )
+    attached = _all_handlers()
+    bypassing = [h for _o, h in attached if _adoption(h)[0] == BYPASSES]
+    if attached:
+        say("handlers the config attaches (adoption):")
+        for line in _adoption_lines(attached):
+            say(line)
     if app is not None:
         try:
-            bypassing = _bypassing(cfg, app, configured)
+            found = _app_handlers(cfg, app, {id(handler) for _owner, handler in attached})
         except LoadError as exc:
-            problems.append(str(exc))
+            problems.append((str(exc), "check the module path, --chdir and --pythonpath, then run the app alone"))
         else:
-            if bypassing:
-                say(f"app {app}: handlers that bypass the hub in a worker:")
-                for line in _handler_lines([(owner or "root", h) for owner, h in bypassing]):
+            if found:
+                say(f"app {app}: handlers it attaches in each worker (adoption):")
+                for line in _adoption_lines(found):
                     say(line)
-                problems.append(f"{len(bypassing)} handler(s) write around the hub")
+                bypassing += [h for _o, h in found if _adoption(h)[0] == BYPASSES]
             else:
-                say(f"app {app}: no handler bypasses the hub")
-    for problem in problems:
+                say(f"app {app}: attaches no handler")
+    if bypassing:
+        problems.append(
+            (
+                f"{len(bypassing)} handler(s) write around the hub",
+                "use logging.FileHandler, RotatingFileHandler, TimedRotatingFileHandler or a StreamHandler "
+                "on stdout/stderr (adopted as they are), or give the handler to the hub: "
+                "forklog.gunicorn.configure(handlers=...)",
+            )
+        )
+    for problem, fix in problems:
         say(f"FAIL: {problem}")
+        say(f"  fix: {fix}")
     if not problems:
         say("ok")
     return 1 if problems else 0
@@ -320,7 +367,7 @@ def _show_option(key: str, value: Any) -> str:
     return str(logging.getLevelName(value)) if key == "keep_level" else str(value)
 
 
-def _bypassing(cfg: Any, app: str, before: Set[int]) -> Handlers:
+def _app_handlers(cfg: Any, app: str, before: Set[int]) -> Handlers:
     """Handlers that importing ``app`` attached to loggers (not forklog's), as gunicorn imports it."""
     # As gunicorn does before it imports the app: chdir and pythonpath go on sys.path.
     for entry in [cfg.chdir, *(cfg.pythonpath.split(",") if cfg.pythonpath else [])]:

@@ -1,0 +1,29 @@
+"""A plain WSGI app for the adoption tests: what it logs on /audit, and handlers a test asks for at import."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable, Dict, Iterable, List, Tuple
+from urllib.parse import parse_qs
+
+audit = logging.getLogger("app.audit")
+views = logging.getLogger("app.views")
+
+# A handler the app's own config names (ADOPTING_APP_FILE): delay=True, as an
+# app does when the file may not be openable yet.
+if os.environ.get("ADOPTING_APP_FILE"):
+    _handler = logging.FileHandler(os.environ["ADOPTING_APP_FILE"], delay=True)
+    _handler.setFormatter(logging.Formatter("%(process)d %(message)s"))
+    audit.addHandler(_handler)
+
+StartResponse = Callable[[str, List[Tuple[str, str]]], object]
+
+
+def app(environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    rid = parse_qs(environ.get("QUERY_STRING", "")).get("id", [""])[0]
+    if environ.get("PATH_INFO") == "/audit":
+        audit.info("audit id=%s", rid)
+        views.info("app id=%s", rid)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]

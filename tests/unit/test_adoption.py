@@ -1,0 +1,197 @@
+"""Adoption in one process: which handlers are adopted, the target's checks, unrouted records, the hub gone."""
+
+from __future__ import annotations
+
+import io
+import logging
+import logging.handlers
+import marshal
+import os
+import shutil
+import smtplib
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import forklog
+from forklog import _target
+from forklog.master.targets import Credentials, may_write
+from forklog.worker import adoption
+from tests.support import Collect, wait_for
+
+NOBODY = Credentials(65534, frozenset({65534}))
+
+
+@pytest.fixture
+def loggers() -> Iterator[logging.Logger]:
+    """A logger of the test's own, with no handler left behind."""
+    log = logging.getLogger("adoption.test")
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    yield log
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    adoption.detach()
+
+
+class OwnEmit(logging.FileHandler):
+    def emit(self, record: logging.LogRecord) -> None:  # a handler of the app's own making
+        super().emit(record)
+
+
+def test_spec_of_adopts_files_and_standard_streams_only(tmp_path: Path) -> None:
+    """The stdlib's file handlers and StreamHandler on stdout/stderr have a target; others stay."""
+    path = str(tmp_path / "a.log")
+    cases = [
+        (logging.FileHandler(path, delay=True), "file"),
+        (logging.handlers.RotatingFileHandler(path, maxBytes=10, backupCount=2, delay=True), "rotating"),
+        (logging.handlers.TimedRotatingFileHandler(path, when="midnight", delay=True), "timed"),
+        (logging.handlers.WatchedFileHandler(path, delay=True), "watched"),
+        (logging.StreamHandler(sys.stderr), "stream"),
+        (logging.StreamHandler(sys.stdout), "stream"),
+    ]
+    for handler, kind in cases:
+        spec = _target.spec_of(handler)
+        assert spec is not None and spec.kind == kind, handler
+        assert _target.TargetSpec.from_bytes(spec.to_bytes()) == spec
+    rotating = _target.spec_of(cases[1][0])
+    assert rotating is not None and (rotating.max_bytes, rotating.backup_count) == (10, 2)
+    for other in (
+        OwnEmit(path, delay=True),
+        logging.StreamHandler(io.StringIO()),
+        logging.handlers.SMTPHandler("127.0.0.1", "a@b", ["c@d"], "s"),
+        logging.NullHandler(),
+    ):
+        assert _target.spec_of(other) is None, other
+    assert smtplib  # SMTPHandler imports it lazily: nothing was sent
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ("exec", "/tmp/x", "a", None, None, 0, 0, "h", 1, False, None),
+        ("file", "relative.log", "a", None, None, 0, 0, "h", 1, False, None),
+        ("file", "/tmp/x", "r+", None, None, 0, 0, "h", 1, False, None),
+        ("stream", "/dev/tty", "a", None, None, 0, 0, "h", 1, False, None),
+        ("file", "/tmp/x", "a", None, None, "10", 0, "h", 1, False, None),
+        ("file", "/tmp/x", "a", None, None, 0, 0, "h", 1, False),
+    ],
+)
+def test_a_target_from_the_pipe_is_plain_checked_data(values: tuple) -> None:  # type: ignore[type-arg]
+    """A kind off the allow-list, a relative path, a bad mode or type, a wrong shape: ValueError."""
+    with pytest.raises(ValueError):
+        _target.TargetSpec.from_bytes(marshal.dumps(values))
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A directory every user can search (pytest's tmp_path is under a 0700 one)."""
+    path = Path(tempfile.mkdtemp(prefix="forklog-public-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_may_write_follows_the_kernels_rules(public_dir: Path) -> None:
+    """Another user may write where owner, group or other bits let it, never through a closed directory."""
+    closed = public_dir / "closed"
+    closed.mkdir(mode=0o700)
+    open_dir = public_dir / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    assert may_write(str(closed / "x.log"), NOBODY, rotates=False) is not None
+    assert may_write(str(open_dir / "x.log"), NOBODY, rotates=True) is None
+    mine = open_dir / "root.log"
+    mine.write_text("")
+    mine.chmod(0o600)
+    assert "cannot write" in str(may_write(str(mine), NOBODY, rotates=False))
+    link = open_dir / "link.log"
+    link.symlink_to(closed / "secret.log")
+    assert may_write(str(link), NOBODY, rotates=False) is not None, "a symlink is judged by what it points at"
+    assert may_write(str(closed / "x.log"), Credentials(0, frozenset({0})), rotates=True) is None
+
+
+def test_adopted_handler_writes_through_the_hub(tmp_path: Path, loggers: logging.Logger) -> None:
+    """A FileHandler added after attach keeps its level and formatter; the hub's owner writes its file."""
+    path = tmp_path / "own.log"
+    with forklog.Hub([Collect()]) as hub:
+        adoption.attach(hub.queue)
+        handler = logging.FileHandler(path)
+        handler.setLevel(logging.INFO)
+        handler.setFormatter(logging.Formatter("{levelname}:{message}", style="{"))
+        loggers.addHandler(handler)
+        assert handler.stream is None, "the handler still holds its file"
+        loggers.debug("below the handler's level")
+        loggers.info("one")
+        loggers.warning("two \udc80 surrogate")
+        stats = hub.stop()
+    assert stats is not None and stats.written[str(path)] == 2
+    assert path.read_text() == "INFO:one\nWARNING:two \\udc80 surrogate\n"
+
+
+def test_a_target_the_writers_user_cannot_open_is_refused_and_counted(tmp_path: Path, loggers: logging.Logger) -> None:
+    """With writers of another user, a path that user cannot write is not created; its records are counted."""
+    tmp_path.chmod(0o755)
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    target = closed / "secret.log"
+    with forklog.Hub([Collect()]) as hub:
+        hub.targets.writer = NOBODY
+        adoption.attach(hub.queue)  # no trust: as a worker asks, through the pipe
+        loggers.addHandler(logging.FileHandler(target, delay=True))
+        for i in range(5):
+            loggers.info("secret %d", i)
+        wait_for(lambda: hub.stats().dropped_by_sink.get(str(target)) == 5, 10, "the refusals counted")
+        stats = hub.stop()
+    assert stats is not None and not target.exists()
+
+
+def test_unrouted_records_are_counted_and_reported_once(loggers: logging.Logger) -> None:
+    """Records no sink takes (every level above theirs) are counted, and the log says so once."""
+    collect = Collect(logging.WARNING)
+    with forklog.Hub([collect]) as hub:
+        loggers.addHandler(forklog.ForkHandler(hub.queue))
+        for i in range(7):
+            loggers.info("nobody wants %d", i)
+        wait_for(lambda: hub.stats().unrouted == 7, 10, "the unrouted count")
+        wait_for(lambda: any("no sink took them" in m for m in collect.messages()), 10, "the report")
+        hub.stop()
+    assert sum("no sink took them" in m for m in collect.messages()) == 1
+
+
+SCRIPT = """
+import logging, sys
+import forklog
+from forklog.worker import adoption
+
+hub = forklog.Hub([logging.StreamHandler(sys.stdout)]).start()
+forklog.init_worker(hub.queue)
+handler = logging.FileHandler(sys.argv[1])
+handler.setFormatter(logging.Formatter("adopted %(message)s"))
+logging.getLogger("own").addHandler(handler)
+logging.getLogger("x").warning("before the stop")
+hub.stop()
+logging.getLogger("x").warning("after the stop")
+logging.getLogger("own").warning("adopted after the stop")
+"""
+
+
+def test_after_stop_records_go_to_stderr_and_exit_is_clean(tmp_path: Path) -> None:
+    """Once the hub has stopped, records go to stderr as logging.lastResort would; no traceback at exit."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SCRIPT), str(tmp_path / "own.log")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "before the stop" in result.stdout
+    assert "after the stop" in result.stderr and "adopted adopted after the stop" in result.stderr
+    assert "Traceback" not in result.stderr
