@@ -154,54 +154,59 @@ def spec_of(handler: logging.Handler) -> Optional[TargetSpec]:
     class writes with the stdlib's own methods (a subclass that only sets
     defaults qualifies; one that overrides ``emit`` does not).
     """
-    from forklog.master.sinks import RotatingFileSink  # the master's own file sink  # noqa: PLC0415
-
-    h = logging.handlers
-    encoding = getattr(handler, "encoding", None)
-    errors = getattr(handler, "errors", None)
-    if not isinstance(encoding, (str, type(None))) or not isinstance(errors, (str, type(None))):
-        return None
     if isinstance(handler, logging.FileHandler):
-        path = handler.baseFilename
-        mode = "w" if handler.mode.startswith("w") else "a"
-        if not handler.mode.startswith(("a", "w")):
-            return None
-        common = {"path": path, "mode": mode, "encoding": encoding, "errors": errors}
-        if type(handler) is RotatingFileSink:
-            if handler.when is not None or handler.compress:
-                return None  # forklog's own time rotation and gzip: left as the app made it
-            return TargetSpec(
-                "rotating", max_bytes=handler.maxBytes, backup_count=handler.backupCount, **common
-            )
-        if _same(handler, h.TimedRotatingFileHandler, "emit", "shouldRollover", "doRollover", "_open"):
-            at = handler.atTime  # type: ignore[attr-defined]
-            at_time = None
-            if isinstance(at, datetime.time):
-                at_time = at.hour * 3600 + at.minute * 60 + at.second
-            return TargetSpec(
-                "timed",
-                backup_count=handler.backupCount,  # type: ignore[attr-defined]
-                when=str(handler.when).lower(),  # type: ignore[attr-defined]
-                interval=_timed_interval(handler),
-                utc=bool(handler.utc),  # type: ignore[attr-defined]
-                at_time=at_time,
-                **common,
-            )
-        if _same(handler, h.RotatingFileHandler, "emit", "shouldRollover", "doRollover", "_open"):
-            return TargetSpec(
-                "rotating",
-                max_bytes=handler.maxBytes,  # type: ignore[attr-defined]
-                backup_count=handler.backupCount,  # type: ignore[attr-defined]
-                **common,
-            )
-        if _same(handler, h.WatchedFileHandler, "emit", "_open", "reopenIfNeeded"):
-            return TargetSpec("watched", **common)
-        if type(handler).emit is logging.FileHandler.emit and _same(handler, logging.FileHandler, "_open"):
-            return TargetSpec("file", **common)
-        return None
-    if type(handler).emit is logging.StreamHandler.emit and isinstance(handler, logging.StreamHandler):
+        return _file_spec(handler)
+    if isinstance(handler, logging.StreamHandler) and type(handler).emit is logging.StreamHandler.emit:
         name = _stream_name(handler.stream)
         return TargetSpec("stream", name) if name is not None else None
+    return None
+
+
+def _file_spec(handler: logging.FileHandler) -> Optional[TargetSpec]:
+    encoding, errors = handler.encoding, getattr(handler, "errors", None)
+    kind = _file_kind(handler)
+    if (
+        kind is None
+        or not isinstance(encoding, (str, type(None)))
+        or not isinstance(errors, (str, type(None)))
+        or not handler.mode.startswith(("a", "w"))
+    ):
+        return None
+    spec = TargetSpec(
+        kind, handler.baseFilename, "w" if handler.mode.startswith("w") else "a", encoding, errors
+    )
+    if kind == "rotating":
+        return spec._replace(max_bytes=handler.maxBytes, backup_count=handler.backupCount)  # type: ignore[attr-defined]
+    if kind == "timed":
+        timed: Any = handler
+        at = timed.atTime
+        return spec._replace(
+            backup_count=timed.backupCount,
+            when=str(timed.when).lower(),
+            interval=_timed_interval(handler),
+            utc=bool(timed.utc),
+            at_time=at.hour * 3600 + at.minute * 60 + at.second if isinstance(at, datetime.time) else None,
+        )
+    return spec
+
+
+def _file_kind(handler: logging.FileHandler) -> Optional[str]:
+    """Which kind of file target ``handler`` is; None when its class does its own I/O."""
+    from forklog.master.sinks import RotatingFileSink  # the master's own file sink  # noqa: PLC0415
+
+    if type(handler) is RotatingFileSink:
+        # forklog's own time rotation and gzip are left as the app made them.
+        return "rotating" if handler.when is None and not handler.compress else None
+    h = logging.handlers
+    kinds: Tuple[Tuple[str, type, Tuple[str, ...]], ...] = (
+        ("timed", h.TimedRotatingFileHandler, ("emit", "shouldRollover", "doRollover", "_open")),
+        ("rotating", h.RotatingFileHandler, ("emit", "shouldRollover", "doRollover", "_open")),
+        ("watched", h.WatchedFileHandler, ("emit", "_open", "reopenIfNeeded")),
+        ("file", logging.FileHandler, ("emit", "_open")),
+    )
+    for kind, base, methods in kinds:
+        if isinstance(handler, base):
+            return kind if _same(handler, base, *methods) else None
     return None
 
 

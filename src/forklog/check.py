@@ -208,7 +208,10 @@ def _logconfig_notes(cfg: Any) -> List[str]:
             f"{target} formatter={spec.get('formatter', '-')}".rstrip()
         )
     if config:
-        notes.append("logconfig_dict: its file and stream handlers are adopted, gunicorn's own lines go where plain gunicorn sends them")
+        notes.append(
+            "logconfig_dict: its file and stream handlers are adopted; "
+            "gunicorn's own lines go where plain gunicorn sends them"
+        )
     for setting in ("logconfig_json", "logconfig"):
         if getattr(cfg, setting, None):
             notes.append(
@@ -323,7 +326,9 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> i
         try:
             found = _app_handlers(cfg, app, {id(handler) for _owner, handler in attached})
         except LoadError as exc:
-            problems.append((str(exc), "check the module path, --chdir and --pythonpath, then run the app alone"))
+            problems.append(
+                (str(exc), "check the module path, --chdir and --pythonpath, then run the app alone")
+            )
         else:
             if found:
                 say(f"app {app}: handlers it attaches in each worker (adoption):")

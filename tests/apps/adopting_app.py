@@ -18,11 +18,21 @@ if os.environ.get("ADOPTING_APP_FILE"):
     audit.addHandler(_handler)
 
 StartResponse = Callable[[str, List[Tuple[str, str]]], object]
+_lazy: List[str] = [p for p in os.environ.get("ADOPTING_APP_LAZY_FILES", "").split(os.pathsep) if p]
+
+
+def _configure_lazily() -> None:
+    """Handlers the worker itself configures on its first request (after gunicorn's --user took effect)."""
+    while _lazy:
+        handler = logging.FileHandler(_lazy.pop(), delay=True)
+        handler.setFormatter(logging.Formatter("%(process)d %(message)s"))
+        audit.addHandler(handler)
 
 
 def app(environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     rid = parse_qs(environ.get("QUERY_STRING", "")).get("id", [""])[0]
     if environ.get("PATH_INFO") == "/audit":
+        _configure_lazily()
         audit.info("audit id=%s", rid)
         views.info("app id=%s", rid)
     start_response("200 OK", [("Content-Type", "text/plain")])

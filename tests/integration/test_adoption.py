@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List
@@ -65,7 +67,7 @@ def _workers(master: int) -> List[int]:
 
 @pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
 def test_django_logging_is_written_once_by_the_master(tmp_path: Path, preload: bool) -> None:
-    """A stock Django LOGGING (a shared rotating file at 64 KiB): every record exactly once, whole, by the master."""
+    """A stock Django LOGGING (a shared 64 KiB rotating file): each record once, whole, by the master."""
     logs = tmp_path / "logs"
     logs.mkdir()
     django_log = logs / "django.log"
@@ -100,7 +102,9 @@ def test_django_logging_is_written_once_by_the_master(tmp_path: Path, preload: b
         assert seen[f"stock low id={rid}"] == 1, rid
         assert seen[f"lookup failed id={rid}"] == 1, rid
         assert seen[f"debug detail id={rid}"] == 0, "DEBUG passed the INFO level LOGGING sets"
-    failures = {str(r["message"]): r for r in records if r["logger"] == "shop.orders" and r["level"] == "ERROR"}
+    failures = {
+        str(r["message"]): r for r in records if r["logger"] == "shop.orders" and r["level"] == "ERROR"
+    }
     for rid in ids:
         rest = failures[f"lookup failed id={rid}"]["rest"]
         assert isinstance(rest, list) and rest[0] == "Traceback (most recent call last):"
@@ -114,7 +118,7 @@ def test_django_logging_is_written_once_by_the_master(tmp_path: Path, preload: b
 
 
 def test_flask_dictconfig_recipe_and_app_logger(tmp_path: Path) -> None:
-    """Flask's documented dictConfig (a StreamHandler on wsgi_errors_stream): app.logger's lines once, on the master's stderr."""
+    """Flask's documented dictConfig (wsgi_errors_stream): app.logger's lines once, on the master's stderr."""
     server = Gunicorn(tmp_path, conf=_conf(tmp_path), app="tests.apps.flask_app:app")
     ids = [f"f{i}" for i in range(60)]
     try:
@@ -124,7 +128,9 @@ def test_flask_dictconfig_recipe_and_app_logger(tmp_path: Path) -> None:
     finally:
         server.kill_group()
     lines = server.stderr().splitlines()
-    line = re.compile(r"^\[[^]]+\] (?P<level>[A-Z]+) in flask_app: flask (?P<kind>info|warning) id=(?P<id>\S+)$")
+    line = re.compile(
+        r"^\[[^]]+\] (?P<level>[A-Z]+) in flask_app: flask (?P<kind>info|warning) id=(?P<id>\S+)$"
+    )
     seen = Counter((m["kind"], m["id"]) for m in map(line.match, lines) if m is not None)
     assert seen == Counter({(kind, rid): 1 for rid in ids for kind in ("info", "warning")})
     assert not [text for text in lines if "flask " in text and not line.match(text)], "a torn or foreign line"
@@ -132,7 +138,7 @@ def test_flask_dictconfig_recipe_and_app_logger(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
 def test_structlog_processor_formatter_renders_in_the_worker(tmp_path: Path, preload: bool) -> None:
-    """structlog's ProcessorFormatter + JSONRenderer on a FileHandler: JSON with its data and tracebacks, once each."""
+    """structlog's ProcessorFormatter + JSONRenderer on a FileHandler: JSON data and tracebacks, once each."""
     out = tmp_path / "events.json"
     server = Gunicorn(
         tmp_path,
@@ -178,9 +184,11 @@ logconfig_dict = {{
 
 
 def test_logconfig_dict_handler_shared_by_two_loggers(tmp_path: Path) -> None:
-    """One handler named by root and by a propagate=False logger: each record once; gunicorn's lines where gunicorn puts them."""
+    """A handler on root and on a propagate=False logger: each record once; gunicorn as without forklog."""
     path = tmp_path / "shared.log"
-    server = Gunicorn(tmp_path, conf=_conf(tmp_path, LOGCONFIG.format(path=str(path))), app="tests.apps.adopting_app:app")
+    server = Gunicorn(
+        tmp_path, conf=_conf(tmp_path, LOGCONFIG.format(path=str(path))), app="tests.apps.adopting_app:app"
+    )
     ids = [f"c{i}" for i in range(90)]
     try:
         server.start()
@@ -200,3 +208,39 @@ def test_logconfig_dict_handler_shared_by_two_loggers(tmp_path: Path) -> None:
     # handler (and does not propagate): its lines are on stderr, once each, and not in the file.
     assert not [line for line in lines if "Booting worker" in line]
     assert sum("Booting worker" in line for line in server.stderr().splitlines()) == 6
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start gunicorn with --user nobody")
+def test_a_worker_cannot_make_a_root_master_write_where_it_could_not(tmp_path: Path) -> None:
+    """Master root, workers nobody: a root-only path a worker names is not made; a public one is written."""
+    base = Path(tempfile.mkdtemp(prefix="forklog-user-"))
+    try:
+        base.chmod(0o755)
+        closed = base / "closed"
+        closed.mkdir(mode=0o700)
+        public = base / "public"
+        public.mkdir()
+        public.chmod(0o777)
+        secret, allowed = closed / "secret.log", public / "allowed.log"
+        server = Gunicorn(
+            tmp_path,
+            ["--user", "nobody", "--group", "nogroup", "--preload"],  # the app is loaded by root
+            conf=_conf(tmp_path),
+            app="tests.apps.adopting_app:app",
+            env={"ADOPTING_APP_LAZY_FILES": os.pathsep.join([str(secret), str(allowed)])},
+        )
+        ids = [f"u{i}" for i in range(20)]
+        try:
+            server.start()
+            assert set(run_load(server, [f"/audit?id={rid}" for rid in ids], concurrency=4).values()) == {200}
+            wait_for(lambda: f"{secret} asked for by pid" in server.stderr(), 30, "the refusal")
+            assert server.stop() == 0
+        finally:
+            server.kill_group()
+        assert not secret.exists(), "the master wrote where the workers' user cannot"
+        written = Counter(line.split(" ", 1)[1] for line in allowed.read_text().splitlines())
+        assert written == Counter(f"audit id={rid}" for rid in ids)
+        assert allowed.stat().st_uid == 0, "written by the master"
+        assert "refused: uid 65534 cannot search" in server.stderr()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -8,7 +8,7 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 
@@ -32,7 +32,7 @@ def job(args: Tuple[str, int]) -> int:
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_basicconfig_in_a_pool_child_is_one_file_written_by_the_parent(tmp_path: Path, method: str) -> None:
-    """Each child's basicConfig(filename=...) is adopted: one file, every line once, in order, by the hub's owner."""
+    """Each child's basicConfig(filename=...) is adopted: one file, every line once, in order."""
     path = tmp_path / "jobs.log"
     collect = Collect()
     with forklog.Hub([collect]) as hub:
@@ -49,10 +49,12 @@ def test_basicconfig_in_a_pool_child_is_one_file_written_by_the_parent(tmp_path:
     assert all(matches), "a line not of basicConfig's format (torn, or foreign)"
     seen = Counter((int(m["job"]), int(m["i"])) for m in matches if m)
     assert seen == Counter({(k, i): 1 for k in range(JOBS) for i in range(PER_JOB)})
-    order: dict = {}
+    order: Dict[str, List[Tuple[int, int]]] = {}
     for m in matches:
         assert m is not None
         order.setdefault(m["pid"], []).append((int(m["job"]), int(m["i"])))
     assert all(keys == sorted(keys) for keys in order.values()), "out of order within a process"
     assert {int(pid) for pid in order} == pids
-    assert not [r for r in collect.records if r.name == "job"], "the job's records reached the hub's own sinks too"
+    assert not [r for r in collect.records if r.name == "job"], (
+        "the job's records reached the hub's own sinks too"
+    )

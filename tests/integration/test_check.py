@@ -128,31 +128,76 @@ LIBRARY = """
 import logging
 import sys
 
-_handler = logging.StreamHandler(sys.stderr)  # a library that prints its own lines
-logging.getLogger("chatty_lib").addHandler(_handler)
+_stderr = logging.StreamHandler(sys.stderr)  # a library that prints its own lines: adopted
+logging.getLogger("chatty_lib").addHandler(_stderr)
+_own = logging.StreamHandler(open({own!r}, "a"))  # its own file object: writes around the hub
+logging.getLogger("chatty_lib.own").addHandler(_own)
 """
 
 
 def test_a_library_handler_bypassing_the_hub_fails_the_check(tmp_path: Path) -> None:
-    """A StreamHandler attached at the app's import is listed, exit 1; errorlog and logconfig are shown."""
+    """Each handler the app attaches is shown with what adoption does; a bypass fails, with its fix."""
     error_log, audit_log = tmp_path / "error.log", tmp_path / "audit.log"
     conf = tmp_path / "my_conf.py"
     conf.write_text(CONFIG.format(errorlog=str(error_log), audit=str(audit_log)))
     (tmp_path / "my_app.py").write_text(APP)
-    (tmp_path / "chatty_lib.py").write_text(LIBRARY)
+    (tmp_path / "chatty_lib.py").write_text(LIBRARY.format(own=str(tmp_path / "own.log")))
     result = run_check(str(conf), "my_app:app", cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     out = result.stdout
     assert "  post_fork     own (__config__.post_fork), calls forklog's\n" in out
     assert "  worker_exit   own (__config__.worker_exit), does not call forklog's\n" in out
     assert "  on_exit       forklog's\n" in out
-    assert "  errorlog  RotatingFileSink  DEBUG  error.log (only gunicorn.error)\n" in out  # relative to cwd
     assert f"  logconfig_dict handler audit: logging.FileHandler INFO {audit_log} formatter=-\n" in out
-    assert "app my_app:app: handlers that bypass the hub in a worker:\n" in out
-    assert "  chatty_lib  StreamHandler  NOTSET  <stderr>\nFAIL" in out
+    assert "app my_app:app: handlers it attaches in each worker (adoption):\n" in out
+    assert re.search(
+        r"^  adopted +chatty_lib +StreamHandler +NOTSET +<stderr> +\(the master writes it\)$", out, re.M
+    )
+    assert re.search(r"^  bypasses +chatty_lib\.own +StreamHandler +NOTSET +\S+own\.log", out, re.M)
     assert "quiet_lib" not in out
-    assert out.endswith("FAIL: 1 handler(s) write around the hub\n")
+    assert out.endswith(
+        "FAIL: 1 handler(s) write around the hub\n"
+        "  fix: use logging.FileHandler, RotatingFileHandler, TimedRotatingFileHandler or a StreamHandler "
+        "on stdout/stderr (adopted as they are), or give the handler to the hub: "
+        "forklog.gunicorn.configure(handlers=...)\n"
+    )
     assert not error_log.exists() and not audit_log.exists(), "the check opened a sink's file"
+
+
+FRAMEWORK_CONF = "from forklog.gunicorn import *  # noqa: F403\n"
+
+
+def test_frameworks_that_work_pass_the_check(tmp_path: Path) -> None:
+    """Django without LOGGING (console, mail_admins), Flask's default handler, --preload: no false alarm."""
+    conf = tmp_path / "conf.py"
+    conf.write_text(FRAMEWORK_CONF)
+    django = run_check(
+        str(conf),
+        "tests.apps.djsite.wsgi:application",
+        cwd=REPO,
+        env=clean_env(DJANGO_SETTINGS_MODULE="tests.apps.djsite.settings_vanilla"),
+    )
+    assert django.returncode == 0, django.stdout + django.stderr
+    assert re.search(r"^  adopted +django +StreamHandler +INFO +<stderr>", django.stdout, re.M)
+    assert re.search(
+        r"^  stays +django +AdminEmailHandler +ERROR .*runs in each process", django.stdout, re.M
+    )
+    flask = run_check(str(conf), "tests.apps.flask_app:app", cwd=REPO)
+    assert flask.returncode == 0, flask.stdout + flask.stderr
+    assert re.search(r"^  adopted +root +StreamHandler +NOTSET +<stderr>", flask.stdout, re.M)
+    preload = tmp_path / "preload.py"
+    preload.write_text(FRAMEWORK_CONF + "preload_app = True\n")
+    production = run_check(
+        str(preload),
+        "tests.apps.djsite.wsgi:application",
+        cwd=REPO,
+        env=clean_env(
+            DJANGO_SETTINGS_MODULE="tests.apps.djsite.settings", DJANGO_LOG_FILE=str(tmp_path / "d.log")
+        ),
+    )
+    assert production.returncode == 0, production.stdout + production.stderr
+    assert re.search(r"^  adopted +root +RotatingFileHandler +INFO", production.stdout, re.M)
+    assert production.stdout.endswith("ok\n")
 
 
 def test_a_config_without_forklog_fails_the_check(tmp_path: Path) -> None:
@@ -166,6 +211,7 @@ def test_a_config_without_forklog_fails_the_check(tmp_path: Path) -> None:
     assert "gunicorn: loglevel debug, errorlog -, accesslog on (forklog turns it on)\n" in result.stdout
     assert result.stdout.endswith(
         "FAIL: the config installs none of forklog's hooks: nothing goes through a hub\n"
+        f"  fix: add `from forklog.gunicorn import *` to {conf}\n"
     )
 
 

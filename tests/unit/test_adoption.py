@@ -1,4 +1,4 @@
-"""Adoption in one process: which handlers are adopted, the target's checks, unrouted records, the hub gone."""
+"""Adoption in one process: which handlers, the target's checks, unrouted records, a stopped hub."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List, Tuple
 
 import pytest
 
@@ -48,7 +48,7 @@ class OwnEmit(logging.FileHandler):
 def test_spec_of_adopts_files_and_standard_streams_only(tmp_path: Path) -> None:
     """The stdlib's file handlers and StreamHandler on stdout/stderr have a target; others stay."""
     path = str(tmp_path / "a.log")
-    cases = [
+    cases: List[Tuple[logging.Handler, str]] = [
         (logging.FileHandler(path, delay=True), "file"),
         (logging.handlers.RotatingFileHandler(path, maxBytes=10, backupCount=2, delay=True), "rotating"),
         (logging.handlers.TimedRotatingFileHandler(path, when="midnight", delay=True), "timed"),
@@ -62,12 +62,13 @@ def test_spec_of_adopts_files_and_standard_streams_only(tmp_path: Path) -> None:
         assert _target.TargetSpec.from_bytes(spec.to_bytes()) == spec
     rotating = _target.spec_of(cases[1][0])
     assert rotating is not None and (rotating.max_bytes, rotating.backup_count) == (10, 2)
-    for other in (
+    others: Tuple[logging.Handler, ...] = (
         OwnEmit(path, delay=True),
         logging.StreamHandler(io.StringIO()),
         logging.handlers.SMTPHandler("127.0.0.1", "a@b", ["c@d"], "s"),
         logging.NullHandler(),
-    ):
+    )
+    for other in others:
         assert _target.spec_of(other) is None, other
     assert smtplib  # SMTPHandler imports it lazily: nothing was sent
 
@@ -135,7 +136,9 @@ def test_adopted_handler_writes_through_the_hub(tmp_path: Path, loggers: logging
     assert path.read_text() == "INFO:one\nWARNING:two \\udc80 surrogate\n"
 
 
-def test_a_target_the_writers_user_cannot_open_is_refused_and_counted(tmp_path: Path, loggers: logging.Logger) -> None:
+def test_a_target_the_writers_user_cannot_open_is_refused_and_counted(
+    tmp_path: Path, loggers: logging.Logger
+) -> None:
     """With writers of another user, a path that user cannot write is not created; its records are counted."""
     tmp_path.chmod(0o755)
     closed = tmp_path / "closed"
@@ -186,6 +189,7 @@ def test_after_stop_records_go_to_stderr_and_exit_is_clean(tmp_path: Path) -> No
     """Once the hub has stopped, records go to stderr as logging.lastResort would; no traceback at exit."""
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(SCRIPT), str(tmp_path / "own.log")],
+        check=False,
         capture_output=True,
         text=True,
         timeout=60,

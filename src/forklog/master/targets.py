@@ -39,7 +39,7 @@ import logging.handlers
 import os
 import stat
 import sys
-from typing import Callable, Dict, FrozenSet, Iterator, List, NamedTuple, Optional, Set, Tuple
+from typing import Callable, Dict, FrozenSet, Iterator, List, NamedTuple, Optional, Set, Tuple, Union
 
 from forklog._target import TargetLine, TargetSpec
 from forklog.master.report import Reporter
@@ -137,7 +137,7 @@ def _allowed(st: os.stat_result, who: Credentials, want: int) -> bool:
     return bits & want == want
 
 
-def may_write(path: str, who: Credentials, rotates: bool) -> Optional[str]:
+def may_write(path: str, who: Credentials, rotates: bool) -> Optional[str]:  # noqa: PLR0911
     """Why ``who`` could not append to ``path`` (and rotate it, when ``rotates``), or None if it could."""
     real = os.path.realpath(path)
     directory = os.path.dirname(real)
@@ -160,9 +160,8 @@ def may_write(path: str, who: Credentials, rotates: bool) -> Optional[str]:
             return f"{real} is not a regular file"
         if not _allowed(st, who, 2):
             return f"uid {who.uid} cannot write {real}"
-    if st is None or rotates:
-        if not _allowed(os.stat(directory), who, 3):
-            return f"uid {who.uid} cannot create files in {directory}"
+    if (st is None or rotates) and not _allowed(os.stat(directory), who, 3):
+        return f"uid {who.uid} cannot create files in {directory}"
     return None
 
 
@@ -218,7 +217,7 @@ class Targets:
         else:
             counters.sink_failed[entry.name] = counters.sink_failed.get(entry.name, 0) + 1  # type: ignore[attr-defined]
 
-    def _open_target(self, data: bytes, pid: int) -> Optional[_Open]:
+    def _open_target(self, data: bytes, pid: int) -> Optional[_Open]:  # noqa: PLR0911
         if data in self._refused:
             return None
         try:
@@ -257,12 +256,13 @@ class Targets:
         self._open[data] = self._by_label[label] = entry
         return entry
 
-    def _refuse(self, data: bytes, name: str, why: str) -> None:
+    def _refuse(self, data: bytes, name: str, why: str) -> Optional[_Open]:
         if len(self._refused) < 4 * MAX_TARGETS:
             self._refused[data] = name
             self._reporter.write(f"forklog: {why}")
         else:
             self._reporter.report("refused", why)
+        return None  # never opened: the caller counts its records
 
     # -- the sinks' lifecycle, under the dispatch lock -----------------------
 
@@ -324,7 +324,7 @@ def _make(spec: TargetSpec, untrusted: bool) -> Tuple[logging.Handler, Callable[
     if spec.kind in ("file", "rotating", "watched"):
         # forklog's file sink: size rotation like RotatingFileHandler's; it
         # also notices a moved or deleted file, as WatchedFileHandler does.
-        mode: object = "w" if spec.mode == "w" and spec.max_bytes <= 0 else 0o666
+        mode: Union[int, str] = "w" if spec.mode == "w" and spec.max_bytes <= 0 else 0o666
         sink = RotatingFileSink(
             spec.path,
             mode,
@@ -332,7 +332,7 @@ def _make(spec: TargetSpec, untrusted: bool) -> Tuple[logging.Handler, Callable[
             spec.backup_count,
             spec.encoding,
             True,
-            errors,  # type: ignore[arg-type]
+            errors,
         )
         sink.nofollow = untrusted
         sink.terminator = ""

@@ -119,7 +119,7 @@ def adopt(handler: logging.Handler) -> bool:
             # descriptor is let go of without a flush.
             if trust is None:
                 release_descriptors(handler)
-            stream, handler.stream = handler.stream, None  # type: ignore[assignment]
+            stream, handler.stream = handler.stream, None
             if stream is not None:
                 with contextlib.suppress(Exception):
                     stream.close()
@@ -143,9 +143,9 @@ def _emit(self: logging.Handler, record: logging.LogRecord) -> None:
         self.handleError(record)
         return
     channel = _channel
-    if channel is None or not channel.send_text(self._forklog_target, record, text):  # type: ignore[attr-defined]
-        if channel is None or channel.hub_gone:
-            last_resort(text)
+    sent = channel is not None and channel.send_text(self._forklog_target, record, text)  # type: ignore[attr-defined]
+    if not sent and (channel is None or channel.hub_gone):
+        last_resort(text)
 
 
 def last_resort(text: str) -> None:
