@@ -4,20 +4,40 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 BIND ?= 127.0.0.1:8000
 
-.PHONY: run test test-all lint typecheck unit bench clean
+.PHONY: run test test-all lint typecheck unit bench clean tools
 
 # Every Python from 3.9 to 3.13 found on this machine (PATH, then pyenv).
 PYTHONS ?= 3.9 3.10 3.11 3.12 3.13
 
 
+# The demo needs forklog and gunicorn only; the tests need the frameworks and tools too.
+$(BIN)/.demo: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[gunicorn]'
+	touch $@
+
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $@
+	touch $@ $(BIN)/.demo
 
-run: $(BIN)/.installed
+run: $(BIN)/.demo
 	BIND=$(BIND) $(BIN)/gunicorn -c gunicorn_conf.py app:app
+
+# The real tools under test, each with the file deploy/ ships for it: logrotate
+# (test_logrotate.py), rsyslogd (test_syslog.py), systemd-analyze (test_deploy.py).
+# Installed with apt-get when missing, as root; otherwise the command to run is named.
+TOOLS := logrotate:logrotate rsyslogd:rsyslog systemd-analyze:systemd
+tools:
+	@missing=""; for pair in $(TOOLS); do tool=$${pair%%:*}; pkg=$${pair##*:}; \
+		command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "make test needs:$$missing; run: sudo apt-get install -y$$missing" >&2; exit 1; fi; \
+		export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && \
+		apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -26,7 +46,7 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-test: lint typecheck
+test: tools lint typecheck
 	$(BIN)/python -m pytest
 	$(BIN)/python -m benchmarks --quick
 

@@ -61,8 +61,10 @@ class Gunicorn:
         conf: Path = REPO / "gunicorn_conf.py",
         app: str = "app:app",
         graceful_timeout: int = 10,
+        health: str = "/health",
     ) -> None:
         self.tmp_path = tmp_path
+        self.health = health  # a path that answers 200 once gunicorn serves
         self.port = free_port()
         self.log_file = tmp_path / "app.log"
         self.stderr_path = tmp_path / "gunicorn.stderr"
@@ -99,9 +101,9 @@ class Gunicorn:
                 self.argv, stdout=out, stderr=err, env=self.env, cwd=self.tmp_path, start_new_session=True
             )
         if detaches:
-            wait_for(lambda: self.get("/health") == 200, timeout, "the daemon to answer")
+            wait_for(lambda: self.get(self.health) == 200, timeout, "the daemon to answer")
             return self
-        wait_for(lambda: self.get("/health") == 200 or not self.alive(), timeout, "gunicorn to answer")
+        wait_for(lambda: self.get(self.health) == 200 or not self.alive(), timeout, "gunicorn to answer")
         assert self.alive(), f"gunicorn exited at start:\n{self.stderr()}"
         return self
 

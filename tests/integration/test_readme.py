@@ -82,3 +82,77 @@ def test_testing_example_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def _framework_block(marker: str) -> str:
+    (block,) = [b for b in python_blocks() if b.startswith(marker)]
+    return block
+
+
+def test_django_example_runs(tmp_path: Path) -> None:
+    """Frameworks, Django: the README's LOGGING under gunicorn with forklog's import writes django.log."""
+    (tmp_path / "readme_settings.py").write_text(
+        "from tests.apps.djsite.settings import *  # noqa: F403\n" + _framework_block("# mysite/settings.py")
+    )
+    conf = tmp_path / "gunicorn_conf.py"
+    conf.write_text("from forklog.gunicorn import *\n")
+    server = Gunicorn(
+        tmp_path,
+        ["--chdir", str(tmp_path), "--pythonpath", f"{tmp_path},{REPO}", "-w", "4"],
+        conf=conf,
+        app="tests.apps.djsite.wsgi:application",
+        env={"DJANGO_SETTINGS_MODULE": "readme_settings"},
+    ).start()
+    try:
+        assert server.get("/log?id=readme") == 200
+        assert server.get("/boom?id=readme") == 500
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    text = (tmp_path / "django.log").read_text()
+    assert text.count("order placed id=readme") == 1 and text.count("ValueError: boom-readme") == 1
+    assert "stock low id=readme" in server.stderr(), "the console's WARNING, on the master's stderr"
+
+
+def test_flask_example_runs(tmp_path: Path) -> None:
+    """Frameworks, Flask: the documented recipe's app.logger line reaches the master's stderr once."""
+    (tmp_path / "myapp.py").write_text(_framework_block("# myapp.py"))
+    server = Gunicorn(tmp_path, ["--chdir", str(tmp_path)], app="myapp:app", health="/").start()
+    try:
+        assert server.get("/") == 200
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    hellos = [
+        line for line in server.stderr().splitlines() if line.endswith("INFO in myapp: hello from Flask")
+    ]
+    assert len(hellos) == 2  # the readiness request and the test's
+
+
+def test_fastapi_example_runs(tmp_path: Path) -> None:
+    """Frameworks, FastAPI under the Uvicorn worker: the app's record reaches the hub's file per request."""
+    (tmp_path / "api.py").write_text(_framework_block("# api.py"))
+    server = Gunicorn(
+        tmp_path, ["--chdir", str(tmp_path), "-k", "uvicorn_worker.UvicornWorker"], app="api:app", health="/"
+    ).start()
+    try:
+        assert server.get("/") == 200
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    lines = server.log_lines()
+    assert sum(line.endswith(" - hello from FastAPI") and " api " in line for line in lines) == 2
+
+
+def test_structlog_example_runs(tmp_path: Path) -> None:
+    """Frameworks, structlog: the recipe's JSON events, rendered in the workers, once each in events.json."""
+    (tmp_path / "shop.py").write_text(_framework_block("# shop.py"))
+    server = Gunicorn(tmp_path, ["--chdir", str(tmp_path)], app="shop:app").start()
+    try:
+        assert server.get("/paid") == 200
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    events = [json.loads(line) for line in (tmp_path / "events.json").read_text().splitlines()]
+    paid = [e for e in events if e["path"] == "/paid"]
+    assert len(paid) == 1 and paid[0]["items"] == ["a", "b"] and paid[0]["logger"] == "shop"
