@@ -17,11 +17,17 @@ config that has its own hooks calls forklog's from them::
 What runs where (``notes/gunicorn-internals.md`` has the hook order):
 
 * ``Logger`` (``logger_class``) is built by the arbiter in the master after
-  gunicorn has daemonized. It creates the one hub of this master, then
-  makes the hub's handler the only handler of ``gunicorn.error``,
-  ``gunicorn.access`` and the root logger, and does that again on every HUP
-  (gunicorn re-runs ``setup()`` then and would re-add its stderr handler,
-  H20). It owns USR1: the master reopens the hub's files; workers hold none.
+  gunicorn has daemonized. It creates the one hub of this master and
+  attaches the process to it (:mod:`forklog.worker.adoption`): every file
+  or stream handler a logging config makes from then on, in the master or
+  in a worker, writes through the hub. Without a logging config
+  (``logconfig_dict``, ``logconfig_json``, ``logconfig``) it makes the hub's
+  handler the only handler of ``gunicorn.error`` and ``gunicorn.access``,
+  and root's when root has none of the app's, again on every HUP (gunicorn
+  re-runs ``setup()`` then and would re-add its stderr handler, H20); with
+  one, gunicorn's loggers are as gunicorn and the config make them, their
+  handlers adopted. It owns USR1: the master reopens the hub's files and the
+  adopted targets; workers hold none.
 * ``on_starting`` starts the hub's threads; ``on_exit`` stops the hub after
   every worker has been reaped, draining everything.
 * A forked child can log from its first line ("Booting worker" is logged
@@ -227,6 +233,25 @@ def _install(handler: logging.Handler, level: int) -> None:
         root.setLevel(level)
 
 
+def _say_if_sinkless(hub_: Hub) -> None:
+    """Name at start a configuration that would lose records: the hub's handler in use, and no sink."""
+    handler = _master.handler
+    if hub_.sinks or handler is None:
+        return
+    users = [
+        name or "root"
+        for name, logger in [("", logging.getLogger()), *logging.Logger.manager.loggerDict.items()]
+        if isinstance(logger, logging.Logger) and handler in logger.handlers
+    ]
+    if users:
+        sys.stderr.write(
+            f"forklog: the hub has no sink, yet loggers {', '.join(sorted(users))} send their records to it: "
+            "they are counted in stats().unrouted and not written; give the hub sinks with "
+            "forklog.gunicorn.configure(handlers=...), or name handlers for these loggers "
+            "in the logging config\n"
+        )
+
+
 def _reinstall(cfg: Any = None) -> None:
     hub_ = _ensure_hub(cfg)
     assert _master.handler is not None
@@ -254,6 +279,7 @@ class Logger(glogging.Logger):  # type: ignore[misc]
         adoption.attach(hub_.queue, trust=hub_.targets.trust)
         super().setup(cfg)
         _reinstall(cfg)
+        _say_if_sinkless(hub_)
         # Start here as well as in on_starting: this runs in the master after
         # gunicorn daemonized, whatever hooks the config kept or replaced.
         if hub_.owner_pid is None:

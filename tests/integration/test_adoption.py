@@ -87,7 +87,9 @@ def test_django_logging_is_written_once_by_the_master(tmp_path: Path, preload: b
         assert Counter(statuses.values()) == {200: len(ids), 500: len(booms)}
         for worker in _workers(server.pid):
             assert _held_logs(worker, logs) == [], f"worker {worker} holds a log file"
+            assert str(server.log_file) not in _held_logs(worker, tmp_path), "a worker holds the hub's file"
         assert str(django_log) in _held_logs(server.pid, logs), "the master does not write the file"
+        assert str(server.log_file) in _held_logs(server.pid, tmp_path)
         assert server.stop() == 0
     finally:
         server.kill_group()
@@ -244,3 +246,24 @@ def test_a_worker_cannot_make_a_root_master_write_where_it_could_not(tmp_path: P
         assert "refused: uid 65534 cannot search" in server.stderr()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+SINKLESS = """
+import forklog.gunicorn
+from forklog.gunicorn import *  # noqa: F403
+
+forklog.gunicorn.configure(handlers=lambda: [])
+"""
+
+
+def test_a_config_that_would_lose_records_is_named_at_start(tmp_path: Path) -> None:
+    """A hub with no sink while loggers send to it: said on stderr at start; its records reported unrouted."""
+    server = Gunicorn(tmp_path, conf=_conf(tmp_path, SINKLESS), app="tests.apps.adopting_app:app")
+    try:
+        server.start()
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    stderr = server.stderr()
+    assert "forklog: the hub has no sink, yet loggers gunicorn.access, gunicorn.error, root send" in stderr
+    assert "records reached the hub and no sink took them" in stderr

@@ -369,6 +369,7 @@ class Listener(threading.Thread):
                 self._settle_live_writers()
                 with self._dispatch_lock:
                     self.report_sink_drops()
+                    self._say_unrouted()
                 return
 
     def _flush_batched(self) -> None:

@@ -127,6 +127,8 @@ def prometheus_text(stats: HubStats) -> str:
          [({"sink": k}, v) for k, v in sorted(stats.dropped_by_sink.items())]),
         ("forklog_sink_errors_total", "counter", "Errors raised by each sink.",
          [({"sink": k}, v) for k, v in sorted(stats.sink_errors.items())]),
+        ("forklog_records_unrouted_total", "counter", "Records that reached the hub and that no sink took.",
+         [({}, stats.unrouted)]),
         ("forklog_bad_records_total", "counter", "Records that arrived and could not be decoded.",
          [({}, stats.bad_records)]),
         ("forklog_garbage_bytes_total", "counter", "Bytes in the queue that were not forklog frames.",
