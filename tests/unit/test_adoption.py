@@ -199,3 +199,70 @@ def test_after_stop_records_go_to_stderr_and_exit_is_clean(tmp_path: Path) -> No
     assert "before the stop" in result.stdout
     assert "after the stop" in result.stderr and "adopted adopted after the stop" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+FILE_CONFIG = """
+[loggers]
+keys=root,jobs
+
+[handlers]
+keys=timed,watched
+
+[formatters]
+keys=plain
+
+[logger_root]
+level=INFO
+handlers=timed
+
+[logger_jobs]
+level=INFO
+handlers=watched
+qualname=adoption.jobs
+propagate=0
+
+[handler_timed]
+class=logging.handlers.TimedRotatingFileHandler
+args=({timed!r}, 'midnight', 1, 3)
+formatter=plain
+
+[handler_watched]
+class=logging.handlers.WatchedFileHandler
+args=({watched!r},)
+formatter=plain
+
+[formatter_plain]
+format=%(name)s %(message)s
+"""
+
+
+def test_fileconfig_handlers_are_adopted(tmp_path: Path) -> None:
+    """fileConfig's TimedRotatingFileHandler and WatchedFileHandler: the hub writes both files, each record once."""
+    import logging.config
+
+    timed, watched = tmp_path / "timed.log", tmp_path / "watched.log"
+    ini = tmp_path / "logging.ini"
+    ini.write_text(FILE_CONFIG.format(timed=str(timed), watched=str(watched)))
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    try:
+        with forklog.Hub([Collect()]) as hub:
+            adoption.attach(hub.queue)
+            logging.config.fileConfig(ini, disable_existing_loggers=False)
+            logging.getLogger("adoption.other").info("to root")
+            logging.getLogger("adoption.jobs").info("to jobs")
+            stats = hub.stop()
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        jobs = logging.getLogger("adoption.jobs")
+        for handler in list(jobs.handlers):
+            jobs.removeHandler(handler)
+        jobs.propagate = True
+    assert stats is not None
+    assert timed.read_text() == "adoption.other to root\n"
+    assert watched.read_text() == "adoption.jobs to jobs\n"
+    assert stats.written[str(timed)] == 1 and stats.written[str(watched)] == 1
