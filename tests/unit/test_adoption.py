@@ -237,7 +237,7 @@ format=%(name)s %(message)s
 
 
 def test_fileconfig_handlers_are_adopted(tmp_path: Path) -> None:
-    """fileConfig's TimedRotatingFileHandler and WatchedFileHandler: the hub writes both files, each record once."""
+    """fileConfig's TimedRotatingFileHandler and WatchedFileHandler: the hub writes each record once."""
     import logging.config
 
     timed, watched = tmp_path / "timed.log", tmp_path / "watched.log"
