@@ -1,10 +1,16 @@
 """SIGKILL storm: forklog next to the stdlib cookbook setup, in one run.
 
-    python -m benchmarks.chaos [--kills 200] [--writers 8]
+    python -m benchmarks.chaos [--kills 200] [--writers 8] [--big-share 0.2] [--no-child-exit]
 
 Each setup gets the same storm: ``--writers`` forked processes log in tight
-loops (1% of records between 5 and 64 KiB); a random one is SIGKILLed while
-it logs and replaced, ``--kills`` times. Printed side by side:
+loops (``--big-share`` of records between 5 and 64 KiB, 1% by default; 20%
+keeps the pipe full most of the time, so some writers die before any record
+of theirs got through); a random one is SIGKILLed while it logs and
+replaced, ``--kills`` times, and the host is told of each death
+(gunicorn's ``child_exit``) unless ``--no-child-exit``. Every writer's
+emitted count, those of the writers that never got a record through
+included, is compared with what was written plus what was reported.
+Printed side by side:
 
 * stalls: kills after which nothing arrived for 2 s while writers were
   logging (the storm stops there: delivery is wedged);
@@ -184,13 +190,17 @@ def _timed(call: Callable[[], object], limit: float = 10.0) -> float:
     return float("inf") if thread.is_alive() else time.monotonic() - started
 
 
+#: The share of records between 5 and 64 KiB (``--big-share``).
+BIG_SHARE = 0.01
+
+
 def _writer(setup: Setup, board: Board, k: int) -> None:
     setup.init_child()
     log = logging.getLogger("chaos")
     rng = random.Random(k)
     emitted = 0
     while board.mode == STORM:
-        big = "z" * rng.randint(5 << 10, 64 << 10) if rng.random() < 0.01 else ""
+        big = "z" * rng.randint(5 << 10, 64 << 10) if rng.random() < BIG_SHARE else ""
         log.info("storm k=%d i=%d %s", k, emitted, big)
         emitted += 1
         board.set_emitted(k, emitted)
@@ -223,7 +233,7 @@ def _reap(pid: int, limit: float) -> bool:
     return False
 
 
-def storm(setup: Setup, writers: int, kills: int, seed: int) -> Dict[str, Any]:
+def storm(setup: Setup, writers: int, kills: int, seed: int, child_exit: bool = True) -> Dict[str, Any]:
     sink = Tally()
     board = Board(writers + kills)
     setup.start(sink)
@@ -242,7 +252,8 @@ def storm(setup: Setup, writers: int, kills: int, seed: int) -> Dict[str, Any]:
         pid = live.pop(victim)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        setup.exited(pid)
+        if child_exit:
+            setup.exited(pid)
         killed[victim] = pid
         live[next_k] = _spawn(setup, board, next_k)
         next_k += 1
@@ -257,7 +268,8 @@ def storm(setup: Setup, writers: int, kills: int, seed: int) -> Dict[str, Any]:
     board.mode = EXIT
     clean_exits = sum(_reap(pid, 5.0) for pid in live.values())
     for pid in live.values():
-        setup.exited(pid)
+        if child_exit:
+            setup.exited(pid)
     # Let the listener catch up before stopping it.
     settle = time.monotonic() + 3.0
     last = -1
@@ -298,13 +310,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--only", choices=["forklog", "cookbook"], help="run one setup")
+    parser.add_argument("--big-share", type=float, default=0.01, help="share of records of 5-64 KiB")
+    parser.add_argument("--no-child-exit", action="store_true", help="never tell the hub a writer died")
     args = parser.parse_args(argv)
+    global BIG_SHARE  # noqa: PLW0603 - read by the forked writers
+    BIG_SHARE = args.big_share
     results = {}
     setups = [s for s in (Cookbook(), Forklog()) if args.only in (None, s.name.split()[-1])]
     for setup in setups:
-        results[setup.name] = storm(setup, args.writers, args.kills, args.seed)
+        results[setup.name] = storm(setup, args.writers, args.kills, args.seed, not args.no_child_exit)
+    told = "no child_exit" if args.no_child_exit else "child_exit on each death"
     print(
-        f"SIGKILL storm: {args.writers} writers, {args.kills} kills, 1% of records 5-64 KiB; "
+        f"SIGKILL storm: {args.writers} writers, {args.kills} kills, {args.big_share:.0%} of records "
+        f"5-64 KiB, {told}; "
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
     names = list(results)

@@ -10,7 +10,10 @@ import threading
 import time
 from typing import Dict, List
 
+import pytest
+
 import forklog
+from forklog.master.listener import Listener
 from tests.integration.gunicorn_proc import wait_for
 from tests.support import SharedCounters
 
@@ -210,3 +213,52 @@ def test_sigkill_storm() -> None:
     lost_lines = [r for r in tally.reports if r.msg.startswith("forklog: lost")]
     assert sum(r.__dict__["forklog_lost"]["count"] for r in lost_lines) == final.lost
     assert final.bad_records == 0
+
+
+def _flood(hub: forklog.Hub, cells: SharedCounters, slot: int, count: int) -> None:
+    """A child: ``count`` INFO records as fast as it can, its count in ``cells[slot]``, then wait to die."""
+    forklog.init_worker(hub.queue)
+    log = logging.getLogger("flood")
+    for i in range(count):
+        log.info("flood slot=%d i=%d %s", slot, i, "f" * 200)
+        cells[slot] = i + 1
+    while True:
+        time.sleep(0.01)
+
+
+def test_a_writer_killed_before_any_record_got_through_is_settled_at_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A writer whose every record was dropped, SIGKILLed with no child_exit: its records are counted lost."""
+    # No liveness round between the kill and the stop (a kill in the last second, no child_exit hook).
+    monkeypatch.setattr(Listener, "LIVENESS_INTERVAL", 3600.0)
+    tally = Tally()
+    cells = SharedCounters(2)
+    hub = forklog.Hub([tally], queue_size=1000, pipe_size=64 << 10).start()
+    pids: List[int] = []
+    try:
+        tally.gate.clear()  # a stalled disk: the backlog, then the pipe, fill up
+        for slot, count in ((0, 20_000), (1, 300)):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    _flood(hub, cells, slot, count)
+                finally:
+                    os._exit(1)
+            pids.append(pid)
+            wait_for(lambda s=slot, c=count: cells[s] == c, 60, f"writer {slot} to log")  # type: ignore[misc]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        victim = pids[1]
+        tally.gate.set()
+        final = hub.stop(timeout=20)
+    finally:
+        tally.gate.set()
+        hub.stop(timeout=1)
+    assert final is not None
+    assert tally.by_pid.get(victim, 0) == 0, "the victim was meant to get nothing through"
+    for slot, pid in enumerate(pids):
+        accounted = tally.by_pid.get(pid, 0) + final.dropped_by_process.get(pid, 0)
+        accounted += final.lost_by_process.get(pid, 0)
+        assert accounted == cells[slot], (slot, cells[slot], accounted)

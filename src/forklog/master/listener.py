@@ -758,13 +758,31 @@ class Listener(threading.Thread):
         self._write(record)
 
     def _settle_live_writers(self) -> None:
-        """At stop: what live writers sent and never arrived is lost too."""
+        """At stop: what every writer numbered and never arrived is lost too.
+
+        Every writer: those the ledger knows (a record of theirs arrived) and
+        those only the scoreboard knows. A writer whose every record was
+        dropped on a full pipe, then SIGKILLed before a liveness round or a
+        ``child_exit`` said so, is in the scoreboard alone; its records are
+        counted here, never left unreported.
+        """
         ledger = self._counters.ledger
+        board = self._channel.scoreboard
         with self._dispatch_lock:
-            for pid in ledger.pids():
-                if pid != self._owner:
-                    lost = ledger.close(pid, self._release_slots(pid))
-                    self._report_loss(pid, lost or 0, "still running when the hub stopped")
+            pids = set(ledger.pids())
+            if board is not None:
+                try:
+                    pids.update(board.claimed())
+                except OSError as exc:
+                    self._reporter.report("liveness", f"could not read the scoreboard: {exc!r}")
+            for pid in sorted(pids - {self._owner}):
+                lost = ledger.close(pid, self._release_slots(pid))
+                if lost is None:
+                    continue
+                gone = process_is_gone(pid)
+                if gone:
+                    self._counters.settled += 1
+                self._report_loss(pid, lost, "killed" if gone else "still running when the hub stopped")
 
 
 def _down_lane(refuse: Callable[[Tuple[str, int]], None]) -> Lane:
