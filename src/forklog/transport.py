@@ -36,6 +36,7 @@ import fcntl
 import functools
 import itertools
 import logging
+import marshal
 import os
 import pickle
 import select
@@ -49,9 +50,10 @@ from multiprocessing import reduction
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from forklog import _target, formatters, wire
+from forklog.master.threads import on_hub_thread
 from forklog.scoreboard import Scoreboard
 
-__all__ = ["Channel", "FrameReader", "PIPE_BUF"]
+__all__ = ["DROPS_MARK", "Channel", "FrameReader", "PIPE_BUF", "decode_drops", "encode_drops"]
 
 PIPE_BUF = 4096
 _MAGIC = b"\xf0\x1c"
@@ -156,6 +158,8 @@ class Channel:
         #: root logger to it so no record a sink wants is filtered out early.
         self.level = level
         self.read_fd: Optional[int] = None
+        #: Records logged on the hub's own threads, kept out of the hub (see _feedback).
+        self.feedback = 0
         #: The formatters whose lines the emitting processes make themselves
         #: (set by the hub at start, see :func:`forklog.wire.encode_lines`).
         self.line_formatters: Tuple[logging.Formatter, ...] = line_formatters
@@ -175,6 +179,14 @@ class Channel:
             self.read_fd = read_fd
             _write_fd = write_fd
         self.write_fd: int = _write_fd
+        #: A channel rebuilt in a child (spawn, forkserver) owns its duplicated
+        #: descriptors: dropped without close(), it closes them (not at exit,
+        #: where logging.shutdown() still flushes through it).
+        self._release: Optional[weakref.finalize] = None  # type: ignore[type-arg]
+        if self.read_fd is None:
+            board_fd = self.scoreboard.fd if self.scoreboard is not None else -1
+            self._release = weakref.finalize(self, _close_fds, _write_fd, board_fd)
+            self._release.atexit = False
         self._reset_process_state(_slot)
         _live_channels.add(self)
         _install_fork_hook()
@@ -266,6 +278,8 @@ class Channel:
 
     def send_record(self, record: logging.LogRecord) -> bool:
         """Encode and send ``record``; ``False`` if it was dropped (and counted)."""
+        if on_hub_thread():
+            return self._feedback(record)
         levelno = record.levelno
         if self._dropped_total and levelno < self.keep_level and not _writable(self.write_fd):
             # Still full since the last drop: drop without encoding, the
@@ -308,6 +322,8 @@ class Channel:
         was dropped (counted) or the hub is gone (not counted: the caller
         writes it to stderr).
         """
+        if on_hub_thread():
+            return self._feedback(record)
         levelno = record.levelno
         try:
             payload = _target.encode(spec, levelno, record.created, text)
@@ -324,6 +340,25 @@ class Channel:
         if self._dropped_total:
             self._send_drop_summary()
         return True
+
+    def _feedback(self, record: logging.LogRecord) -> bool:
+        """A record logged on one of the hub's own threads: stderr at a bounded rate, counted, never the hub.
+
+        A sink whose ``emit`` logs (an HTTP client retrying) would otherwise
+        send its record back through the hub into itself, without end (H26).
+        """
+        self.feedback += 1
+        from forklog.master.report import feedback_reporter  # noqa: PLC0415 - the master's, rarely used
+
+        try:
+            text = f"{record.levelname} {record.name}: {wire.merged_message(record)}"
+        except Exception:  # noqa: BLE001 - whatever the record holds
+            level, name = getattr(record, "levelname", "?"), getattr(record, "name", "?")
+            text = f"{wire.safe_str(level)} {wire.safe_str(name)}"
+        feedback_reporter.report(
+            "feedback", f"a record logged on the hub's own thread was kept out of the hub (H26): {text}"
+        )
+        return False
 
     def _want_fields(self) -> bool:
         """Whether to send the fields with the lines: the master's fields sinks take records.
@@ -508,10 +543,22 @@ class Channel:
         finally:
             if state:
                 self._leave()
-        if counts and not self._send(wire.encode(drop_summary(counts)), logging.WARNING, numbered=False):
+        if counts and not self._send_drops(counts):
             for name, count in counts.items():  # still full: keep counting, report later
                 self._update(name, count)
         return True
+
+    def _send_drops(self, counts: Dict[str, int]) -> bool:
+        """The drop counts as one control frame (H27: an application's record can never pass for one)."""
+        frame = _frames(CONTROL, self.pid, self.boot, NO_SEQ, encode_drops(counts))[0]
+        try:
+            os.write(self.write_fd, frame)
+            return True
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self._gone(exc)
+            return False
 
     def flush(self, timeout: float = 1.0) -> bool:
         """Send the pending drop summary, waiting up to ``timeout``; True if none is left.
@@ -547,6 +594,8 @@ class Channel:
 
     def close(self) -> None:
         """Close this process's descriptors. Only the owner calls this, at the very end."""
+        if self._release is not None:
+            self._release.detach()
         for fd in (self.read_fd, self.write_fd):
             if fd is not None and fd >= 0:
                 with contextlib.suppress(OSError):
@@ -559,6 +608,13 @@ class Channel:
             self.scoreboard = None
 
 
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 def _level_key(levelname: object) -> str:
     """A drop counter's key: a plain, non-empty string (the summary sorts and carries the keys)."""
     if isinstance(levelname, str) and levelname:
@@ -566,22 +622,35 @@ def _level_key(levelname: object) -> str:
     return "UNKNOWN" if not levelname else wire.safe_repr(levelname)
 
 
-def drop_summary(counts: Dict[str, int]) -> logging.LogRecord:
-    """The WARNING record that reports this process's drops."""
-    total = sum(counts.values())
-    detail = ", ".join(f"{name}: {count}" for name, count in sorted(counts.items()))
-    record = logging.LogRecord(
-        "forklog",
-        logging.WARNING,
-        __file__,
-        0,
-        "forklog: dropped %d records while the queue was full (%s)",
-        (total, detail),
-        None,
-        "drop_summary",
-    )
-    record.forklog_dropped = dict(counts)
-    return record
+#: The start of a control frame that carries a writer's drop counts.
+DROPS_MARK = b"drops"
+#: At most this many level names in one drop report; the rest are added up under "other".
+_MAX_DROP_KEYS = 64
+
+
+def encode_drops(counts: Dict[str, int]) -> bytes:
+    """A drop report's payload: the mark, then marshal of ``{level name: count}``; fits one frame."""
+    if len(counts) > _MAX_DROP_KEYS:
+        kept = dict(sorted(counts.items(), key=lambda item: -item[1])[: _MAX_DROP_KEYS - 1])
+        kept["other"] = kept.get("other", 0) + sum(v for k, v in counts.items() if k not in kept)
+        counts = kept
+    counts = {key[:64]: value for key, value in counts.items()}
+    return DROPS_MARK + marshal.dumps(counts, 4)
+
+
+def decode_drops(payload: bytes) -> Dict[str, int]:
+    """The counts of a drop report, checked: string keys, counts from 0 to 2**32. Raises ``ValueError``."""
+    try:
+        counts = marshal.loads(payload[len(DROPS_MARK) :])
+    except (EOFError, TypeError, ValueError) as exc:
+        raise ValueError(f"undecodable drop report: {exc}") from None
+    if (
+        type(counts) is not dict
+        or len(counts) > _MAX_DROP_KEYS
+        or not all(type(k) is str and type(v) is int and 0 <= v < 1 << 32 for k, v in counts.items())
+    ):
+        raise ValueError("a drop report of an unknown shape")
+    return counts
 
 
 def _writable(fd: int) -> bool:

@@ -25,6 +25,7 @@ import pytest
 
 from forklog import JSONFormatter, RotatingFileSink, TextFormatter, transport, wire
 from forklog.formatters import line_renderer
+from forklog.master.lines import DROPS
 from forklog.master.listener import RECORD, Backlog, Counters, Listener
 from forklog.master.report import Reporter
 
@@ -301,11 +302,11 @@ def _run(directory: Path, fast: bool, items: List[Any]) -> Dict[str, Any]:
 def test_the_listener_writes_the_same_bytes_with_and_without_the_lane(tmp_path: Path) -> None:
     items: List[Any] = [(RECORD, PID, 1, seq, payload) for seq, payload in enumerate(PAYLOADS * 3)]
     # The hub's own records and payloads encode() never writes take the slow path.
-    summary = wire.encode(transport.drop_summary({"INFO": 3}))
+    summary = transport.encode_drops({"INFO": 3})
     odd = list(wire.decode_fields(PAYLOADS[0]))
     odd[4] = b"bytes message"
     items += [
-        (RECORD, PID, 1, transport.NO_SEQ, summary),
+        (DROPS, PID, 1, transport.NO_SEQ, summary),
         (RECORD, PID, 1, len(items), b"not marshal"),
         (RECORD, PID, 1, len(items) + 1, marshal.dumps(tuple(odd), 4)),
     ]

@@ -84,6 +84,9 @@ class HubStats:
     #: Records that reached the hub and that no sink took (every sink's level
     #: above theirs, their filters, or no sink at all); reported once in the log.
     unrouted: int = 0
+    #: Records logged on the hub's own threads (a sink whose emit logs): kept
+    #: out of the hub, said on stderr at a bounded rate (H26).
+    feedback: int = 0
 
     @property
     def dropped(self) -> int:
@@ -352,6 +355,7 @@ class Hub:
         if self._watch is not None:
             self._watch.write_prometheus(stats)
         _live_hubs.discard(self)
+        atexit.unregister(self._stop_at_exit)  # a stopped hub (its sinks, their records) can be freed
         self.queue.close()
         return stats
 
@@ -467,6 +471,7 @@ class Hub:
             listener_alive=self._listener is not None and self._listener.is_alive(),
             listener_lag=counters.lag,
             unrouted=counters.unrouted,
+            feedback=self.queue.feedback,
         )
 
     # -- fork ------------------------------------------------------------------

@@ -33,6 +33,8 @@ _HEAD = wire._LINES_HEAD
 
 #: The kind of the listener's item that says a process is gone (listener.EXITED).
 EXITED = 0x100
+#: The kind of the listener's item that carries a writer's drop counts (a control frame).
+DROPS = 0x200
 
 #: Writes lines (UTF-8, without terminators) to a sink; returns how many it could not write.
 Writer = Callable[[List[bytes]], int]
@@ -125,7 +127,7 @@ class Lines:
         tally = refusals.append
         for item in batch:
             kind, pid, boot, seq, payload = item
-            if kind == EXITED or payload[:1] != LINES_BYTE:
+            if kind >= EXITED or payload[:1] != LINES_BYTE:
                 if received:
                     self._flush(targets, pending, seen)
                     counters.received += received

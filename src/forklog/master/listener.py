@@ -40,7 +40,7 @@ __all__ = ["Backlog", "Counters", "Listener", "Receiver"]
 Item = Tuple[int, int, int, int, bytes]
 RECORD = 0
 # not a frame's flags: the process is gone and all it wrote is ahead of this item
-from forklog.master.lines import EXITED  # noqa: E402  # isort: skip
+from forklog.master.lines import DROPS, EXITED  # noqa: E402  # isort: skip
 
 #: The control frame that tells the reader a process is gone: prefix + pid.
 EXIT_MARK = b"exit"
@@ -272,7 +272,7 @@ class Receiver(threading.Thread):
             records = items
             items = []
             for item in records:
-                flags, _pid, _boot, _seq, payload = item
+                flags, writer, boot, seq, payload = item
                 if not flags & transport.CONTROL:
                     items.append(item)
                     continue
@@ -283,6 +283,8 @@ class Receiver(threading.Thread):
                     gone = int.from_bytes(payload[len(EXIT_MARK) :], "little")
                     frames.expire(pid=gone)
                     items.append((EXITED, gone, 0, 0, b""))
+                elif payload.startswith(transport.DROPS_MARK):
+                    items.append((DROPS, writer, boot, seq, payload))  # in order with the writer's records
         if items and not self._backlog.put_many(items, self._past_deadline):
             return False
         if (frames.garbage_bytes, frames.bad_frames) != before:
@@ -412,6 +414,9 @@ class Listener(threading.Thread):
     def dispatch(self, item: Item) -> None:
         kind, pid, boot, seq, payload = item
         counters = self._counters
+        if kind == DROPS:
+            self._drops_reported(pid, boot, payload)
+            return
         if kind == EXITED:
             self._exit_sent.pop(pid, None)
             lost = counters.ledger.close(pid, self._release_slots(pid))
@@ -440,12 +445,33 @@ class Listener(threading.Thread):
         self._deliver(record, pid, boot)
 
     def _deliver(self, record: logging.LogRecord, pid: int, boot: int) -> None:
-        dropped = record.__dict__.get("forklog_dropped")
-        if dropped and record.name == "forklog" and isinstance(dropped, dict):
-            counts = {str(k): int(v) for k, v in dropped.items()}
-            self._counters.add_drops(pid, counts)
-            self._counters.ledger.dropped(pid, boot, sum(counts.values()))
         self._last_created = record.created
+        self._write(record)
+
+    def _drops_reported(self, pid: int, boot: int, payload: bytes) -> None:
+        """A writer's drop report (a control frame): counted, and said in the log as its record."""
+        try:
+            counts = transport.decode_drops(payload)
+        except ValueError as exc:
+            self._counters.bad_records += 1
+            self._reporter.report("decode", f"skipped an undecodable drop report from pid {pid}: {exc}")
+            return
+        total = sum(counts.values())
+        if not total:
+            return
+        self._counters.add_drops(pid, counts)
+        self._counters.ledger.dropped(pid, boot, total)
+        detail = ", ".join(f"{name}: {count}" for name, count in sorted(counts.items()))
+        record = own_record(
+            "forklog: dropped %d records while the queue was full (%s)",
+            (total, detail),
+            forklog_dropped=dict(counts),
+        )
+        record.process = pid
+        if self._last_created:  # in the stream's time: where the drops happened, near enough
+            record.created = self._last_created
+            record.msecs = (record.created - int(record.created)) * 1000
+            record.relativeCreated = (record.created - logging._startTime) * 1000  # type: ignore[attr-defined]
         self._write(record)
 
     # -- the fast lane -----------------------------------------------------------
@@ -603,7 +629,7 @@ class Listener(threading.Thread):
     def _dispatch_planned(self, item: Item, plan: Plan) -> None:
         """``dispatch``, with each sink's line made by its lane when it has one."""
         kind, pid, boot, seq, payload = item
-        if kind == EXITED or payload[:1] in _NOT_FIELDS:
+        if kind >= EXITED or payload[:1] in _NOT_FIELDS:
             # A process gone, lines no lane takes as they are (see Lines.target), an adopted handler's line.
             self.dispatch(item)
             return

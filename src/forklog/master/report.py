@@ -60,3 +60,8 @@ def own_record(
     record = logging.LogRecord("forklog", level, __file__, 0, message, args, None)
     record.__dict__.update(fields)
     return record
+
+
+#: Says on stderr, at most every 5 s with a count, that records logged on
+#: the hub's own threads were kept out of it (forklog.transport.Channel._feedback).
+feedback_reporter = Reporter()

@@ -77,6 +77,16 @@ def take_over(name: str, handler: logging.Handler, counters: object, reporter: R
         reporter.report(f"sink:{name}", f"sink {name} failed to write a record: {sys.exc_info()[1]!r}")
 
     handler.handleError = handle_error  # type: ignore[method-assign]
+    if isinstance(handler, logging.FileHandler) and handler.errors is None:
+        # A lone surrogate (bytes decoded with surrogateescape upstream) is
+        # written escaped, not lost with an error per record.
+        handler.errors = "backslashreplace"
+        if isinstance(handler, RotatingFileSink):
+            handler._errors = "backslashreplace"
+        reconfigure = getattr(handler.stream, "reconfigure", None)
+        if callable(reconfigure):
+            with contextlib.suppress(Exception):
+                reconfigure(errors="backslashreplace")
     inner = getattr(handler, "handler", None)  # an Isolated sink's own handler
     if isinstance(inner, logging.Handler):
         inner.handleError = handle_error  # type: ignore[method-assign]

@@ -17,15 +17,32 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
-__all__ = ["background"]
+__all__ = ["background", "on_hub_thread"]
 
 #: Whether the master's threads ask for SCHED_BATCH (Linux only).
 BATCH = True
 
 
+class _HubThread(threading.local):
+    #: True on the hub's own threads (receiver, listener, sink threads, gzip):
+    #: a record logged there (a sink whose emit logs, H26) must not go back
+    #: into the hub, where it would reach that sink again, without end.
+    hub = False
+
+
+_local = _HubThread()
+
+
+def on_hub_thread() -> bool:
+    """Whether the calling thread is one of the hub's own."""
+    return _local.hub
+
+
 def background() -> None:
-    """Mark the calling thread as background work: it never preempts a worker on waking."""
+    """Mark the calling thread as the hub's, and as background work: it never preempts a worker on waking."""
+    _local.hub = True
     if not BATCH or not hasattr(os, "SCHED_BATCH"):
         return
     with contextlib.suppress(OSError):

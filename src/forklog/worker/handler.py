@@ -43,7 +43,11 @@ class ForkHandler(logging.handlers.QueueHandler):
         if not self.filters:
             self.emit(record)
             return True
-        result = self.filter(record)
+        try:
+            result = self.filter(record)
+        except Exception:  # noqa: BLE001 - a filter that raises never reaches the log call
+            self.queue._count_drop(getattr(record, "levelname", "UNKNOWN"))
+            return False
         if result:
             if isinstance(result, logging.LogRecord):  # 3.12+: a filter may replace it
                 record = result

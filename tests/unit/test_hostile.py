@@ -1,0 +1,129 @@
+"""What an application or a sink does cannot stop, flood or fool the hub (issue 13's findings)."""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import logging
+import os
+import weakref
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import forklog
+from forklog.master import hub as hub_module
+from tests.support import Collect, wait_for
+
+
+@pytest.fixture
+def log() -> Iterator[logging.Logger]:
+    """A logger of the test's own, cleaned up after it."""
+    logger = logging.getLogger("hostile.test")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    yield logger
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+
+
+class ChattySink(Collect):
+    """A sink whose emit logs a WARNING, as urllib3 does on a retry inside an HTTP handler."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        logging.getLogger("hostile.test").warning("retrying after %s", record.getMessage())
+
+
+def test_a_sink_that_logs_does_not_feed_itself(
+    log: logging.Logger, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A record logged inside a sink's emit stays out of the hub: one app record is one record written."""
+    sink = ChattySink()
+    with forklog.Hub([sink]) as hub:
+        log.addHandler(hub.handler())  # the pool pattern: the parent logs through the hub too
+        log.info("one application record")
+        wait_for(lambda: hub.stats().feedback >= 1, 10, "the sink's own record to be kept out")
+        stats = hub.stop()
+    assert stats is not None and stats.feedback == 1
+    assert sink.messages() == ["one application record"]
+    assert "kept out of the hub (H26): WARNING hostile.test: retrying after one application record" in (
+        capfd.readouterr().err
+    )
+
+
+def test_a_lone_surrogate_reaches_a_plain_file_handler(tmp_path: Path, log: logging.Logger) -> None:
+    """Text with lone surrogates is written with them escaped, to a stdlib FileHandler sink."""
+    path = tmp_path / "plain.log"
+    with forklog.Hub([logging.FileHandler(path, encoding="utf-8")]) as hub:
+        log.addHandler(hub.handler())
+        log.info("x \udc80 y")
+        stats = hub.stop()
+    assert stats is not None and stats.sink_errors == {"filehandler": 0}
+    assert path.read_text(encoding="utf-8") == "x \\udc80 y\n"
+
+
+@pytest.mark.parametrize("forged", [{"INFO": "many"}, {"INFO": 10**6}, "not a dict", {"INFO": -5}])
+def test_an_application_record_cannot_forge_the_drop_accounting(log: logging.Logger, forged: object) -> None:
+    """A record on the forklog logger with forklog_dropped is data: the listener lives, no drop is counted."""
+    sink = Collect()
+    forklog_logger = logging.getLogger("forklog")
+    with forklog.Hub([sink]) as hub:
+        handler = hub.handler()
+        forklog_logger.addHandler(handler)
+        try:
+            forklog_logger.warning("forged", extra={"forklog_dropped": forged})
+            log.addHandler(hub.handler())
+            log.info("after")
+            wait_for(lambda: "after" in sink.messages(), 10, "the record after the forged one")
+        finally:
+            forklog_logger.removeHandler(handler)
+        stats = hub.stop()
+    assert stats is not None and stats.listener_alive is False  # stopped by stop(), not before
+    assert stats.dropped == 0 and stats.dropped_by_process == {}
+    assert sink.messages() == ["forged", "after"]
+
+
+def test_a_stopped_hub_is_not_kept_alive_by_atexit() -> None:
+    """stop() unregisters the owner's atexit hook: a stopped hub, and its sinks' records, can be freed."""
+    hub = forklog.Hub([Collect()]).start()
+    hub.stop()
+    ref = weakref.ref(hub)
+    del hub
+    gc.collect()
+    assert ref() is None, "a stopped hub is still referenced (atexit?)"
+    assert hub_module  # the module keeps no strong reference either
+    assert atexit  # unregister is what stop() calls
+
+
+def test_a_raising_filter_on_the_workers_handler_never_reaches_the_log_call(log: logging.Logger) -> None:
+    """A filter of the queue handler that raises: the log call returns, the record is counted as dropped."""
+
+    def bad_filter(record: logging.LogRecord) -> bool:
+        raise RuntimeError("filter bug")
+
+    with forklog.Hub([Collect()]) as hub:
+        handler = hub.handler()
+        handler.addFilter(bad_filter)
+        log.addHandler(handler)
+        log.info("filtered badly")  # must not raise
+        assert hub.queue.dropped == {"INFO": 1}
+        hub.stop()
+
+
+def test_a_channel_rebuilt_in_a_child_and_dropped_closes_its_descriptors() -> None:
+    """Unpickling the channel (as a spawn child does) and dropping it leaves no descriptor open."""
+    import pickle
+
+    with forklog.Hub([Collect()]) as hub:
+        pickle.loads(pickle.dumps(hub.queue))  # the first starts multiprocessing's fd-passing helper
+        gc.collect()
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(20):
+            copy = pickle.loads(pickle.dumps(hub.queue))
+            del copy
+        gc.collect()
+        after = len(os.listdir("/proc/self/fd"))
+        hub.stop()
+    assert after == before
