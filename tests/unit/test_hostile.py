@@ -127,3 +127,65 @@ def test_a_channel_rebuilt_in_a_child_and_dropped_closes_its_descriptors() -> No
         after = len(os.listdir("/proc/self/fd"))
         hub.stop()
     assert after == before
+
+
+def test_a_missing_log_directory_is_made(tmp_path: Path, log: logging.Logger) -> None:
+    """A file sink whose directory does not exist yet makes it, as gunicorn does for its own files."""
+    path = tmp_path / "new" / "deeper" / "app.log"
+    with forklog.Hub([forklog.RotatingFileSink(path)]) as hub:
+        log.addHandler(hub.handler())
+        log.info("into a new directory")
+        stats = hub.stop()
+    assert stats is not None and stats.dropped_by_sink == {"rotatingfilesink": 0}
+    assert path.read_text() == "into a new directory\n"
+
+
+def test_a_rotation_lock_held_elsewhere_never_blocks_the_listener(
+    tmp_path: Path, log: logging.Logger
+) -> None:
+    """Another process holding the rotation's flock for good: records are still written, stop is prompt."""
+    import fcntl
+    import time
+
+    path = tmp_path / "held.log"
+    holder = os.open(f"{path}.lock", os.O_RDONLY | os.O_CREAT, 0o640)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # a stopped old master under USR2
+    try:
+        with forklog.Hub([forklog.RotatingFileSink(path, maxBytes=200, backupCount=2)]) as hub:
+            log.addHandler(hub.handler())
+            for i in range(30):
+                log.info("record %02d %s", i, "r" * 40)
+            started = time.monotonic()
+            stats = hub.stop(timeout=10)
+            assert time.monotonic() - started < 5
+    finally:
+        os.close(holder)
+    assert stats is not None and stats.written == {"rotatingfilesink": 30}
+    assert stats.sink_errors["rotatingfilesink"] >= 1, "the failed rotation is reported"
+    lines = path.read_text().splitlines()
+    assert [line.split()[1] for line in lines] == [f"{i:02d}" for i in range(30)]
+
+
+def test_a_stalled_sink_never_holds_back_a_fork_or_a_reopen(log: logging.Logger) -> None:
+    """With the listener stuck in a sink, fork() and reopen() (USR1) return at once."""
+    import time
+
+    from tests.support import Stall
+
+    stall = Stall(timeout=30)
+    with forklog.Hub([stall]) as hub:
+        log.addHandler(hub.handler())
+        log.info("the listener takes this and stalls")
+        wait_for(lambda: hub.stats().enqueued == 1, 10, "the listener to take the record")
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        forked = time.monotonic() - started
+        os.waitpid(pid, 0)
+        started = time.monotonic()
+        hub.reopen()
+        reopened = time.monotonic() - started
+        stall.go.set()
+        hub.stop()
+    assert forked < 0.5 and reopened < 0.1

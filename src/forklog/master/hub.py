@@ -31,14 +31,16 @@ from forklog import formatters, transport
 from forklog.master.isolation import BufferedSink, Isolated, needs_isolation
 from forklog.master.listener import Backlog, Counters, Listener, Receiver
 from forklog.master.report import Reporter
-from forklog.master.targets import Targets, forget_handler, release_descriptors, take_over
+from forklog.master.targets import Targets, forget_handler, release_descriptors, reopen_file, take_over
 from forklog.master.watch import Watch
 from forklog.worker.handler import ForkHandler
 
 __all__ = ["Hub", "HubStats"]
 
 #: How long a fork waits for the listener to finish the batch it is writing.
-FORK_QUIESCE_TIMEOUT = 2.0
+#: Short: a sink stuck on a hung disk must not hold back gunicorn's forks; a
+#: child that forks mid-batch lets go of the sinks' files without a flush.
+FORK_QUIESCE_TIMEOUT = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,6 +255,7 @@ class Hub:
                 channel=self.queue,
                 targets=self.targets,
             )
+            self._listener.reopen_sinks = self._reopen_sinks
             if self._stats_interval > 0 or self._prometheus_file:
                 self._watch = self._listener.watch = Watch(
                     self.stats,
@@ -411,27 +414,27 @@ class Hub:
         return ForkHandler(self.queue)
 
     def reopen(self) -> None:
-        """Reopen every file sink (after logrotate moved the files; USR1)."""
+        """Reopen every file sink (after logrotate moved the files; USR1). Never waits on a sink.
+
+        Done at once when the listener is between two batches; otherwise the
+        listener does it before its next batch (a sink stuck on a hung disk
+        does not hold back gunicorn's signal handling).
+        """
         if self._owner != os.getpid():
             return
-        acquired = self._dispatch_lock.acquire(timeout=FORK_QUIESCE_TIMEOUT)
-        try:
-            for name, handler in self._sinks:
-                if isinstance(handler, logging.FileHandler):
-                    try:
-                        handler.acquire()
-                        try:
-                            if handler.stream is not None:
-                                handler.stream.close()
-                            handler.stream = handler._open()
-                        finally:
-                            handler.release()
-                    except Exception as exc:  # noqa: BLE001
-                        self._reporter.report(f"reopen:{name}", f"could not reopen sink {name}: {exc!r}")
-            self.targets.reopen()
-        finally:
-            if acquired:
+        if self._dispatch_lock.acquire(blocking=False):
+            try:
+                self._reopen_sinks()
+            finally:
                 self._dispatch_lock.release()
+        elif self._listener is not None:
+            self._listener.reopen_pending = True
+
+    def _reopen_sinks(self) -> None:
+        """Under the dispatch lock: every file sink and adopted target opens its path again."""
+        for name, handler in self._sinks:
+            reopen_file(name, handler, self._reporter)
+        self.targets.reopen()
 
     def process_exited(self, pid: int) -> None:
         """Told by the host (gunicorn ``child_exit``) that ``pid`` is gone.

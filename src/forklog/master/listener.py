@@ -341,6 +341,10 @@ class Listener(threading.Thread):
         self.lines = Lines(counters, reporter)
         #: What the scoreboard last told the writers (see _line_targets).
         self._fields_wanted = True
+        #: Set by Hub.reopen() when it found the listener in a batch: the
+        #: listener reopens the files (reopen_sinks) before its next batch.
+        self.reopen_pending = False
+        self.reopen_sinks: Optional[Callable[[], None]] = None
 
     def run(self) -> None:
         threads.background()
@@ -360,6 +364,10 @@ class Listener(threading.Thread):
                 next_check = now + self.LIVENESS_INTERVAL
             if self.watch is not None:
                 self.watch.tick(now)
+            if self.reopen_pending and self.reopen_sinks is not None:
+                self.reopen_pending = False
+                with self._dispatch_lock:
+                    self.reopen_sinks()
             batch = backlog.get_batch(self.BATCH, 0.25)
             if batch:
                 with self._dispatch_lock:

@@ -62,12 +62,29 @@ def key_of(st: os.stat_result) -> Key:
     return (st.st_dev, st.st_ino)
 
 
+#: The longest the listener waits for another process's rotation lock; then it
+#: writes on and tries the rotation again later (a stopped old master under
+#: USR2 can hold the lock for good).
+LOCK_TIMEOUT = 0.5
+
+
 @contextlib.contextmanager
-def locked(lock_path: str, mode: int) -> Iterator[None]:
-    """Hold the exclusive ``flock`` every process sharing the log rotates under."""
+def locked(lock_path: str, mode: int, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the exclusive ``flock`` every process sharing the log rotates under.
+
+    Raises ``TimeoutError`` (an ``OSError``) when another process holds it for ``timeout`` seconds.
+    """
     fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, mode)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{lock_path}: held by another process for {timeout:g}s") from None
+                time.sleep(0.01)
         try:
             yield
         finally:

@@ -144,7 +144,16 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         if self.nofollow:
             flags |= os.O_NOFOLLOW
-        fd = os.open(self.baseFilename, flags | (os.O_TRUNC if self._truncate else 0), self.file_mode)
+        flags |= os.O_TRUNC if self._truncate else 0
+        try:
+            fd = os.open(self.baseFilename, flags, self.file_mode)
+        except FileNotFoundError:
+            if self.nofollow:
+                raise  # a target another user asked for: no directory is made for it
+            # A missing directory is made, as gunicorn makes its own files':
+            # a sink that fails on every record while gunicorn serves helps no one.
+            os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
+            fd = os.open(self.baseFilename, flags, self.file_mode)
         try:
             st = os.fstat(fd)
             stream = os.fdopen(fd, "a", encoding=self._codec, errors=self._errors)

@@ -39,13 +39,13 @@ import logging.handlers
 import os
 import stat
 import sys
-from typing import Callable, Dict, FrozenSet, Iterator, List, NamedTuple, Optional, Set, Tuple, Union
+from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple, Union
 
 from forklog._target import TargetLine, TargetSpec
 from forklog.master.report import Reporter
 from forklog.master.sinks import RotatingFileSink
 
-__all__ = ["Credentials", "Targets", "may_write", "release_descriptors", "take_over"]
+__all__ = ["Credentials", "Targets", "may_write", "release_descriptors", "reopen_file", "take_over"]
 
 #: How many distinct targets the master opens at most.
 MAX_TARGETS = 256
@@ -289,17 +289,7 @@ class Targets:
     def reopen(self) -> None:
         """USR1: reopen every file target (logrotate moved them)."""
         for entry in list(self._by_label.values()):
-            sink = entry.sink
-            if isinstance(sink, logging.FileHandler):
-                try:
-                    with _held(sink):
-                        if sink.stream is not None:
-                            sink.stream.close()
-                        sink.stream = sink._open()
-                except Exception as exc:  # noqa: BLE001
-                    self._reporter.report(
-                        f"reopen:{entry.name}", f"could not reopen sink {entry.name}: {exc!r}"
-                    )
+            reopen_file(entry.name, entry.sink, self._reporter)
 
     def close(self) -> None:
         for entry in list(self._by_label.values()):
@@ -319,13 +309,20 @@ class Targets:
             release_descriptors(entry.sink)
 
 
-@contextlib.contextmanager
-def _held(handler: logging.Handler) -> Iterator[None]:
-    handler.acquire()
+def reopen_file(name: str, sink: logging.Handler, reporter: Reporter) -> None:
+    """Open a file sink's path again (USR1, after logrotate moved it); a failure is reported."""
+    if not isinstance(sink, logging.FileHandler):
+        return
     try:
-        yield
-    finally:
-        handler.release()
+        sink.acquire()
+        try:
+            if sink.stream is not None:
+                sink.stream.close()
+            sink.stream = sink._open()
+        finally:
+            sink.release()
+    except Exception as exc:  # noqa: BLE001
+        reporter.report(f"reopen:{name}", f"could not reopen sink {name}: {exc!r}")
 
 
 def _make(spec: TargetSpec, untrusted: bool) -> Tuple[logging.Handler, Callable[[TargetLine], bool]]:
