@@ -205,9 +205,7 @@ class OTLPSink(BufferedSink):
         scope_logs: Any = None
         scope_name: object = None
         size = 0
-        for index, record in enumerate(records):
-            if not self.filter(record):
-                continue
+        for index, record in enumerate(records):  # filtered once, when the batch was taken
             if request is None:
                 request = self._new_request()
             if scope_logs is None or record.name != scope_name:

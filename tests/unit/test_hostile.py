@@ -189,3 +189,40 @@ def test_a_stalled_sink_never_holds_back_a_fork_or_a_reopen(log: logging.Logger)
         stall.go.set()
         hub.stop()
     assert forked < 0.5 and reopened < 0.1
+
+
+def test_a_raising_filter_fails_its_record_not_the_syslog_batch(log: logging.Logger) -> None:
+    """A filter on a SyslogSink that raises for one record: the others are delivered, that one counted, no retry."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    received = bytearray()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while chunk := conn.recv(65536):
+                received.extend(chunk)
+
+    reader = threading.Thread(target=serve, daemon=True)
+    reader.start()
+
+    def picky(record: logging.LogRecord) -> bool:
+        if "bad" in record.getMessage():
+            raise ValueError("filter bug")
+        return True
+
+    sink = forklog.SyslogSink(("127.0.0.1", server.getsockname()[1]))
+    sink.addFilter(picky)
+    with forklog.Hub([("syslog", sink)]) as hub:
+        log.addHandler(hub.handler())
+        for message in ("good one", "bad two", "good three"):
+            log.info(message)
+        wait_for(lambda: received.count(b"good") == 2, 10, "the good records")
+        stats = hub.stop()
+    server.close()
+    assert stats is not None and stats.dropped_by_sink["syslog"] == 1 and stats.sink_pending["syslog"] == 0
+    assert b"bad two" not in received and sink.failures == 1

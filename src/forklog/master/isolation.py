@@ -202,6 +202,7 @@ class BufferedSink(logging.Handler):
         backoff = 0.0
         close_deadline: Optional[float] = None
         while True:
+            fresh = False
             with self._cond:
                 if not batch:
                     while not self._buffer and not self._closing:
@@ -213,8 +214,17 @@ class BufferedSink(logging.Handler):
                     take = min(self.batch_size, len(self._buffer))
                     batch = self._batch = [self._buffer.popleft() for _ in range(take)]
                     self._in_flight = len(batch)
+                    fresh = True
                 if self._closing and close_deadline is None:
                     close_deadline = time.monotonic() + self.close_timeout
+            if fresh and self.filters:
+                # Once per batch, before any attempt: a retry must not run the
+                # filters again, and one that raises fails its record, not the batch.
+                batch[:] = [record for record in batch if self._admit(record)]
+                with self._cond:
+                    self._in_flight = len(batch)
+                if not batch:
+                    continue
             try:
                 self.deliver(batch)
             except Exception as exc:  # noqa: BLE001 - counted, reported, retried
@@ -256,6 +266,17 @@ class BufferedSink(logging.Handler):
             with self._cond:
                 batch = self._batch = []
                 self._in_flight = 0
+
+    def _admit(self, record: logging.LogRecord) -> bool:
+        """The sink's filters on one record; a filter that raises fails that record, counted."""
+        try:
+            return bool(self.filter(record))
+        except Exception:  # noqa: BLE001 - a filter's bug is one record's loss, never the batch's
+            self.failures += 1
+            self._report_failure(record)
+            with self._cond:
+                self._count_drop(record)
+            return False
 
     def _report_failure(self, record: Optional[logging.LogRecord]) -> None:
         # handleError reads the exception being handled; the hub replaces it

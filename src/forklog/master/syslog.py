@@ -348,12 +348,11 @@ class SyslogSink(BufferedSink):
         ends: List[int] = []
         frames: List[bytes] = []
         size = 0
-        for record in records:
-            if self.filter(record):
-                data = self._encode_safely(record)
-                frame = b"%d %s" % (len(data), data) if self._stream else data
-                frames.append(frame)
-                size += len(frame)
+        for record in records:  # the filters ran once, when the batch was taken (BufferedSink._admit)
+            data = self._encode_safely(record)
+            frame = b"%d %s" % (len(data), data) if self._stream else data
+            frames.append(frame)
+            size += len(frame)
             ends.append(size)
         if self._stream:
             self._send_stream(sock, frames, ends)
