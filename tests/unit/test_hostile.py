@@ -192,7 +192,7 @@ def test_a_stalled_sink_never_holds_back_a_fork_or_a_reopen(log: logging.Logger)
 
 
 def test_a_raising_filter_fails_its_record_not_the_syslog_batch(log: logging.Logger) -> None:
-    """A filter on a SyslogSink that raises for one record: the others are delivered, that one counted, no retry."""
+    """A SyslogSink filter that raises for one record: the others delivered, that one counted, no retry."""
     import socket
     import threading
 

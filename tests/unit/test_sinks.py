@@ -403,14 +403,16 @@ def test_a_failed_batch_is_one_error_and_counted(tmp_path: Path) -> None:
 
 
 def test_an_unopenable_path_does_not_raise_and_heals(tmp_path: Path) -> None:
-    """A missing directory at start: no exception, records counted lost, written once it exists."""
+    """A path that cannot be opened at start: no exception, records counted lost, written once it can."""
     path = tmp_path / "later" / "app.log"
+    path.parent.write_text("")  # a file where the directory should be: not even makedirs helps
     sink = sink_at(path)
     errors: List[logging.LogRecord] = []
     sink.handleError = errors.append  # type: ignore[method-assign,assignment]
     for i in range(5):
         sink.emit(record(f"lost {i}"))
     assert sink.dropped == 5 and len(errors) == 5
+    path.parent.unlink()
     path.parent.mkdir()
     sent = 0
 
