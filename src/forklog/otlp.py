@@ -324,8 +324,9 @@ class OTLPSink(BufferedSink):
             if count == len(batch):
                 for record in batch:
                     self._count_drop(record)
-            else:  # which ones the collector does not say
-                self.drops[("UNKNOWN", 0)] += count
+            else:  # which ones the collector does not say: counted on the sink's own counter
+                # (``drops`` is a merged copy: an update there would be lost)
+                self._drops[("UNKNOWN", 0)] += count
         try:
             raise OTLPRefused(f"otlp {self.endpoint}: {why}; {count} records dropped")
         except OTLPRefused:

@@ -73,6 +73,8 @@ class OTLPReceiver:
         self.drop_connections = False
         self.fail_status = fail_status
         self.retry_after = retry_after
+        #: Answer the first request of several records with a partial success rejecting one of them.
+        self.reject_one = False
         self.records: List[Received] = []
         #: Every request, accepted or not: (status answered, content encoding, records in it, monotonic time).
         self.requests: List[Tuple[int, str, int, float]] = []
@@ -143,7 +145,12 @@ class OTLPReceiver:
                 record.request = index
             self.records.extend(decoded)
             self.arrived.notify_all()
-        self._answer(handler, 200, ExportLogsServiceResponse().SerializeToString(), len(decoded), encoding)
+        answer = ExportLogsServiceResponse()
+        if self.reject_one and len(decoded) > 1:
+            self.reject_one = False
+            answer.partial_success.rejected_log_records = 1
+            answer.partial_success.error_message = "too old"
+        self._answer(handler, 200, answer.SerializeToString(), len(decoded), encoding)
 
     def _answer(
         self, handler: http.server.BaseHTTPRequestHandler, status: int, body: bytes, count: int, encoding: str

@@ -176,6 +176,26 @@ def test_refused_batch_is_dropped_counted_and_reported() -> None:
     assert stats.sink_errors["otlp"] == 1
 
 
+def test_a_partial_success_counts_the_rejected_records() -> None:
+    """A collector that accepts a batch but rejects part of it: the rejected are counted as the sink's drops."""
+    with OTLPReceiver() as receiver:
+        receiver.reject_one = True
+        sink = OTLPSink(receiver.endpoint, service_name="otlp-test")
+        receiver.hold = threading.Event()  # while the first request waits, the others gather
+        with forklog.Hub([("otlp", sink)]) as hub:
+            log = hub_logger(hub, "partial")
+            for index in range(3):
+                log.warning("partial %d", index)
+            wait_for(receiver.held.is_set, 10, "the first request")
+            wait_for(lambda: hub.stats().enqueued == 3, 10, "the others to reach the sink's buffer")
+            receiver.hold.set()
+            receiver.wait_for(at_least(3), 10, "the records")
+            wait_for(lambda: sink.rejected == 1, 10, "the rejection counted")
+            stats = hub.stats()
+    assert max(count for _status, _enc, count, _t in receiver.requests) > 1, "no request of several records"
+    assert stats.dropped_by_sink["otlp"] == 1 and sink.dropped == 1 and sink.pending == 0
+
+
 def test_a_closed_keep_alive_connection_is_not_a_failure() -> None:
     """A collector that closes idle connections: the request goes again on a new one, with no failure."""
     with OTLPReceiver() as receiver:
