@@ -177,7 +177,7 @@ def test_refused_batch_is_dropped_counted_and_reported() -> None:
 
 
 def test_a_partial_success_counts_the_rejected_records() -> None:
-    """A collector that accepts a batch but rejects part of it: the rejected are counted as the sink's drops."""
+    """A collector that takes a batch but rejects part of it: the rejected count as the sink's drops."""
     with OTLPReceiver() as receiver:
         receiver.reject_one = True
         sink = OTLPSink(receiver.endpoint, service_name="otlp-test")
