@@ -49,7 +49,7 @@ import zlib
 from multiprocessing import reduction
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from forklog import _target, formatters, wire
+from forklog import _bounded, _target, formatters, wire
 from forklog.master.threads import on_hub_thread
 from forklog.scoreboard import Scoreboard
 
@@ -808,7 +808,7 @@ class FrameReader:
         _started, parts = self._partial.pop(key)
         self._partial_bytes -= sum(len(part) for part in parts)
         pid = key[0]
-        self.abandoned_records[pid] = self.abandoned_records.get(pid, 0) + 1
+        _bounded.add(self.abandoned_records, pid, 1, _bounded.by_pid)
 
     def expire(self, now: Optional[float] = None, pid: Optional[int] = None) -> None:
         """Give up on partial records older than the timeout, or all of ``pid``'s."""

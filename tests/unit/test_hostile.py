@@ -226,3 +226,24 @@ def test_a_raising_filter_fails_its_record_not_the_syslog_batch(log: logging.Log
     server.close()
     assert stats is not None and stats.dropped_by_sink["syslog"] == 1 and stats.sink_pending["syslog"] == 0
     assert b"bad two" not in received and sink.failures == 1
+
+
+def test_per_process_counters_stay_bounded_and_keep_their_totals() -> None:
+    """Thousands of recycled workers: the per-pid counts fold the oldest into pid 0, the totals exact."""
+    from forklog import _bounded
+    from forklog.master.ledger import Ledger
+    from forklog.master.listener import Counters
+
+    counters = Counters([])
+    ledger = Ledger()
+    for pid in range(1, 5001):
+        counters.add_drops(pid, {"INFO": 2})
+        ledger.received(pid, 1, 0)
+        ledger.dropped(pid, 1, 0)
+        ledger.close(pid, {1: 4})  # 4 numbered, 1 arrived: 3 lost
+    assert len(counters.dropped_by_process) <= _bounded.MAX_KEYS + 1
+    assert sum(counters.dropped_by_process.values()) == 10_000
+    assert counters.dropped_by_level == {"INFO": 10_000}
+    assert len(ledger.lost_by_process) <= _bounded.MAX_KEYS + 1
+    assert sum(ledger.lost_by_process.values()) == 15_000
+    assert 5000 in counters.dropped_by_process, "the newest are kept by pid"

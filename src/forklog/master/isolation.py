@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Counter, Deque, Dict, List, Optional, Tuple, Union
 
+from forklog import _bounded
 from forklog.master import threads
 
 __all__ = ["BufferedSink", "DeliveryError", "Isolated", "needs_isolation"]
@@ -118,7 +119,9 @@ class BufferedSink(logging.Handler):
         # hundred ns of the listener's time, which the files share).
         with self._lock:
             if self._closing or len(self._buffer) >= self.capacity:
-                self._drops[(record.levelname, record.process or 0)] += 1
+                _bounded.add(
+                    self._drops, (record.levelname, record.process or 0), 1, _bounded.by_level_and_pid
+                )
                 return
             self._buffer.append(record)
             if self._thread is None or self._owner != os.getpid():
@@ -147,6 +150,7 @@ class BufferedSink(logging.Handler):
         ``refused``: (level name, pid) for each, or how many of each.
         """
         self._refusals.update(refused)
+        _bounded.fold(self._refusals, _bounded.by_level_and_pid)
 
     def handle(self, record: logging.LogRecord) -> bool:
         # The filters run in the sink's thread (they are the wrapped handler's
@@ -185,7 +189,7 @@ class BufferedSink(logging.Handler):
         self._thread.start()
 
     def _count_drop(self, record: logging.LogRecord) -> None:
-        self._drops[(record.levelname, record.process or 0)] += 1
+        _bounded.add(self._drops, (record.levelname, record.process or 0), 1, _bounded.by_level_and_pid)
 
     # -- the sink's thread ---------------------------------------------------
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Tuple
 
+from forklog import _bounded
 from forklog.transport import NO_SEQ
 
 __all__ = ["Ledger", "process_is_gone"]
@@ -74,7 +75,7 @@ class Ledger:
             used = max(used, numbered.get(boot, 0))
             lost += max(0, used - received - reported)
         if lost:
-            self.lost_by_process[pid] = self.lost_by_process.get(pid, 0) + lost
+            _bounded.add(self.lost_by_process, pid, lost, _bounded.by_pid)
         return lost
 
     def outstanding(self) -> Dict[int, int]:

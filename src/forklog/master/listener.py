@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
-from forklog import _target, formatters, transport, wire
+from forklog import _bounded, _target, formatters, transport, wire
 from forklog.master import threads
 from forklog.master.isolation import BufferedSink
 from forklog.master.ledger import Ledger, process_is_gone
@@ -151,7 +151,7 @@ class Counters:
     def add_drops(self, pid: int, counts: Dict[str, int]) -> None:
         for level, count in counts.items():
             self.dropped_by_level[level] = self.dropped_by_level.get(level, 0) + count
-            self.dropped_by_process[pid] = self.dropped_by_process.get(pid, 0) + count
+            _bounded.add(self.dropped_by_process, pid, count, _bounded.by_pid)
 
 
 class Receiver(threading.Thread):
