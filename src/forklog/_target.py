@@ -9,7 +9,8 @@ nothing in the pipe names a class or a callable (see ``master/targets.py``
 for the checks it makes before it opens anything).
 
 A target payload: the marker byte ``TARGET_BYTE``, the level, the time, the
-spec's length, the spec (marshal of a tuple of plain values), then the text
+spec's length, the spec (a fixed layout of numbers and texts, see
+:meth:`TargetSpec.to_bytes`), then the text
 the handler would have written (its formatter's line and terminator, as
 UTF-8 with lone surrogates kept, ``surrogatepass``).
 """
@@ -19,11 +20,10 @@ from __future__ import annotations
 import datetime
 import logging
 import logging.handlers
-import marshal
 import os
 import struct
 import sys
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 __all__ = [
     "KINDS",
@@ -63,18 +63,55 @@ class TargetSpec(NamedTuple):
     at_time: Optional[int] = None  # seconds after midnight
 
     def to_bytes(self) -> bytes:
-        return marshal.dumps(tuple(self), 4)
+        """Fixed-layout bytes: the numbers, then each text with its length (not marshal: see from_bytes)."""
+        at = -1 if self.at_time is None else self.at_time
+        head = _SPEC.pack(self.max_bytes, self.backup_count, self.interval, int(self.utc), at)
+        texts = (self.kind, self.path, self.mode, self.encoding, self.errors, self.when)
+        return head + b"".join(_text(value) for value in texts)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TargetSpec:
-        """Read and check a spec from the pipe. Raises ``ValueError`` for anything else."""
+        """Read and check a spec from the pipe. Raises ``ValueError`` for anything else.
+
+        A fixed layout read field by field: unlike ``marshal``, whose input
+        declares sizes it then allocates, a hostile spec costs its length.
+        """
+        if len(data) > MAX_SPEC_BYTES:
+            raise ValueError("a target spec too long")
         try:
-            values = marshal.loads(data)
-        except (EOFError, TypeError, ValueError) as exc:
+            max_bytes, backup_count, interval, utc, at = _SPEC.unpack_from(data)
+            position = _SPEC.size
+            texts: List[Optional[str]] = []
+            for _ in range(6):
+                (size,) = _LENGTH.unpack_from(data, position)
+                position += _LENGTH.size
+                if size == _NONE:
+                    texts.append(None)
+                    continue
+                texts.append(data[position : position + size].decode("utf-8"))
+                if position + size > len(data):
+                    raise ValueError("a target spec cut short")
+                position += size
+        except (struct.error, UnicodeDecodeError) as exc:
             raise ValueError(f"undecodable target: {exc}") from None
-        if type(values) is not tuple or len(values) != len(cls._fields):
-            raise ValueError("a target of an unknown shape")
-        spec = cls(*values)
+        if position != len(data):
+            raise ValueError("a target spec of an unknown shape")
+        kind, path, mode, encoding, errors, when = texts
+        if kind is None or path is None or mode is None or when is None:
+            raise ValueError("a target spec with a missing field")
+        spec = cls(
+            kind,
+            path,
+            mode,
+            encoding,
+            errors,
+            max_bytes,
+            backup_count,
+            when,
+            interval,
+            bool(utc),
+            None if at < 0 else at,
+        )
         spec.check()
         return spec
 
@@ -116,6 +153,23 @@ class TargetSpec(NamedTuple):
     def label(self) -> str:
         """The name of the master's sink for this target (``stats()``)."""
         return f"<{self.path}>" if self.kind == "stream" else self.path
+
+
+#: The numbers of a spec: max_bytes, backup_count, interval, utc, at_time (-1: none).
+_SPEC = struct.Struct("<QIIBi")
+_LENGTH = struct.Struct("<H")
+_NONE = 0xFFFF
+#: The longest spec the master reads (a path of up to 4 KiB and the rest).
+MAX_SPEC_BYTES = 8192
+
+
+def _text(value: Optional[str]) -> bytes:
+    if value is None:
+        return _LENGTH.pack(_NONE)
+    data = value.encode("utf-8", "surrogatepass")
+    if len(data) >= _NONE:
+        raise ValueError("a target spec text too long")
+    return _LENGTH.pack(len(data)) + data
 
 
 class TargetLine(NamedTuple):

@@ -175,12 +175,18 @@ def _pairs(sinks: Sequence[Any]) -> Handlers:
 ADOPTED, STAYS, BYPASSES = "adopted", "stays", "bypasses"
 
 
-def _adoption(handler: logging.Handler) -> Tuple[str, str]:
-    """(what adoption does with ``handler``, why), as forklog.worker.adoption decides it."""
+def _adoption(handler: logging.Handler, across_users: bool = False) -> Tuple[str, str]:
+    """(what adoption does with ``handler``, why), as forklog.worker.adoption decides it.
+
+    ``across_users``: the handler is made in a worker that runs as another
+    user than the master, which opens no file such a worker names.
+    """
     try:
         spec = _target.spec_of(handler)
     except Exception:  # noqa: BLE001 - a handler of a strange shape
         spec = None
+    if spec is not None and across_users and spec.kind != "stream":
+        return STAYS, "workers run as another user: each writes it itself; --preload lets the master"
     if spec is not None:
         return ADOPTED, "the master writes it"
     if isinstance(handler, logging.StreamHandler):
@@ -188,10 +194,10 @@ def _adoption(handler: logging.Handler) -> Tuple[str, str]:
     return STAYS, "not a local file or stream: runs in each process"
 
 
-def _adoption_lines(handlers: List[Tuple[str, logging.Handler]]) -> List[str]:
+def _adoption_lines(handlers: List[Tuple[str, logging.Handler]], across_users: bool = False) -> List[str]:
     rows = []
     for owner, handler in handlers:
-        what, why = _adoption(handler)
+        what, why = _adoption(handler, across_users)
         cls, level, target, _formatter = _describe(handler)
         rows.append((what, owner or "root", cls, level, target, f"({why})"))
     return _table(rows)
@@ -331,8 +337,9 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> i
             )
         else:
             if found:
+                across = fg._writer_credentials(cfg) is not None and not cfg.preload_app
                 say(f"app {app}: handlers it attaches in each worker (adoption):")
-                for line in _adoption_lines(found):
+                for line in _adoption_lines(found, across):
                     say(line)
                 bypassing += [h for _o, h in found if _adoption(h)[0] == BYPASSES]
             else:

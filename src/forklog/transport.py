@@ -36,7 +36,6 @@ import fcntl
 import functools
 import itertools
 import logging
-import marshal
 import os
 import pickle
 import select
@@ -150,6 +149,7 @@ class Channel:
         _write_fd: Optional[int] = None,
         _scoreboard: Optional[Scoreboard] = None,
         _slot: int = -1,
+        _owner_uid: Optional[int] = None,
     ) -> None:
         self.keep_level = keep_level
         self.keep_wait = keep_wait
@@ -168,6 +168,9 @@ class Channel:
         #: scoreboard says those sinks take records (see _want_fields).
         self.fields_with_lines = fields_with_lines
         self.scoreboard = _scoreboard
+        #: The effective uid of the hub's owner: a process of another user
+        #: keeps its file handlers (see forklog.worker.adoption).
+        self.owner_uid = os.geteuid() if _owner_uid is None else _owner_uid
         if _write_fd is None:
             self.scoreboard = Scoreboard()
             read_fd, write_fd = os.pipe()
@@ -261,6 +264,7 @@ class Channel:
             "level": self.level,
             "line_formatters": _picklable(self.line_formatters),
             "fields_with_lines": self.fields_with_lines,
+            "_owner_uid": self.owner_uid,
         }
         return (_rebuild, (reduction.DupFd(self.write_fd), board, slot, options))
 
@@ -315,8 +319,8 @@ class Channel:
     #: How often a writer asks the scoreboard whether the fields are wanted.
     FIELDS_CHECK_INTERVAL = 0.02
 
-    def send_text(self, spec: bytes, record: logging.LogRecord, text: str) -> bool:
-        """Send the line an adopted handler made for ``record`` to the target ``spec``.
+    def send_text(self, spec: bytes, record: logging.LogRecord, text: str, terminator: str = "\n") -> bool:
+        """Send the line an adopted handler made for ``record`` (``text`` then ``terminator``) to ``spec``.
 
         The same drop policy as :meth:`send_record`; ``False`` if the line
         was dropped (counted) or the hub is gone (not counted: the caller
@@ -326,13 +330,14 @@ class Channel:
             return self._feedback(record)
         levelno = record.levelno
         try:
-            payload = _target.encode(spec, levelno, record.created, text)
+            payload = _target.encode(spec, levelno, record.created, text + terminator)
         except Exception:  # noqa: BLE001 - a record whose level or time is not a number
             self._count_drop(_level_key(record.levelname))
             return False
         if len(payload) > self.max_record_bytes:
+            # The text is cut, never its terminator: the next line starts a line.
             cut = wire.cut_text(text, len(payload) - self.max_record_bytes)
-            payload = _target.encode(spec, levelno, record.created, cut)
+            payload = _target.encode(spec, levelno, record.created, cut + terminator)
         if not self._send(payload, levelno):
             if not self.hub_gone:
                 self._count_drop(record.levelname)
@@ -626,30 +631,37 @@ def _level_key(levelname: object) -> str:
 DROPS_MARK = b"drops"
 #: At most this many level names in one drop report; the rest are added up under "other".
 _MAX_DROP_KEYS = 64
+_DROP = struct.Struct("<BI")  # a level name's length, its count
 
 
 def encode_drops(counts: Dict[str, int]) -> bytes:
-    """A drop report's payload: the mark, then marshal of ``{level name: count}``; fits one frame."""
+    """A drop report: the mark, then each level name (its length, UTF-8) and its count; one frame."""
     if len(counts) > _MAX_DROP_KEYS:
         kept = dict(sorted(counts.items(), key=lambda item: -item[1])[: _MAX_DROP_KEYS - 1])
         kept["other"] = kept.get("other", 0) + sum(v for k, v in counts.items() if k not in kept)
         counts = kept
-    counts = {key[:64]: value for key, value in counts.items()}
-    return DROPS_MARK + marshal.dumps(counts, 4)
+    parts = [DROPS_MARK]
+    for name, count in counts.items():
+        data = name.encode("utf-8", "backslashreplace")[:48]
+        parts.append(_DROP.pack(len(data), min(count, 0xFFFFFFFF)) + data)
+    return b"".join(parts)
 
 
 def decode_drops(payload: bytes) -> Dict[str, int]:
-    """The counts of a drop report, checked: string keys, counts from 0 to 2**32. Raises ``ValueError``."""
+    """The counts of a drop report, read field by field (never ``marshal``). Raises ``ValueError``."""
+    counts: Dict[str, int] = {}
+    position = len(DROPS_MARK)
     try:
-        counts = marshal.loads(payload[len(DROPS_MARK) :])
-    except (EOFError, TypeError, ValueError) as exc:
+        while position < len(payload):
+            size, count = _DROP.unpack_from(payload, position)
+            position += _DROP.size
+            if position + size > len(payload) or len(counts) >= _MAX_DROP_KEYS:
+                raise ValueError("a drop report of an unknown shape")
+            name = payload[position : position + size].decode("utf-8")
+            position += size
+            counts[name] = counts.get(name, 0) + count
+    except (struct.error, UnicodeDecodeError) as exc:
         raise ValueError(f"undecodable drop report: {exc}") from None
-    if (
-        type(counts) is not dict
-        or len(counts) > _MAX_DROP_KEYS
-        or not all(type(k) is str and type(v) is int and 0 <= v < 1 << 32 for k, v in counts.items())
-    ):
-        raise ValueError("a drop report of an unknown shape")
     return counts
 
 

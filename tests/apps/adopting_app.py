@@ -17,6 +17,18 @@ if os.environ.get("ADOPTING_APP_FILE"):
     _handler.setFormatter(logging.Formatter("%(process)d %(message)s"))
     audit.addHandler(_handler)
 
+
+def _forge(path: str) -> None:
+    """What a compromised worker can do: write a target payload for any path straight into the pipe."""
+    from forklog import _target
+    from forklog.worker import adoption
+
+    channel = adoption.attached()
+    if channel is not None:
+        record = logging.makeLogRecord({"msg": "forged", "levelno": logging.INFO, "levelname": "INFO"})
+        channel.send_text(_target.TargetSpec("file", path).to_bytes(), record, "* * * * * root forged", "\n")
+
+
 StartResponse = Callable[[str, List[Tuple[str, str]]], object]
 _lazy: List[str] = [p for p in os.environ.get("ADOPTING_APP_LAZY_FILES", "").split(os.pathsep) if p]
 
@@ -31,6 +43,8 @@ def _configure_lazily() -> None:
 
 def app(environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     rid = parse_qs(environ.get("QUERY_STRING", "")).get("id", [""])[0]
+    if environ.get("PATH_INFO") == "/forge":
+        _forge(parse_qs(environ.get("QUERY_STRING", "")).get("path", [""])[0])
     if environ.get("PATH_INFO") == "/audit":
         _configure_lazily()
         audit.info("audit id=%s", rid)

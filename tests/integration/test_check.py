@@ -240,3 +240,18 @@ def test_check_says_whether_the_workers_make_the_lines() -> None:
     assert "workers make the lines: yes, 2 per record, and the fields while syslog take(s) records\n" in (
         with_syslog.stdout
     )
+
+
+def test_check_says_file_handlers_stay_in_workers_of_another_user(tmp_path: Path) -> None:
+    """With gunicorn's user set, the app's file handlers stay in the workers: the master opens none."""
+    conf = tmp_path / "conf.py"
+    conf.write_text(FRAMEWORK_CONF + 'user = "nobody"\ngroup = "nogroup"\n')
+    env = clean_env(
+        DJANGO_SETTINGS_MODULE="tests.apps.djsite.settings", DJANGO_LOG_FILE=str(tmp_path / "d.log")
+    )
+    result = run_check(str(conf), "tests.apps.djsite.wsgi:application", cwd=REPO, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(
+        r"^  stays +root +RotatingFileHandler .*workers run as another user", result.stdout, re.M
+    )
+    assert re.search(r"^  adopted +root +StreamHandler +WARNING +<stderr>", result.stdout, re.M)

@@ -5,13 +5,10 @@ from __future__ import annotations
 import io
 import logging
 import logging.handlers
-import marshal
 import os
-import shutil
 import smtplib
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Iterator, List, Tuple
@@ -20,7 +17,7 @@ import pytest
 
 import forklog
 from forklog import _target
-from forklog.master.targets import Credentials, may_write
+from forklog.master.targets import Credentials
 from forklog.worker import adoption
 from tests.support import Collect, wait_for
 
@@ -80,42 +77,24 @@ def test_spec_of_adopts_files_and_standard_streams_only(tmp_path: Path) -> None:
         ("file", "relative.log", "a", None, None, 0, 0, "h", 1, False, None),
         ("file", "/tmp/x", "r+", None, None, 0, 0, "h", 1, False, None),
         ("stream", "/dev/tty", "a", None, None, 0, 0, "h", 1, False, None),
-        ("file", "/tmp/x", "a", None, None, "10", 0, "h", 1, False, None),
-        ("file", "/tmp/x", "a", None, None, 0, 0, "h", 1, False),
+        ("file", "/tmp/x", "a", None, "surrogatepass", 0, 0, "h", 1, False, None),
+        ("timed", "/tmp/x", "a", None, None, 0, 0, "h", 1, False, 90_000),
     ],
 )
 def test_a_target_from_the_pipe_is_plain_checked_data(values: tuple) -> None:  # type: ignore[type-arg]
-    """A kind off the allow-list, a relative path, a bad mode or type, a wrong shape: ValueError."""
+    """A kind off the allow-list, a relative path, a bad mode, errors or time: refused when read."""
     with pytest.raises(ValueError):
-        _target.TargetSpec.from_bytes(marshal.dumps(values))
+        _target.TargetSpec.from_bytes(_target.TargetSpec(*values).to_bytes())
 
 
-@pytest.fixture
-def public_dir() -> Iterator[Path]:
-    """A directory every user can search (pytest's tmp_path is under a 0700 one)."""
-    path = Path(tempfile.mkdtemp(prefix="forklog-public-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def test_may_write_follows_the_kernels_rules(public_dir: Path) -> None:
-    """Another user may write where owner, group or other bits let it, never through a closed directory."""
-    closed = public_dir / "closed"
-    closed.mkdir(mode=0o700)
-    open_dir = public_dir / "open"
-    open_dir.mkdir()
-    open_dir.chmod(0o777)
-    assert may_write(str(closed / "x.log"), NOBODY, rotates=False) is not None
-    assert may_write(str(open_dir / "x.log"), NOBODY, rotates=True) is None
-    mine = open_dir / "root.log"
-    mine.write_text("")
-    mine.chmod(0o600)
-    assert "cannot write" in str(may_write(str(mine), NOBODY, rotates=False))
-    link = open_dir / "link.log"
-    link.symlink_to(closed / "secret.log")
-    assert may_write(str(link), NOBODY, rotates=False) is not None, "a symlink is judged by what it points at"
-    assert may_write(str(closed / "x.log"), Credentials(0, frozenset({0})), rotates=True) is None
+def test_a_hostile_spec_costs_only_its_length() -> None:
+    """Bytes that are no spec, cut short, too long, or declaring huge sizes: ValueError at once."""
+    good = _target.TargetSpec("file", "/tmp/x.log").to_bytes()
+    for data in (b"", b"\x00" * 5, good[:-1], good + b"x", b"\xff" * 40, good[:21] + b"\xfe\xff" + b"x" * 10):
+        with pytest.raises(ValueError):
+            _target.TargetSpec.from_bytes(data)
+    with pytest.raises(ValueError):
+        _target.TargetSpec.from_bytes(b"x" * (_target.MAX_SPEC_BYTES + 1))
 
 
 def test_adopted_handler_writes_through_the_hub(tmp_path: Path, loggers: logging.Logger) -> None:
@@ -136,20 +115,18 @@ def test_adopted_handler_writes_through_the_hub(tmp_path: Path, loggers: logging
     assert path.read_text() == "INFO:one\nWARNING:two \\udc80 surrogate\n"
 
 
-def test_a_target_the_writers_user_cannot_open_is_refused_and_counted(
+def test_across_users_the_master_opens_no_file_a_writer_names(
     tmp_path: Path, loggers: logging.Logger
 ) -> None:
-    """With writers of another user, a path that user cannot write is not created; its records are counted."""
-    tmp_path.chmod(0o755)
-    closed = tmp_path / "closed"
-    closed.mkdir(mode=0o700)
-    target = closed / "secret.log"
+    """With writers of another user, a file target asked for through the pipe is refused and counted."""
+    target = tmp_path / "anywhere.log"
     with forklog.Hub([Collect()]) as hub:
         hub.targets.writer = NOBODY
-        adoption.attach(hub.queue)  # no trust: as a worker asks, through the pipe
-        loggers.addHandler(logging.FileHandler(target, delay=True))
-        for i in range(5):
-            loggers.info("secret %d", i)
+        # As a compromised worker would: a file target straight into the pipe, whatever its own rights.
+        spec = _target.TargetSpec("file", str(target)).to_bytes()
+        record = logging.makeLogRecord({"msg": "x", "levelno": logging.INFO, "levelname": "INFO"})
+        for _ in range(5):
+            assert hub.queue.send_text(spec, record, "forged line", "\n")
         wait_for(lambda: hub.stats().dropped_by_sink.get(str(target)) == 5, 10, "the refusals counted")
         stats = hub.stop()
     assert stats is not None and not target.exists()
@@ -266,3 +243,40 @@ def test_fileconfig_handlers_are_adopted(tmp_path: Path) -> None:
     assert timed.read_text() == "adoption.other to root\n"
     assert watched.read_text() == "adoption.jobs to jobs\n"
     assert stats.written[str(timed)] == 1 and stats.written[str(watched)] == 1
+
+
+def test_a_hub_sink_on_a_logger_too_is_not_adopted(tmp_path: Path, loggers: logging.Logger) -> None:
+    """A handler given to the hub and also put on a logger stays the listener's: its records are written."""
+    path = tmp_path / "both.log"
+    sink = logging.FileHandler(path)
+    loggers.addHandler(sink)  # the app's logger has it too
+    with forklog.Hub([sink]) as hub:
+        forklog.init_worker(hub.queue)  # the README's pool parent: attached
+        logging.getLogger("adoption.other").warning("via the hub")
+        stats = hub.stop()
+    assert stats is not None and stats.feedback == 0
+    assert path.read_text() == "via the hub\n"
+
+
+def test_a_truncated_adopted_line_keeps_its_terminator(tmp_path: Path, loggers: logging.Logger) -> None:
+    """An adopted line cut to max_record_bytes still ends its line: the next record starts a new one."""
+    path = tmp_path / "cut.log"
+    with forklog.Hub([Collect()], max_record_bytes=4096) as hub:
+        adoption.attach(hub.queue)
+        loggers.addHandler(logging.FileHandler(path))
+        loggers.info("x" * 10_000)
+        loggers.info("next record")
+        hub.stop()
+    first, second = path.read_text().split("\n")[:2]
+    assert first.endswith("]") and "truncated" in first and second == "next record"
+
+
+def test_a_basicconfig_that_raises_leaves_the_hubs_handler(tmp_path: Path) -> None:
+    """basicConfig(filename=...) that cannot open its file raises as usual; root keeps the hub's handler."""
+    root = logging.getLogger()
+    with forklog.Hub([Collect()]) as hub:
+        handler = forklog.init_worker(hub.queue)
+        with pytest.raises(OSError):
+            logging.basicConfig(filename=str(tmp_path / "no" / "such" / "dir" / "x.log"))
+        assert root.handlers == [handler]
+        hub.stop()

@@ -186,9 +186,12 @@ class Hub:
             raise ValueError(
                 f"forklog.Hub: max_record_bytes={max_record_bytes!r}: expected at least {transport.PIPE_BUF}"
             )
+        named = _sink_names(handlers)
+        for _name, handler in named:
+            # A sink that is also on a logger is never adopted there (forklog.worker.adoption).
+            handler._forklog_sink = True  # type: ignore[attr-defined]
         self._sinks = [
-            (name, Isolated(handler) if needs_isolation(handler) else handler)
-            for name, handler in _sink_names(handlers)
+            (name, Isolated(handler) if needs_isolation(handler) else handler) for name, handler in named
         ]
         levels = [handler.level for _name, handler in self._sinks]
         self.queue_size = queue_size

@@ -74,9 +74,6 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
     dropped = 0
     #: Seconds :meth:`close` waits for a compression still running.
     close_timeout = 3.0
-    #: Refuse to open the path through a symbolic link (a target a less
-    #: privileged process asked for, see forklog.master.targets).
-    nofollow = False
 
     def __init__(  # noqa: PLR0917 - positional like the stdlib handler it replaces
         self,
@@ -142,14 +139,10 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
     def _open(self) -> io.TextIOWrapper:
         """Open the path (creating it with ``file_mode``); also what ``Hub.reopen`` calls."""
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        if self.nofollow:
-            flags |= os.O_NOFOLLOW
         flags |= os.O_TRUNC if self._truncate else 0
         try:
             fd = os.open(self.baseFilename, flags, self.file_mode)
         except FileNotFoundError:
-            if self.nofollow:
-                raise  # a target another user asked for: no directory is made for it
             # A missing directory is made, as gunicorn makes its own files':
             # a sink that fails on every record while gunicorn serves helps no one.
             os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)

@@ -11,20 +11,20 @@ a stream).
 
 The threat model. gunicorn's master often runs as root while its workers
 run as ``--user nobody`` and handle untrusted requests. A compromised
-worker can write anything into the pipe, so a target asked for through it
-is opened only when the workers' own user could open it:
+worker can write anything into the pipe, so the pipe is never an authority
+to open a file:
 
 * targets the master's own configuration names (``logconfig_dict``, the
   config file, an app loaded with ``--preload``) are *trusted*: adopted in
   the master itself, they never come through the pipe as a request;
-* any other file target, while the workers run as another user than the
-  master (``writer`` credentials, set from gunicorn's ``user``/``group``),
-  must pass the kernel's permission rules for that user, checked here
-  (search on every directory of the resolved path; write on the file if it
-  exists; write and search on its directory if it must be created or
-  rotated), must be a regular file, is opened with ``O_NOFOLLOW`` on the
-  resolved path, and cannot use time rotation (the stdlib handler that does
-  it follows symlinks);
+* while the workers run as another user than the master (``writer``, set
+  from gunicorn's ``user``/``group``), a file target asked for through the
+  pipe is refused, whatever its path: no check of the workers' rights made
+  here could stay true while a worker can rename the directories on the way
+  (symbolic links swapped after the check, a planted ``.lock``). A worker
+  of another user keeps such a handler and writes its file itself, as
+  without forklog (:mod:`forklog.worker.adoption`); stdout and stderr are
+  the master's own and are served;
 * at most ``MAX_TARGETS`` targets are opened; a refused target is reported
   once, naming the path and the reason, and its records are counted as that
   target's drops.
@@ -37,7 +37,6 @@ import datetime
 import logging
 import logging.handlers
 import os
-import stat
 import sys
 from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple, Union
 
@@ -45,7 +44,7 @@ from forklog._target import TargetLine, TargetSpec
 from forklog.master.report import Reporter
 from forklog.master.sinks import RotatingFileSink
 
-__all__ = ["Credentials", "Targets", "may_write", "release_descriptors", "reopen_file", "take_over"]
+__all__ = ["Credentials", "Targets", "release_descriptors", "reopen_file", "take_over"]
 
 #: How many distinct targets the master opens at most.
 MAX_TARGETS = 256
@@ -118,7 +117,7 @@ def release_descriptors(handler: logging.Handler) -> None:
     nothing the child's copy might flush can reach it.
     """
     stream = getattr(handler, "stream", None)
-    if not isinstance(handler, logging.FileHandler) or stream is None:
+    if not isinstance(handler, logging.StreamHandler) or stream is None:
         return
     try:
         fd = stream.fileno()
@@ -134,47 +133,6 @@ def release_descriptors(handler: logging.Handler) -> None:
             os.close(null)
 
 
-def _allowed(st: os.stat_result, who: Credentials, want: int) -> bool:
-    """The kernel's owner/group/other rule for ``want`` (a mask of read 4, write 2, search 1)."""
-    if who.uid == 0:
-        return True
-    if st.st_uid == who.uid:
-        bits = (st.st_mode >> 6) & 7
-    elif st.st_gid in who.gids:
-        bits = (st.st_mode >> 3) & 7
-    else:
-        bits = st.st_mode & 7
-    return bits & want == want
-
-
-def may_write(path: str, who: Credentials, rotates: bool) -> Optional[str]:  # noqa: PLR0911
-    """Why ``who`` could not append to ``path`` (and rotate it, when ``rotates``), or None if it could."""
-    real = os.path.realpath(path)
-    directory = os.path.dirname(real)
-    parts = directory.split(os.sep)
-    for end in range(1, len(parts) + 1):
-        ancestor = os.sep.join(parts[:end]) or os.sep
-        try:
-            if not _allowed(os.stat(ancestor), who, 1):
-                return f"uid {who.uid} cannot search {ancestor}"
-        except OSError as exc:
-            return f"{ancestor}: {exc.strerror}"
-    try:
-        st: Optional[os.stat_result] = os.lstat(real)
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        return f"{real}: {exc.strerror}"
-    if st is not None:
-        if not stat.S_ISREG(st.st_mode):
-            return f"{real} is not a regular file"
-        if not _allowed(st, who, 2):
-            return f"uid {who.uid} cannot write {real}"
-    if (st is None or rotates) and not _allowed(os.stat(directory), who, 3):
-        return f"uid {who.uid} cannot create files in {directory}"
-    return None
-
-
 class Targets:
     """The adopted targets' sinks, opened on their first line; only the listener writes them."""
 
@@ -186,7 +144,8 @@ class Targets:
         #: Refused targets, with the name their drops are counted under.
         self._refused: Dict[bytes, str] = {}
         self._trusted: Set[bytes] = set()
-        #: The user the writers run as, when it is not the master's (see the module's threat model).
+        #: The user the writers run as, when it is not the master's: no file
+        #: target they ask for is opened (see the module's threat model).
         self.writer: Optional[Credentials] = None
 
     def trust(self, spec: bytes) -> None:
@@ -227,9 +186,7 @@ class Targets:
         else:
             counters.sink_failed[entry.name] = counters.sink_failed.get(entry.name, 0) + 1  # type: ignore[attr-defined]
 
-    def _open_target(self, data: bytes, pid: int) -> Optional[_Open]:  # noqa: PLR0911
-        if data in self._refused:
-            return None
+    def _open_target(self, data: bytes, pid: int) -> Optional[_Open]:  # noqa: PLR0911 - a refusal each
         try:
             spec = TargetSpec.from_bytes(data)
         except ValueError as exc:
@@ -241,21 +198,20 @@ class Targets:
             # (other rotation settings, another encoding) writes to the first.
             self._open[data] = same
             return same
+        if data in self._refused:
+            return None
         if len(self._by_label) >= MAX_TARGETS:
             return self._refuse(data, label, f"target {label} refused: already {MAX_TARGETS} targets open")
-        writer = self.writer
-        if writer is not None and data not in self._trusted and spec.kind != "stream":
-            rotates = spec.backup_count > 0
-            reason = "time rotation is not offered across users" if spec.kind == "timed" else None
-            reason = reason or may_write(spec.path, writer, rotates)
-            if reason is not None:
-                return self._refuse(
-                    data,
-                    label,
-                    f"target {label} asked for by pid {pid} refused: {reason}; its records are dropped",
-                )
+        if self.writer is not None and data not in self._trusted and spec.kind != "stream":
+            return self._refuse(
+                data,
+                label,
+                f"target {label} asked for by pid {pid} refused: the workers run as another user than "
+                "the master, which opens no file they name (configure it in the master: --preload or "
+                "logconfig_dict); its records are dropped",
+            )
         try:
-            sink, write = _make(spec, untrusted=writer is not None and data not in self._trusted)
+            sink, write = _make(spec)
         except Exception as exc:  # noqa: BLE001 - bad settings: reported, counted
             return self._refuse(data, label, f"target {label} could not be opened: {exc!r}")
         take_over(label, sink, self._counters, self._reporter)
@@ -325,7 +281,7 @@ def reopen_file(name: str, sink: logging.Handler, reporter: Reporter) -> None:
         reporter.report(f"reopen:{name}", f"could not reopen sink {name}: {exc!r}")
 
 
-def _make(spec: TargetSpec, untrusted: bool) -> Tuple[logging.Handler, Callable[[TargetLine], bool]]:
+def _make(spec: TargetSpec) -> Tuple[logging.Handler, Callable[[TargetLine], bool]]:
     """The sink for ``spec``, and how a line is written to it."""
     errors = spec.errors or "backslashreplace"  # a lone surrogate is written escaped, not lost
     if spec.kind in ("file", "rotating", "watched"):
@@ -338,10 +294,9 @@ def _make(spec: TargetSpec, untrusted: bool) -> Tuple[logging.Handler, Callable[
             spec.max_bytes,
             spec.backup_count,
             spec.encoding,
-            True,
+            False,  # opened now: the first batch rotates at maxBytes too
             errors,
         )
-        sink.nofollow = untrusted
         sink.terminator = ""
         emit_line = sink.emit_line
         return sink, lambda line: emit_line(line.text)
@@ -361,7 +316,15 @@ def _make(spec: TargetSpec, untrusted: bool) -> Tuple[logging.Handler, Callable[
             errors,
         )
     else:
-        handler = logging.StreamHandler(sys.stdout if spec.path == "stdout" else sys.stderr)
+        # The master's stdout or stderr, through a descriptor of this sink's
+        # own: a child forked mid-batch lets go of it (release_descriptors)
+        # and never flushes what the sink buffered into the process's stream.
+        standard = sys.stdout if spec.path == "stdout" else sys.stderr
+        fd = standard.fileno() if standard is not None else (1 if spec.path == "stdout" else 2)
+        stream = open(  # noqa: SIM115 - closed with the sink
+            os.dup(fd), "w", encoding=spec.encoding or "utf-8", errors=errors, closefd=True
+        )
+        handler = logging.StreamHandler(stream)
     handler.setFormatter(message_only)
     handler.terminator = ""
     emit = handler.emit

@@ -33,7 +33,7 @@ import os
 import sys
 import threading
 import types
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Set
 
 from forklog import _target
 from forklog.master.targets import release_descriptors
@@ -95,17 +95,30 @@ def adopted(handler: logging.Handler) -> Optional[_target.TargetSpec]:
 
 def adopt(handler: logging.Handler) -> bool:
     """Make ``handler`` write through this process's hub, if its I/O is a local file or stream."""
-    if _channel is None or "_forklog_target" in handler.__dict__:
+    channel = _channel
+    if channel is None or "_forklog_target" in handler.__dict__:
         return "_forklog_target" in handler.__dict__
+    if handler.__dict__.get("_forklog_sink"):
+        return False  # one of the hub's own sinks, on a logger too: the listener writes it
     try:
         spec = _target.spec_of(handler)
         if spec is None:
             return False
         spec.check()
+        data = spec.to_bytes()
     except Exception:  # noqa: BLE001 - a handler of a strange shape stays as it is
         return False
-    data = spec.to_bytes()
     trust = _trust
+    if trust is None and spec.kind != "stream" and os.geteuid() != channel.owner_uid:
+        # The master opens no file a process of another user names (master/targets.py's
+        # threat model): this one writes its file itself, as without forklog.
+        _say_once(
+            spec.path,
+            f"forklog: pid {os.getpid()} runs as uid {os.geteuid()}, the hub's master as uid "
+            f"{channel.owner_uid}: the handler for {spec.path} stays in this process and writes the file "
+            "itself; to have the master write it, configure it in the master (--preload or logconfig_dict)\n",
+        )
+        return False
     if trust is not None:
         trust(data)
     handler.acquire()
@@ -129,6 +142,15 @@ def adopt(handler: logging.Handler) -> bool:
     return True
 
 
+_said: Set[str] = set()
+
+
+def _say_once(key: str, text: str) -> None:
+    if key not in _said and len(_said) < 1000:
+        _said.add(key)
+        last_resort(text)
+
+
 def _no_flush(self: logging.Handler) -> None:
     """An adopted file handler holds no stream: the master flushes the file."""
 
@@ -136,16 +158,18 @@ def _no_flush(self: logging.Handler) -> None:
 def _emit(self: logging.Handler, record: logging.LogRecord) -> None:
     """An adopted handler's ``emit``: format here, the master writes the line."""
     try:
-        text = self.format(record) + getattr(self, "terminator", "\n")
+        text = self.format(record)
     except RecursionError:
         raise
     except Exception:  # noqa: BLE001 - as the stdlib's emit: the logging contract
         self.handleError(record)
         return
+    terminator = getattr(self, "terminator", "\n")
     channel = _channel
-    sent = channel is not None and channel.send_text(self._forklog_target, record, text)  # type: ignore[attr-defined]
+    target = self._forklog_target  # type: ignore[attr-defined]
+    sent = channel is not None and channel.send_text(target, record, text, terminator)
     if not sent and (channel is None or channel.hub_gone):
-        last_resort(text)
+        last_resort(text + terminator)
 
 
 def last_resort(text: str) -> None:
@@ -184,10 +208,12 @@ def _basic_config(**kwargs: Any) -> None:
         with _lock:
             for handler in ours:
                 root.removeHandler(handler)
-            _original_basic_config(**kwargs)
-            if not root.handlers:  # basicConfig raised nothing yet added nothing: restore
-                for handler in ours:
-                    _original_add_handler(root, handler)
+            try:
+                _original_basic_config(**kwargs)
+            finally:
+                if not root.handlers:  # it raised (a path it cannot open), or added nothing: restore
+                    for handler in ours:
+                        _original_add_handler(root, handler)
         return
     _original_basic_config(**kwargs)
 
