@@ -325,8 +325,8 @@ def post_fork(server: Any, worker: Any) -> None:
     if _master.handler is not None and _master.hub is not None and not _uses_logconfig(server.cfg):
         _install(_master.handler, _master.hub.queue.level)
     if getattr(server.cfg, "capture_output", False):
-        sys.stdout = LineLogger(logging.getLogger("stdout"), logging.INFO, "<stdout>")
-        sys.stderr = LineLogger(logging.getLogger("stderr"), logging.WARNING, "<stderr>")
+        sys.stdout = LineLogger(logging.getLogger("stdout"), logging.INFO, "<stdout>", sys.__stdout__)
+        sys.stderr = LineLogger(logging.getLogger("stderr"), logging.WARNING, "<stderr>", sys.__stderr__)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
