@@ -32,6 +32,7 @@ import collections
 import contextlib
 import os
 import struct
+import tempfile
 import threading
 from typing import Deque, Dict, List, Optional, Tuple
 
@@ -50,7 +51,7 @@ class Scoreboard:
     def __init__(self, slots: int = 4096, fd: Optional[int] = None) -> None:
         self.slots = slots
         if fd is None:
-            fd = os.memfd_create("forklog-scoreboard", os.MFD_CLOEXEC)
+            fd = _anonymous_file()
             os.ftruncate(fd, slots * _SLOT.size + _FLAG.size)
             os.pwrite(fd, _FLAG.pack(1), slots * _SLOT.size)
             self._free: Deque[int] = collections.deque(range(slots))
@@ -104,3 +105,17 @@ class Scoreboard:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def _anonymous_file() -> int:
+    """A file with no name, for the table: a ``memfd`` on Linux, an unlinked temporary file elsewhere.
+
+    ``FORKLOG_PORTABLE=1`` takes the second on Linux too (CI runs the suite
+    once that way). Either is shared by every child through its descriptor.
+    """
+    if hasattr(os, "memfd_create") and os.environ.get("FORKLOG_PORTABLE") != "1":
+        return int(os.memfd_create("forklog-scoreboard", os.MFD_CLOEXEC))
+    fd, path = tempfile.mkstemp(prefix="forklog-scoreboard-")
+    os.unlink(path)
+    os.set_inheritable(fd, False)
+    return fd

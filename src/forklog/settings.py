@@ -44,7 +44,9 @@ from forklog._kinds import (
 )
 from forklog.formatters import JSONFormatter, TextFormatter
 from forklog.master.sinks import RotatingFileSink
-from forklog.transport import PIPE_BUF
+
+#: The smallest max_record_bytes: one frame of the largest platform pipe size (Linux's 4096).
+MIN_RECORD_BYTES = 4096
 
 __all__ = [
     "CONSOLE_FORMAT",
@@ -175,7 +177,7 @@ class Settings:
     )
     max_record_bytes: int = _setting(
         1 << 20,
-        _Int(PIPE_BUF),
+        _Int(MIN_RECORD_BYTES),
         "FORKLOG_MAX_RECORD_BYTES",
         "a bigger record has its message, then its traceback, cut to fit, with a visible marker",
         hub=True,

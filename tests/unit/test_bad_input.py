@@ -402,7 +402,7 @@ def test_a_signal_handler_logging_during_a_tight_loop_loses_nothing_uncounted(tm
     sent = 0
     try:
         while fired[0] < 300 and sent < 2_000_000:
-            logger.info("loop %d %s", sent, "x" * (sent % 4 * 900))  # one frame each
+            logger.info("loop %d %s", sent, "x" * (sent % 4 * 900))  # one frame each (4096-byte frames)
             sent += 1
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0, 0)
@@ -414,7 +414,11 @@ def test_a_signal_handler_logging_during_a_tight_loop_loses_nothing_uncounted(tm
     total = sent + fired[0]
 
     def accounted() -> int:
-        return len([r for r in collect.records if r.name != "forklog"]) + hub.stats().dropped
+        # A record of several frames (512-byte frames: FORKLOG_PORTABLE) may be cut short on a full
+        # pipe after its first frame went out: the master counts it as incomplete.
+        stats = hub.stats()
+        arrived = len([r for r in collect.records if r.name != "forklog"])
+        return arrived + stats.dropped + sum(stats.incomplete_by_process.values())
 
     with contextlib.suppress(AssertionError):
         wait_for(lambda: accounted() >= total, 30, "every record to arrive or be counted as dropped")
@@ -423,9 +427,12 @@ def test_a_signal_handler_logging_during_a_tight_loop_loses_nothing_uncounted(tm
     assert stats is not None
     arrived = [r.getMessage().split(" ", 2)[:2] for r in collect.records if r.name != "forklog"]
     assert stats.dropped > 0, "the pipe never filled"
-    assert len(arrived) + stats.dropped == total
+    incomplete = sum(stats.incomplete_by_process.values())
+    assert len(arrived) + stats.dropped + incomplete == total
     assert len({tuple(m) for m in arrived}) == len(arrived), "a record arrived twice"
-    assert stats.incomplete_by_process == {} and stats.bad_records == 0
+    assert stats.bad_records == 0
+    if transport.PIPE_BUF >= 4096:
+        assert incomplete == 0, "a record of one frame cannot be cut short"
 
 
 def test_drops_of_records_with_odd_level_names_are_reported() -> None:

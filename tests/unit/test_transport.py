@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -22,7 +23,7 @@ def test_large_records_are_reassembled_across_interleaved_frames() -> None:
     frames_a = transport._frames(0, 11, 1, 0, big_a)
     frames_b = transport._frames(0, 22, 1, 0, big_b)
     assert all(len(f) <= transport.PIPE_BUF for f in frames_a + frames_b)
-    interleaved = [f for pair in zip(frames_a, frames_b + [b""] * 10) for f in pair]
+    interleaved = [f for pair in itertools.zip_longest(frames_a, frames_b, fillvalue=b"") for f in pair]
     reader = FrameReader()
     out = list(reader.feed(b"".join(interleaved)))
     assert sorted((pid, payload) for _f, pid, _b, _s, payload in out) == [(11, big_a), (22, big_b)]
