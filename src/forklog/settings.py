@@ -243,7 +243,11 @@ class Settings:
         environ = os.environ if environ is None else environ
         names = {field.metadata["env"]: field.name for field in dataclasses.fields(cls)}
         values = {names[k]: v for k, v in environ.items() if k in names and v != ""}
-        unknown = [k for k in sorted(environ) if k.startswith("FORKLOG_") and k not in names]
+        unknown = [
+            k
+            for k in sorted(environ)
+            if k.startswith("FORKLOG_") and k not in names and k not in _NOT_SETTINGS
+        ]
         return cls._build(
             values, {field: env for env, field in names.items()}, _unknown(unknown, environ, sorted(names))
         )
@@ -359,6 +363,10 @@ class Settings:
             sinks.append(("otlp", OTLPSink(self.otlp_endpoint, level=self.otlp_level)))
         return sinks
 
+
+#: ``FORKLOG_*`` variables read elsewhere, not settings: ``FORKLOG_PORTABLE``
+#: (forklog.transport, forklog.scoreboard: the portable choices, for testing).
+_NOT_SETTINGS = frozenset({"FORKLOG_PORTABLE"})
 
 #: ``rotate_when`` as ``RotatingFileSink(when=...)`` spells it.
 _WHEN = {"midnight": "midnight", "h": "H", "d": "D", "m": "M", "s": "S"}

@@ -26,6 +26,7 @@ from typing import Any, Dict, Optional
 import pytest
 
 import forklog
+from forklog import transport
 from forklog.master.sinks import RotatingFileSink
 from tests.support import Collect, Stall, wait_for
 
@@ -153,8 +154,14 @@ def test_a_signal_handler_logs_while_the_main_thread_logs(method: str, tmp_path:
     mine = [r.getMessage().split(" ", 2)[:2] for r in collect.records if r.name == "bad_input.signal"]
     assert len({tuple(m) for m in mine}) == len(mine), "a record arrived twice"
     assert stats.dropped > 0, "the pipe never filled"
-    assert (len(mine) + stats.dropped, stats.lost) == (counts["sent"] + counts["fired"], 0), stats
-    assert stats.incomplete_by_process == {} and stats.bad_records == 0
+    # A record of several frames (512-byte frames: FORKLOG_PORTABLE) can be cut short on the full
+    # pipe after its first frame: counted incomplete, and lost when its writer's account settles.
+    cut = sum(stats.incomplete_by_process.values())
+    assert stats.lost == cut, stats
+    assert len(mine) + stats.dropped + cut == counts["sent"] + counts["fired"], stats
+    assert stats.bad_records == 0
+    if transport.PIPE_BUF >= 4096:
+        assert cut == 0, "a record of one frame cannot be cut short"
 
 
 # -- interpreter shutdown ------------------------------------------------------------
