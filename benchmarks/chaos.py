@@ -178,6 +178,7 @@ class Forklog(Setup):
 
         seconds = _timed(stop)
         final = result[0] if result else self.hub.stats()
+        self.sink_dropped = sum(final.dropped_by_sink.values())  # records a sink took and could not write
         return seconds, final.dropped_by_process, final.lost_by_process
 
 
@@ -287,6 +288,9 @@ def storm(setup: Setup, writers: int, kills: int, seed: int, child_exit: bool = 
     for k, pid in every.items():
         accounted = sink.by_pid.get(pid, 0) + dropped.get(pid, 0) + lost.get(pid, 0)
         unreported += max(0, board.emitted(k) - accounted)
+    # What the sink itself reported it could not write (counted by sink, not by pid).
+    sink_dropped = int(getattr(setup, "sink_dropped", 0))
+    unreported = max(0, unreported - sink_dropped)
     return {
         "kills done": f"{len(killed)}/{kills}",
         "storm seconds": f"{storm_seconds:.1f}",
@@ -297,6 +301,7 @@ def storm(setup: Setup, writers: int, kills: int, seed: int, child_exit: bool = 
         "records written": written,
         "drops reported": reported_dropped,
         "losses reported": reported_lost,
+        "sink drops reported": sink_dropped,
         "lost without a report": unreported,
         "time to stop (s)": "hung (>10 s)" if stop_seconds == float("inf") else f"{stop_seconds:.2f}",
     }

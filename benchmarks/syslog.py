@@ -115,11 +115,14 @@ def run_one(setup: str, port: Optional[int], workers: int, records: int, tmp: Pa
         hub.process_exited(pid)
     # The end: everything read and written, twice in a row 2 ms apart (a
     # chunk may sit between the receiver's read and the backlog for a moment).
+    deadline = time.monotonic() + 120
     while True:
         if _written_everything(hub):
             time.sleep(0.002)
             if _written_everything(hub):
                 break
+        if time.monotonic() > deadline:
+            raise RuntimeError("benchmarks.syslog: the hub did not write everything within 120 s")
         time.sleep(0.001)
     elapsed = time.perf_counter() - started
     cpu = _cpu_seconds() - cpu_started

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import List
 
 import psutil
@@ -32,12 +33,22 @@ class Stalled(logging.Handler):
             self.count += 1
 
 
+#: A call that waited for room in the pipe takes keep_wait (0.1 s); scheduling alone rarely does.
+SLOW = 0.05
+
+
 def flood(hub: forklog.Hub, calls: SharedCounters, k: int) -> None:
     forklog.init_worker(hub.queue, level=logging.INFO)
     log = logging.getLogger("flood")
     n = 0
+    slow = 0
+    clock = time.perf_counter
     while calls[WRITERS] == 0:  # until the test says stop
+        started = clock()
         log.info("flood k=%d n=%d %s", k, n, "p" * 100)
+        if clock() - started >= SLOW:
+            slow += 1
+            calls[WRITERS + 1 + k] = slow
         n += 1
         calls[k] = n
     hub.queue.flush(timeout=10)  # report the drops before leaving
@@ -46,7 +57,7 @@ def flood(hub: forklog.Hub, calls: SharedCounters, k: int) -> None:
 def test_flood_into_a_stalled_sink() -> None:
     """RSS of master and workers stays flat; INFO calls never wait; every record is written or counted."""
     sink = Stalled()
-    calls = SharedCounters(WRITERS + 1)
+    calls = SharedCounters(2 * WRITERS + 1)  # calls made; the stop flag; calls that took >= SLOW
     hub = forklog.Hub([sink]).start()
     master = psutil.Process()
     pids: List[int] = []
@@ -72,7 +83,13 @@ def test_flood_into_a_stalled_sink() -> None:
         assert master_late - master_early < 4 * MiB, "the master kept growing"
         for k in range(WRITERS):
             assert late[k] - early[k] < 2 * MiB, f"writer {k} kept growing"
-        assert hub.stats().queue_depth <= hub.queue_size
+        # The stalled listener holds one batch; behind it the backlog is full and held at its bound.
+        assert hub.stats().queue_depth == hub.queue_size
+        # INFO calls never wait: onto a pipe that stays full, a waiting call would take keep_wait each.
+        for k in range(WRITERS):
+            assert calls[WRITERS + 1 + k] <= calls[k] // 1000, (
+                f"writer {k}: {calls[WRITERS + 1 + k]} slow calls"
+            )
     finally:
         calls[WRITERS] = 1
         sink.gate.set()
