@@ -161,6 +161,7 @@ def _fast(render: Any, payload: bytes) -> Tuple[str, Optional[str]]:
 
 @pytest.mark.parametrize("kind", sorted(FORMATTERS))
 def test_every_record_renders_as_format_does(kind: str) -> None:
+    """The fast lane renders every record exactly as the formatter's format() does."""
     # Two formatter instances, each with a time cache of its own, kept
     # across records whose times go back and forth.
     render, formatter = line_renderer(FORMATTERS[kind]()), FORMATTERS[kind]()
@@ -170,6 +171,7 @@ def test_every_record_renders_as_format_does(kind: str) -> None:
 
 
 def test_json_lines_are_valid_and_identical() -> None:
+    """The fast lane's JSON lines are valid JSON, identical to JSONFormatter's."""
     formatter = JSONFormatter()
     render = line_renderer(formatter)
     assert render is not None
@@ -197,6 +199,7 @@ class Sub(TextFormatter):
     ],
 )
 def test_formatters_it_cannot_reproduce_have_no_lane(formatter: logging.Formatter) -> None:
+    """A formatter the lane cannot reproduce gets no lane: the LogRecord path."""
     assert line_renderer(formatter) is None
 
 
@@ -300,6 +303,7 @@ def _run(directory: Path, fast: bool, items: List[Any]) -> Dict[str, Any]:
 
 
 def test_the_listener_writes_the_same_bytes_with_and_without_the_lane(tmp_path: Path) -> None:
+    """The listener writes the same bytes, counts and drops with the fast lane as without it."""
     items: List[Any] = [(RECORD, PID, 1, seq, payload) for seq, payload in enumerate(PAYLOADS * 3)]
     # The hub's own records and payloads encode() never writes take the slow path.
     summary = transport.encode_drops({"INFO": 3})

@@ -60,6 +60,7 @@ UNMERGED = {"every attribute", "every attribute, escaped"}
 
 @pytest.mark.parametrize("kind", sorted(set(FORMATTERS) - UNMERGED))
 def test_a_worker_makes_the_line_the_master_would(kind: str) -> None:
+    """A worker's line for a record is byte for byte the line the master's formatter makes."""
     made = with_traceback = 0
     for record in RECORDS:
         lines = _worker_lines([kind], record)
@@ -74,6 +75,7 @@ def test_a_worker_makes_the_line_the_master_would(kind: str) -> None:
 
 
 def test_several_formatters_give_one_line_each_in_order() -> None:
+    """With several distinct formatters a payload carries one line each, in the hub's order."""
     kinds = ["bench", "json", "stdlib datefmt"]
     for record in RECORDS:
         lines = _worker_lines(kinds, record)
@@ -101,6 +103,7 @@ def _record(msg: str = "hello %s", args: Tuple[Any, ...] = ("world",), **attrs: 
     ],
 )
 def test_records_a_worker_cannot_make_lines_of_travel_as_fields(record: logging.LogRecord) -> None:
+    """A record the worker cannot make lines of (a stack, odd fields) takes the fields path."""
     render = record_renderer(TextFormatter("%(lineno)d %(message)s"))
     assert render is not None
     assert wire.encode_lines(record, [render], PID, with_traceback=True) is None
@@ -108,6 +111,8 @@ def test_records_a_worker_cannot_make_lines_of_travel_as_fields(record: logging.
 
 
 def test_formatters_a_worker_cannot_reproduce_have_no_record_renderer() -> None:
+    """A Formatter subclass, a {-style format or an extra in the format: no renderer, the record travels."""
+
     class Custom(logging.Formatter):
         pass
 
@@ -121,6 +126,7 @@ def test_formatters_a_worker_cannot_reproduce_have_no_record_renderer() -> None:
 
 
 def test_a_damaged_lines_payload_is_refused() -> None:
+    """A lines payload cut or with lengths that do not add up raises ValueError, never a wrong line."""
     render = record_renderer(TextFormatter(BENCH))
     assert render is not None
     good = wire.encode_lines(_record(), [render, render], PID)
@@ -187,6 +193,7 @@ def _lines_of(path: Path) -> List[str]:
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_a_hub_writes_the_workers_lines_in_order(tmp_path: Path, method: str) -> None:
+    """Children's lines reach each sink whole, once, in per-process order, under each start method."""
     sinks = _sinks(tmp_path)
     hub = forklog.Hub(sinks).start()
     try:
@@ -259,6 +266,7 @@ def _log_exceptions(queue: transport.Channel, out: str, count: int) -> None:
 
 
 def test_tracebacks_follow_the_workers_lines(tmp_path: Path) -> None:
+    """A record's traceback, sent as frames, is written after its line in every sink."""
     sink = RotatingFileSink(tmp_path / "text.log", maxBytes=1 << 30, backupCount=1)
     sink.setFormatter(TextFormatter(BENCH))
     console = logging.StreamHandler(io.StringIO())
@@ -290,6 +298,7 @@ def test_tracebacks_follow_the_workers_lines(tmp_path: Path) -> None:
 def test_a_sink_whose_formatter_changed_after_start_gets_records_made_of_the_line(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    """A sink whose formatter changed after start gets records made of the line, reported once."""
     sink = RotatingFileSink(tmp_path / "text.log", maxBytes=1 << 30, backupCount=1)
     sink.setFormatter(TextFormatter(BENCH))
     hub = forklog.Hub([sink]).start()
@@ -317,6 +326,7 @@ def test_a_sink_whose_formatter_changed_after_start_gets_records_made_of_the_lin
 
 
 def test_a_damaged_lines_payload_in_a_batch_is_counted_and_the_rest_written(tmp_path: Path) -> None:
+    """A damaged lines payload in a batch is counted as bad; the records around it are written."""
     from forklog.master.listener import Backlog, Counters, Listener
     from forklog.master.report import Reporter
 
