@@ -46,7 +46,7 @@ import time
 import weakref
 import zlib
 from multiprocessing import reduction
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from forklog import _bounded, _target, formatters, wire
 from forklog.master.threads import on_hub_thread
@@ -217,6 +217,8 @@ class Channel:
         self._seq = itertools.count()
         # Guards the drop counters and the published number (cold path), see _enter().
         self._lock = threading.RLock()
+        # Serialises the live threads while _lock is held for good by a frozen one (see _stuck_section).
+        self._stuck_lock = threading.Lock()
         self._busy = False
         self._stuck = False
         self._deferred: List[Tuple[str, int]] = []
@@ -523,7 +525,22 @@ class Channel:
         elif state is None:
             self._deferred.append((levelname, count))
         else:
-            self._apply(levelname, count)
+            with self._stuck_section():
+                self._apply(levelname, count)
+
+    @contextlib.contextmanager
+    def _stuck_section(self) -> Iterator[None]:
+        """A section while ``_lock`` is held for good (a thread frozen at exit, see _enter).
+
+        The live threads then take a lock of their own, so two of them never
+        update a count at once and lose one of the two; bounded like _enter.
+        """
+        got = self._stuck_lock.acquire(True, _LOCK_WAIT)
+        try:
+            yield
+        finally:
+            if got:
+                self._stuck_lock.release()
 
     def _publish(self, numbered: int) -> None:
         """Tell the scoreboard how many records this process has numbered.
@@ -549,18 +566,22 @@ class Channel:
         elif state is None:
             self._deferred.append((levelname, 1))
         else:
-            self._apply(levelname, 1)
+            with self._stuck_section():
+                self._apply(levelname, 1)
 
     def _send_drop_summary(self) -> bool:
         """Send the drop counts as one record; False if this thread is inside a section."""
         state = self._enter()
         if state is None:
             return False  # a signal handler: the next record that goes out reports them
-        try:
-            counts, self._dropped, self._dropped_total = self._dropped, {}, 0
-        finally:
-            if state:
+        if state:
+            try:
+                counts, self._dropped, self._dropped_total = self._dropped, {}, 0
+            finally:
                 self._leave()
+        else:
+            with self._stuck_section():
+                counts, self._dropped, self._dropped_total = self._dropped, {}, 0
         if counts and not self._send_drops(counts):
             for name, count in counts.items():  # still full: keep counting, report later
                 self._update(name, count)

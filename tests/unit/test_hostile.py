@@ -247,3 +247,46 @@ def test_per_process_counters_stay_bounded_and_keep_their_totals() -> None:
     assert len(ledger.lost_by_process) <= _bounded.MAX_KEYS + 1
     assert sum(ledger.lost_by_process.values()) == 15_000
     assert 5000 in counters.dropped_by_process, "the newest are kept by pid"
+
+
+def test_drop_counts_stay_exact_while_the_counters_lock_is_held_for_good() -> None:
+    """A thread frozen holding the counters' lock (interpreter exit): live threads' drops still add up."""
+    import sys
+    import threading
+
+    from forklog import transport
+
+    channel = transport.Channel(pipe_size=4096)
+    frozen = threading.Event()
+    release = threading.Event()
+
+    def freeze() -> None:
+        with channel._lock:
+            frozen.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=freeze, daemon=True)
+    holder.start()
+    frozen.wait(10)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show
+    try:
+        channel._count_drop("INFO")  # the first waits out the lock once, then knows it is stuck
+
+        def drop_many() -> None:
+            for _ in range(20_000):
+                channel._count_drop("INFO")
+
+        threads = [threading.Thread(target=drop_many) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(switch)
+        release.set()
+        holder.join(10)
+    try:
+        assert channel.dropped == {"INFO": 80_001}
+    finally:
+        channel.close()
