@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 import re
 import signal
+import struct
 import threading
 from pathlib import Path
-from typing import Dict, Iterator, List, Set
+from typing import Dict, Iterator, List, Set, Tuple
 
 import psutil
 import pytest
@@ -20,10 +21,26 @@ LOST = re.compile(r"^forklog: lost (\d+) records from pid (\d+) \(killed\)$")
 DROPPED = re.compile(r"^forklog: dropped (\d+) records while the queue was full")
 
 
+def emitted(directory: Path) -> Dict[int, int]:
+    """pid -> records its log calls sent, as tests/apps/counting_app.py wrote them."""
+    out = {}
+    for path in directory.iterdir():
+        data = path.read_bytes()[:8]
+        out[int(path.name)] = struct.unpack("<Q", data)[0] if len(data) == 8 else 0
+    return out
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Gunicorn]:
     # A long timeout: a worker busy when the storm ends must not be recycled meanwhile.
-    gunicorn = Gunicorn(tmp_path, ["-w", "4", "--timeout", "60"])
+    counts = tmp_path / "counts"
+    counts.mkdir()
+    gunicorn = Gunicorn(
+        tmp_path,
+        ["-w", "4", "--timeout", "60"],
+        app="tests.apps.counting_app:app",
+        env={"COUNTS_DIR": str(counts)},
+    )
     try:
         yield gunicorn.start()
     finally:
@@ -110,4 +127,18 @@ def test_sigkill_storm_under_http_load(server: Gunicorn) -> None:
             f"pid {pid}: {missing} records gone silently"
         )
     assert set(lost) <= {str(pid) for pid in killed}
+    # Every process that logged, those killed before any record of theirs arrived included:
+    # what its log calls sent was written, or reported dropped or lost. A SIGKILL between a
+    # record's write and the count's may leave the count one short.
+    written: Dict[str, int] = {}
+    for record in accounting.records:
+        if record["logger"] != "forklog":
+            written[record["pid"]] = written.get(record["pid"], 0) + 1
+    unaccounted: Dict[int, Tuple[int, int]] = {}
+    for writer, sent in emitted(server.tmp_path / "counts").items():
+        label = str(writer)
+        accounted = written.get(label, 0) + dropped.get(label, 0) + lost.get(label, 0)
+        if not sent <= accounted <= sent + 1:
+            unaccounted[writer] = (sent, accounted)
+    assert not unaccounted, f"(sent, accounted) by pid: {unaccounted}"
     assert len(killed) >= KILLS // 2
