@@ -46,7 +46,7 @@ import time
 import weakref
 import zlib
 from multiprocessing import reduction
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from forklog import _bounded, _target, formatters, wire
 from forklog.master.threads import on_hub_thread
@@ -856,11 +856,14 @@ class FrameReader:
         pid = key[0]
         _bounded.add(self.abandoned_records, pid, 1, _bounded.by_pid)
 
-    def expire(self, now: Optional[float] = None, pid: Optional[int] = None) -> None:
-        """Give up on partial records older than the timeout, or all of ``pid``'s."""
+    def expire(
+        self, now: Optional[float] = None, pid: Optional[int] = None, boots: Optional[Set[int]] = None
+    ) -> None:
+        """Give up on partial records older than the timeout, or on ``pid``'s (of ``boots`` if given)."""
         now = time.monotonic() if now is None else now
         for key, (started, _parts) in list(self._partial.items()):
-            if key[0] == pid or now - started > self.partial_timeout:
+            mine = key[0] == pid and (not boots or key[1] in boots)
+            if mine or now - started > self.partial_timeout:
                 self._abandon(key)
 
     @property

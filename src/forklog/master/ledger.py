@@ -15,7 +15,7 @@ existed outside that process and cannot be counted.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from forklog import _bounded
 from forklog.transport import NO_SEQ
@@ -58,16 +58,26 @@ class Ledger:
     def pids(self) -> List[int]:
         return sorted({pid for pid, _boot in self._writers})
 
-    def close(self, pid: int, numbered: Optional[Dict[int, int]] = None) -> Optional[int]:
+    def boots(self, pid: int) -> List[int]:
+        """The incarnations (boots) of ``pid`` with an account open."""
+        return [boot for p, boot in list(self._writers) if p == pid]
+
+    def close(
+        self, pid: int, numbered: Optional[Dict[int, int]] = None, only: Optional[Set[int]] = None
+    ) -> Optional[int]:
         """``pid`` is gone and all it wrote has been read: settle its account.
 
         ``numbered`` is what the scoreboard says each incarnation (boot) of
         ``pid`` numbered; it covers records dropped or cut short at the end,
-        which no later record's number reveals.
+        which no later record's number reveals. ``only``: settle just these
+        incarnations (those known dead when the exit marker was sent; a new
+        process may have the pid by now).
         """
         numbered = numbered or {}
         lost = 0
         boots = {boot for p, boot in self._writers if p == pid} | set(numbered)
+        if only:
+            boots &= only
         if not boots:
             return None  # nothing known of it (already settled, or it never wrote)
         for boot in boots:

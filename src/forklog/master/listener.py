@@ -16,12 +16,13 @@ dies on the first unexpected exception).
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import select
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from forklog import _bounded, _target, formatters, transport, wire
 from forklog.master import threads
@@ -279,10 +280,16 @@ class Receiver(threading.Thread):
                 if payload == self._stop_token:
                     stop = True
                     break
-                if payload.startswith(EXIT_MARK) and len(payload) == len(EXIT_MARK) + 4:
-                    gone = int.from_bytes(payload[len(EXIT_MARK) :], "little")
-                    frames.expire(pid=gone)
-                    items.append((EXITED, gone, 0, 0, b""))
+                if (
+                    payload.startswith(EXIT_MARK)
+                    and (len(payload) - len(EXIT_MARK)) % 4 == 0
+                    and len(payload) > len(EXIT_MARK)
+                ):
+                    start = len(EXIT_MARK)
+                    gone = int.from_bytes(payload[start : start + 4], "little")
+                    boots = _boots(payload[start + 4 :])
+                    frames.expire(pid=gone, boots=boots)
+                    items.append((EXITED, gone, 0, 0, payload[start + 4 :]))
                 elif payload.startswith(transport.DROPS_MARK):
                     items.append((DROPS, writer, boot, seq, payload))  # in order with the writer's records
         if items and not self._backlog.put_many(items, self._past_deadline):
@@ -395,8 +402,24 @@ class Listener(threading.Thread):
         self.targets.flush()
 
     def exited(self, pid: int, timeout: float = 0.0) -> bool:
-        """Queue the marker that settles ``pid``'s account once its records are read."""
-        if self._channel.send_control(EXIT_MARK + pid.to_bytes(4, "little"), timeout):
+        """Queue the marker that settles ``pid``'s account once its records are read.
+
+        The marker names the incarnations (boots) of ``pid`` known now, when
+        it is gone: by the time the listener reaches the marker, a new
+        process may have the same pid and a scoreboard slot of its own, which
+        must not be settled or freed with the dead one's.
+        """
+        boots = set(self._counters.ledger.boots(pid))
+        board = self._channel.scoreboard
+        if board is not None:
+            with contextlib.suppress(OSError):
+                boots.update(boot for _slot, boot, _count in board.claimed().get(pid, []))
+        marker = (
+            EXIT_MARK + pid.to_bytes(4, "little") + b"".join(b.to_bytes(4, "little") for b in sorted(boots))
+        )
+        if len(marker) > 1024:  # a pid with hundreds of incarnations: settle them all
+            marker = marker[: len(EXIT_MARK) + 4]
+        if self._channel.send_control(marker, timeout):
             self._exit_sent[pid] = time.monotonic()
             return True
         return False
@@ -427,7 +450,8 @@ class Listener(threading.Thread):
             return
         if kind == EXITED:
             self._exit_sent.pop(pid, None)
-            lost = counters.ledger.close(pid, self._release_slots(pid))
+            boots = _boots(payload)
+            lost = counters.ledger.close(pid, self._release_slots(pid, boots), boots)
             if lost is not None:
                 counters.settled += 1
                 self._report_loss(pid, lost, "killed")
@@ -771,12 +795,17 @@ class Listener(threading.Thread):
             )
             self._write(record, [(n, s) for n, s in self._sinks if not getattr(s, "closed", False)])
 
-    def _release_slots(self, pid: int) -> Dict[int, int]:
-        """What the scoreboard says ``pid`` numbered, by boot; its slots are freed."""
+    def _release_slots(self, pid: int, boots: Optional[Set[int]] = None) -> Dict[int, int]:
+        """What the scoreboard says ``pid`` numbered, by boot; its slots are freed.
+
+        ``boots``: only these incarnations' slots (see exited()); all if None.
+        """
         board = self._channel.scoreboard
         numbered: Dict[int, int] = {}
         if board is not None:
             for slot, boot, count in board.claimed().get(pid, []):
+                if boots and boot not in boots:
+                    continue  # a live process that has the dead one's pid now
                 numbered[boot] = count
                 board.release(slot)
         return numbered
@@ -817,6 +846,12 @@ class Listener(threading.Thread):
                 if gone:
                     self._counters.settled += 1
                 self._report_loss(pid, lost, "killed" if gone else "still running when the hub stopped")
+
+
+def _boots(data: bytes) -> Optional[Set[int]]:
+    """The boots an exit marker names, or None (all of the pid's)."""
+    boots = {int.from_bytes(data[i : i + 4], "little") for i in range(0, len(data) - len(data) % 4, 4)}
+    return boots or None
 
 
 def _down_lane(refuse: Callable[[Tuple[str, int]], None]) -> Lane:
