@@ -63,9 +63,8 @@ class Tally(logging.Handler):
 class Board:
     """Shared with the writers: the mode (slot 0) and how many records each emitted.
 
-    pread/pwrite on a memfd rather than a shared mmap: on some virtual
-    machines a forked child's stores into a shared mapping stay invisible
-    to its parent.
+    pread/pwrite on a memfd, as the scoreboard (see its note on the
+    "invisible stores" once blamed on shared mappings).
     """
 
     def __init__(self, slots: int) -> None:

@@ -66,9 +66,8 @@ class Recursive:
 class SharedCounters:
     """Counters that forked children update and the test reads.
 
-    Read and written with pread/pwrite on a memfd, not through a shared
-    mmap: on this project's CI machines a forked child's stores into a
-    shared mapping were seen to stay invisible to the parent.
+    Read and written with pread/pwrite on a memfd (as the scoreboard is;
+    see its note on the "invisible stores" once blamed on shared mappings).
     """
 
     _COUNTER = struct.Struct("<q")

@@ -19,10 +19,13 @@ map the same memory through a passed descriptor.
 Each slot is ``pid, boot, numbered`` (u32, u32, u64). Only its writer
 changes ``numbered``; the owner reads it once the writer is gone, so no
 lock is needed. Slots are read and written with ``pread``/``pwrite``, not
-through a shared ``mmap``: on some virtual machines a forked child's stores
-into a shared mapping were seen to stay invisible to its parent (about 1%
-of children, in this project's own CI), while the kernel's file path is
-exact. A writer publishes only when it matters (a record dropped, or a
+through a shared ``mmap`` (both are coherent on Linux). An earlier note
+blamed "stores invisible to the parent" on some virtual machines; the cause
+found since is the owner's: settling a dead writer freed every slot claimed
+under its pid, a slot a new process with the same pid had just claimed
+included, so that process's counts vanished. Exit markers now name the dead
+incarnations (``Listener.exited``). That it explains every case once seen
+is not proven. A writer publishes only when it matters (a record dropped, or a
 record of several frames begun), so a log call pays no extra system call.
 """
 

@@ -66,6 +66,8 @@ def key_of(st: os.stat_result) -> Key:
 #: writes on and tries the rotation again later (a stopped old master under
 #: USR2 can hold the lock for good).
 LOCK_TIMEOUT = 0.5
+#: The gzip thread's bound on the same lock.
+COMPRESSOR_LOCK_TIMEOUT = 60.0
 
 
 @contextlib.contextmanager
@@ -224,7 +226,10 @@ class Compressor:
                     self._cond.notify_all()
 
     def _compress(self, key: Key) -> None:
-        with locked(self.base + ".lock", self.mode):  # no rename between the lookup and the open
+        # The gzip thread may wait longer than the listener: it holds back no record.
+        with locked(
+            self.base + ".lock", self.mode, COMPRESSOR_LOCK_TIMEOUT
+        ):  # no rename between lookup and open
             name = find_backup(self.base, key)
             if name is None:
                 return  # rotated out of the backups, or compressed by another process
@@ -239,7 +244,7 @@ class Compressor:
                 archive = gzip.GzipFile(os.path.basename(name), "wb", self.LEVEL, out, mtime=int(st.st_mtime))
                 with archive:
                     _copy(src, archive)
-                    with locked(self.base + ".lock", self.mode):
+                    with locked(self.base + ".lock", self.mode, COMPRESSOR_LOCK_TIMEOUT):
                         # A process sharing the file may have written a last
                         # batch before it noticed the rotation.
                         _copy(src, archive)
