@@ -102,7 +102,10 @@ def writer(hub: forklog.Hub, board: Board, k: int) -> None:
             return
         else:
             if not board.paused(k):
-                hub.queue.flush(timeout=5)  # report the storm's drops before pausing
+                # Report the storm's drops before pausing (all of them: one left over would be
+                # reported during the burst and counted as a new drop).
+                while not hub.queue.flush(timeout=5):
+                    pass
                 board.set_paused(k, True)
             time.sleep(0.001)
 
