@@ -322,7 +322,11 @@ class Channel:
                     payload = None
         if payload is None:
             payload = wire.encode(record, self.max_record_bytes)
-        if not self._send(payload, levelno):
+        return self._send_payload(payload, record)
+
+    def _send_payload(self, payload: bytes, record: logging.LogRecord) -> bool:
+        """Send one record's payload under the drop policy; the drop counted unless the hub is gone."""
+        if not self._send(payload, record.levelno):
             if not self.hub_gone:
                 self._count_drop(record.levelname)
             return False
@@ -353,13 +357,7 @@ class Channel:
             # The text is cut, never its terminator: the next line starts a line.
             cut = wire.cut_text(text, len(payload) - self.max_record_bytes)
             payload = _target.encode(spec, levelno, record.created, cut + terminator)
-        if not self._send(payload, levelno):
-            if not self.hub_gone:
-                self._count_drop(record.levelname)
-            return False
-        if self._dropped_total:
-            self._send_drop_summary()
-        return True
+        return self._send_payload(payload, record)
 
     def _feedback(self, record: logging.LogRecord) -> bool:
         """A record logged on one of the hub's own threads: stderr at a bounded rate, counted, never the hub.
