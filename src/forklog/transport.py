@@ -156,7 +156,7 @@ class Channel:
         keep_wait: float = 0.1,
         max_record_bytes: int = 1 << 20,
         level: int = logging.NOTSET,
-        pipe_size: int = 1 << 20,
+        pipe_size: Optional[int] = None,
         line_formatters: Tuple[logging.Formatter, ...] = (),
         fields_with_lines: bool = False,
         _write_fd: Optional[int] = None,
@@ -187,9 +187,7 @@ class Channel:
         if _write_fd is None:
             self.scoreboard = Scoreboard()
             read_fd, write_fd = os.pipe()
-            # On failure the kernel's default size stays; the bound still holds.
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(read_fd, _F_SETPIPE_SZ, pipe_size)
+            _grow_pipe(read_fd, PIPE_SIZES if pipe_size is None else (pipe_size,))
             os.set_blocking(write_fd, False)
             os.set_blocking(read_fd, False)
             self.read_fd = read_fd
@@ -867,6 +865,25 @@ class FrameReader:
     @property
     def pending_partial(self) -> int:
         return len(self._partial)
+
+
+#: The pipe sizes a channel asks for, largest first. The pipe is what
+#: absorbs the master's stalls at full load: while gunicorn forks workers at a
+#: HUP, the receiver can wait 20 to 40 ms for the GIL and a CPU, and four
+#: sync workers logging 6 KB a request fill 1 MiB in about 70 ms. Linux grants
+#: 4 MiB to root (a gunicorn master usually is) or under a raised
+#: ``fs.pipe-max-size``, and 1 MiB to any user by default.
+PIPE_SIZES = (4 << 20, 1 << 20)
+
+
+def _grow_pipe(fd: int, sizes: Tuple[int, ...]) -> None:
+    """Give the pipe the first size the kernel grants; none granted, its default (64 KiB) stays."""
+    for size in sizes:
+        try:
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
+            return
+        except OSError:
+            continue
 
 
 def pipe_backlog(fd: int) -> int:

@@ -22,8 +22,8 @@ N = 6  # numbered records per request (DEBUG, INFO, WARNING in turn)
 BIG = 5000  # and one record over 4 KiB
 
 
-def burst_paths(prefix: str, count: int) -> List[str]:
-    return [f"/burst?n={N}&big={BIG}&id={prefix}{k}" for k in range(count)]
+def burst_paths(prefix: str, count: int, big: int = BIG) -> List[str]:
+    return [f"/burst?n={N}&big={big}&id={prefix}{k}" for k in range(count)]
 
 
 def ids(statuses: Dict[str, int]) -> Dict[str, int]:
@@ -70,7 +70,15 @@ def test_every_record_once_in_order(servers: List[Gunicorn], tmp_path: Path, wor
 
 
 def test_hup_in_the_middle_of_the_load(servers: List[Gunicorn], tmp_path: Path) -> None:
-    """HUP during load: nothing lost or duplicated, gunicorn's lines not doubled, one hub."""
+    """HUP during load: nothing lost or duplicated, gunicorn's lines not doubled, one hub.
+
+    The requests during the HUP log small records only. The subject here is
+    the reload, not the pipe's capacity: while gunicorn re-reads its config
+    and forks four workers, the master's threads wait tens of milliseconds
+    for the GIL and a CPU, and on a two-core machine four sync workers
+    logging 6 KB a request can fill the 1 MiB pipe in that time (CI saw
+    drops, reported as they must be). Drops at capacity are test_flood's.
+    """
     server = start(servers, tmp_path, "-w", "4")
     first = run_load(server, burst_paths("a", 100))
     hup_done = threading.Event()
@@ -81,7 +89,7 @@ def test_hup_in_the_middle_of_the_load(servers: List[Gunicorn], tmp_path: Path) 
 
     thread = threading.Thread(target=hup_later)
     thread.start()
-    second = run_load(server, burst_paths("b", 200))
+    second = run_load(server, burst_paths("b", 200, big=0))
     thread.join()
     wait_for(
         lambda: sum("Handling signal: hup" in line for line in server.log_lines()) == 1,
@@ -92,7 +100,7 @@ def test_hup_in_the_middle_of_the_load(servers: List[Gunicorn], tmp_path: Path) 
     assert server.stop() == 0
     statuses = ids({**first, **second, **third})
     accounting = Accounting(server.log_lines())
-    accounting.check(statuses, N, BIG)
+    accounting.check(statuses, N, BIG, without_big=ids(second))
     master = [r["message"] for r in accounting.records if r["pid"] == str(server.pid)]
     assert len(master) == len(set(master)) or _only_distinct_timestamps(accounting, server.pid)
     assert sum("Starting gunicorn" in m for m in master) == 1

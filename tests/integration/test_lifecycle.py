@@ -71,11 +71,15 @@ def test_worker_timeout_logs_the_stuck_stack(servers: List[Gunicorn], tmp_path: 
 
 
 def test_five_hups_under_load(servers: List[Gunicorn], tmp_path: Path) -> None:
-    """Five HUPs while requests flow: one hub (no new threads), no lost or doubled record or line."""
+    """Five HUPs while requests flow: one hub (no new threads), no lost or doubled record or line.
+
+    Small records, as in test_hup_in_the_middle_of_the_load: the subject is
+    the reload, not what the pipe absorbs while the master forks.
+    """
     server = start(servers, tmp_path, "-w", "3")
     master = psutil.Process(server.pid)
     threads = master.num_threads()
-    load = BackgroundLoad(server, burst_paths("h", 600))
+    load = BackgroundLoad(server, burst_paths("h", 600, big=0))
     for hup in range(1, 6):
         server.signal(signal.SIGHUP)
 
@@ -88,7 +92,7 @@ def test_five_hups_under_load(servers: List[Gunicorn], tmp_path: Path) -> None:
     assert master.num_threads() == threads, "a HUP started another hub"
     assert server.stop() == 0
     accounting = Accounting(server.log_lines())
-    accounting.check(statuses, N, BIG)
+    accounting.check(statuses, N, BIG, without_big=statuses)
     master_lines = [(r["date"], r["message"]) for r in accounting.records if r["pid"] == str(server.pid)]
     assert len(master_lines) == len(set(master_lines)), "a gunicorn line written twice"
     assert (

@@ -169,7 +169,7 @@ class Hub:
         keep_wait: float = 0.1,
         max_record_bytes: int = 1 << 20,
         max_backlog_bytes: int = 64 << 20,
-        pipe_size: int = 1 << 20,
+        pipe_size: Optional[int] = None,
         stop_timeout: float = 5.0,
         stats_interval: float = 0.0,
         prometheus_file: Optional[str] = None,

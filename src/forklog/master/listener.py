@@ -190,8 +190,8 @@ class Receiver(threading.Thread):
     GATHER_LEAST = 0.001
     GATHER_MOST = 0.005
     GATHER_SHARE = 8
-    READ_SIZE = 16 << 10
-    READ_MOST = 1 << 20
+    #: One read takes what the pipe holds, up to this much (see run).
+    READ_MOST = 4 << 20
 
     def _past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -205,15 +205,22 @@ class Receiver(threading.Thread):
         most = self.GATHER_MOST * min(1.0, capacity / (1 << 20))
         last_expire = last_read = time.monotonic()
         pause = 0.0
+        data = b""
         try:
             while not self._past_deadline():
+                # Each system call here gives up the GIL and waits to win it
+                # back, while the listener or the master's own code computes,
+                # often far longer than the call (tens of ms while gunicorn
+                # forks workers at a HUP and every CPU is busy). So one read
+                # takes the whole pipe, and the pipe is polled only when the
+                # last read found it empty: a full pipe read 16 KiB at a time
+                # paid that wait per chunk, and workers dropped records.
                 try:
-                    if not poller.poll(0):
-                        pause = self.GATHER_LEAST  # quiet until now: a burst may follow
+                    if not data:  # the last read found the pipe empty: wait for a write
                         poller.poll(250)
                     if pause:
                         time.sleep(pause)
-                    data = self._read()
+                    data = os.read(self._fd, self.READ_MOST)
                 except (BlockingIOError, InterruptedError):
                     data = b""
                 now = time.monotonic()
@@ -236,31 +243,9 @@ class Receiver(threading.Thread):
         if read >= enough:
             return 0.0
         if not read:
-            return cls.GATHER_LEAST
+            return cls.GATHER_LEAST  # after a quiet spell: a burst may follow
         # The time the pipe takes to hold `enough` at the rate of the last read.
         return max(cls.GATHER_LEAST, min(most, enough * interval / read))
-
-    def _read(self) -> bytes:
-        """What the pipe holds, up to READ_MOST bytes, read READ_SIZE bytes at a time.
-
-        A read holds the pipe's lock while it copies: a writer's log call
-        that comes meanwhile waits for it. Small reads keep that wait short.
-        """
-        first = os.read(self._fd, self.READ_SIZE)
-        if len(first) < self.READ_SIZE:
-            return first
-        chunks = [first]
-        total = len(first)
-        while total < self.READ_MOST:
-            try:
-                chunk = os.read(self._fd, self.READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if len(chunk) < self.READ_SIZE:
-                break
-        return b"".join(chunks)
 
     def _deliver(self, data: bytes) -> bool:
         """Queue the records in ``data``; True once the stop marker is seen."""
