@@ -35,7 +35,6 @@ import resource
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -312,6 +311,7 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
     them to a file as in a hub, with its fast lane off and on.
     """
     from forklog import transport, wire  # noqa: PLC0415
+    from forklog.master import threads  # noqa: PLC0415
     from forklog.master.listener import Backlog, Counters, Listener  # noqa: PLC0415
     from forklog.master.report import Reporter  # noqa: PLC0415
 
@@ -368,7 +368,7 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
                 [("file", sink)],
                 Counters(["file"]),
                 Reporter(),
-                dispatch_lock=threading.Lock(),
+                dispatch_lock=threads.DispatchLock(),
                 channel=None,  # type: ignore[arg-type]
             )
             the_listener.FAST_LANE = fast

@@ -37,9 +37,11 @@ class Stall(logging.Handler):
     def __init__(self, timeout: float = 30.0) -> None:
         super().__init__()
         self.go = threading.Event()
+        self.entered = threading.Event()  # the listener is inside emit()
         self.timeout = timeout
 
     def emit(self, record: logging.LogRecord) -> None:
+        self.entered.set()
         self.go.wait(self.timeout)
 
 

@@ -16,7 +16,6 @@ import json
 import logging
 import marshal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -25,6 +24,7 @@ import pytest
 
 from forklog import JSONFormatter, RotatingFileSink, TextFormatter, transport, wire
 from forklog.formatters import line_renderer
+from forklog.master import threads
 from forklog.master.lines import DROPS
 from forklog.master.listener import RECORD, Backlog, Counters, Listener
 from forklog.master.report import Reporter
@@ -266,7 +266,7 @@ def _run(directory: Path, fast: bool, items: List[Any]) -> Dict[str, Any]:
         sinks,
         counters,
         Reporter(),
-        dispatch_lock=threading.Lock(),
+        dispatch_lock=threads.DispatchLock(),
         channel=_Channel(),  # type: ignore[arg-type]
     )
     listener.FAST_LANE = fast

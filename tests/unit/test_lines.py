@@ -25,6 +25,7 @@ import pytest
 import forklog
 from forklog import JSONFormatter, RotatingFileSink, TextFormatter, tracebacks, transport, wire
 from forklog.formatters import line_renderer, record_renderer
+from forklog.master import threads
 from forklog.master.lines import LINES_BYTE
 from tests.support import wait_for
 
@@ -338,7 +339,7 @@ def test_a_damaged_lines_payload_in_a_batch_is_counted_and_the_rest_written(tmp_
         [("file", sink)],
         counters,
         Reporter(),
-        dispatch_lock=threading.Lock(),
+        dispatch_lock=threads.DispatchLock(),
         channel=None,  # type: ignore[arg-type]
     )
     formatter = sink.formatter

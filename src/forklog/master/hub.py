@@ -28,6 +28,7 @@ import weakref
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from forklog import formatters, transport
+from forklog.master import threads
 from forklog.master.isolation import BufferedSink, Isolated, needs_isolation
 from forklog.master.listener import Backlog, Counters, Listener, Receiver
 from forklog.master.report import Reporter
@@ -37,9 +38,10 @@ from forklog.worker.handler import ForkHandler
 
 __all__ = ["Hub", "HubStats"]
 
-#: How long a fork waits for the listener to finish the batch it is writing.
-#: Short: a sink stuck on a hung disk must not hold back gunicorn's forks; a
-#: child that forks mid-batch lets go of the sinks' files without a flush.
+#: How long from its start a fork waits for the listener's batch to end. A
+#: batch that has run longer is stuck in a sink (a hung disk): gunicorn's
+#: forks then go ahead at once (threads.DispatchLock.acquire_for_fork); a
+#: child forked mid-batch lets go of the sinks' files without a flush.
 FORK_QUIESCE_TIMEOUT = 0.1
 
 
@@ -207,7 +209,7 @@ class Hub:
         self._max_backlog_bytes = max_backlog_bytes
         self._owner: Optional[int] = None
         self._state = "new"  # new -> running -> stopped
-        self._dispatch_lock = threading.Lock()
+        self._dispatch_lock = threads.DispatchLock()
         self._quiesced = False
         self._reporter = Reporter()
         self._counters = Counters([name for name, _h in self._sinks])
@@ -484,7 +486,7 @@ class Hub:
 
     def _quiesce(self) -> None:
         if self.running:
-            self._quiesced = self._dispatch_lock.acquire(timeout=FORK_QUIESCE_TIMEOUT)
+            self._quiesced = self._dispatch_lock.acquire_for_fork(FORK_QUIESCE_TIMEOUT)
 
     def _resume(self) -> None:
         if self._quiesced:
@@ -497,7 +499,7 @@ class Hub:
             forget_handler(handler)
             release_descriptors(handler)
         self.targets.release_in_child()
-        self._dispatch_lock = threading.Lock()
+        self._dispatch_lock = threads.DispatchLock()
         self._lifecycle = threading.Lock()
         self._quiesced = False
 

@@ -305,7 +305,7 @@ class Listener(threading.Thread):
         counters: Counters,
         reporter: Reporter,
         *,
-        dispatch_lock: threading.Lock,
+        dispatch_lock: threads.DispatchLock,
         channel: transport.Channel,
         targets: Optional[Targets] = None,
     ) -> None:

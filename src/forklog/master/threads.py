@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
+from typing import Any, Optional
 
-__all__ = ["background", "on_hub_thread"]
+__all__ = ["DispatchLock", "background", "on_hub_thread"]
 
 #: Whether the master's threads ask for SCHED_BATCH (Linux only).
 BATCH = True
@@ -49,3 +51,41 @@ def background() -> None:
         # pid 0 is the calling thread: Linux schedules threads, not processes.
         if os.sched_getscheduler(0) == os.SCHED_OTHER:
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
+class DispatchLock:
+    """The lock the listener holds while it hands records to the sinks, and since when.
+
+    A fork takes it to find the listener between two writes (DESIGN H6),
+    waiting for a batch at most ``most`` seconds from the batch's start:
+    a batch that has run longer is stuck in a sink (a hung disk), and the
+    fork goes ahead at once, the child letting go of the sinks' files
+    without a flush.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: time.monotonic() when the holder took it; None while free.
+        self.held_since: Optional[float] = None
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        if got:
+            self.held_since = time.monotonic()
+        return got
+
+    def release(self) -> None:
+        self.held_since = None
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def acquire_for_fork(self, most: float) -> bool:
+        """Take it unless the holder's batch has run ``most`` seconds: never wait on a stuck sink."""
+        since = self.held_since
+        wait = most if since is None else since + most - time.monotonic()
+        return self.acquire(True, wait) if wait > 0 else self.acquire(False)
