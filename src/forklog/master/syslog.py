@@ -1,4 +1,4 @@
-"""A syslog sink: RFC 5424 messages over TCP, UDP or a unix socket.
+"""A syslog sink: RFC 5424 messages over TCP, RELP, UDP or a unix socket.
 
 Runs in the master, in its own thread (a :class:`BufferedSink`): a syslog
 server that stops answering fills this sink's bounded buffer, never the
@@ -14,7 +14,9 @@ the master's), the logger as MSGID, the extras and bound context fields as
 structured data, and the traceback and stack inside MSG, so a receiver gets
 them whole in one message. Over TCP messages are framed by octet counting
 (RFC 6587, ``LEN SP MSG``): stdlib ``SysLogHandler`` sends ``MSG NUL``,
-which receivers either merge or split at a traceback's newlines.
+which receivers either merge or split at a traceback's newlines. Over RELP
+(:mod:`forklog.master.relp`) the server answers every message: what it did
+not answer is sent again on the next connection.
 
 MSG carries no UTF-8 BOM, though RFC 5424 asks for one: rsyslog and
 journald keep it as part of the text.
@@ -26,6 +28,7 @@ a record about a failure would come back to it.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno
 import functools
 import json
@@ -40,6 +43,7 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from forklog.master.isolation import BufferedSink, DeliveryError
+from forklog.master.relp import WINDOW, RelpClient
 from forklog.wire import cut_text, extra_fields, merged_message, safe_repr
 
 __all__ = ["FACILITIES", "SyslogSink"]
@@ -65,7 +69,7 @@ FACILITIES: Dict[str, int] = {
     **{f"local{n}": 16 + n for n in range(8)},
 }
 
-TRANSPORTS = ("tcp", "udp", "unix")
+TRANSPORTS = ("tcp", "relp", "udp", "unix")
 #: The enterprise number 32473 is the one RFC 5612 reserves for examples.
 DEFAULT_SD_ID = "forklog@32473"
 #: One datagram: under UDP's 65,507-byte limit.
@@ -147,10 +151,16 @@ def sd_value(value: object) -> str:
 class SyslogSink(BufferedSink):
     """Send records to a syslog server as RFC 5424 messages.
 
-    ``address`` is ``(host, port)`` for ``transport="tcp"`` or ``"udp"``, a
-    socket path for ``"unix"`` (a datagram socket like ``/dev/log``, or a
-    stream socket, found when connecting). :meth:`from_url` takes
-    ``tcp://host:port``, ``udp://host:port`` or ``unix:///path``.
+    ``address`` is ``(host, port)`` for ``transport="tcp"``, ``"relp"`` or
+    ``"udp"``, a socket path for ``"unix"`` (a datagram socket like
+    ``/dev/log``, or a stream socket, found when connecting). :meth:`from_url`
+    takes ``tcp://host:port``, ``relp://host:port``, ``udp://host:port`` or
+    ``unix:///path``.
+
+    Over RELP (rsyslog's ``imrelp``) every message is answered, up to
+    ``window`` at a time; after a broken connection what was not answered is
+    sent again, and a message the server took whose answer was lost arrives
+    twice (at most ``window`` a connection, counted in :attr:`resent`).
 
     ``facility`` is a name (``"local0"``) or a number; ``app_name`` defaults
     to the program's name, ``hostname`` to this machine's. A message longer
@@ -182,6 +192,7 @@ class SyslogSink(BufferedSink):
         batch_size: int = 256,
         close_timeout: float = 5.0,
         max_backoff: float = 5.0,
+        window: int = WINDOW,
     ) -> None:
         super().__init__(
             level,
@@ -210,7 +221,7 @@ class SyslogSink(BufferedSink):
             raise ValueError(f"forklog.SyslogSink: sd_id={sd_id!r}: expected name@number, as in RFC 5424")
         if timeout <= 0:
             raise ValueError(f"forklog.SyslogSink: timeout={timeout!r}: expected seconds > 0")
-        limit = max_message_size or (STREAM_MAX if transport == "tcp" else DATAGRAM_MAX)
+        limit = max_message_size or (STREAM_MAX if transport in ("tcp", "relp") else DATAGRAM_MAX)
         if limit < 480:  # RFC 5424 6.1: every receiver takes 480 octets
             raise ValueError(f"forklog.SyslogSink: max_message_size={limit!r}: expected at least 480")
         self.address = address
@@ -227,6 +238,16 @@ class SyslogSink(BufferedSink):
                 f"forklog.SyslogSink: send_buffer={send_buffer!r}: expected at least 4096, or None"
             )
         self.send_buffer = send_buffer
+        if window < 1:
+            raise ValueError(f"forklog.SyslogSink: window={window!r}: expected at least 1")
+        self.window = window
+        #: RELP: messages sent again after a broken connection (each may
+        #: have arrived twice: the server took it, its answer was lost).
+        self.resent = 0
+        self._relp: Optional[RelpClient] = None
+        self._relp_broken = False
+        # RELP: the records sent on a connection that broke before their answer.
+        self._unanswered: List[logging.LogRecord] = []
         self._sock: Optional[socket.socket] = None
         self._stream = transport == "tcp"
         self._second = -1
@@ -238,20 +259,22 @@ class SyslogSink(BufferedSink):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SyslogSink:
-        """``tcp://host:port``, ``udp://host:port`` (port 514 if left out) or ``unix:///path``."""
+        """``tcp://host:port``, ``udp://host:port`` (port 514 if left out), ``relp://host:port`` or ``unix:///path``."""
         parts = urllib.parse.urlsplit(url)
         scheme = parts.scheme.lower()
-        expected = "expected tcp://host:port, udp://host:port or unix:///path"
+        expected = "expected tcp://host:port, relp://host:port, udp://host:port or unix:///path"
         if scheme == "unix":
             path = parts.netloc + parts.path
             if not path:
                 raise ValueError(f"forklog.SyslogSink: {url!r}: {expected}")
             return cls(path, transport="unix", **options)
         try:
-            port = parts.port or 514
+            port = parts.port or (0 if scheme == "relp" else 514)
         except ValueError:
             raise ValueError(f"forklog.SyslogSink: {url!r}: a bad port; {expected}") from None
-        if scheme not in ("tcp", "udp") or not parts.hostname or parts.path not in ("", "/"):
+        if scheme == "relp" and not port:
+            raise ValueError(f"forklog.SyslogSink: {url!r}: RELP has no standard port; {expected}")
+        if scheme not in ("tcp", "relp", "udp") or not parts.hostname or parts.path not in ("", "/"):
             raise ValueError(f"forklog.SyslogSink: {url!r}: {expected}")
         return cls((parts.hostname, port), transport=scheme, **options)
 
@@ -339,6 +362,9 @@ class SyslogSink(BufferedSink):
     # -- the sink's thread -----------------------------------------------------
 
     def deliver(self, records: List[logging.LogRecord]) -> None:
+        if self.transport == "relp":
+            self._deliver_relp(records)
+            return
         sock = self._sock
         if sock is None or (self._stream and _peer_closed(sock, self.timeout)):
             # A server that closed our idle connection (restarted, idle
@@ -358,6 +384,60 @@ class SyslogSink(BufferedSink):
             self._send_stream(sock, frames, ends)
         else:
             self._send_datagrams(sock, frames, ends)
+
+    def _deliver_relp(self, records: List[logging.LogRecord]) -> None:
+        client = self._relp
+        if client is not None:
+            try:
+                client.check_idle()  # a restarted server: its hint, or end of file, waits here
+            except OSError:
+                self._relp_broken = True
+                self.disconnect()
+                client = None
+        if client is None:
+            client = self._connect_relp()
+        # The filters ran once, when the batch was taken (BufferedSink._admit).
+        messages = [self._encode_safely(record) for record in records]
+        try:
+            refused = client.send(messages)
+        except OSError as exc:
+            self._relp_broken = True
+            self._count_resent(records[: client.sent])
+            self._unanswered = records[client.answered : client.sent]
+            raise DeliveryError(f"syslog {self._where()}: {exc}", client.answered) from exc
+        self._count_resent(records)
+        self._unanswered = []
+        for index in refused:
+            # The server answered 500: sending it again would be refused again.
+            try:
+                raise DeliveryError(f"syslog {self._where()}: the server refused a message")
+            except DeliveryError:
+                self.failures += 1
+                self._report_failure(records[index])
+            with self._cond:
+                self._count_drop(records[index])
+        self.delivered -= len(refused)  # BufferedSink counts the whole batch
+
+    def _count_resent(self, sent: List[logging.LogRecord]) -> None:
+        """Count the records of ``sent`` that went out before on a connection that broke."""
+        if self._unanswered:
+            before = {id(record) for record in self._unanswered}
+            self.resent += sum(id(record) in before for record in sent)
+
+    def _connect_relp(self) -> RelpClient:
+        sock = self._connect()
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Frames go out as they are made, answers come back small:
+            # Nagle's delay would hold each top-up of the window.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client = RelpClient(sock, self.timeout, self.window)
+        try:
+            client.open()
+        except OSError as exc:
+            self.disconnect()
+            raise DeliveryError(f"syslog {self._where()}: cannot open a RELP session: {exc}") from exc
+        self._relp, self._relp_broken = client, False
+        return client
 
     def _send_stream(self, sock: socket.socket, frames: List[bytes], ends: List[int]) -> None:
         data = memoryview(b"".join(frames))
@@ -383,9 +463,9 @@ class SyslogSink(BufferedSink):
         try:
             if self._path is not None:
                 sock = self._connect_unix(self._path)
-            elif self.transport == "tcp":
+            elif self.transport in ("tcp", "relp"):
                 sock = socket.create_connection(self._host_port or ("", 0), timeout=self.timeout)
-                if self.send_buffer is not None:
+                if self.send_buffer is not None and self.transport == "tcp":
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
             else:
                 host, port = self._host_port or ("", 0)
@@ -429,6 +509,12 @@ class SyslogSink(BufferedSink):
 
     def disconnect(self) -> None:
         sock, self._sock = self._sock, None
+        client, self._relp = self._relp, None
+        if client is not None and not self._relp_broken and not client.closed_by_server:
+            # A session ended by us (the sink closes): RELP's close, briefly.
+            client.timeout = min(client.timeout, 1.0)
+            with contextlib.suppress(OSError):
+                client.close()
         if sock is not None:
             sock.close()
 
@@ -466,6 +552,7 @@ def _close_in_child() -> None:
     # the master's close. Closing the child's copy of the descriptor leaves
     # the master's connection as it is.
     for sink in list(_live_sinks):
+        sink._relp = None
         sock, sink._sock = sink._sock, None
         if sock is not None:
             sock.close()
