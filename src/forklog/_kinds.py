@@ -147,7 +147,7 @@ class _Mode(_Kind):
 
 
 class _SyslogURL(_Kind):
-    expected = "expected tcp://host:port, udp://host:port or unix:///path, or nothing"
+    expected = "expected tcp://host:port, relp://host:port, udp://host:port or unix:///path, or nothing"
 
     def parse(self, value: Any) -> Optional[str]:
         if value is None or value in ("", "-"):

@@ -194,7 +194,7 @@ class Settings:
         None,
         _SyslogURL(),
         "FORKLOG_SYSLOG",
-        "also send to syslog (RFC 5424; octet-counted over TCP), e.g. `tcp://127.0.0.1:514`",
+        "also send to syslog (RFC 5424; octet-counted over TCP, answered over RELP), e.g. `relp://127.0.0.1:2514`",
     )
     syslog_level: int = _setting(logging.INFO, _Level(), "FORKLOG_SYSLOG_LEVEL", "the syslog sink's level")
     otlp_endpoint: Optional[str] = _setting(

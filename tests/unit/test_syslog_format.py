@@ -238,10 +238,14 @@ def test_from_url() -> None:
     assert (s._host_port, s.transport, s.facility, s.capacity) == (("logs.example", 6514), "tcp", 19, 5)
     assert SyslogSink.from_url("udp://[::1]")._host_port == ("::1", 514)
     assert SyslogSink.from_url("unix:///dev/log")._path == "/dev/log"
+    assert repr(SyslogSink.from_url("relp://h:2514")) == "<SyslogSink relp://h:2514 (NOTSET)>"
     assert repr(SyslogSink.from_url("UDP://h:1")) == "<SyslogSink udp://h:1 (NOTSET)>"
 
 
-@pytest.mark.parametrize("url", ["http://h:1", "tcp://", "tcp://h:99999", "tcp://h:1/x", "unix://", "h:514"])
+@pytest.mark.parametrize(
+    "url",
+    ["http://h:1", "tcp://", "tcp://h:99999", "tcp://h:1/x", "unix://", "h:514", "relp://h", "relp://h:1/x"],
+)
 def test_a_bad_url_names_itself(url: str) -> None:
     """A URL that is not tcp://host:port, udp://host:port or unix:///path raises with the URL."""
     with pytest.raises(ValueError, match=re.escape(repr(url))):
@@ -259,6 +263,7 @@ def test_a_bad_url_names_itself(url: str) -> None:
         ((("h", 1),), {"timeout": 0}, "timeout=0"),
         ((("h", 1),), {"send_buffer": 100}, "send_buffer=100"),
         ((("h", 1),), {"capacity": 0}, "capacity=0"),
+        ((("h", 1),), {"transport": "relp", "window": 0}, "window=0"),
     ],
 )
 def test_bad_options_fail_at_setup_naming_the_value(
