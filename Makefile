@@ -27,12 +27,15 @@ run: $(BIN)/.demo
 	BIND=$(BIND) $(BIN)/gunicorn -c gunicorn_conf.py app:app
 
 # The real tools under test, each with the file deploy/ ships for it: logrotate
-# (test_logrotate.py), rsyslogd (test_syslog.py), systemd-analyze (test_deploy.py).
+# (test_logrotate.py), rsyslogd with RELP (test_syslog.py, test_relp.py), systemd-analyze (test_deploy.py).
 # Installed with apt-get when missing, as root; otherwise the command to run is named.
 TOOLS := logrotate:logrotate rsyslogd:rsyslog systemd-analyze:systemd
+# rsyslog's RELP input (test_relp.py), a module rather than a command.
+RELP_MODULE := /usr/lib/$(shell uname -m)-linux-gnu/rsyslog/imrelp.so
 tools:
 	@missing=""; for pair in $(TOOLS); do tool=$${pair%%:*}; pkg=$${pair##*:}; \
 		command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || missing="$$missing $$pkg"; done; \
+		[ -e $(RELP_MODULE) ] || [ -e /usr/lib/rsyslog/imrelp.so ] || missing="$$missing rsyslog-relp"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then \
 			echo "make test needs:$$missing; run: sudo apt-get install -y$$missing" >&2; exit 1; fi; \
@@ -50,10 +53,21 @@ test: tools lint typecheck
 	$(BIN)/python -m pytest
 	$(BIN)/python -m benchmarks --quick
 
-bench: $(BIN)/.installed
+bench: wrk $(BIN)/.installed
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.chaos
 	$(BIN)/python -m benchmarks.syslog
+	$(BIN)/python -m benchmarks.http
+
+# wrk drives gunicorn in benchmarks/http.py; installed with apt-get when missing, as root,
+# otherwise the command to run is named.
+.PHONY: wrk
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "make bench needs wrk; run: sudo apt-get install -y wrk" >&2; exit 1; fi; \
+		export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && \
+		apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
 
 unit: $(BIN)/.installed
 	$(BIN)/python -m pytest tests/unit

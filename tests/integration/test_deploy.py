@@ -191,6 +191,7 @@ def test_shipped_rsyslog_config_validates_and_names_a_missing_setting(tmp_path: 
         os.environ,
         RSYSLOG_FORKLOG_ADDRESS="127.0.0.1",
         RSYSLOG_FORKLOG_PORT=str(free_port()),
+        RSYSLOG_FORKLOG_RELP_PORT=str(free_port()),
         RSYSLOG_FORKLOG_WORKDIR=str(tmp_path),
         RSYSLOG_FORKLOG_FILE=str(tmp_path / "fleet.log"),
     )

@@ -26,6 +26,7 @@ import pytest
 
 import forklog
 from forklog import SyslogSink
+from forklog.master.relp import RelpClient
 from tests.integration.gunicorn_proc import REPO, Gunicorn, run_load
 from tests.support import wait_for
 from tests.unit.test_syslog_format import Message, parse
@@ -69,6 +70,7 @@ class Rsyslog:
     def __init__(self, tmp_path: Path, conf: Path = CONF) -> None:
         self.conf = conf
         self.port = free_tcp_and_udp_port()
+        self.relp_port = free_tcp_and_udp_port()
         self.dir = tmp_path / "rsyslog"
         (self.dir / "work").mkdir(parents=True)
         self.out = self.dir / "out" / "fleet.log"  # rsyslog creates the directory
@@ -78,6 +80,7 @@ class Rsyslog:
             os.environ,
             RSYSLOG_FORKLOG_ADDRESS="127.0.0.1",
             RSYSLOG_FORKLOG_PORT=str(self.port),
+            RSYSLOG_FORKLOG_RELP_PORT=str(self.relp_port),
             RSYSLOG_FORKLOG_WORKDIR=str(self.dir / "work"),
             RSYSLOG_FORKLOG_FILE=str(self.out),
         )
@@ -99,6 +102,10 @@ class Rsyslog:
                 return True
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                with socket.create_connection(("127.0.0.1", self.relp_port), timeout=1) as relp_sock:
+                    session = RelpClient(relp_sock, timeout=5)  # a whole session: imrelp logs a bare connect
+                    session.open()
+                    session.close()
             except OSError:
                 return False
             return ready is None or ready()
