@@ -275,14 +275,14 @@ def readme_config(port: int) -> str:
     """The README's fleet example (a gunicorn config), sending to ``port`` instead of logs.internal."""
     blocks: List[str] = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
     (block,) = [b for b in blocks if "SyslogSink.from_url" in b]
-    assert "tcp://logs.internal:514" in block
-    return block.replace("tcp://logs.internal:514", f"tcp://127.0.0.1:{port}")
+    assert "relp://logs.internal:2514" in block
+    return block.replace("relp://logs.internal:2514", f"relp://127.0.0.1:{port}")
 
 
 def test_readme_fleet_config_under_real_gunicorn(rsyslog: Rsyslog, tmp_path: Path) -> None:
     """gunicorn with the README's config: rsyslog gets what the file gets, from the workers, whole."""
     conf = tmp_path / "fleet_conf.py"
-    conf.write_text(readme_config(rsyslog.port))
+    conf.write_text(readme_config(rsyslog.relp_port))
     server = Gunicorn(tmp_path, ["-w", "2"], conf=conf, env={"FORKLOG_FORMAT": "json"})
     try:
         server.start()
