@@ -11,7 +11,8 @@ import pytest
 
 import forklog
 from forklog import SyslogSink, wire
-from forklog.master.syslog import DATAGRAM_MAX, STREAM_MAX, facility_code, sd_escape, sd_name, severity
+from forklog.master.rfc5424 import facility_code, sd_escape, sd_name, severity
+from forklog.master.syslog import DATAGRAM_MAX, STREAM_MAX
 
 CREATED = 1_790_000_000.123456  # 2026-09-21T14:13:20.123456Z
 
