@@ -27,10 +27,12 @@ This module never logs through :mod:`logging`: it runs inside the hub.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import re
 import socket
 import time
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Deque, List, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = ["WINDOW", "Frame", "FrameParser", "RelpClient", "RelpError", "frame"]
 
@@ -44,6 +46,12 @@ MAX_RESPONSE = 64 << 10
 OFFERS = b"relp_version=0\nrelp_software=forklog\ncommands=syslog"
 #: Linux's TCP_QUICKACK (see RelpClient._read); None elsewhere.
 _QUICKACK: Optional[int] = getattr(socket, "TCP_QUICKACK", None)
+
+
+#: A whole header: the byte after it (the data's SP, or the LF) is there.
+_HEADER = re.compile(rb"([0-9]{1,9}) ([A-Za-z]{1,32}) ([0-9]{1,9})(?=[ \n])")
+#: What a header not yet whole may look like.
+_HEADER_START = re.compile(rb"[0-9]{1,9}( ([A-Za-z]{1,32}( [0-9]{0,9})?)?)?|[0-9]{0,9}")
 
 
 class RelpError(OSError):
@@ -87,35 +95,22 @@ class FrameParser:
 
     def _one(self, buffer: bytearray) -> Optional[Tuple[Frame, int]]:
         """The first frame in ``buffer`` and its length, or None if it is not whole yet."""
-        first = buffer.find(b" ")
-        second = buffer.find(b" ", first + 1) if first >= 0 else -1
-        # The header is at most 9 + 1 + 32 + 1 + 9 bytes before the data's SP or the LF.
-        if first < 0 or second < 0:
-            if len(buffer) > 52:
+        head = _HEADER.match(buffer)
+        if head is None:
+            # Not a whole header yet, or not a header at all: the longest one
+            # is 9 + 1 + 32 + 1 + 9 bytes before the data's SP or the LF.
+            if _HEADER_START.fullmatch(buffer[:53]) is None and len(buffer) > 0:
                 raise RelpError(f"RELP: not a frame header: {bytes(buffer[:60])!r}")
             return None
-        txnr_text, command = bytes(buffer[:first]), bytes(buffer[first + 1 : second])
-        if not (0 < len(txnr_text) <= 9 and txnr_text.isdigit()):
-            raise RelpError(f"RELP: bad transaction number {txnr_text[:20]!r}")
-        if not (0 < len(command) <= 32 and command.isalpha()):
-            raise RelpError(f"RELP: bad command {command[:40]!r}")
-        end = second + 1
-        while end < len(buffer) and end - second <= 10 and 48 <= buffer[end] <= 57:
-            end += 1
-        if end == len(buffer):
-            if end - second > 10:
-                raise RelpError("RELP: bad data length")
-            return None  # the length goes on
-        length_text = bytes(buffer[second + 1 : end])
-        if not length_text or len(length_text) > 9:
-            raise RelpError(f"RELP: bad data length {length_text[:20]!r}")
+        txnr, command, length_text = head.group(1, 2, 3)
         length = int(length_text)
         if length > self.max_data:
             raise RelpError(f"RELP: a frame of {length} bytes, more than {self.max_data}")
+        end = head.end()
         if length == 0:
             if buffer[end] != 10:
                 raise RelpError("RELP: no LF after a frame without data")
-            return Frame(int(txnr_text), command, b""), end + 1
+            return Frame(int(txnr), bytes(command), b""), end + 1
         if buffer[end] != 32:
             raise RelpError("RELP: no space before a frame's data")
         stop = end + 1 + length
@@ -123,7 +118,7 @@ class FrameParser:
             return None
         if buffer[stop] != 10:
             raise RelpError("RELP: no LF after a frame's data (its length is wrong)")
-        return Frame(int(txnr_text), command, bytes(buffer[end + 1 : stop])), stop + 1
+        return Frame(int(txnr), bytes(command), bytes(buffer[end + 1 : stop])), stop + 1
 
 
 def status(data: bytes) -> int:
@@ -182,7 +177,7 @@ class RelpClient:
         """
         self.answered = self.sent = 0
         refused: List[int] = []
-        waiting: List[int] = []  # the txnrs sent and not answered, in order
+        waiting: Deque[int] = collections.deque()  # the txnrs sent and not answered, in order
         count = len(messages)
         while self.answered < count:
             room = self.window - len(waiting)
@@ -196,8 +191,10 @@ class RelpClient:
                 self.sent += len(chunk)
             for found in self._read(time.monotonic() + self.timeout):
                 if not waiting or found.txnr != waiting[0]:
-                    raise RelpError(f"RELP: an answer to {found.txnr}, expected {waiting[:1] or 'none'}")
-                waiting.pop(0)
+                    raise RelpError(
+                        f"RELP: an answer to {found.txnr}, expected {waiting[0] if waiting else 'none'}"
+                    )
+                waiting.popleft()
                 if status(found.data) != 200:
                     refused.append(self.answered)
                 self.answered += 1
