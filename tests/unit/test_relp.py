@@ -167,11 +167,55 @@ def test_serverclose_and_end_of_file_end_the_session(pair: Tuple[socket.socket, 
         other.send([b"x"])
 
 
-def test_transaction_numbers_wrap_to_one() -> None:
-    """After 999,999,999 the next transaction number is 1 (0 is for hints)."""
-    session = RelpClient(socket.socket(), timeout=1)
-    try:
-        session._txnr = relp.MAX_TXNR - 1
-        assert [session._next_txnr() for _ in range(3)] == [relp.MAX_TXNR, 1, 2]
-    finally:
-        session.sock.close()
+def test_answers_that_come_with_serverclose_count_then_the_session_ends(
+    pair: Tuple[socket.socket, socket.socket],
+) -> None:
+    """rsyslog on TERM writes its last answers and serverclose together: those answers count."""
+    client_end, server_end = pair
+
+    def serve() -> None:
+        frames = read_frames(server_end, 3)
+        server_end.sendall(
+            frame(frames[0].txnr, b"rsp", b"200 OK")
+            + frame(frames[1].txnr, b"rsp", b"200 OK")
+            + b"0 serverclose 0\n"
+        )
+
+    server = threading.Thread(target=serve)
+    server.start()
+    session = RelpClient(client_end, timeout=5, window=8)
+    with pytest.raises(RelpError, match="serverclose"):
+        session.send([b"a", b"b", b"c"])
+    server.join()
+    assert (session.answered, session.sent) == (2, 3) and session.closed_by_server
+
+
+def test_a_500_then_the_end_of_the_session_keeps_the_refusal(
+    pair: Tuple[socket.socket, socket.socket],
+) -> None:
+    """librelp answers 500 and drops the session: the refused message is known after the failure."""
+    client_end, server_end = pair
+
+    def serve() -> None:
+        frames = read_frames(server_end, 2)
+        server_end.sendall(frame(frames[0].txnr, b"rsp", b"500 command disabled"))
+        server_end.shutdown(socket.SHUT_WR)
+
+    server = threading.Thread(target=serve)
+    server.start()
+    session = RelpClient(client_end, timeout=5, window=8)
+    with pytest.raises(RelpError):
+        session.send([b"a", b"b"])
+    server.join()
+    assert (session.answered, session.refused, session.sent) == (1, [0], 2)
+
+
+def test_a_session_never_wraps_its_transaction_numbers(pair: Tuple[socket.socket, socket.socket]) -> None:
+    """librelp expects 1,000,000,000 after 999,999,999, not 1: a used-up session refuses to send."""
+    client_end, _server_end = pair
+    session = RelpClient(client_end, timeout=1)
+    session._txnr = relp.MAX_TXNR - 2
+    assert session.room() == 2
+    with pytest.raises(RelpError, match="used up"):
+        session.send([b"a", b"b", b"c"])
+    assert session.sent == 0

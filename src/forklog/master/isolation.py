@@ -206,7 +206,7 @@ class BufferedSink(logging.Handler):
         backoff = 0.0
         close_deadline: Optional[float] = None
         while True:
-            fresh = False
+            fresh = finished = False
             with self._cond:
                 if not batch:
                     while not self._buffer and not self._closing:
@@ -214,13 +214,18 @@ class BufferedSink(logging.Handler):
                         self._cond.wait()
                         self._waiting = False
                     if not self._buffer:
-                        return  # closing, nothing left
+                        # Closing, nothing left. close() may have stopped waiting
+                        # for this thread: the connection is let go here too.
+                        finished = True
                     take = min(self.batch_size, len(self._buffer))
                     batch = self._batch = [self._buffer.popleft() for _ in range(take)]
                     self._in_flight = len(batch)
                     fresh = True
                 if self._closing and close_deadline is None:
                     close_deadline = time.monotonic() + self.close_timeout
+            if finished:
+                self._disconnect_quietly()
+                return
             if fresh and self.filters:
                 # Once per batch, before any attempt: a retry must not run the
                 # filters again, and one that raises fails its record, not the batch.

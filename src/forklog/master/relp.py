@@ -7,7 +7,8 @@ so the sender knows what was taken and sends the rest again on the next
 connection. The protocol (librelp's ``doc/relp.md``) is small:
 
 * every frame is ``TXNR SP COMMAND SP DATALEN [SP DATA] LF``; the client
-  numbers its commands 1, 2, 3 ... (back to 1 after 999,999,999);
+  numbers its commands 1, 2, 3 ... up to 999,999,999 (librelp takes no
+  wrap within a session: the sink opens a new one before);
 * the session starts with ``open``, whose data are offers, one per line
   (``relp_version=0``, ``relp_software=..``, ``commands=syslog``); the
   server's ``rsp`` (``200 OK`` and its own offers) must name ``syslog``;
@@ -144,15 +145,19 @@ class RelpClient:
         self._txnr = 0
         self._frames: List[Frame] = []
         self.closed_by_server = False
+        #: The server's end of the session, seen with answers still to hand over.
+        self._ended: Optional[RelpError] = None
         #: Of the messages given to the last :meth:`send`: how many the server
         #: answered (the first ones: answers come in order), and how many it
         #: was sent. Read after a failure: the answered ones are delivered,
         #: the sent ones beyond them may have arrived.
         self.answered = 0
         self.sent = 0
+        #: Of those answered, the indexes of the ones the server refused (500).
+        self.refused: List[int] = []
 
     def _next_txnr(self) -> int:
-        self._txnr = self._txnr % MAX_TXNR + 1
+        self._txnr += 1
         return self._txnr
 
     def open(self) -> None:
@@ -163,6 +168,8 @@ class RelpClient:
         if status(answer.data) != 200:
             raise RelpError(f"RELP: the server refused the session: {_text(answer.data)}")
         offers = answer.data.split(b"\n")[1:]
+        if not any(offer.startswith(b"relp_version=") for offer in offers):
+            raise RelpError(f"RELP: the server named no relp_version: {_text(answer.data)}")
         commands = [offer.partition(b"=")[2] for offer in offers if offer.startswith(b"commands=")]
         if not any(b"syslog" in value.split(b",") for value in commands):
             raise RelpError(f"RELP: the server does not take syslog messages: {_text(answer.data)}")
@@ -172,11 +179,16 @@ class RelpClient:
 
         Returns once every message has its answer. Raises ``OSError`` (the
         connection broke, or the server was silent for ``timeout``) or
-        :class:`RelpError`; :attr:`answered` and :attr:`sent` then say how
-        far it got.
+        :class:`RelpError`; :attr:`answered`, :attr:`refused` and
+        :attr:`sent` then say how far it got (a message counts as sent
+        once any of its bytes may have left).
         """
+        if self.room() < len(messages):
+            # librelp takes no wrap of the number within a session (it expects
+            # 1,000,000,000 after 999,999,999): the caller starts a new one.
+            raise RelpError("RELP: the session's transaction numbers are used up")
         self.answered = self.sent = 0
-        refused: List[int] = []
+        self.refused = refused = []
         waiting: Deque[int] = collections.deque()  # the txnrs sent and not answered, in order
         count = len(messages)
         while self.answered < count:
@@ -187,8 +199,8 @@ class RelpClient:
                     txnr = self._next_txnr()
                     waiting.append(txnr)
                     chunk.append(frame(txnr, b"syslog", message))
-                self.sock.sendall(b"".join(chunk))
                 self.sent += len(chunk)
+                self._send_all(b"".join(chunk))
             for found in self._read(time.monotonic() + self.timeout):
                 if not waiting or found.txnr != waiting[0]:
                     raise RelpError(
@@ -200,12 +212,23 @@ class RelpClient:
                 self.answered += 1
         return refused
 
+    def room(self) -> int:
+        """How many more commands this session can number."""
+        return MAX_TXNR - self._txnr
+
+    def _send_all(self, data: bytes) -> None:
+        """Send ``data``; ``timeout`` bounds each wait for progress, not the whole window."""
+        view = memoryview(data)
+        while view:
+            view = view[self.sock.send(view[: 1 << 20]) :]
+
     def close(self) -> None:
         """End the session politely: ``close``, and its answer awaited at most ``timeout``."""
-        if self.closed_by_server:
+        if self.closed_by_server or not self.room():
             return
         txnr = self._next_txnr()
-        self.sock.sendall(frame(txnr, b"close"))
+        self.sock.settimeout(self.timeout)
+        self._send_all(frame(txnr, b"close"))
         self._answer(txnr, time.monotonic() + self.timeout)
 
     def check_idle(self) -> None:
@@ -239,7 +262,14 @@ class RelpClient:
                 raise RelpError(f"RELP: an answer to {found.txnr}, expected {txnr}")
 
     def _read(self, deadline: float) -> List[Frame]:
-        """The next answers (hints handled), waiting until ``deadline`` for at least one."""
+        """The next answers (hints handled), waiting until ``deadline`` for at least one.
+
+        Answers that came with the server's ``serverclose`` (rsyslog sends
+        its last answers, then the hint) are returned first; the session's
+        end is raised on the next read.
+        """
+        if self._ended is not None:
+            raise self._ended
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -261,13 +291,19 @@ class RelpClient:
             answers = []
             for found in self._parser.feed(data):
                 if found.txnr == 0:
-                    self._hint_or_stray(found)
+                    try:
+                        self._hint_or_stray(found)
+                    except RelpError as exc:
+                        self._ended = exc
+                        break
                 elif found.command != b"rsp":
                     raise RelpError(f"RELP: a {_text(found.command)!r} command from the server")
                 else:
                     answers.append(found)
             if answers:
                 return answers
+            if self._ended is not None:
+                raise self._ended
 
 
 def _text(data: bytes) -> str:

@@ -146,8 +146,8 @@ class SyslogSink(BufferedSink, Rfc5424):
         self.resent = 0
         self._relp: Optional[RelpClient] = None
         self._relp_broken = False
-        # RELP: the records sent on a connection that broke before their answer.
-        self._unanswered: List[logging.LogRecord] = []
+        # RELP: records sent on a connection that broke before their answer, by id.
+        self._maybe_arrived: Dict[int, logging.LogRecord] = {}
         self._sock: Optional[socket.socket] = None
         self._stream = transport == "tcp"
         self._second = -1
@@ -206,6 +206,9 @@ class SyslogSink(BufferedSink, Rfc5424):
 
     def _deliver_relp(self, records: List[logging.LogRecord]) -> None:
         client = self._relp
+        if client is not None and client.room() <= len(records):
+            self.disconnect()  # its numbers are used up: close it, open another
+            client = None
         if client is not None:
             try:
                 client.check_idle()  # a restarted server: its hint, or end of file, waits here
@@ -218,16 +221,32 @@ class SyslogSink(BufferedSink, Rfc5424):
         # The filters ran once, when the batch was taken (BufferedSink._admit).
         messages = [self._encode_safely(record) for record in records]
         try:
-            refused = client.send(messages)
+            client.send(messages)
         except OSError as exc:
             self._relp_broken = True
-            self._count_resent(records[: client.sent])
-            self._unanswered = records[client.answered : client.sent]
+            self._settle_relp(records, client)
             raise DeliveryError(f"syslog {self._where()}: {exc}", client.answered) from exc
-        self._count_resent(records)
-        self._unanswered = []
-        for index in refused:
-            # The server answered 500: sending it again would be refused again.
+        self._settle_relp(records, client)
+
+    def _settle_relp(self, records: List[logging.LogRecord], client: RelpClient) -> None:
+        """After a send, whole or cut short: count what went out again, and what the server refused.
+
+        A record sent on a connection that broke before its answer may have
+        arrived: until it is answered it stays in ``_maybe_arrived``, and
+        each later send of it counts in :attr:`resent`.
+        """
+        maybe = self._maybe_arrived
+        if maybe:
+            self.resent += sum(id(record) in maybe for record in records[: client.sent])
+        if client.answered == len(records):
+            maybe.clear()  # whatever else was in it was dropped, not sent again
+        else:
+            for record in records[: client.answered]:
+                maybe.pop(id(record), None)
+            maybe.update((id(record), record) for record in records[client.answered : client.sent])
+        for index in client.refused:
+            # The server answered 500 (librelp then ends the session): sent
+            # again, it would be refused again. Counted, never delivered.
             try:
                 raise DeliveryError(f"syslog {self._where()}: the server refused a message")
             except DeliveryError:
@@ -235,13 +254,7 @@ class SyslogSink(BufferedSink, Rfc5424):
                 self._report_failure(records[index])
             with self._cond:
                 self._count_drop(records[index])
-        self.delivered -= len(refused)  # BufferedSink counts the whole batch
-
-    def _count_resent(self, sent: List[logging.LogRecord]) -> None:
-        """Count the records of ``sent`` that went out before on a connection that broke."""
-        if self._unanswered:
-            before = {id(record) for record in self._unanswered}
-            self.resent += sum(id(record) in before for record in sent)
+        self.delivered -= len(client.refused)  # BufferedSink counts them with the answered
 
     def _connect_relp(self) -> RelpClient:
         sock = self._connect()
@@ -335,6 +348,11 @@ class SyslogSink(BufferedSink, Rfc5424):
             with contextlib.suppress(OSError):
                 client.close()
         if sock is not None:
+            if client is not None:
+                # The connection itself, not this descriptor: a worker forked
+                # meanwhile may hold a copy, and the server must see the end.
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
     def _where(self) -> str:
