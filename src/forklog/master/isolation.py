@@ -177,8 +177,8 @@ class BufferedSink(logging.Handler):
                     self._count_drop(record)
                 self._batch = []
                 self._in_flight = 0
-        if thread is None or not thread.is_alive():
-            self._disconnect_quietly()
+        if thread is None:
+            self._disconnect_quietly()  # a thread lets go of the connection as it ends
         super().close()
 
     def _start(self) -> None:
