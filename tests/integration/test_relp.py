@@ -86,6 +86,7 @@ def restart_mid_stream(server: Rsyslog, tmp_path: Path, kill: bool) -> None:
         assert len(set(numbers)) + drops[pid] == count, f"pid {pid}: {len(set(numbers))} + {drops[pid]}"
     assert sink.dropped == 0, "the buffer held everything while rsyslog restarted"
     assert sink.failures >= 1, "the restart was not seen"
+    assert stats.resent_by_sink == {"syslog": sink.resent}
     if kill:
         assert duplicates <= min(WINDOW, sink.resent), (duplicates, sink.resent)
     else:
@@ -187,14 +188,17 @@ def test_a_server_that_never_answers_gets_a_window_and_holds_back_no_file(tmp_pa
             wait_for(lambda: len(path.read_text().splitlines()) == 1000, 10, "the file to have every record")
             # Each silence: a timeout, a new connection, the same window again.
             wait_for(lambda: len(received) >= 3, 20, "three connections")
+            # The second connection's send has failed by now: its records counted.
+            second, resent = received[1], sink.resent
             assert sink.delivered == 0 and sink.pending >= 1000 - 16
             log.removeHandler(hub.handler())
             sink.close_timeout = 0.5
     finally:
         stop.set()
         server.close()
-    assert received[:3] == [16, 16, 16], "a connection got more than the window"
-    assert sink.resent >= 2 * 16, "the window sent again is counted"
+    # A batch is retried whole: the first may have been a record or two.
+    assert all(0 < n <= 16 for n in received), f"a connection got more than the window: {received}"
+    assert resent >= second > 0, "the records sent again are counted"
 
 
 def test_real_gunicorn_over_relp_through_an_rsyslog_restart(

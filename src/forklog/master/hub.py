@@ -91,6 +91,9 @@ class HubStats:
     #: Records logged on the hub's own threads (a sink whose emit logs): kept
     #: out of the hub, said on stderr at a bounded rate (H26).
     feedback: int = 0
+    #: Records a sink sent again after a broken connection (RELP: each may
+    #: have arrived twice), by sink name; sinks that never resend are absent.
+    resent_by_sink: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def dropped(self) -> int:
@@ -480,6 +483,11 @@ class Hub:
             listener_lag=counters.lag,
             unrouted=counters.unrouted,
             feedback=self.queue.feedback,
+            resent_by_sink={
+                name: int(getattr(handler, "resent", 0))
+                for name, handler in self._sinks
+                if isinstance(getattr(handler, "resent", None), int)
+            },
         )
 
     # -- fork ------------------------------------------------------------------

@@ -125,6 +125,8 @@ def prometheus_text(stats: HubStats) -> str:
          [({}, stats.lost)]),
         ("forklog_sink_dropped_total", "counter", "Records a sink accepted and could not write.",
          [({"sink": k}, v) for k, v in sorted(stats.dropped_by_sink.items())]),
+        ("forklog_sink_resent_total", "counter", "Records a sink sent again after a broken connection.",
+         [({"sink": k}, v) for k, v in sorted(stats.resent_by_sink.items())]),
         ("forklog_sink_errors_total", "counter", "Errors raised by each sink.",
          [({"sink": k}, v) for k, v in sorted(stats.sink_errors.items())]),
         ("forklog_records_unrouted_total", "counter", "Records that reached the hub and that no sink took.",
