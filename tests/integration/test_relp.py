@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 import signal
 import socket
 import threading
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, List
+
+import pytest
 
 import forklog
 from forklog import SyslogSink
@@ -23,6 +28,7 @@ from forklog.master.relp import WINDOW, FrameParser
 from tests.integration.gunicorn_proc import Gunicorn, run_load
 from tests.integration.test_syslog import (
     APP,
+    SEQ,
     Rsyslog,
     arrivals,
     dropped_by_pid,
@@ -48,18 +54,51 @@ def arrived_count(server: Rsyslog) -> int:
     return sum(map(len, arrivals(server.messages()).values()))
 
 
-def restart_mid_stream(server: Rsyslog, tmp_path: Path, kill: bool) -> None:
+def stream(k: int, count: int) -> int:
+    """In a pool child (forklog.init_worker ran): log ``count`` numbered records, flat out; the pid."""
+    log = logging.getLogger("app")
+    for i in range(count):
+        log.info("r k=%d i=%d", k, i)
+        if i % 8 == 0:
+            time.sleep(0.001)  # the load's pace, not a wait
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    return os.getpid()
+
+
+def by_worker(server: Rsyslog) -> Dict[int, List[int]]:
+    """The record numbers that reached rsyslog, by the worker's k, in the order written."""
+    out: Dict[int, List[int]] = defaultdict(list)
+    for m in server.messages():
+        match = SEQ.match(m.msg) if m.app_name == APP and m.msgid == "app" else None
+        if match:
+            out[int(match.group(2))].append(int(match.group(3)))
+    return out
+
+
+def restart_mid_stream(server: Rsyslog, tmp_path: Path, kill: bool, method: str) -> None:
     """Two workers log 3,000 records each, flat out; rsyslog stops (TERM or KILL) a third of the way in.
 
-    At this rate plain TCP loses records on a TERM (tcp:// in place of relp:// fails this).
+    The workers are forked (``method`` "fork") or a ``multiprocessing`` pool
+    with ``init_worker`` (``"spawn"``). At this rate plain TCP loses records
+    on a TERM (tcp:// in place of relp:// fails this).
     """
     sink = relp_sink(server)
     path = tmp_path / "app.json"
     hub = forklog.Hub([("file", json_sink(path)), ("syslog", sink)]).start()
     count = 3000
+    pool = None
     try:
-        pids = start_workers(hub, "r", count, pause=0.0002)
-        wait_for(lambda: arrived_count(server) >= count * 2 // 3, 30, "a third of the stream")
+        if method == "fork":
+            pids = start_workers(hub, "r", count, pause=0.0002)
+        else:
+            pool = multiprocessing.get_context(method).Pool(
+                2, initializer=forklog.init_worker, initargs=(hub.queue,)
+            )
+            jobs = pool.starmap_async(stream, [(k, count) for k in range(2)], chunksize=1)
+        wait_for(
+            lambda: sum(map(len, by_worker(server).values())) >= count * 2 // 3, 30, "a third of the stream"
+        )
         proc = server.proc
         assert proc is not None
         if kill:
@@ -68,23 +107,27 @@ def restart_mid_stream(server: Rsyslog, tmp_path: Path, kill: bool) -> None:
         else:
             server.stop()
         server.start()
-        join_workers(hub, pids)
+        if pool is None:
+            join_workers(hub, pids)
+        else:
+            jobs.get(60)
+            pool.close()
+            pool.join()
         wait_for(lambda: sink.pending == 0, 30, "the sink to drain")
     finally:
+        if pool is not None:
+            pool.terminate()
         stats = hub.stop(timeout=20)
     server.stop()
     assert stats is not None
-    got = arrivals(server.messages())
-    drops = dropped_by_pid(sink)
-    duplicates = 0
-    for pid in pids:
-        numbers = got.get(pid, [])
-        assert set(numbers) <= set(range(count))
-        twice = sum(n - 1 for n in Counter(numbers).values())
-        duplicates += twice
-        # Nothing lost without a count: every number arrived, or was counted dropped.
-        assert len(set(numbers)) + drops[pid] == count, f"pid {pid}: {len(set(numbers))} + {drops[pid]}"
+    got = by_worker(server)
     assert sink.dropped == 0, "the buffer held everything while rsyslog restarted"
+    duplicates = 0
+    for k in range(2):
+        numbers = got.get(k, [])
+        duplicates += sum(n - 1 for n in Counter(numbers).values())
+        # Nothing lost: every number arrived (none was counted dropped).
+        assert set(numbers) == set(range(count)), f"worker {k}: {count - len(set(numbers))} missing"
     assert sink.failures >= 1, "the restart was not seen"
     assert stats.resent_by_sink == {"syslog": sink.resent}
     if kill:
@@ -95,12 +138,14 @@ def restart_mid_stream(server: Rsyslog, tmp_path: Path, kill: bool) -> None:
     assert len([r for r in in_file if r["logger"] == "app"]) == 2 * count
 
 
+@pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_rsyslog_stopped_and_restarted_mid_stream_every_record_arrives_once(
     rsyslog: Rsyslog,  # noqa: F811 - the fixture
     tmp_path: Path,
+    method: str,
 ) -> None:
     """rsyslog TERMed a third of the way into a stream and started again: every record arrives, once."""
-    restart_mid_stream(rsyslog, tmp_path, kill=False)
+    restart_mid_stream(rsyslog, tmp_path, kill=False, method=method)
 
 
 def test_rsyslog_killed_mid_stream_nothing_lost_duplicates_bounded_and_counted(
@@ -108,7 +153,7 @@ def test_rsyslog_killed_mid_stream_nothing_lost_duplicates_bounded_and_counted(
     tmp_path: Path,
 ) -> None:
     """rsyslog SIGKILLed mid-stream: every record arrives; duplicates at most a window, counted in resent."""
-    restart_mid_stream(rsyslog, tmp_path, kill=True)
+    restart_mid_stream(rsyslog, tmp_path, kill=True, method="fork")
 
 
 def test_rsyslog_down_longer_than_the_buffer_overflow_counted_by_level_and_pid(

@@ -287,7 +287,10 @@ class RelpClient:
                 raise TimeoutError(f"RELP: no answer in {self.timeout} s")
             # The socket's own timeout (``timeout``) bounds each wait: setting
             # it to what is left before each read cost two system calls a read.
-            data = self.sock.recv(65536)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout as exc:  # not yet TimeoutError on Python 3.9
+                raise TimeoutError(f"RELP: no answer in {self.timeout} s") from exc
             if quick and _QUICKACK is not None:
                 # rsyslog writes each answer on its own; under Nagle it holds
                 # the next ones until this end acknowledges the first, which
