@@ -310,9 +310,12 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
     worker's own code, cut into frames and read back; the listener writes
     them to a file as in a hub, with its fast lane off and on.
     """
-    from forklog import transport, wire  # noqa: PLC0415
+    from forklog import _frame, transport, wire  # noqa: PLC0415
     from forklog.master import threads  # noqa: PLC0415
-    from forklog.master.listener import Backlog, Counters, Listener  # noqa: PLC0415
+    from forklog.master.backlog import Backlog  # noqa: PLC0415
+    from forklog.master.counters import Counters  # noqa: PLC0415
+    from forklog.master.frames import FrameReader  # noqa: PLC0415
+    from forklog.master.listener import Listener  # noqa: PLC0415
     from forklog.master.report import Reporter  # noqa: PLC0415
 
     made: List[logging.LogRecord] = []
@@ -330,9 +333,7 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
     formatter = forklog.TextFormatter(FORMAT)
     renderers = transport._renderers((formatter,))
     lines = [wire.encode_lines(record, renderers, 4242, True) or wire.encode(record) for record in made]
-    data = b"".join(
-        b"".join(transport._frames(0, 4242, 1, seq, payload)) for seq, payload in enumerate(payloads)
-    )
+    data = b"".join(b"".join(_frame.frames(0, 4242, 1, seq, payload)) for seq, payload in enumerate(payloads))
     line_items = [
         (transport.FIRST | transport.LAST, 4242, 1, seq, payload) for seq, payload in enumerate(lines)
     ]
@@ -341,7 +342,7 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
     tmp = Path(tempfile.mkdtemp(prefix="forklog-stages-"))
 
     def frames() -> None:
-        reader = transport.FrameReader()
+        reader = FrameReader()
         items[:] = [
             item
             for start in range(0, len(data), 1 << 20)

@@ -43,6 +43,7 @@ from typing import (
     Type,
 )
 
+from forklog import _fork
 from forklog.master.isolation import BufferedSink, DeliveryError
 from forklog.master.otlp_mapping import fill_attributes, fill_log_record, severity_number, utf8
 from forklog.wire import safe_repr
@@ -433,7 +434,6 @@ def _close_in_child() -> None:
             os.close(sock.detach())
 
 
-@functools.cache
 def _install_fork_hook() -> None:
-    # Registered once, on the first sink, not at import.
-    os.register_at_fork(after_in_child=_close_in_child)
+    # On the first sink, not at import.
+    _fork.on_fork(after_in_child=_close_in_child)

@@ -16,7 +16,7 @@ Why a pipe and not ``multiprocessing.Queue`` (DESIGN H1, H2, H13, H18, H19):
   records again (rsyslog's ``discardMark`` style, H4).
 * **Large records** are split into frames tagged with the writer's pid and
   the record's sequence number, and put back together by the
-  :class:`FrameReader` in the master. Frames of different processes and
+  :class:`~forklog.master.frames.FrameReader` in the master. Frames of different processes and
   threads interleave freely.
 * **Every frame is checked**: a magic number, a length and a CRC32. The
   reader skips and counts anything else, so garbage in the pipe cannot kill
@@ -32,82 +32,60 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import functools
 import itertools
 import logging
 import os
 import pickle
 import select
-import struct
-import termios
 import threading
 import time
 import weakref
 import zlib
 from multiprocessing import reduction
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from forklog import _bounded, _target, formatters, wire
+from forklog import _fork, _frame, _target, formatters, wire
+from forklog._frame import (
+    _CRC,
+    _HEAD,
+    _MAGIC,
+    _VERSION,
+    CONTROL,
+    DROPS_MARK,
+    FIRST,
+    LAST,
+    MAX_PAYLOAD,
+    NO_SEQ,
+    PIPE_BUF,
+    PIPE_SIZES,
+    decode_drops,
+    encode_drops,
+    grow_pipe,
+    pipe_backlog,
+    pipe_capacity,
+)
 from forklog.master.threads import on_hub_thread
 from forklog.scoreboard import Scoreboard
 
-__all__ = ["DROPS_MARK", "Channel", "FrameReader", "PIPE_BUF", "decode_drops", "encode_drops"]
+__all__ = [
+    "CONTROL",
+    "DROPS_MARK",
+    "FIRST",
+    "LAST",
+    "NO_SEQ",
+    "PIPE_BUF",
+    "Channel",
+    "decode_drops",
+    "encode_drops",
+    "pipe_backlog",
+    "pipe_capacity",
+]
 
 
-def _pipe_buf() -> int:
-    """The platform's atomic pipe write size (4096 on Linux, 512 on macOS and the BSDs).
-
-    ``FORKLOG_PORTABLE=1`` takes POSIX's minimum, 512, as macOS has it: the
-    suite runs once that way in CI, so frames that only Linux's size keeps
-    whole cannot go unnoticed.
-    """
-    if os.environ.get("FORKLOG_PORTABLE") == "1":
-        return 512
-    return int(getattr(select, "PIPE_BUF", 512))
-
-
-PIPE_BUF = _pipe_buf()
-_MAGIC = b"\xf0\x1c"
-# A frame: magic, CRC32 of everything after it, then flags, version, payload
-# length, pid, boot, record sequence, fragment index, and the payload.
-# "boot" is random per process incarnation: a reused pid is another writer.
-_HEAD = struct.Struct("<BBHIIII")  # what follows the magic and the CRC
-_CRC = struct.Struct("<I")
-_CHECKED_FROM = len(_MAGIC) + _CRC.size
-HEADER_SIZE = _CHECKED_FROM + _HEAD.size
-_WHOLE_HEAD = struct.Struct("<2sIBBHIIII")  # the whole header, read at once
-MAX_PAYLOAD = PIPE_BUF - HEADER_SIZE
-_VERSION = 2
-
-FIRST = 0x01
-LAST = 0x02
-CONTROL = 0x04  # a message for the reader itself (the stop marker), not a record
-NO_SEQ = 0xFFFFFFFF  # the sequence number of a frame that is not a numbered record
-
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 #: The longest a critical section over the drop counters waits for another
 #: thread. Sections last microseconds; see Channel._enter.
 _LOCK_WAIT = 0.5
 _poll = select.poll  # bound at import: gevent's monkey-patching removes select.poll
-
-
-def _frames(flags: int, pid: int, boot: int, seq: int, payload: bytes) -> List[bytes]:
-    """Cut ``payload`` into frames of at most ``PIPE_BUF`` bytes."""
-    out = []
-    size = len(payload)
-    count = max(1, -(-size // MAX_PAYLOAD))
-    for index in range(count):
-        chunk = payload[index * MAX_PAYLOAD : (index + 1) * MAX_PAYLOAD]
-        bits = flags
-        if index == 0:
-            bits |= FIRST
-        if index == count - 1:
-            bits |= LAST
-        checked = _HEAD.pack(bits, _VERSION, len(chunk), pid, boot, seq & 0xFFFFFFFF, index) + chunk
-        out.append(_MAGIC + _CRC.pack(zlib.crc32(checked)) + checked)
-    return out
 
 
 _live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
@@ -133,10 +111,9 @@ def _after_fork_in_child() -> None:
         channel._after_fork(slots.get(id(channel), -1))
 
 
-@functools.cache
 def _install_fork_hook() -> None:
-    # Registered once, on first use, not at import: importing forklog has no side effects.
-    os.register_at_fork(
+    # On first use, not at import: importing forklog has no side effects.
+    _fork.on_fork(
         before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
     )
 
@@ -187,7 +164,7 @@ class Channel:
         if _write_fd is None:
             self.scoreboard = Scoreboard()
             read_fd, write_fd = os.pipe()
-            _grow_pipe(read_fd, PIPE_SIZES if pipe_size is None else (pipe_size,))
+            grow_pipe(read_fd, PIPE_SIZES if pipe_size is None else (pipe_size,))
             os.set_blocking(write_fd, False)
             os.set_blocking(read_fd, False)
             self.read_fd = read_fd
@@ -412,7 +389,7 @@ class Channel:
                 self._gone(exc)
                 return False
         else:
-            frames = _frames(0, self.pid, self.boot, seq, payload)
+            frames = _frame.frames(0, self.pid, self.boot, seq, payload)
             if numbered:
                 self._publish(seq + 1)  # a kill between its frames must not hide it
         deadline = 0.0
@@ -585,7 +562,7 @@ class Channel:
 
     def _send_drops(self, counts: Dict[str, int]) -> bool:
         """The drop counts as one control frame (H27: an application's record can never pass for one)."""
-        frame = _frames(CONTROL, self.pid, self.boot, NO_SEQ, encode_drops(counts))[0]
+        frame = _frame.frames(CONTROL, self.pid, self.boot, NO_SEQ, encode_drops(counts))[0]
         try:
             os.write(self.write_fd, frame)
             return True
@@ -614,7 +591,7 @@ class Channel:
     def send_control(self, payload: bytes, timeout: float) -> bool:
         """Send a control frame to the reader (the stop marker), waiting up to ``timeout``."""
         deadline = time.monotonic() + timeout
-        frame = _frames(CONTROL, self.pid, self.boot, 0, payload)[0]
+        frame = _frame.frames(CONTROL, self.pid, self.boot, 0, payload)[0]
         while True:
             try:
                 os.write(self.write_fd, frame)
@@ -655,44 +632,6 @@ def _level_key(levelname: object) -> str:
     if isinstance(levelname, str) and levelname:
         return str.__str__(levelname)
     return "UNKNOWN" if not levelname else wire.safe_repr(levelname)
-
-
-#: The start of a control frame that carries a writer's drop counts.
-DROPS_MARK = b"drops"
-#: At most this many level names in one drop report; the rest are added up under "other".
-_MAX_DROP_KEYS = 64
-_DROP = struct.Struct("<BI")  # a level name's length, its count
-
-
-def encode_drops(counts: Dict[str, int]) -> bytes:
-    """A drop report: the mark, then each level name (its length, UTF-8) and its count; one frame."""
-    if len(counts) > _MAX_DROP_KEYS:
-        kept = dict(sorted(counts.items(), key=lambda item: -item[1])[: _MAX_DROP_KEYS - 1])
-        kept["other"] = kept.get("other", 0) + sum(v for k, v in counts.items() if k not in kept)
-        counts = kept
-    parts = [DROPS_MARK]
-    for name, count in counts.items():
-        data = name.encode("utf-8", "backslashreplace")[:48]
-        parts.append(_DROP.pack(len(data), min(count, 0xFFFFFFFF)) + data)
-    return b"".join(parts)
-
-
-def decode_drops(payload: bytes) -> Dict[str, int]:
-    """The counts of a drop report, read field by field (never ``marshal``). Raises ``ValueError``."""
-    counts: Dict[str, int] = {}
-    position = len(DROPS_MARK)
-    try:
-        while position < len(payload):
-            size, count = _DROP.unpack_from(payload, position)
-            position += _DROP.size
-            if position + size > len(payload) or len(counts) >= _MAX_DROP_KEYS:
-                raise ValueError("a drop report of an unknown shape")
-            name = payload[position : position + size].decode("utf-8")
-            position += size
-            counts[name] = counts.get(name, 0) + count
-    except (struct.error, UnicodeDecodeError) as exc:
-        raise ValueError(f"undecodable drop report: {exc}") from None
-    return counts
 
 
 def _writable(fd: int) -> bool:
@@ -742,162 +681,3 @@ def _rebuild(dup: Any, board: Any, slot: int, options: Dict[str, Any]) -> Channe
         _slot=slot if board is not None else -1,
         **options,
     )
-
-
-# -- the read side, in the master ------------------------------------------------
-
-
-class FrameReader:
-    """Turns the bytes read from the pipe into whole records.
-
-    Skips and counts anything that is not a well-formed frame; puts large
-    records back together; gives up (and counts) on a record whose writer
-    stopped sending fragments, and bounds the memory such records can hold.
-    """
-
-    def __init__(self, partial_timeout: float = 10.0, max_partial_bytes: int = 64 << 20) -> None:
-        self._buffer = bytearray()
-        self._partial: Dict[Tuple[int, int, int], Tuple[float, List[bytes]]] = {}
-        self._partial_bytes = 0
-        self.partial_timeout = partial_timeout
-        self.max_partial_bytes = max_partial_bytes
-        self.garbage_bytes = 0
-        self.bad_frames = 0
-        self.abandoned_records: Dict[int, int] = {}  # by pid
-        #: Whole CONTROL records returned so far (a reader of records only need not look at each).
-        self.control_frames = 0
-
-    def feed(self, data: bytes) -> List[Tuple[int, int, int, int, bytes]]:
-        """``(flags, pid, boot, seq, payload)`` of each whole record in ``data``, in order."""
-        buf = self._buffer
-        buf += data
-        out: List[Tuple[int, int, int, int, bytes]] = []
-        append = out.append
-        pos = 0
-        end = len(buf)
-        unpack = _WHOLE_HEAD.unpack_from
-        checked_from = _CHECKED_FROM
-        crc32 = zlib.crc32
-        view = memoryview(buf)  # slices without copies; released before buf is resized
-        try:
-            while end - pos >= HEADER_SIZE:
-                magic, crc, flags, version, length, pid, boot, seq, index = unpack(buf, pos)
-                if magic != _MAGIC:
-                    found = buf.find(_MAGIC, pos + 1)
-                    skip_to = found if found >= 0 else end - 1
-                    self.garbage_bytes += skip_to - pos
-                    pos = skip_to
-                    continue
-                if version != _VERSION or length > MAX_PAYLOAD:
-                    self.garbage_bytes += 1
-                    self.bad_frames += 1
-                    pos += 1
-                    continue
-                frame_end = pos + HEADER_SIZE + length
-                if frame_end > end:
-                    break  # the rest of this frame has not been read yet
-                if crc32(view[pos + checked_from : frame_end]) != crc:
-                    self.garbage_bytes += 1
-                    self.bad_frames += 1
-                    pos += 1
-                    continue
-                payload = view[pos + HEADER_SIZE : frame_end].tobytes()
-                pos = frame_end
-                if flags & FIRST and flags & LAST:
-                    append((flags, pid, boot, seq, payload))
-                else:
-                    whole = self._assemble(flags, (pid, boot, seq), index, payload)
-                    if whole is None:
-                        continue
-                    append((flags, pid, boot, seq, whole))
-                if flags & CONTROL:
-                    self.control_frames += 1
-        finally:
-            view.release()
-        del buf[:pos]
-        return out
-
-    def _assemble(self, flags: int, key: Tuple[int, int, int], index: int, payload: bytes) -> Optional[bytes]:
-        if flags & FIRST:
-            if key in self._partial:
-                self._abandon(key)
-            self._partial[key] = (time.monotonic(), [payload])
-            self._partial_bytes += len(payload)
-            self._bound()
-            return None
-        entry = self._partial.get(key)
-        if entry is None or len(entry[1]) != index:
-            self.bad_frames += 1  # a fragment without its beginning
-            if entry is not None:
-                self._abandon(key)
-            return None
-        entry[1].append(payload)
-        self._partial_bytes += len(payload)
-        if flags & LAST:
-            del self._partial[key]
-            whole = b"".join(entry[1])
-            self._partial_bytes -= len(whole)
-            return whole
-        self._bound()
-        return None
-
-    def _bound(self) -> None:
-        while self._partial_bytes > self.max_partial_bytes and self._partial:
-            oldest = min(self._partial, key=lambda k: self._partial[k][0])
-            self._abandon(oldest)
-
-    def _abandon(self, key: Tuple[int, int, int]) -> None:
-        _started, parts = self._partial.pop(key)
-        self._partial_bytes -= sum(len(part) for part in parts)
-        pid = key[0]
-        _bounded.add(self.abandoned_records, pid, 1, _bounded.by_pid)
-
-    def expire(
-        self, now: Optional[float] = None, pid: Optional[int] = None, boots: Optional[Set[int]] = None
-    ) -> None:
-        """Give up on partial records older than the timeout, or on ``pid``'s (of ``boots`` if given)."""
-        now = time.monotonic() if now is None else now
-        for key, (started, _parts) in list(self._partial.items()):
-            mine = key[0] == pid and (not boots or key[1] in boots)
-            if mine or now - started > self.partial_timeout:
-                self._abandon(key)
-
-    @property
-    def pending_partial(self) -> int:
-        return len(self._partial)
-
-
-#: The pipe sizes a channel asks for, largest first. The pipe is what
-#: absorbs the master's stalls at full load: while gunicorn forks workers at a
-#: HUP, the receiver can wait 20 to 40 ms for the GIL and a CPU, and four
-#: sync workers logging 6 KB a request fill 1 MiB in about 70 ms. Linux grants
-#: 4 MiB to root (a gunicorn master usually is) or under a raised
-#: ``fs.pipe-max-size``, and 1 MiB to any user by default.
-PIPE_SIZES = (4 << 20, 1 << 20)
-
-
-def _grow_pipe(fd: int, sizes: Tuple[int, ...]) -> None:
-    """Give the pipe the first size the kernel grants; none granted, its default (64 KiB) stays."""
-    for size in sizes:
-        try:
-            fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
-            return
-        except OSError:
-            continue
-
-
-def pipe_backlog(fd: int) -> int:
-    """Bytes waiting in the pipe (FIONREAD), 0 if unknown."""
-    try:
-        buf = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
-    except OSError:
-        return 0
-    return int(struct.unpack("i", buf)[0])
-
-
-def pipe_capacity(fd: int) -> int:
-    """The pipe's size in bytes (F_GETPIPE_SZ); Linux's default of 64 KiB if unknown."""
-    try:
-        return int(fcntl.fcntl(fd, _F_GETPIPE_SZ))
-    except OSError:
-        return 64 << 10

@@ -25,6 +25,7 @@ import pytest
 
 import forklog
 from forklog import transport, wire
+from forklog.master.frames import FrameReader
 from forklog.master.sinks import RotatingFileSink
 from forklog.scoreboard import Scoreboard
 from tests.support import Bad, Collect, Recursive, Stall, wait_for
@@ -454,7 +455,7 @@ def test_drops_of_records_with_odd_level_names_are_reported() -> None:
         assert channel.dropped == {"INFO": 1, "UNKNOWN": 1, "5": 1}
         # The reader catches up: the next record goes out, and the summary right behind it.
         assert channel.read_fd is not None
-        reader = transport.FrameReader()
+        reader = FrameReader()
         while transport.pipe_backlog(channel.read_fd):
             list(reader.feed(os.read(channel.read_fd, 1 << 16)))
         logger.removeFilter(rename)

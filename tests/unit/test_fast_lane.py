@@ -25,8 +25,9 @@ import pytest
 from forklog import JSONFormatter, RotatingFileSink, TextFormatter, transport, wire
 from forklog.formatters import line_renderer
 from forklog.master import threads
-from forklog.master.lines import DROPS
-from forklog.master.listener import RECORD, Backlog, Counters, Listener
+from forklog.master.backlog import DROPS, RECORD, Backlog
+from forklog.master.counters import Counters
+from forklog.master.listener import Listener
 from forklog.master.report import Reporter
 
 PID = 4242

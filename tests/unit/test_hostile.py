@@ -244,8 +244,8 @@ def test_a_raising_filter_fails_its_record_not_the_syslog_batch(log: logging.Log
 def test_per_process_counters_stay_bounded_and_keep_their_totals() -> None:
     """Thousands of recycled workers: the per-pid counts fold the oldest into pid 0, the totals exact."""
     from forklog import _bounded
+    from forklog.master.counters import Counters
     from forklog.master.ledger import Ledger
-    from forklog.master.listener import Counters
 
     counters = Counters([])
     ledger = Ledger()

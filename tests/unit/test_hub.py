@@ -178,11 +178,11 @@ def test_stop_is_bounded_with_a_stalled_sink(capfd: pytest.CaptureFixture[str], 
 
 def test_undecodable_record_is_counted_and_skipped() -> None:
     """A well-framed record whose payload is not a record cannot stop the listener."""
-    from forklog import transport
+    from forklog import _frame
 
     collect = Collect()
     with forklog.Hub([collect]) as hub:
-        for frame in transport._frames(0, os.getpid(), 1, 999, b"\x00not marshal data"):
+        for frame in _frame.frames(0, os.getpid(), 1, 999, b"\x00not marshal data"):
             os.write(hub.queue.write_fd, frame)
         log_through(hub, 1)
     assert collect.messages() == ["record 0"]
@@ -206,11 +206,11 @@ def test_records_up_to_the_limit_arrive_whole_and_larger_ones_truncated() -> Non
 
 def test_stop_is_bounded_with_a_record_cut_short_in_the_pipe(capfd: pytest.CaptureFixture[str]) -> None:
     """A writer killed between the fragments of a large record cannot hold stop() up; it is reported."""
-    from forklog import transport, wire
+    from forklog import _frame, wire
 
     collect = Collect()
     hub = forklog.Hub([collect]).start()
-    frames = transport._frames(0, 999_999, 7, 0, wire.encode(logging.makeLogRecord({"msg": "z" * 20_000})))
+    frames = _frame.frames(0, 999_999, 7, 0, wire.encode(logging.makeLogRecord({"msg": "z" * 20_000})))
     os.write(hub.queue.write_fd, frames[0])  # the rest never comes
     log_through(hub, 3)
     started = time.monotonic()

@@ -328,7 +328,9 @@ def test_a_sink_whose_formatter_changed_after_start_gets_records_made_of_the_lin
 
 def test_a_damaged_lines_payload_in_a_batch_is_counted_and_the_rest_written(tmp_path: Path) -> None:
     """A damaged lines payload in a batch is counted as bad; the records around it are written."""
-    from forklog.master.listener import Backlog, Counters, Listener
+    from forklog.master.backlog import Backlog
+    from forklog.master.counters import Counters
+    from forklog.master.listener import Listener
     from forklog.master.report import Reporter
 
     sink = RotatingFileSink(tmp_path / "text.log", maxBytes=1 << 30, backupCount=1)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict
 
 import forklog
-from forklog import transport, wire
+from forklog import _frame, wire
 from tests.support import Collect
 
 
@@ -44,7 +44,7 @@ def test_a_payload_carrying_code_is_only_data(tmp_path: Path) -> None:
     with forklog.Hub([collect]) as hub:
         fields = list(marshal.loads(wire.encode(forklog_record("plain"))))
         fields[4] = code  # the message field
-        for frame in transport._frames(0, os.getpid(), 1, 1, marshal.dumps(tuple(fields))):
+        for frame in _frame.frames(0, os.getpid(), 1, 1, marshal.dumps(tuple(fields))):
             os.write(hub.queue.write_fd, frame)
         hub.handler().handle(forklog_record("after"))
     assert not marker.exists()

@@ -7,9 +7,9 @@ import logging
 import os
 import time
 
-from forklog import transport, wire
-from forklog.master.listener import Receiver
-from forklog.transport import FrameReader
+from forklog import _frame, transport, wire
+from forklog.master.frames import FrameReader
+from forklog.master.receiver import Receiver
 
 
 def record(msg: str, level: int = logging.INFO) -> logging.LogRecord:
@@ -20,8 +20,8 @@ def test_large_records_are_reassembled_across_interleaved_frames() -> None:
     """Fragments of two writers interleave in the pipe; each record comes out whole."""
     big_a = wire.encode(record("a" * 20_000))
     big_b = wire.encode(record("b" * 9_000))
-    frames_a = transport._frames(0, 11, 1, 0, big_a)
-    frames_b = transport._frames(0, 22, 1, 0, big_b)
+    frames_a = _frame.frames(0, 11, 1, 0, big_a)
+    frames_b = _frame.frames(0, 22, 1, 0, big_b)
     assert all(len(f) <= transport.PIPE_BUF for f in frames_a + frames_b)
     interleaved = [f for pair in itertools.zip_longest(frames_a, frames_b, fillvalue=b"") for f in pair]
     reader = FrameReader()
@@ -32,7 +32,7 @@ def test_large_records_are_reassembled_across_interleaved_frames() -> None:
 
 def test_garbage_and_torn_frames_are_skipped_and_counted() -> None:
     """Bytes that are not frames, and a frame cut short, cannot stop the reader."""
-    good = transport._frames(0, 5, 1, 1, wire.encode(record("good")))[0]
+    good = _frame.frames(0, 5, 1, 1, wire.encode(record("good")))[0]
     corrupt = bytearray(good)
     corrupt[-1] ^= 0xFF  # CRC mismatch
     reader = FrameReader()
@@ -44,7 +44,7 @@ def test_garbage_and_torn_frames_are_skipped_and_counted() -> None:
 
 def test_an_unfinished_large_record_is_abandoned_and_counted() -> None:
     """A writer that stops between fragments (killed) leaves a counted, expired partial."""
-    frames = transport._frames(0, 77, 1, 3, wire.encode(record("z" * 10_000)))
+    frames = _frame.frames(0, 77, 1, 3, wire.encode(record("z" * 10_000)))
     reader = FrameReader(partial_timeout=0.0)
     assert list(reader.feed(b"".join(frames[:-1]))) == []
     assert reader.pending_partial == 1

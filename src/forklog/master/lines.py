@@ -21,6 +21,8 @@ import logging
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from forklog import formatters, wire
+from forklog.master.backlog import EXITED
+from forklog.master.counters import Counters
 from forklog.master.isolation import BufferedSink
 from forklog.master.report import Reporter
 from forklog.master.sinks import RotatingFileSink
@@ -30,11 +32,6 @@ __all__ = ["LINES_BYTE", "Lines", "line_formatter"]
 
 LINES_BYTE = bytes([wire.LINES])
 _HEAD = wire._LINES_HEAD
-
-#: The kind of the listener's item that says a process is gone (listener.EXITED).
-EXITED = 0x100
-#: The kind of the listener's item that carries a writer's drop counts (a control frame).
-DROPS = 0x200
 
 #: Writes lines (UTF-8, without terminators) to a sink; returns how many it could not write.
 Writer = Callable[[List[bytes]], int]
@@ -49,7 +46,7 @@ FieldTarget = Tuple[str, BufferedSink, int, Optional[List[Tuple[str, int]]]]
 class Lines:
     """Which sinks take the lines of a lines payload, and the batch loop that feeds them."""
 
-    def __init__(self, counters: Any, reporter: Reporter) -> None:
+    def __init__(self, counters: Counters, reporter: Reporter) -> None:
         self._counters = counters
         self._reporter = reporter
         #: Sink name -> the index of its line in a payload, and the renderer
@@ -232,9 +229,7 @@ class Lines:
                 failed = write(lines)
             except Exception as exc:  # noqa: BLE001 - a sink that raised: counted and reported
                 failed = len(lines)
-                counters.sink_errors[name] += 1
-                counters.sink_failed[name] += failed
-                self._reporter.report(f"sink:{name}", f"sink {name} failed on {failed} records: {exc!r}")
+                counters.sink_failure(self._reporter, name, f"on {failed} records", exc, failed)
             written[name] += len(lines) - failed
             lines.clear()
 
@@ -271,9 +266,7 @@ class Lines:
                 if sink.handle(record):
                     counters.written[name] += 1
             except Exception as exc:  # noqa: BLE001 - a filter or a handle() that raised
-                counters.sink_errors[name] += 1
-                counters.sink_failed[name] += 1
-                self._reporter.report(f"sink:{name}", f"sink {name} failed on a record: {exc!r}")
+                counters.sink_failure(self._reporter, name, "on a record", exc)
 
 
 def line_formatter(sink: logging.Handler) -> Optional[logging.Formatter]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import errno
-import functools
 import logging
 import os
 import socket
@@ -30,6 +29,7 @@ import urllib.parse
 import weakref
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from forklog import _fork
 from forklog.master.isolation import BufferedSink, DeliveryError
 from forklog.master.relp import WINDOW, RelpClient
 from forklog.master.rfc5424 import DEFAULT_SD_ID, FACILITIES, Rfc5424, facility_code, header_field, sd_name
@@ -395,7 +395,6 @@ def _close_in_child() -> None:
             sock.close()
 
 
-@functools.cache
 def _install_fork_hook() -> None:
-    # Registered once, on the first sink, not at import.
-    os.register_at_fork(after_in_child=_close_in_child)
+    # On the first sink, not at import.
+    _fork.on_fork(after_in_child=_close_in_child)

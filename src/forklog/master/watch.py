@@ -18,12 +18,10 @@ import dataclasses
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from forklog.master.report import Reporter, own_record
-
-if TYPE_CHECKING:
-    from forklog.master.hub import HubStats
+from forklog.master.stats import HubStats
 
 __all__ = ["Watch", "prometheus_text"]
 

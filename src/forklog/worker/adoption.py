@@ -35,7 +35,7 @@ import threading
 import types
 from typing import Any, Callable, Optional, Set
 
-from forklog import _target
+from forklog import _fork, _target
 from forklog.master.targets import release_descriptors
 from forklog.transport import Channel
 
@@ -224,7 +224,7 @@ def _install_hooks() -> None:
     # no side effects). Class-level: every logger, the root one included.
     logging.Logger.addHandler = _add_handler  # type: ignore[method-assign]
     logging.basicConfig = _basic_config
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    _fork.on_fork(after_in_child=_after_fork_in_child)
 
 
 def _after_fork_in_child() -> None:

@@ -1,0 +1,91 @@
+"""The bounded FIFO between the master's two threads, and the kinds of what it holds.
+
+The receiver (:mod:`forklog.master.receiver`) appends whole records; the
+listener (:mod:`forklog.master.listener`) takes them in batches. When the
+backlog is full the receiver stops reading, the pipe fills, and the
+writers' drop policy takes over: memory stays bounded by ``queue_size``
+records (and ``max_backlog_bytes``) plus the pipe.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Callable, Deque, List, Optional, Tuple
+
+__all__ = ["DROPS", "EXITED", "RECORD", "Backlog", "Item"]
+
+#: kind, pid, boot, seq, payload. A record's kind is its frame's flags (the
+#: receiver queues FrameReader's tuples as they are), or RECORD.
+Item = Tuple[int, int, int, int, bytes]
+RECORD = 0
+#: Not a frame's flags: the process is gone and all it wrote is ahead of this item.
+EXITED = 0x100
+#: Not a frame's flags: a writer's drop counts (a control frame), in order with its records.
+DROPS = 0x200
+
+
+class Backlog:
+    """A bounded FIFO of encoded records between the two threads."""
+
+    def __init__(self, max_records: int, max_bytes: int) -> None:
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self._items: Deque[Item] = collections.deque()
+        self._bytes = 0
+        self._cond = threading.Condition(threading.Lock())
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_many(self, items: List[Item], deadline: Optional[Callable[[], bool]] = None) -> bool:
+        """Append ``items`` in order, waiting while full; False if ``deadline()`` says give up."""
+        queue = self._items
+        with self._cond:
+            size = sum([len(item[4]) for item in items])
+            if len(queue) + len(items) <= self.max_records and self._bytes + size <= self.max_bytes:
+                queue.extend(items)  # the common case: room for all of them
+                self._bytes += size
+                self._cond.notify_all()
+                return True
+            for item in items:
+                size = len(item[4])
+                while queue and (len(queue) >= self.max_records or self._bytes + size > self.max_bytes):
+                    self._cond.notify_all()
+                    if deadline is not None and deadline():
+                        return False
+                    self._cond.wait(0.05)
+                queue.append(item)
+                self._bytes += size
+            self._cond.notify_all()
+        return True
+
+    def get_batch(self, limit: int, timeout: float) -> List[Item]:
+        with self._cond:
+            if not self._items and not self.closed:
+                self._cond.wait(timeout)
+            items = self._items
+            if len(items) <= limit:
+                batch = list(items)
+                items.clear()
+            else:
+                popleft = items.popleft
+                batch = [popleft() for _ in range(limit)]
+            self._bytes -= sum([len(item[4]) for item in batch])
+            if batch:
+                self._cond.notify_all()
+            return batch
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def clear(self) -> int:
+        with self._cond:
+            count = len(self._items)
+            self._items.clear()
+            self._bytes = 0
+            self._cond.notify_all()
+            return count

@@ -1,0 +1,114 @@
+"""The listener's fast lanes: a sink's line made straight from the decoded fields.
+
+For a file or stream sink with no filters and a formatter forklog can
+reproduce (:func:`forklog.formatters.line_renderer`), the listener writes
+the line without making a ``LogRecord``; a buffered sink's lane only
+refuses early, counting the drop from the fields when its buffer is full.
+A lane returns None when it wrote the line, or what to call with the
+record instead (the sink's ``emit``, or its ``handleError``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from forklog import formatters
+from forklog.master.isolation import BufferedSink
+from forklog.master.sinks import RotatingFileSink
+
+__all__ = ["Lane", "Lanes", "Plan", "buffered_lane", "down_lane"]
+
+Lane = Callable[[Tuple[Any, ...], int, Any], Optional[Callable[[logging.LogRecord], Any]]]
+Plan = List[Tuple[str, logging.Handler, Optional[Lane]]]
+_STREAM_EMITS = (logging.StreamHandler.emit, logging.FileHandler.emit)
+
+
+class Lanes:
+    """Makes each sink's lane, keeping the renderers made for the formatters."""
+
+    def __init__(self) -> None:
+        self._renderers: Dict[int, Tuple[Tuple[Any, ...], Optional[formatters.Renderer]]] = {}
+
+    def renderer(self, formatter: logging.Formatter) -> Optional[formatters.Renderer]:
+        key = formatters.renderer_key(formatter)
+        cached = self._renderers.get(id(formatter))
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            renderer = formatters.line_renderer(formatter)
+        except Exception:  # noqa: BLE001 - a formatter set up in a way not foreseen: the slow path
+            renderer = None
+        if len(self._renderers) > 64:
+            self._renderers.clear()
+        self._renderers[id(formatter)] = (key, renderer)
+        return renderer
+
+    def lane(self, sink: logging.Handler) -> Optional[Lane]:
+        """``sink``'s fast lane, if it is a file or stream sink whose line the fields make alike.
+
+        A buffered sink's lane only refuses early: when its buffer is full
+        (its server is down), the drop is counted from the fields, without
+        making the LogRecord it would not keep.
+        """
+        kind = type(sink)
+        patched = "emit" in sink.__dict__ or "format" in sink.__dict__ or "emit_line" in sink.__dict__
+        if sink.filters or kind.format is not logging.Handler.format or patched:
+            return None
+        if isinstance(sink, BufferedSink):
+            return buffered_lane(sink)
+        render = self.renderer(sink.formatter or logging._defaultFormatter)  # type: ignore[attr-defined]
+        if render is None:
+            return None
+        emit = sink.emit
+        if kind.emit is RotatingFileSink.emit and kind.emit_line is RotatingFileSink.emit_line:  # type: ignore[attr-defined]
+            emit_line = sink.emit_line  # type: ignore[attr-defined]
+
+            def file_lane(fields: Tuple[Any, ...], pid: int, exc_text: Any) -> Optional[Callable[..., Any]]:
+                try:
+                    line = render(fields, pid, exc_text)
+                except Exception:  # noqa: BLE001 - emit() formats again, and counts and reports it
+                    return emit
+                return None if emit_line(line) else emit
+
+            return file_lane
+        if kind.emit in _STREAM_EMITS:
+            stream_sink: logging.StreamHandler[Any] = sink  # type: ignore[assignment]
+
+            def stream_lane(fields: Tuple[Any, ...], pid: int, exc_text: Any) -> Optional[Callable[..., Any]]:
+                # StreamHandler.emit, given the line.
+                stream = stream_sink.stream
+                if stream is None:
+                    return emit  # a FileHandler that opens its file on the first record
+                try:
+                    line = render(fields, pid, exc_text)
+                except Exception:  # noqa: BLE001
+                    return emit
+                try:
+                    stream.write(line + stream_sink.terminator)
+                    stream_sink.flush()
+                except RecursionError:
+                    raise
+                except Exception:  # noqa: BLE001 - as emit() does
+                    return stream_sink.handleError
+                return None
+
+            return stream_lane
+        return None
+
+
+def down_lane(refuse: Callable[[Tuple[str, int]], None]) -> Lane:
+    def down_lane(fields: Tuple[Any, ...], pid: int, exc_text: Any) -> Optional[Callable[..., Any]]:
+        refuse((fields[3], pid))
+        return None
+
+    return down_lane
+
+
+def buffered_lane(sink: BufferedSink) -> Lane:
+    refuse, emit = sink.refuse, sink.emit
+
+    def buffered_lane(fields: Tuple[Any, ...], pid: int, exc_text: Any) -> Optional[Callable[..., Any]]:
+        return None if refuse(fields[3], pid) else emit
+
+    return buffered_lane

@@ -1,0 +1,160 @@
+"""The receiver thread: drains the pipe into the backlog until it reads the stop marker."""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+from typing import List, Optional, Set
+
+from forklog import transport
+from forklog.master import threads
+from forklog.master.backlog import DROPS, EXITED, Backlog, Item
+from forklog.master.counters import Counters
+from forklog.master.frames import FrameReader
+from forklog.master.report import Reporter
+
+__all__ = ["EXIT_MARK", "Receiver", "boots_of"]
+
+#: The control frame that tells the reader a process is gone: prefix + pid.
+EXIT_MARK = b"exit"
+
+
+class Receiver(threading.Thread):
+    """Drains the pipe into the backlog until it reads the stop marker."""
+
+    def __init__(
+        self,
+        channel: transport.Channel,
+        backlog: Backlog,
+        counters: Counters,
+        reporter: Reporter,
+        stop_token: bytes,
+    ) -> None:
+        super().__init__(name="forklog-receiver", daemon=True)
+        assert channel.read_fd is not None
+        self._fd = channel.read_fd
+        self._backlog = backlog
+        self._counters = counters
+        self._reporter = reporter
+        self._stop_token = stop_token
+        self.frames = FrameReader()
+        self.deadline: Optional[float] = None  # set by Hub.stop
+        self.abandoned_bytes = 0
+
+    #: Between reads the receiver sleeps, so that records gather: every
+    #: wake-up of a master thread takes a CPU from a worker, often in the
+    #: middle of a log call, and a read of hundreds of records costs the
+    #: master no more than a read of a few. It sleeps until the pipe should
+    #: hold 1/GATHER_SHARE of its capacity at the rate of the last read,
+    #: GATHER_LEAST to GATHER_MOST seconds (the most shrinks with a pipe
+    #: under 1 MiB), and not at all once a read finds that much. A wake-up
+    #: after a quiet spell sleeps GATHER_LEAST: a burst may follow. The most
+    #: is no longer because bursts of large records (5 KB) from many threads
+    #: fill a pipe in milliseconds (tests/integration/test_gunicorn.py).
+    GATHER_LEAST = 0.001
+    GATHER_MOST = 0.005
+    GATHER_SHARE = 8
+    #: One read takes what the pipe holds, up to this much (see run).
+    READ_MOST = 4 << 20
+
+    def _past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def run(self) -> None:
+        threads.background()
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        capacity = transport.pipe_capacity(self._fd)
+        enough = capacity // self.GATHER_SHARE
+        most = self.GATHER_MOST * min(1.0, capacity / (1 << 20))
+        last_expire = last_read = time.monotonic()
+        pause = 0.0
+        data = b""
+        try:
+            while not self._past_deadline():
+                # Each system call here gives up the GIL and waits to win it
+                # back, while the listener or the master's own code computes,
+                # often far longer than the call (tens of ms while gunicorn
+                # forks workers at a HUP and every CPU is busy). So one read
+                # takes the whole pipe, and the pipe is polled only when the
+                # last read found it empty: a full pipe read 16 KiB at a time
+                # paid that wait per chunk, and workers dropped records.
+                try:
+                    if not data:  # the last read found the pipe empty: wait for a write
+                        poller.poll(250)
+                    if pause:
+                        time.sleep(pause)
+                    data = os.read(self._fd, self.READ_MOST)
+                except (BlockingIOError, InterruptedError):
+                    data = b""
+                now = time.monotonic()
+                pause = self.pause(len(data), now - last_read, enough, most)
+                last_read = now
+                if now - last_expire > 1.0:
+                    self.frames.expire(now)
+                    last_expire = now
+                if data and self._deliver(data):
+                    return
+            self.abandoned_bytes = transport.pipe_backlog(self._fd)
+        except BaseException as exc:  # noqa: BLE001 - report, never die silently
+            self._reporter.write(f"forklog: the receiver thread failed: {exc!r}")
+        finally:
+            self._backlog.close()
+
+    @classmethod
+    def pause(cls, read: int, interval: float, enough: int, most: float) -> float:
+        """How long to let records gather, after reading ``read`` bytes ``interval`` s after the last read."""
+        if read >= enough:
+            return 0.0
+        if not read:
+            return cls.GATHER_LEAST  # after a quiet spell: a burst may follow
+        # The time the pipe takes to hold `enough` at the rate of the last read.
+        return max(cls.GATHER_LEAST, min(most, enough * interval / read))
+
+    def _deliver(self, data: bytes) -> bool:
+        """Queue the records in ``data``; True once the stop marker is seen."""
+        frames = self.frames
+        before = (frames.garbage_bytes, frames.bad_frames)
+        controls = frames.control_frames
+        stop = False
+        items: List[Item] = frames.feed(data)
+        if frames.control_frames != controls:  # not only records: look at each
+            records = items
+            items = []
+            for item in records:
+                flags, writer, boot, seq, payload = item
+                if not flags & transport.CONTROL:
+                    items.append(item)
+                    continue
+                if payload == self._stop_token:
+                    stop = True
+                    break
+                if (
+                    payload.startswith(EXIT_MARK)
+                    and (len(payload) - len(EXIT_MARK)) % 4 == 0
+                    and len(payload) > len(EXIT_MARK)
+                ):
+                    start = len(EXIT_MARK)
+                    gone = int.from_bytes(payload[start : start + 4], "little")
+                    boots = boots_of(payload[start + 4 :])
+                    frames.expire(pid=gone, boots=boots)
+                    items.append((EXITED, gone, 0, 0, payload[start + 4 :]))
+                elif payload.startswith(transport.DROPS_MARK):
+                    items.append((DROPS, writer, boot, seq, payload))  # in order with the writer's records
+        if items and not self._backlog.put_many(items, self._past_deadline):
+            return False
+        if (frames.garbage_bytes, frames.bad_frames) != before:
+            self._reporter.report(
+                "garbage",
+                f"skipped {frames.garbage_bytes} bytes that were not forklog frames "
+                f"({frames.bad_frames} bad frames in all)",
+            )
+        return stop
+
+
+def boots_of(data: bytes) -> Optional[Set[int]]:
+    """The boots an exit marker names, or None (all of the pid's)."""
+    boots = {int.from_bytes(data[i : i + 4], "little") for i in range(0, len(data) - len(data) % 4, 4)}
+    return boots or None

@@ -1,0 +1,67 @@
+"""``HubStats``: a snapshot of the hub's counters, read by ``Hub.stats()``, the watch and the tests."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict
+
+__all__ = ["HubStats"]
+
+
+@dataclasses.dataclass(frozen=True)
+class HubStats:
+    """A snapshot of the hub's counters (``Hub.stats()``)."""
+
+    #: Records taken out of the queue by the listener.
+    enqueued: int
+    #: Records each sink accepted (passed its level and filters), by sink name.
+    written: Dict[str, int]
+    #: Records the emitting processes dropped on a full queue, by level name.
+    dropped_by_level: Dict[str, int]
+    #: The same drops, by emitting pid.
+    dropped_by_process: Dict[int, int]
+    #: Errors raised by each sink (reported on stderr at a bounded rate).
+    sink_errors: Dict[str, int]
+    #: Records a sink accepted but could not write (its buffer was full, its
+    #: disk or server failing), by sink name; reported in the log as well.
+    dropped_by_sink: Dict[str, int]
+    #: Records waiting in the buffers of the sinks that have their own thread.
+    sink_pending: Dict[str, int]
+    #: Records that arrived but could not be decoded.
+    bad_records: int
+    #: Large records whose writer stopped before its last fragment, by pid.
+    incomplete_by_process: Dict[int, int]
+    #: Bytes in the queue that were not forklog frames, skipped.
+    garbage_bytes: int
+    #: Records waiting between the pipe and the sinks.
+    queue_depth: int
+    #: Bytes waiting in the pipe itself.
+    pipe_bytes: int
+    #: Records left behind by ``stop()`` when its timeout ran out.
+    abandoned: int
+    #: Records a writer sent (or dropped without reporting) that never
+    #: arrived, by pid: settled when the writer is gone, reported in the log.
+    lost_by_process: Dict[int, int]
+    #: Writers that are gone and whose accounts are settled.
+    settled_processes: int
+    #: Whether the listener thread is running (it survives sink and record faults).
+    listener_alive: bool
+    #: Seconds between the creation of the last record written and its writing.
+    listener_lag: float
+    #: Records that reached the hub and that no sink took (every sink's level
+    #: above theirs, their filters, or no sink at all); reported once in the log.
+    unrouted: int = 0
+    #: Records logged on the hub's own threads (a sink whose emit logs): kept
+    #: out of the hub, said on stderr at a bounded rate (H26).
+    feedback: int = 0
+    #: Records a sink sent again after a broken connection (RELP: each may
+    #: have arrived twice), by sink name; sinks that never resend are absent.
+    resent_by_sink: Dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.dropped_by_level.values())
+
+    @property
+    def lost(self) -> int:
+        return sum(self.lost_by_process.values())
