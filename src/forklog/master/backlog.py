@@ -35,6 +35,9 @@ class Backlog:
         self._bytes = 0
         self._cond = threading.Condition(threading.Lock())
         self.closed = False
+        #: Records the listener took in its last batch and has not finished
+        #: handing to the sinks (see :meth:`depth`).
+        self.in_hand = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -73,9 +76,18 @@ class Backlog:
                 popleft = items.popleft
                 batch = [popleft() for _ in range(limit)]
             self._bytes -= sum([len(item[4]) for item in batch])
+            self.in_hand = len(batch)
             if batch:
                 self._cond.notify_all()
             return batch
+
+    def done(self) -> None:
+        """The listener has handed its batch to the sinks."""
+        self.in_hand = 0
+
+    def depth(self) -> int:
+        """Records between the pipe and the sinks: queued, and in the listener's hands."""
+        return len(self._items) + self.in_hand
 
     def close(self) -> None:
         with self._cond:

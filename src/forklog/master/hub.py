@@ -414,7 +414,7 @@ class Hub:
             bad_records=counters.bad_records,
             incomplete_by_process=dict(frames.abandoned_records) if frames else {},
             garbage_bytes=frames.garbage_bytes if frames else 0,
-            queue_depth=len(self._backlog),
+            queue_depth=self._backlog.depth(),
             pipe_bytes=transport.pipe_backlog(read_fd) if read_fd is not None else 0,
             abandoned=counters.abandoned,
             lost_by_process=dict(counters.ledger.lost_by_process),

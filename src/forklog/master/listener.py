@@ -113,8 +113,11 @@ class Listener(threading.Thread):
             batch = backlog.get_batch(self.BATCH, 0.25)
             if batch:
                 with self._dispatch_lock:
-                    self.dispatch_batch(batch)
-                    self._flush_batched()
+                    try:
+                        self.dispatch_batch(batch)
+                        self._flush_batched()
+                    finally:
+                        backlog.done()
                 if self._last_created:
                     self._counters.lag = max(0.0, time.time() - self._last_created)
             elif backlog.closed and not len(backlog):
