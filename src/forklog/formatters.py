@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from forklog import wire
-from forklog.wire import STANDARD_ATTRS, merged_message, safe_repr
+from forklog.wire import STANDARD_ATTRS, Field, merged_message, safe_repr
 
 __all__ = ["JSONFormatter", "TextFormatter", "line_renderer", "record_renderer"]
 
@@ -168,31 +168,31 @@ _DIRECTIVE = re.compile(r"%(?:%|\((?P<key>[^()]*)\)(?P<spec>[#0+ -]*\d*(?:\.\d+)
 
 #: The expression of each attribute of a decoded record in the render function.
 _SOURCES = {
-    "name": "f[1]",
-    "levelno": "f[2]",
-    "levelname": "f[3]",
-    "msg": "f[4]",
+    "name": f"f[{Field.NAME}]",
+    "levelno": f"f[{Field.LEVELNO}]",
+    "levelname": f"f[{Field.LEVELNAME}]",
+    "msg": f"f[{Field.MSG}]",
     "message": "message",
     "args": "None",
-    "created": "f[5]",
-    "msecs": "f[6]",
-    "relativeCreated": "f[7]",
-    "pathname": "f[8]",
-    "filename": "file_names(f[8])[0]",
-    "module": "file_names(f[8])[1]",
-    "lineno": "f[9]",
-    "funcName": "f[10]",
-    "thread": "f[11]",
-    "threadName": "f[12]",
-    "processName": "f[13]",
+    "created": f"f[{Field.CREATED}]",
+    "msecs": f"f[{Field.MSECS}]",
+    "relativeCreated": f"f[{Field.RELATIVE_CREATED}]",
+    "pathname": f"f[{Field.PATHNAME}]",
+    "filename": f"file_names(f[{Field.PATHNAME}])[0]",
+    "module": f"file_names(f[{Field.PATHNAME}])[1]",
+    "lineno": f"f[{Field.LINENO}]",
+    "funcName": f"f[{Field.FUNC_NAME}]",
+    "thread": f"f[{Field.THREAD}]",
+    "threadName": f"f[{Field.THREAD_NAME}]",
+    "processName": f"f[{Field.PROCESS_NAME}]",
     "process": "pid",
     "exc_info": "None",
     "exc_text": "exc_text",
-    "stack_info": "f[15]",
+    "stack_info": f"f[{Field.STACK_INFO}]",
     "asctime": "asctime",
 }
 if sys.version_info >= (3, 12):
-    _SOURCES["taskName"] = "f[16]"
+    _SOURCES["taskName"] = f"f[{Field.TASK_NAME}]"
 
 
 class _Stamp:
@@ -239,7 +239,12 @@ def line_renderer(formatter: Optional[logging.Formatter]) -> Optional[Renderer]:
     if type(formatter) is JSONFormatter:
         return _json_renderer(formatter)
     render: Optional[Renderer] = _compiled(
-        formatter, _SOURCES, source="f", created="f[5]", msecs="f[6]", stack="f[15]"
+        formatter,
+        _SOURCES,
+        source="f",
+        created=f"f[{Field.CREATED}]",
+        msecs=f"f[{Field.MSECS}]",
+        stack=f"f[{Field.STACK_INFO}]",
     )
     return render
 
@@ -312,7 +317,7 @@ def _compiled(
     escape = type(formatter) is TextFormatter and formatter.escape_newlines
     if "message" in keys:
         if from_fields:
-            lines.append("    message = f[4]")
+            lines.append(f"    message = f[{Field.MSG}]")
         if escape:
             lines.append('    if "\\n" in message or "\\r" in message:')
             lines.append('        message = message.replace("\\r", "\\\\r").replace("\\n", "\\\\n")')
@@ -362,10 +367,25 @@ def _json_renderer(formatter: JSONFormatter) -> Renderer:
     line = formatter._line
     standard = STANDARD_ATTRS
 
+    # Each field's place, bound once: the render runs for every record.
+    extras_at, created_at, msecs_at, level_at = Field.EXTRAS, Field.CREATED, Field.MSECS, Field.LEVELNAME
+    name_at, msg_at, thread_at, stack_at = Field.NAME, Field.MSG, Field.THREAD_NAME, Field.STACK_INFO
+
     def render(f: Tuple[Any, ...], pid: int, exc_text: Any) -> str:
-        extras = f[17]
+        extras = f[extras_at]
         items = () if not extras else ((k, v) for k, v in extras.items() if k not in standard)
-        return line(f[5], f[6], f[3], f[1], f[4], pid, f[12], exc_text, f[15], items)
+        return line(
+            f[created_at],
+            f[msecs_at],
+            f[level_at],
+            f[name_at],
+            f[msg_at],
+            pid,
+            f[thread_at],
+            exc_text,
+            f[stack_at],
+            items,
+        )
 
     return render
 

@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 from forklog import tracebacks
 
 __all__ = [
+    "Field",
     "EXC_MESSAGE_ATTR",
     "EXC_TYPE_ATTR",
     "FORMAT_VERSION",
@@ -65,6 +66,39 @@ __all__ = [
 #: frames)`` for the master to write the traceback (:mod:`forklog.tracebacks`);
 #: 2 had no frames; 1 carried the traceback text only.
 FORMAT_VERSION = 3
+
+
+class Field:
+    """Where each attribute is in the tuple of fields a record travels as (:func:`encode`).
+
+    The order is the wire format's (``FORMAT_VERSION``); every reader of a
+    field names it here, never by its number.
+    """
+
+    VERSION = 0
+    NAME = 1
+    LEVELNO = 2
+    LEVELNAME = 3
+    #: The message, merged with its arguments.
+    MSG = 4
+    CREATED = 5
+    MSECS = 6
+    RELATIVE_CREATED = 7
+    PATHNAME = 8
+    LINENO = 9
+    FUNC_NAME = 10
+    THREAD = 11
+    THREAD_NAME = 12
+    PROCESS_NAME = 13
+    #: None, the exception's text, or (type, message, ..., its frames).
+    EXCEPTION = 14
+    STACK_INFO = 15
+    TASK_NAME = 16
+    #: The extras and bound context fields: a dict, or None.
+    EXTRAS = 17
+    #: How many fields there are.
+    COUNT = 18
+
 
 #: Set by :func:`decode` on a record whose exception was known in the
 #: emitting process: its qualified type name (``ValueError``,
@@ -467,7 +501,7 @@ def _careful_fields(record: logging.LogRecord, exc: Exception) -> Tuple[object, 
         marshal.dumps(cast(Any, fields), 4)
     except Exception as error:  # noqa: BLE001 - last resort: deliver the message at least
         extras = {"forklog_encode_error": f"{type(error).__name__}: {safe_str(error)}"}
-        fields = (*fields[:17], extras)
+        fields = cast(Any, (*fields[: Field.EXTRAS], extras))
     return fields
 
 
@@ -500,14 +534,14 @@ def _common_length(lengths: List[int], excess: int) -> int:
 def _truncated(fields: Tuple[object, ...], size: int, max_bytes: int) -> bytes:
     """The payload of ``fields`` (``size`` bytes as they are) cut to at most ``max_bytes``."""
     items = list(fields)
-    exception = items[14]
+    exception = items[Field.EXCEPTION]
     if type(exception) is tuple and len(exception) == 4:
         # Too big as frames (a deep recursion and a huge message): cut as text.
         exception = (_rendered(exception[3]), exception[1], exception[2])
     parts = list(exception) if type(exception) is tuple else [exception]
 
     def dumps() -> bytes:
-        items[14] = tuple(parts) if type(exception) is tuple else parts[0]
+        items[Field.EXCEPTION] = tuple(parts) if type(exception) is tuple else parts[0]
         return marshal.dumps(cast(Any, tuple(items)), 4)
 
     # The message, the traceback, the stack and the exception's message are
@@ -515,7 +549,7 @@ def _truncated(fields: Tuple[object, ...], size: int, max_bytes: int) -> bytes:
     # and a short message is not cut away for a traceback of megabytes.
     texts = [
         (place, index, len(cast(str, place[index]).encode("utf-8", "surrogatepass")))
-        for place, index in ((items, 4), (parts, 0), (items, 15), (parts, 2))
+        for place, index in ((items, Field.MSG), (parts, 0), (items, Field.STACK_INFO), (parts, 2))
         if index < len(place) and isinstance(place[index], str)
     ]
     cap = _common_length([length for _place, _index, length in texts], size - max_bytes)
@@ -526,7 +560,9 @@ def _truncated(fields: Tuple[object, ...], size: int, max_bytes: int) -> bytes:
     size = len(payload)
     if size <= max_bytes:
         return payload
-    items[17] = {"forklog_truncated": f"extra fields dropped: {size - max_bytes} bytes over the limit"}
+    items[Field.EXTRAS] = {
+        "forklog_truncated": f"extra fields dropped: {size - max_bytes} bytes over the limit"
+    }
     payload = dumps()
     if len(payload) <= max_bytes:
         return payload
@@ -568,7 +604,7 @@ def decode_fields(payload: bytes) -> Tuple[Any, ...]:
         fields = marshal.loads(payload)
     except (EOFError, TypeError, ValueError) as exc:
         raise ValueError(f"undecodable record payload: {exc}") from None
-    if type(fields) is not tuple or len(fields) != 18 or fields[0] != FORMAT_VERSION:
+    if type(fields) is not tuple or len(fields) != Field.COUNT or fields[Field.VERSION] != FORMAT_VERSION:
         raise ValueError("record payload of an unknown shape")
     return fields
 
@@ -577,16 +613,16 @@ def plain_fields(fields: Tuple[Any, ...]) -> bool:
     """Whether ``fields`` hold the types :func:`encode` writes where a line is made from them.
 
     True guarantees that :func:`record_from_fields` does not raise, and that
-    the record's ``getMessage()`` is ``fields[4]`` itself. Anything else (a
+    the record's ``getMessage()`` is ``fields[Field.MSG]`` itself. Anything else (a
     payload that did not come from :func:`encode`) takes the slow path.
     """
-    exception, extras = fields[14], fields[17]
+    exception, extras = fields[Field.EXCEPTION], fields[Field.EXTRAS]
     return (
-        type(fields[4]) is str
-        and type(fields[1]) is str
-        and type(fields[2]) is int
-        and type(fields[8]) is str
-        and type(fields[5]) is float
+        type(fields[Field.MSG]) is str
+        and type(fields[Field.NAME]) is str
+        and type(fields[Field.LEVELNO]) is int
+        and type(fields[Field.PATHNAME]) is str
+        and type(fields[Field.CREATED]) is float
         and (extras is None or type(extras) is dict)
         and (
             exception is None or type(exception) is str or (type(exception) is tuple and len(exception) >= 3)

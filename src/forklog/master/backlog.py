@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Callable, Deque, List, Optional, Tuple
+from typing import Callable, Deque, Final, List, Optional, Tuple
 
 __all__ = ["DROPS", "EXITED", "RECORD", "Backlog", "Item"]
 
@@ -19,6 +19,8 @@ __all__ = ["DROPS", "EXITED", "RECORD", "Backlog", "Item"]
 #: receiver queues FrameReader's tuples as they are), or RECORD.
 Item = Tuple[int, int, int, int, bytes]
 RECORD = 0
+#: An item's payload, the place the size bound counts.
+PAYLOAD: Final = 4
 #: Not a frame's flags: the process is gone and all it wrote is ahead of this item.
 EXITED = 0x100
 #: Not a frame's flags: a writer's drop counts (a control frame), in order with its records.
@@ -46,14 +48,14 @@ class Backlog:
         """Append ``items`` in order, waiting while full; False if ``deadline()`` says give up."""
         queue = self._items
         with self._cond:
-            size = sum([len(item[4]) for item in items])
+            size = sum([len(item[PAYLOAD]) for item in items])
             if len(queue) + len(items) <= self.max_records and self._bytes + size <= self.max_bytes:
                 queue.extend(items)  # the common case: room for all of them
                 self._bytes += size
                 self._cond.notify_all()
                 return True
             for item in items:
-                size = len(item[4])
+                size = len(item[PAYLOAD])
                 while queue and (len(queue) >= self.max_records or self._bytes + size > self.max_bytes):
                     self._cond.notify_all()
                     if deadline is not None and deadline():
@@ -75,7 +77,7 @@ class Backlog:
             else:
                 popleft = items.popleft
                 batch = [popleft() for _ in range(limit)]
-            self._bytes -= sum([len(item[4]) for item in batch])
+            self._bytes -= sum([len(item[PAYLOAD]) for item in batch])
             self.in_hand = len(batch)
             if batch:
                 self._cond.notify_all()

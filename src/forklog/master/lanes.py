@@ -16,8 +16,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from forklog import formatters
 from forklog.master.isolation import BufferedSink
 from forklog.master.sinks import RotatingFileSink
+from forklog.wire import Field
 
 __all__ = ["Lane", "Lanes", "Plan", "buffered_lane", "down_lane"]
+
+LEVELNAME = Field.LEVELNAME
 
 Lane = Callable[[Tuple[Any, ...], int, Any], Optional[Callable[[logging.LogRecord], Any]]]
 Plan = List[Tuple[str, logging.Handler, Optional[Lane]]]
@@ -99,7 +102,7 @@ class Lanes:
 
 def down_lane(refuse: Callable[[Tuple[str, int]], None]) -> Lane:
     def down_lane(fields: Tuple[Any, ...], pid: int, exc_text: Any) -> Optional[Callable[..., Any]]:
-        refuse((fields[3], pid))
+        refuse((fields[LEVELNAME], pid))
         return None
 
     return down_lane
@@ -109,6 +112,6 @@ def buffered_lane(sink: BufferedSink) -> Lane:
     refuse, emit = sink.refuse, sink.emit
 
     def buffered_lane(fields: Tuple[Any, ...], pid: int, exc_text: Any) -> Optional[Callable[..., Any]]:
-        return None if refuse(fields[3], pid) else emit
+        return None if refuse(fields[LEVELNAME], pid) else emit
 
     return buffered_lane

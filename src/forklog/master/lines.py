@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from forklog import formatters, wire
 from forklog.master.backlog import EXITED
@@ -35,12 +35,28 @@ _HEAD = wire._LINES_HEAD
 
 #: Writes lines (UTF-8, without terminators) to a sink; returns how many it could not write.
 Writer = Callable[[List[bytes]], int]
-#: A sink of a batch's plan that takes lines: name, sink, level, index of its line, writer.
-Target = Tuple[str, logging.Handler, int, int, Writer]
-#: A buffered sink (syslog, OTLP) beside them, which takes records made of the
-#: fields: name, sink, level, and the list of what it refuses when it was
-#: refusing at the batch's start (None if it takes records).
-FieldTarget = Tuple[str, BufferedSink, int, Optional[List[Tuple[str, int]]]]
+
+
+class Target(NamedTuple):
+    """A sink of a batch's plan that takes lines."""
+
+    name: str
+    sink: logging.Handler
+    level: int
+    #: Which of a payload's lines is this sink's.
+    line: int
+    write: Writer
+
+
+class FieldTarget(NamedTuple):
+    """A buffered sink (syslog, OTLP) beside them, which takes records made of the fields."""
+
+    name: str
+    sink: BufferedSink
+    level: int
+    #: What it refuses, by (level name, pid), when it was refusing at the
+    #: batch's start; None if it takes records.
+    refused: Optional[List[Tuple[str, int]]]
 
 
 class Lines:
@@ -91,7 +107,7 @@ class Lines:
                 )
             return None
         writer = _writer(sink)
-        return None if writer is None else (name, sink, sink.level, position, writer)
+        return None if writer is None else Target(name, sink, sink.level, position, writer)
 
     def dispatch(
         self,
@@ -108,10 +124,10 @@ class Lines:
         counters = self._counters
         pending: List[List[bytes]] = [[] for _ in targets]
         # Every sink takes the payload's only line (one distinct formatter): the common case.
-        single = [(target[2], bucket) for target, bucket in zip(targets, pending)]
-        one_line = all(target[3] == 0 for target in targets)
-        several = [(target[2], target[3], bucket) for target, bucket in zip(targets, pending)]
-        lowest = min((target[2] for target in targets), default=0)
+        single = [(target.level, bucket) for target, bucket in zip(targets, pending)]
+        one_line = all(target.line == 0 for target in targets)
+        several = [(target.level, target.line, bucket) for target, bucket in zip(targets, pending)]
+        lowest = min((target.level for target in targets), default=0)
         seen: Dict[Tuple[int, int], List[int]] = {}
         unpack = _HEAD.unpack_from
         head_size = wire.LINES_HEAD_SIZE
@@ -119,7 +135,7 @@ class Lines:
         received = 0
         writer: Tuple[int, int] = (-1, -1)
         mine: List[int] = []
-        refused_all = bool(buffered) and all(target[3] is not None for target in buffered)
+        refused_all = bool(buffered) and all(target.refused is not None for target in buffered)
         refusals: List[Tuple[int, int]] = []
         tally = refusals.append
         for item in batch:
@@ -253,7 +269,7 @@ class Lines:
             try:
                 target = self.target(name, sink)
                 if target is not None:
-                    failed = target[4]([lines[target[3]]])
+                    failed = target.write([lines[target.line]])
                     counters.written[name] += 1 - failed
                     continue
                 if record is None:

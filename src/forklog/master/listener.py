@@ -307,7 +307,7 @@ class Listener(threading.Thread):
         down = {id(sink): refused for sink, refused in self._down}
         for name, sink, lane in plan:
             if lane is not None and isinstance(sink, BufferedSink) and not sink.filters:
-                buffered.append((name, sink, sink.level, down.get(id(sink))))
+                buffered.append(FieldTarget(name, sink, sink.level, down.get(id(sink))))
                 continue
             target = self.lines.target(name, sink) if lane is not None else None
             if target is None:
@@ -341,7 +341,7 @@ class Listener(threading.Thread):
         counters.ledger.received(pid, boot, seq)
         try:
             fields = wire.decode_fields(payload)
-            if fields[1] == "forklog" or not wire.plain_fields(fields):
+            if fields[wire.Field.NAME] == "forklog" or not wire.plain_fields(fields):
                 # The hub's own records (drop summaries the ledger must see), or
                 # fields encode() does not write: the LogRecord path.
                 self._deliver(wire.record_from_fields(fields, pid), pid, boot)
@@ -350,9 +350,9 @@ class Listener(threading.Thread):
             counters.bad_records += 1
             self._reporter.report("decode", f"skipped an undecodable record from pid {pid}: {exc}")
             return
-        self._last_created = fields[5]
-        levelno = fields[2]
-        exception = fields[14]
+        self._last_created = fields[wire.Field.CREATED]
+        levelno = fields[wire.Field.LEVELNO]
+        exception = fields[wire.Field.EXCEPTION]
         exc_text = wire.exception_text(exception) if type(exception) is tuple else exception
         record: Optional[logging.LogRecord] = None
         written = counters.written
@@ -381,7 +381,7 @@ class Listener(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - a filter or a handle() that raised
                 counters.sink_failure(self._reporter, name, "on a record", exc)
         if not taken:
-            self.unrouted(fields[1], fields[3])
+            self.unrouted(fields[wire.Field.NAME], fields[wire.Field.LEVELNAME])
 
     def unrouted(self, logger: str, levelname: str) -> None:
         """Count a record no sink took (every sink's level above it, their filters, or no sink)."""
