@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from forklog import _fork, formatters, transport
 from forklog.master import threads
@@ -33,12 +33,13 @@ from forklog.master.isolation import BufferedSink, Isolated, needs_isolation
 from forklog.master.listener import Listener
 from forklog.master.receiver import Receiver
 from forklog.master.report import Reporter
+from forklog.master.sinks import Sink, named_sinks
 from forklog.master.stats import HubStats
 from forklog.master.targets import Targets, forget_handler, release_descriptors, reopen_file, take_over
 from forklog.master.watch import Watch
 from forklog.worker.handler import ForkHandler
 
-__all__ = ["Hub", "HubStats"]
+__all__ = ["Hub", "HubStats", "Sink"]
 
 #: How long from its start a fork waits for the listener's batch to end. A
 #: batch that has run longer is stuck in a sink (a hung disk): gunicorn's
@@ -46,8 +47,6 @@ __all__ = ["Hub", "HubStats"]
 #: child forked mid-batch lets go of the sinks' files without a flush.
 FORK_QUIESCE_TIMEOUT = 0.1
 
-
-Sink = Union[logging.Handler, Tuple[str, logging.Handler]]
 
 _live_hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
 
@@ -72,26 +71,6 @@ def _install_fork_hooks() -> None:
     _fork.on_fork(
         before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
     )
-
-
-def _sink_names(sinks: Sequence[Sink]) -> List[Tuple[str, logging.Handler]]:
-    named: List[Tuple[str, logging.Handler]] = []
-    seen: Dict[str, int] = {}
-    for sink in sinks:
-        if isinstance(sink, tuple):
-            name, handler = sink
-        else:
-            handler = sink
-            name = handler.get_name() or type(handler).__name__.lower()
-        if not isinstance(handler, logging.Handler):
-            raise TypeError(f"forklog.Hub: a sink must be a logging.Handler, got {handler!r}")
-        if name in seen:
-            seen[name] += 1
-            name = f"{name}-{seen[name]}"
-        else:
-            seen[name] = 1
-        named.append((name, handler))
-    return named
 
 
 class Hub:
@@ -131,7 +110,7 @@ class Hub:
             raise ValueError(
                 f"forklog.Hub: max_record_bytes={max_record_bytes!r}: expected at least {transport.PIPE_BUF}"
             )
-        named = _sink_names(handlers)
+        named = named_sinks(handlers)
         for _name, handler in named:
             # A sink that is also on a logger is never adopted there (forklog.worker.adoption).
             handler._forklog_sink = True  # type: ignore[attr-defined]

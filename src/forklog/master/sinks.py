@@ -39,12 +39,15 @@ import logging.handlers
 import os
 import sys
 import time
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from forklog.master import rotation
 from forklog.master.rotation import Compressor, Key, key_of
 
-__all__ = ["RotatingFileSink"]
+__all__ = ["RotatingFileSink", "Sink", "named_sinks"]
+
+#: A hub's sink: a handler, or a (name, handler) pair to name it in ``stats()``.
+Sink = Union[logging.Handler, Tuple[str, logging.Handler]]
 
 
 class RotatingFileSink(logging.handlers.RotatingFileHandler):
@@ -384,3 +387,24 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
             self.flush()
         self.wait_compressed(self.close_timeout)
         super().close()
+
+
+def named_sinks(sinks: Sequence[Sink]) -> List[Tuple[str, logging.Handler]]:
+    """Each sink with its name: its own, or its class's; repeats numbered (``file``, ``file-2``)."""
+    named: List[Tuple[str, logging.Handler]] = []
+    seen: Dict[str, int] = {}
+    for sink in sinks:
+        if isinstance(sink, tuple):
+            name, handler = sink
+        else:
+            handler = sink
+            name = handler.get_name() or type(handler).__name__.lower()
+        if not isinstance(handler, logging.Handler):
+            raise TypeError(f"forklog.Hub: a sink must be a logging.Handler, got {handler!r}")
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}-{seen[name]}"
+        else:
+            seen[name] = 1
+        named.append((name, handler))
+    return named
