@@ -62,7 +62,7 @@ from typing import IO, Any, Callable, Dict, List, Optional, Tuple
 
 import forklog
 from benchmarks.throughput import FORMAT, _app_log_call, _worker_loop, in_child
-from forklog.master.relp import RelpClient
+from forklog._master.relp import RelpClient
 
 SETUPS = ["file", "file + syslog, refused", "file + syslog, stalled"]
 #: The file with a dead syslog server may be this much slower than without.

@@ -310,13 +310,15 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
     worker's own code, cut into frames and read back; the listener writes
     them to a file as in a hub, with its fast lane off and on.
     """
-    from forklog import _frame, transport, wire  # noqa: PLC0415
-    from forklog.master import threads  # noqa: PLC0415
-    from forklog.master.backlog import Backlog  # noqa: PLC0415
-    from forklog.master.counters import Counters  # noqa: PLC0415
-    from forklog.master.frames import FrameReader  # noqa: PLC0415
-    from forklog.master.listener import Listener  # noqa: PLC0415
-    from forklog.master.report import Reporter  # noqa: PLC0415
+    from forklog import _wire as wire  # noqa: PLC0415
+    from forklog._master import scheduling  # noqa: PLC0415
+    from forklog._master.backlog import Backlog  # noqa: PLC0415
+    from forklog._master.counters import Counters  # noqa: PLC0415
+    from forklog._master.frames import FrameReader  # noqa: PLC0415
+    from forklog._master.listener import Listener  # noqa: PLC0415
+    from forklog._master.report import Reporter  # noqa: PLC0415
+    from forklog._wire import framing as _frame  # noqa: PLC0415
+    from forklog._worker import channel as transport  # noqa: PLC0415
 
     made: List[logging.LogRecord] = []
 
@@ -369,7 +371,7 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
                 [("file", sink)],
                 Counters(["file"]),
                 Reporter(),
-                dispatch_lock=threads.DispatchLock(),
+                dispatch_lock=scheduling.DispatchLock(),
                 channel=None,  # type: ignore[arg-type]
             )
             the_listener.FAST_LANE = fast

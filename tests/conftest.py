@@ -22,7 +22,7 @@ def restore_root_logger() -> Iterator[None]:
             root.addHandler(handler)
     root.setLevel(level)
     # init_worker attached this process to a hub: later tests' handlers are their own.
-    from forklog.worker import adoption
+    from forklog._worker import adoption
 
     adoption.detach()
 

@@ -6,14 +6,14 @@ process gets a queue handler onto it (:func:`init_worker`, or the hooks in
 :mod:`forklog.gunicorn`). Importing forklog has no side effects.
 """
 
+from forklog._master.hub import Hub, HubStats
+from forklog._master.sinks import RotatingFileSink
+from forklog._worker.channel import Channel
+from forklog._worker.context import ContextFilter, bind, bound, bound_fields, unbind
+from forklog._worker.handler import ForkHandler, init_worker
 from forklog.formatters import JSONFormatter, TextFormatter
-from forklog.master.hub import Hub, HubStats
-from forklog.master.sinks import RotatingFileSink
-from forklog.master.syslog import SyslogSink
 from forklog.settings import Settings, SettingsError
-from forklog.transport import Channel
-from forklog.worker.context import ContextFilter, bind, bound, bound_fields, unbind
-from forklog.worker.handler import ForkHandler, init_worker
+from forklog.syslog import SyslogSink
 
 __version__ = "0.1.0"
 

@@ -7,7 +7,7 @@ report says:
 * which of forklog's hooks (and ``logger_class``) the config installs;
 * gunicorn's logging settings and the hub's options;
 * every sink of the hub: name, class, level, target, formatter;
-* what adoption (:mod:`forklog.worker.adoption`) does with each handler the
+* what adoption (:mod:`forklog._worker.adoption`) does with each handler the
   config, and with an app (``module:app``, as gunicorn takes it) importing
   the app, attaches to a logger: a local file or a standard stream is
   *adopted* (the master writes it, one sink per file); any other handler
@@ -40,12 +40,12 @@ from gunicorn import util
 from gunicorn.config import Config
 
 import forklog.gunicorn as fg
-from forklog import _target
+from forklog._master.isolation import BufferedSink, needs_isolation
+from forklog._master.lines import line_formatter
+from forklog._wire import adopted_lines
+from forklog._worker.handler import ForkHandler
 from forklog.formatters import same_lines
-from forklog.master.isolation import BufferedSink, needs_isolation
-from forklog.master.lines import line_formatter
 from forklog.settings import Settings
-from forklog.worker.handler import ForkHandler
 
 __all__ = ["check", "load_config"]
 
@@ -176,13 +176,13 @@ ADOPTED, STAYS, BYPASSES = "adopted", "stays", "bypasses"
 
 
 def _adoption(handler: logging.Handler, across_users: bool = False) -> Tuple[str, str]:
-    """(what adoption does with ``handler``, why), as forklog.worker.adoption decides it.
+    """(what adoption does with ``handler``, why), as forklog._worker.adoption decides it.
 
     ``across_users``: the handler is made in a worker that runs as another
     user than the master, which opens no file such a worker names.
     """
     try:
-        spec = _target.spec_of(handler)
+        spec = adopted_lines.spec_of(handler)
     except Exception:  # noqa: BLE001 - a handler of a strange shape
         spec = None
     if spec is not None and across_users and spec.kind != "stream":

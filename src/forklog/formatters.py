@@ -10,13 +10,13 @@ import sys
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from forklog import wire
-from forklog.wire import STANDARD_ATTRS, Field, merged_message, safe_repr
+from forklog import _wire as wire
+from forklog._wire import STANDARD_ATTRS, Field, merged_message, safe_repr
 
 __all__ = ["JSONFormatter", "TextFormatter", "line_renderer", "record_renderer"]
 
-#: Makes a record's line from :func:`forklog.wire.decode_fields`' tuple, the
-#: writer's pid and the record's ``exc_text`` (:func:`forklog.wire.exception_text`).
+#: Makes a record's line from :func:`forklog._wire.records.decode_fields`' tuple, the
+#: writer's pid and the record's ``exc_text`` (:func:`forklog._wire.records.exception_text`).
 Renderer = Callable[[Tuple[Any, ...], int, Any], str]
 
 _RESERVED = frozenset({"time", "level", "logger", "message", "pid", "thread", "exc_info", "stack_info"})
@@ -274,7 +274,7 @@ def record_renderer(formatter: Optional[logging.Formatter]) -> Optional[RecordRe
 
     The line is the one :func:`line_renderer` makes from the record's fields
     (``tests/unit/test_lines.py``); the emitting process makes it without
-    the fields (:func:`forklog.wire.encode_lines`). None if it cannot.
+    the fields (:func:`forklog._wire.lines.encode_lines`). None if it cannot.
     """
     if formatter is None:
         formatter = logging._defaultFormatter  # type: ignore[attr-defined]
@@ -282,7 +282,7 @@ def record_renderer(formatter: Optional[logging.Formatter]) -> Optional[RecordRe
         fields_render = _json_renderer(formatter)
 
         def render_json(record: logging.LogRecord, pid: int, message: str) -> str:
-            return fields_render(wire._fields(record), pid, None)
+            return fields_render(wire.fields_of(record), pid, None)
 
         return render_json
     render: Optional[RecordRenderer] = _compiled(

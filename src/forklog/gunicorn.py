@@ -18,7 +18,7 @@ What runs where (``notes/gunicorn-internals.md`` has the hook order):
 
 * ``Logger`` (``logger_class``) is built by the arbiter in the master after
   gunicorn has daemonized. It creates the one hub of this master and
-  attaches the process to it (:mod:`forklog.worker.adoption`): every file
+  attaches the process to it (:mod:`forklog._worker.adoption`): every file
   or stream handler a logging config makes from then on, in the master or
   in a worker, writes through the hub. Without a logging config
   (``logconfig_dict``, ``logconfig_json``, ``logconfig``) it makes the hub's
@@ -54,13 +54,13 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError("forklog.gunicorn needs gunicorn: pip install 'forklog[gunicorn]'") from exc
 
-from forklog.master.hub import Hub, Sink
-from forklog.master.sinks import RotatingFileSink
-from forklog.master.targets import Credentials
+from forklog._master.hub import Hub, Sink
+from forklog._master.sinks import RotatingFileSink
+from forklog._master.targets import Credentials
+from forklog._worker import adoption
+from forklog._worker.capture import LineLogger
+from forklog._worker.handler import ForkHandler
 from forklog.settings import Settings
-from forklog.worker import adoption
-from forklog.worker.capture import LineLogger
-from forklog.worker.handler import ForkHandler
 
 __all__ = [
     "child_exit",
@@ -177,7 +177,7 @@ def _writer_credentials(cfg: Any) -> Optional[Credentials]:
     """The user gunicorn's workers run as (``user``, ``group``), when it is not the master's.
 
     Targets a worker asks for are then checked against that user's rights
-    (forklog.master.targets' threat model).
+    (forklog._master.targets' threat model).
     """
     uid, gid = getattr(cfg, "uid", None), getattr(cfg, "gid", None)
     if not isinstance(uid, int) or not isinstance(gid, int):
@@ -320,7 +320,7 @@ def post_fork(server: Any, worker: Any) -> None:
     """Worker: the hub's handler is the only handler (it already was since the fork).
 
     With gunicorn's ``capture_output``, the worker's ``print()`` and
-    ``sys.stderr`` writes become records too (:mod:`forklog.worker.capture`).
+    ``sys.stderr`` writes become records too (:mod:`forklog._worker.capture`).
     """
     if _master.handler is not None and _master.hub is not None and not _uses_logconfig(server.cfg):
         _install(_master.handler, _master.hub.queue.level)

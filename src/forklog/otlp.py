@@ -14,7 +14,7 @@ the hub. Here the ``ExportLogsServiceRequest`` is built with
 opentelemetry-proto and POSTed with :mod:`http.client`; nothing starts at a
 fork, and this module never logs through :mod:`logging`.
 
-Each record becomes one OTLP ``LogRecord``: :mod:`forklog.master.otlp_mapping`.
+Each record becomes one OTLP ``LogRecord``: :mod:`forklog._master.otlp_mapping`.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from typing import (
 )
 
 from forklog import _fork
-from forklog.master.isolation import BufferedSink, DeliveryError
-from forklog.master.otlp_mapping import fill_attributes, fill_log_record, severity_number, utf8
-from forklog.wire import safe_repr
+from forklog._master.isolation import BufferedSink, DeliveryError
+from forklog._master.otlp_mapping import fill_attributes, fill_log_record, severity_number, utf8
+from forklog._wire import safe_repr
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (

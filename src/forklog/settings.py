@@ -27,7 +27,8 @@ import os
 import sys
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar, Union
 
-from forklog._kinds import (
+from forklog._master.sinks import RotatingFileSink
+from forklog._parsers import (
     _LEVELS_EXPECTED,
     _Bool,
     _Choice,
@@ -43,7 +44,6 @@ from forklog._kinds import (
     _Why,
 )
 from forklog.formatters import JSONFormatter, TextFormatter
-from forklog.master.sinks import RotatingFileSink
 
 #: The smallest max_record_bytes: one frame of the largest platform pipe size (Linux's 4096).
 MIN_RECORD_BYTES = 4096
@@ -354,7 +354,7 @@ class Settings:
             )
             sinks.append(("console", console))
         if self.syslog is not None:
-            from forklog.master.syslog import SyslogSink  # noqa: PLC0415 - only when asked for
+            from forklog.syslog import SyslogSink  # noqa: PLC0415 - only when asked for
 
             sinks.append(("syslog", SyslogSink.from_url(self.syslog, level=self.syslog_level)))
         if self.otlp_endpoint is not None:
@@ -365,7 +365,7 @@ class Settings:
 
 
 #: ``FORKLOG_*`` variables read elsewhere, not settings: ``FORKLOG_PORTABLE``
-#: (forklog.transport, forklog.scoreboard: the portable choices, for testing).
+#: (forklog._worker.channel, forklog._wire.scoreboard: the portable choices, for testing).
 _NOT_SETTINGS = frozenset({"FORKLOG_PORTABLE"})
 
 #: ``rotate_when`` as ``RotatingFileSink(when=...)`` spells it.

@@ -29,8 +29,8 @@ import time
 from types import TracebackType
 from typing import Any, List, Optional, Type, Union
 
-from forklog.master.hub import Hub, HubStats
-from forklog.transport import Channel
+from forklog._master.hub import Hub, HubStats
+from forklog._worker.channel import Channel
 
 __all__ = ["Captured", "capture"]
 

@@ -20,8 +20,8 @@ if os.environ.get("ADOPTING_APP_FILE"):
 
 def _forge(path: str) -> None:
     """What a compromised worker can do: write a target payload for any path straight into the pipe."""
-    from forklog import _target
-    from forklog.worker import adoption
+    from forklog._wire import adopted_lines as _target
+    from forklog._worker import adoption
 
     channel = adoption.attached()
     if channel is not None:

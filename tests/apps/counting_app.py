@@ -14,7 +14,7 @@ from typing import Dict
 
 import app as demo
 
-from forklog.worker.handler import ForkHandler
+from forklog._worker.handler import ForkHandler
 
 _COUNT = struct.Struct("<Q")
 _files: Dict[int, int] = {}

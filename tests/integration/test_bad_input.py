@@ -26,8 +26,8 @@ from typing import Any, Dict, Optional
 import pytest
 
 import forklog
-from forklog import transport
-from forklog.master.sinks import RotatingFileSink
+from forklog._master.sinks import RotatingFileSink
+from forklog._worker import channel as transport
 from tests.support import Collect, Stall, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from typing import Dict, List
 import pytest
 
 import forklog
-from forklog.master.listener import Listener
+from forklog._master.listener import Listener
 from tests.integration.gunicorn_proc import wait_for
 from tests.support import SharedCounters
 

@@ -11,7 +11,7 @@ from typing import List
 import psutil
 
 import forklog
-from forklog.master.listener import Listener
+from forklog._master.listener import Listener
 from tests.support import SharedCounters, wait_for
 
 WRITERS = 4

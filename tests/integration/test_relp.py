@@ -24,7 +24,7 @@ import pytest
 
 import forklog
 from forklog import SyslogSink
-from forklog.master.relp import WINDOW, FrameParser
+from forklog._master.relp import WINDOW, FrameParser
 from tests.integration.gunicorn_proc import Gunicorn, run_load
 from tests.integration.test_syslog import (
     APP,

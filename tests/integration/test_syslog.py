@@ -26,7 +26,7 @@ import pytest
 
 import forklog
 from forklog import SyslogSink
-from forklog.master.relp import RelpClient
+from forklog._master.relp import RelpClient
 from tests.integration.gunicorn_proc import REPO, Gunicorn, run_load
 from tests.support import wait_for
 from tests.unit.test_syslog_format import Message, parse

@@ -16,9 +16,9 @@ from typing import Iterator, List, Tuple
 import pytest
 
 import forklog
-from forklog import _target
-from forklog.master.targets import Credentials
-from forklog.worker import adoption
+from forklog._master.targets import Credentials
+from forklog._wire import adopted_lines as _target
+from forklog._worker import adoption
 from tests.support import Collect, wait_for
 
 NOBODY = Credentials(65534, frozenset({65534}))
@@ -148,7 +148,7 @@ def test_unrouted_records_are_counted_and_reported_once(loggers: logging.Logger)
 SCRIPT = """
 import logging, sys
 import forklog
-from forklog.worker import adoption
+from forklog._worker import adoption
 
 hub = forklog.Hub([logging.StreamHandler(sys.stdout)]).start()
 forklog.init_worker(hub.queue)

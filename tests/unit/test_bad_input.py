@@ -24,10 +24,11 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 
 import forklog
-from forklog import transport, wire
-from forklog.master.frames import FrameReader
-from forklog.master.sinks import RotatingFileSink
-from forklog.scoreboard import Scoreboard
+from forklog import _wire as wire
+from forklog._master.frames import FrameReader
+from forklog._master.sinks import RotatingFileSink
+from forklog._wire.scoreboard import Scoreboard
+from forklog._worker import channel as transport
 from tests.support import Bad, Collect, Recursive, Stall, wait_for
 
 LOGGER = "forklog.tests.bad_input"

@@ -7,7 +7,7 @@ import logging
 import subprocess
 from pathlib import Path
 
-from forklog.worker.capture import MAX_LINE, LineLogger
+from forklog._worker.capture import MAX_LINE, LineLogger
 from tests.support import Collect
 
 

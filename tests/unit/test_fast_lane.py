@@ -22,13 +22,15 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from forklog import JSONFormatter, RotatingFileSink, TextFormatter, transport, wire
+from forklog import JSONFormatter, RotatingFileSink, TextFormatter
+from forklog import _wire as wire
+from forklog._master import scheduling as threads
+from forklog._master.backlog import DROPS, RECORD, Backlog
+from forklog._master.counters import Counters
+from forklog._master.listener import Listener
+from forklog._master.report import Reporter
+from forklog._worker import channel as transport
 from forklog.formatters import line_renderer
-from forklog.master import threads
-from forklog.master.backlog import DROPS, RECORD, Backlog
-from forklog.master.counters import Counters
-from forklog.master.listener import Listener
-from forklog.master.report import Reporter
 
 PID = 4242
 ALL_ATTRS = (

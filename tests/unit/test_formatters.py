@@ -6,7 +6,8 @@ import json
 import logging
 import sys
 
-from forklog import JSONFormatter, TextFormatter, wire
+from forklog import JSONFormatter, TextFormatter
+from forklog import _wire as wire
 
 
 def crossed(msg: str, exc: bool = False, **extra: object) -> logging.LogRecord:

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 import forklog
-from forklog.master import hub as hub_module
+from forklog._master import hub as hub_module
 from tests.support import Collect, wait_for
 
 
@@ -170,7 +170,7 @@ def test_a_stalled_sink_never_holds_back_a_fork_or_a_reopen(log: logging.Logger)
     """Listener stuck in a sink: reopen() (USR1) returns at once, fork() once the bound has passed."""
     import time
 
-    from forklog.master.hub import FORK_QUIESCE_TIMEOUT
+    from forklog._master.hub import FORK_QUIESCE_TIMEOUT
     from tests.support import Stall
 
     stall = Stall(timeout=30)
@@ -244,8 +244,8 @@ def test_a_raising_filter_fails_its_record_not_the_syslog_batch(log: logging.Log
 def test_per_process_counters_stay_bounded_and_keep_their_totals() -> None:
     """Thousands of recycled workers: the per-pid counts fold the oldest into pid 0, the totals exact."""
     from forklog import _bounded
-    from forklog.master.counters import Counters
-    from forklog.master.ledger import Ledger
+    from forklog._master.counters import Counters
+    from forklog._master.ledger import Ledger
 
     counters = Counters([])
     ledger = Ledger()
@@ -267,7 +267,7 @@ def test_drop_counts_stay_exact_while_the_counters_lock_is_held_for_good() -> No
     import sys
     import threading
 
-    from forklog import transport
+    from forklog._worker import channel as transport
 
     channel = transport.Channel(pipe_size=4096)
     frozen = threading.Event()

@@ -13,7 +13,7 @@ from typing import Dict, List
 import pytest
 
 import forklog
-from forklog.master.isolation import BufferedSink
+from forklog._master.isolation import BufferedSink
 from tests.support import Collect, wait_for
 
 
@@ -178,7 +178,7 @@ def test_stop_is_bounded_with_a_stalled_sink(capfd: pytest.CaptureFixture[str], 
 
 def test_undecodable_record_is_counted_and_skipped() -> None:
     """A well-framed record whose payload is not a record cannot stop the listener."""
-    from forklog import _frame
+    from forklog._wire import framing as _frame
 
     collect = Collect()
     with forklog.Hub([collect]) as hub:
@@ -206,7 +206,8 @@ def test_records_up_to_the_limit_arrive_whole_and_larger_ones_truncated() -> Non
 
 def test_stop_is_bounded_with_a_record_cut_short_in_the_pipe(capfd: pytest.CaptureFixture[str]) -> None:
     """A writer killed between the fragments of a large record cannot hold stop() up; it is reported."""
-    from forklog import _frame, wire
+    from forklog import _wire as wire
+    from forklog._wire import framing as _frame
 
     collect = Collect()
     hub = forklog.Hub([collect]).start()

@@ -23,10 +23,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 
 import forklog
-from forklog import JSONFormatter, RotatingFileSink, TextFormatter, tracebacks, transport, wire
+from forklog import JSONFormatter, RotatingFileSink, TextFormatter
+from forklog import _wire as wire
+from forklog._master.lines import LINES_BYTE
+from forklog._wire import tracebacks
+from forklog._worker import channel as transport
 from forklog.formatters import line_renderer, record_renderer
-from forklog.master import threads
-from forklog.master.lines import LINES_BYTE
 from tests.support import wait_for
 
 from .test_fast_lane import FORMATTERS, PID, RECORDS
@@ -328,10 +330,11 @@ def test_a_sink_whose_formatter_changed_after_start_gets_records_made_of_the_lin
 
 def test_a_damaged_lines_payload_in_a_batch_is_counted_and_the_rest_written(tmp_path: Path) -> None:
     """A damaged lines payload in a batch is counted as bad; the records around it are written."""
-    from forklog.master.backlog import Backlog
-    from forklog.master.counters import Counters
-    from forklog.master.listener import Listener
-    from forklog.master.report import Reporter
+    from forklog._master import scheduling as threads
+    from forklog._master.backlog import Backlog
+    from forklog._master.counters import Counters
+    from forklog._master.listener import Listener
+    from forklog._master.report import Reporter
 
     sink = RotatingFileSink(tmp_path / "text.log", maxBytes=1 << 30, backupCount=1)
     sink.setFormatter(TextFormatter("%(levelname)s %(message)s"))

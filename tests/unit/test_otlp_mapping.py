@@ -12,7 +12,8 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord as OTLPLogRecord
 
-from forklog import otlp, wire
+from forklog import _wire as wire
+from forklog import otlp
 from forklog.otlp import OTLPSink, severity_number
 from tests.integration.otlp_receiver import plain
 

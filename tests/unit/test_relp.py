@@ -1,4 +1,4 @@
-"""RELP's framing and client session (forklog.master.relp), on bytes rsyslog 8.2302 (librelp 1.11) sent.
+"""RELP's framing and client session (forklog._master.relp), on bytes rsyslog 8.2302 (librelp 1.11) sent.
 
 The peer in the session tests is a socket this test drives by hand: it
 plays a server that misbehaves in ways a real rsyslogd cannot be made to
@@ -14,8 +14,8 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
-from forklog.master import relp
-from forklog.master.relp import Frame, FrameParser, RelpClient, RelpError, frame
+from forklog._master import relp
+from forklog._master.relp import Frame, FrameParser, RelpClient, RelpError, frame
 
 #: What rsyslogd 8.2302.0 (imrelp, librelp 1.11.0) answered to forklog's open, a message, and close.
 OPEN_ANSWER = (

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Dict
 
 import forklog
-from forklog import _frame, wire
+from forklog import _wire as wire
+from forklog._wire import framing as _frame
 from tests.support import Collect
 
 

@@ -17,7 +17,7 @@ import pytest
 import forklog
 from forklog import Hub, JSONFormatter, RotatingFileSink, Settings, SettingsError
 from forklog.__main__ import main
-from forklog._kinds import _Int
+from forklog._parsers import _Int
 from forklog.settings import TABLE_END, TABLE_START, _setting, markdown_table, replace_table
 
 README = Path(__file__).resolve().parents[2] / "README.md"

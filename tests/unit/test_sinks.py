@@ -18,7 +18,7 @@ from typing import Iterator, List
 import pytest
 
 import forklog
-from forklog.master.rotation import next_rollover
+from forklog._master.rotation import next_rollover
 from tests.support import wait_for
 
 

@@ -10,9 +10,10 @@ from typing import Dict, NamedTuple, Tuple
 import pytest
 
 import forklog
-from forklog import SyslogSink, wire
-from forklog.master.rfc5424 import facility_code, sd_escape, sd_name, severity
-from forklog.master.syslog import DATAGRAM_MAX, STREAM_MAX
+from forklog import SyslogSink
+from forklog import _wire as wire
+from forklog._master.rfc5424 import facility_code, sd_escape, sd_name, severity
+from forklog.syslog import DATAGRAM_MAX, STREAM_MAX
 
 CREATED = 1_790_000_000.123456  # 2026-09-21T14:13:20.123456Z
 

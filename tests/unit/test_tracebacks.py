@@ -13,7 +13,8 @@ from typing import Any, Callable, Dict, List, cast
 import pytest
 
 import forklog.testing
-from forklog import tracebacks, wire
+from forklog import _wire as wire
+from forklog._wire import tracebacks
 
 # Column markers (3.11+): the one thing the master's text leaves out.
 MARKERS = re.compile(r"^\s*[\^~]+\s*$")
@@ -134,7 +135,7 @@ def test_a_logged_exception_arrives_with_the_rendered_text() -> None:
 def test_malformed_frames_from_the_pipe_do_not_stop_the_listener() -> None:
     """A frames field that is not frames becomes a visible note on the record."""
     record = logging.LogRecord("x", logging.ERROR, __file__, 1, "m", (), None)
-    fields = list(wire._fields(record))
+    fields = list(wire.fields_of(record))
     fields[14] = (None, "ValueError", "v", [("only", "two")])
     decoded = wire.decode(marshal.dumps(cast(Any, tuple(fields))), 1)
     assert decoded.exc_text is not None and decoded.exc_text.startswith(

@@ -7,9 +7,11 @@ import logging
 import os
 import time
 
-from forklog import _frame, transport, wire
-from forklog.master.frames import FrameReader
-from forklog.master.receiver import Receiver
+from forklog import _wire as wire
+from forklog._master.frames import FrameReader
+from forklog._master.receiver import Receiver
+from forklog._wire import framing as _frame
+from forklog._worker import channel as transport
 
 
 def record(msg: str, level: int = logging.INFO) -> logging.LogRecord:

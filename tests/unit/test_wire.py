@@ -8,7 +8,7 @@ import sys
 import threading
 from typing import Any
 
-from forklog import wire
+from forklog import _wire as wire
 from tests.support import Bad, Recursive
 
 

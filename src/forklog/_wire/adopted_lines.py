@@ -246,7 +246,7 @@ def _file_spec(handler: logging.FileHandler) -> Optional[TargetSpec]:
 
 def _file_kind(handler: logging.FileHandler) -> Optional[str]:
     """Which kind of file target ``handler`` is; None when its class does its own I/O."""
-    from forklog.master.sinks import RotatingFileSink  # the master's own file sink  # noqa: PLC0415
+    from forklog._master.sinks import RotatingFileSink  # the master's own file sink  # noqa: PLC0415
 
     if type(handler) is RotatingFileSink:
         # forklog's own time rotation and gzip are left as the app made them.

@@ -1,8 +1,8 @@
 """The master's sinks for the handlers the application configured: one per file or stream.
 
 Every process attached to the hub adopts the file and stream handlers its
-application configures (:mod:`forklog.worker.adoption`) and sends their
-lines here as target payloads (:mod:`forklog._target`). The same file
+application configures (:mod:`forklog._worker.adoption`) and sends their
+lines here as target payloads (:mod:`forklog._wire.adopted_lines`). The same file
 configured in four workers is one target: the first time a line for it
 arrives, the listener opens one sink for it, from the spec's plain data
 alone, and from then on is its only writer, rotating it with the handler's
@@ -23,7 +23,7 @@ to open a file:
   here could stay true while a worker can rename the directories on the way
   (symbolic links swapped after the check, a planted ``.lock``). A worker
   of another user keeps such a handler and writes its file itself, as
-  without forklog (:mod:`forklog.worker.adoption`); stdout and stderr are
+  without forklog (:mod:`forklog._worker.adoption`); stdout and stderr are
   the master's own and are served;
 * at most ``MAX_TARGETS`` targets are opened; a refused target is reported
   once, naming the path and the reason, and its records are counted as that
@@ -40,9 +40,9 @@ import os
 import sys
 from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple, Union
 
-from forklog._target import TargetLine, TargetSpec
-from forklog.master.report import Reporter
-from forklog.master.sinks import RotatingFileSink
+from forklog._master.report import Reporter
+from forklog._master.sinks import RotatingFileSink
+from forklog._wire.adopted_lines import TargetLine, TargetSpec
 
 __all__ = ["Credentials", "Targets", "release_descriptors", "reopen_file", "take_over"]
 

@@ -1,7 +1,7 @@
 """The listener thread: the single writer of every sink.
 
-The receiver thread (:mod:`forklog.master.receiver`) fills the backlog
-(:mod:`forklog.master.backlog`). The listener takes batches from it,
+The receiver thread (:mod:`forklog._master.receiver`) fills the backlog
+(:mod:`forklog._master.backlog`). The listener takes batches from it,
 decodes them and hands each record to every sink whose level admits it (``respect_handler_level``). It
 survives anything a sink, a filter or a bad record throws: it counts it,
 reports it at a bounded rate and goes on (H3; the stdlib's ``_monitor``
@@ -17,25 +17,27 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from forklog import _target, transport, wire
-from forklog.master import threads
-from forklog.master.backlog import DROPS, EXITED, Backlog, Item
-from forklog.master.counters import Counters
-from forklog.master.isolation import BufferedSink
-from forklog.master.lanes import Lanes, Plan, down_lane
-from forklog.master.ledger import process_is_gone
-from forklog.master.lines import LINES_BYTE, FieldTarget, Lines, Target, line_formatter
-from forklog.master.receiver import EXIT_MARK, boots_of
-from forklog.master.report import Reporter, own_record
-from forklog.master.targets import Targets
-from forklog.master.watch import Watch
+from forklog import _wire as wire
+from forklog._master import scheduling
+from forklog._master.backlog import DROPS, EXITED, Backlog, Item
+from forklog._master.counters import Counters
+from forklog._master.isolation import BufferedSink
+from forklog._master.lanes import Lanes, Plan, down_lane
+from forklog._master.ledger import process_is_gone
+from forklog._master.lines import LINES_BYTE, FieldTarget, Lines, Target, line_formatter
+from forklog._master.receiver import EXIT_MARK, boots_of
+from forklog._master.report import Reporter, own_record
+from forklog._master.targets import Targets
+from forklog._master.watch import Watch
+from forklog._wire import adopted_lines, framing
+from forklog._worker.channel import Channel
 
 __all__ = ["Listener"]
 
 #: A sink's fast lane: writes the line of (fields, pid, exc_text); returns None,
 #: or what to call with the record instead (the sink's ``emit``, or its
 #: ``handleError`` when writing the line failed).
-_NOT_FIELDS = (LINES_BYTE, _target.TARGET_BYTE)
+_NOT_FIELDS = (LINES_BYTE, adopted_lines.TARGET_BYTE)
 
 
 class Listener(threading.Thread):
@@ -55,12 +57,12 @@ class Listener(threading.Thread):
         counters: Counters,
         reporter: Reporter,
         *,
-        dispatch_lock: threads.DispatchLock,
-        channel: transport.Channel,
+        dispatch_lock: scheduling.DispatchLock,
+        channel: Channel,
         targets: Optional[Targets] = None,
     ) -> None:
         super().__init__(name="forklog-listener", daemon=True)
-        #: The sinks of the handlers the processes adopted (see forklog.master.targets).
+        #: The sinks of the handlers the processes adopted (see forklog._master.targets).
         self.targets = targets if targets is not None else Targets(counters, reporter)
         self._backlog = backlog
         self._sinks = list(sinks)
@@ -89,7 +91,7 @@ class Listener(threading.Thread):
         self.reopen_sinks: Optional[Callable[[], None]] = None
 
     def run(self) -> None:
-        threads.background()
+        scheduling.background()
         backlog = self._backlog
         next_check = time.monotonic() + self.LIVENESS_INTERVAL
         while True:
@@ -196,8 +198,8 @@ class Listener(threading.Thread):
         counters.received += 1
         counters.ledger.received(pid, boot, seq)
         try:
-            if payload[:1] == _target.TARGET_BYTE:
-                line = _target.decode(payload)
+            if payload[:1] == adopted_lines.TARGET_BYTE:
+                line = adopted_lines.decode(payload)
                 self._last_created = line.created
                 self.targets.write(line, pid)
                 return
@@ -220,7 +222,7 @@ class Listener(threading.Thread):
     def _drops_reported(self, pid: int, boot: int, payload: bytes) -> None:
         """A writer's drop report (a control frame): counted, and said in the log as its record."""
         try:
-            counts = transport.decode_drops(payload)
+            counts = framing.decode_drops(payload)
         except ValueError as exc:
             self._counters.bad_records += 1
             self._reporter.report("decode", f"skipped an undecodable drop report from pid {pid}: {exc}")
@@ -292,7 +294,7 @@ class Listener(threading.Thread):
         return plan if fast else None
 
     def line_formatter(self, sink: logging.Handler) -> Optional[logging.Formatter]:
-        """``sink``'s formatter if the workers can make its lines (:mod:`~forklog.master.lines`)."""
+        """``sink``'s formatter if the workers can make its lines (:mod:`~forklog._master.lines`)."""
         return line_formatter(sink) if self.FAST_LANE else None
 
     def _line_targets(self, plan: Plan) -> Optional[Tuple[List[Target], List[FieldTarget]]]:

@@ -5,10 +5,10 @@ server that stops answering fills this sink's bounded buffer, never the
 files'. What the buffer cannot hold is dropped and counted; the hub reports
 it in the log and in ``stats().dropped_by_sink``.
 
-Each record becomes one RFC 5424 message (:mod:`forklog.master.rfc5424`).
+Each record becomes one RFC 5424 message (:mod:`forklog._master.rfc5424`).
 Over TCP messages are framed by octet counting (RFC 6587, ``LEN SP MSG``):
 stdlib ``SysLogHandler`` sends ``MSG NUL``, which receivers either merge or
-split at a traceback's newlines. Over RELP (:mod:`forklog.master.relp`) the
+split at a traceback's newlines. Over RELP (:mod:`forklog._master.relp`) the
 server answers every message: what it did not answer is sent again on the
 next connection.
 
@@ -30,9 +30,9 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from forklog import _fork
-from forklog.master.isolation import BufferedSink, DeliveryError
-from forklog.master.relp import WINDOW, RelpClient
-from forklog.master.rfc5424 import DEFAULT_SD_ID, FACILITIES, Rfc5424, facility_code, header_field, sd_name
+from forklog._master.isolation import BufferedSink, DeliveryError
+from forklog._master.relp import WINDOW, RelpClient
+from forklog._master.rfc5424 import DEFAULT_SD_ID, FACILITIES, Rfc5424, facility_code, header_field, sd_name
 
 __all__ = ["FACILITIES", "SyslogSink"]
 

@@ -19,7 +19,7 @@ import re
 import time
 from typing import Dict, Optional, Union
 
-from forklog.wire import cut_text, extra_fields, merged_message, safe_repr
+from forklog._wire import cut_text, extra_fields, merged_message, safe_repr
 
 __all__ = [
     "DEFAULT_SD_ID",

@@ -1,4 +1,4 @@
-"""The rotation side of :class:`~forklog.master.sinks.RotatingFileSink`.
+"""The rotation side of :class:`~forklog._master.sinks.RotatingFileSink`.
 
 * When a time trigger falls due (:func:`next_rollover`).
 * How the numbered backups shift, plain or gzipped (:func:`shift_backups`).
@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Callable, Deque, Iterator, List, Optional, Tuple
 
-from forklog.master import threads
+from forklog._master import scheduling
 
 __all__ = ["Compressor", "check_when", "locked", "next_rollover", "shift_backups"]
 
@@ -205,7 +205,7 @@ class Compressor:
         return True
 
     def _run(self) -> None:
-        threads.background()
+        scheduling.background()
         while True:
             with self._cond:
                 idle_until = time.monotonic() + self.IDLE_EXIT

@@ -41,8 +41,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from forklog.master import rotation
-from forklog.master.rotation import Compressor, Key, key_of
+from forklog._master import rotation
+from forklog._master.rotation import Compressor, Key, key_of
 
 __all__ = ["RotatingFileSink", "Sink", "named_sinks"]
 

@@ -14,7 +14,7 @@ Each record becomes one OTLP ``LogRecord``:
 * the logger's name as the instrumentation scope's name;
 * ``trace_id``, ``span_id`` and ``flags`` from ``otelTraceID``,
   ``otelSpanID`` and ``otelTraceSampled``, which the worker adds to a record
-  logged inside a span (:mod:`forklog.worker.context`);
+  logged inside a span (:mod:`forklog._worker.context`);
 * attributes: ``code.file.path``, ``code.function.name``,
   ``code.line.number``, ``process.pid`` (the worker's), ``thread.id``,
   ``thread.name``; ``exception.type``, ``exception.message`` and
@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Tuple
 
-from forklog.wire import EXC_MESSAGE_ATTR, EXC_TYPE_ATTR, STANDARD_ATTRS, merged_message, safe_repr, safe_str
+from forklog._wire import EXC_MESSAGE_ATTR, EXC_TYPE_ATTR, STANDARD_ATTRS, merged_message, safe_repr, safe_str
 
 if TYPE_CHECKING:
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue

@@ -25,25 +25,27 @@ import time
 import weakref
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from forklog import _fork, formatters, transport
-from forklog.master import threads
-from forklog.master.backlog import Backlog
-from forklog.master.counters import Counters
-from forklog.master.isolation import BufferedSink, Isolated, needs_isolation
-from forklog.master.listener import Listener
-from forklog.master.receiver import Receiver
-from forklog.master.report import Reporter
-from forklog.master.sinks import Sink, named_sinks
-from forklog.master.stats import HubStats
-from forklog.master.targets import Targets, forget_handler, release_descriptors, reopen_file, take_over
-from forklog.master.watch import Watch
-from forklog.worker.handler import ForkHandler
+from forklog import _fork, formatters
+from forklog._master import scheduling
+from forklog._master.backlog import Backlog
+from forklog._master.counters import Counters
+from forklog._master.isolation import BufferedSink, Isolated, needs_isolation
+from forklog._master.listener import Listener
+from forklog._master.receiver import Receiver
+from forklog._master.report import Reporter
+from forklog._master.sinks import Sink, named_sinks
+from forklog._master.stats import HubStats
+from forklog._master.targets import Targets, forget_handler, release_descriptors, reopen_file, take_over
+from forklog._master.watch import Watch
+from forklog._wire import framing
+from forklog._worker.channel import Channel
+from forklog._worker.handler import ForkHandler
 
 __all__ = ["Hub", "HubStats", "Sink"]
 
 #: How long from its start a fork waits for the listener's batch to end. A
 #: batch that has run longer is stuck in a sink (a hung disk): gunicorn's
-#: forks then go ahead at once (threads.DispatchLock.acquire_for_fork); a
+#: forks then go ahead at once (scheduling.DispatchLock.acquire_for_fork); a
 #: child forked mid-batch lets go of the sinks' files without a flush.
 FORK_QUIESCE_TIMEOUT = 0.1
 
@@ -80,7 +82,7 @@ class Hub:
     handler)`` pairs to name them in :meth:`stats`. Each applies its own
     level. Only the listener thread ever calls them, except sinks that may
     block (anything but a local file or stream): each of those gets a
-    bounded buffer and a thread of its own (:mod:`forklog.master.isolation`),
+    bounded buffer and a thread of its own (:mod:`forklog._master.isolation`),
     so a stalled server never holds back the files.
     """
 
@@ -106,13 +108,13 @@ class Hub:
             )
         if keep_wait < 0:
             raise ValueError(f"forklog.Hub: keep_wait={keep_wait!r}: expected seconds >= 0")
-        if max_record_bytes < transport.PIPE_BUF:
+        if max_record_bytes < framing.PIPE_BUF:
             raise ValueError(
-                f"forklog.Hub: max_record_bytes={max_record_bytes!r}: expected at least {transport.PIPE_BUF}"
+                f"forklog.Hub: max_record_bytes={max_record_bytes!r}: expected at least {framing.PIPE_BUF}"
             )
         named = named_sinks(handlers)
         for _name, handler in named:
-            # A sink that is also on a logger is never adopted there (forklog.worker.adoption).
+            # A sink that is also on a logger is never adopted there (forklog._worker.adoption).
             handler._forklog_sink = True  # type: ignore[attr-defined]
         self._sinks = [
             (name, Isolated(handler) if needs_isolation(handler) else handler) for name, handler in named
@@ -121,7 +123,7 @@ class Hub:
         self.queue_size = queue_size
         self.stop_timeout = stop_timeout
         #: What every process puts records into; pass it to children.
-        self.queue = transport.Channel(
+        self.queue = Channel(
             keep_level=keep_level,
             keep_wait=keep_wait,
             max_record_bytes=max_record_bytes,
@@ -131,7 +133,7 @@ class Hub:
         self._max_backlog_bytes = max_backlog_bytes
         self._owner: Optional[int] = None
         self._state = "new"  # new -> running -> stopped
-        self._dispatch_lock = threads.DispatchLock()
+        self._dispatch_lock = scheduling.DispatchLock()
         self._quiesced = False
         self._reporter = Reporter()
         self._counters = Counters([name for name, _h in self._sinks])
@@ -144,7 +146,7 @@ class Hub:
         self._watch: Optional[Watch] = None
         self._lifecycle = threading.Lock()
         #: The sinks of the handlers the application configured, one per
-        #: file or stream, opened as their lines arrive (forklog.master.targets).
+        #: file or stream, opened as their lines arrive (forklog._master.targets).
         self.targets = Targets(self._counters, self._reporter)
 
     # -- lifecycle -------------------------------------------------------------
@@ -208,7 +210,7 @@ class Hub:
         Formatting is most of a record's cost in the master, and the master
         is one process while the writers are many: each writer then sends
         its record's lines, one per distinct formatter, made with the
-        listener's own renderers (:func:`forklog.wire.encode_lines`), and the
+        listener's own renderers (:func:`forklog._wire.lines.encode_lines`), and the
         listener only writes them. Records with a traceback or a stack still
         travel as fields. Processes forked (or spawned) after this point do it.
         """
@@ -394,7 +396,7 @@ class Hub:
             incomplete_by_process=dict(frames.abandoned_records) if frames else {},
             garbage_bytes=frames.garbage_bytes if frames else 0,
             queue_depth=self._backlog.depth(),
-            pipe_bytes=transport.pipe_backlog(read_fd) if read_fd is not None else 0,
+            pipe_bytes=framing.pipe_backlog(read_fd) if read_fd is not None else 0,
             abandoned=counters.abandoned,
             lost_by_process=dict(counters.ledger.lost_by_process),
             settled_processes=counters.settled,
@@ -426,7 +428,7 @@ class Hub:
             forget_handler(handler)
             release_descriptors(handler)
         self.targets.release_in_child()
-        self._dispatch_lock = threads.DispatchLock()
+        self._dispatch_lock = scheduling.DispatchLock()
         self._lifecycle = threading.Lock()
         self._quiesced = False
 

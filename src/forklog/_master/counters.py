@@ -6,8 +6,8 @@ import logging
 from typing import Dict, Optional, Sequence
 
 from forklog import _bounded
-from forklog.master.ledger import Ledger
-from forklog.master.report import Reporter
+from forklog._master.ledger import Ledger
+from forklog._master.report import Reporter
 
 __all__ = ["Counters"]
 

@@ -27,7 +27,7 @@ import time
 from typing import Counter, Deque, Dict, List, Optional, Tuple, Union
 
 from forklog import _bounded
-from forklog.master import threads
+from forklog._master import scheduling
 
 __all__ = ["BufferedSink", "DeliveryError", "Isolated", "needs_isolation"]
 
@@ -201,7 +201,7 @@ class BufferedSink(logging.Handler):
         """Drop the connection after a failure; the next ``deliver`` reconnects."""
 
     def _run(self) -> None:
-        threads.background()
+        scheduling.background()
         batch = self._batch
         backoff = 0.0
         close_deadline: Optional[float] = None

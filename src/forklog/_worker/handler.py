@@ -1,6 +1,6 @@
 """The worker side: a ``QueueHandler`` onto the hub's channel.
 
-A log call in a worker encodes the record (:mod:`forklog.wire`) and writes
+A log call in a worker encodes the record (:mod:`forklog._wire.records`) and writes
 it to the pipe with one ``write()`` per frame: an in-memory copy into the
 kernel, never a wait on a disk or a network. It never raises into the
 application (``handleError`` is not even reached: failures are counted as
@@ -16,8 +16,8 @@ import logging.handlers
 import multiprocessing.util
 from typing import Union
 
-from forklog.transport import Channel
-from forklog.worker import adoption, context
+from forklog._worker import adoption, context
+from forklog._worker.channel import Channel
 
 __all__ = ["ForkHandler", "init_worker"]
 
@@ -55,7 +55,7 @@ class ForkHandler(logging.handlers.QueueHandler):
         return bool(result)
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record  # forklog.wire.encode reads the record; it never mutates it
+        return record  # forklog._wire.records.encode reads the record; it never mutates it
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -96,7 +96,7 @@ def init_worker(queue: Channel, *, level: Union[int, str, None] = None) -> ForkH
     root.addHandler(handler)
     root.setLevel(level if level is not None else queue.level)
     # Handlers the child's application configures from now on (and those on
-    # its other loggers) write through the hub (forklog.worker.adoption).
+    # its other loggers) write through the hub (forklog._worker.adoption).
     adoption.attach(queue)
     # Pool children under fork and forkserver leave by os._exit(), so atexit
     # never runs there; multiprocessing's finalizers do.

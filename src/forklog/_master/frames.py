@@ -7,7 +7,7 @@ import zlib
 from typing import Dict, List, Optional, Set, Tuple
 
 from forklog import _bounded
-from forklog._frame import (
+from forklog._wire.framing import (
     _CHECKED_FROM,
     _MAGIC,
     _VERSION,

@@ -63,5 +63,5 @@ def own_record(
 
 
 #: Says on stderr, at most every 5 s with a count, that records logged on
-#: the hub's own threads were kept out of it (forklog.transport.Channel._feedback).
+#: the hub's own threads were kept out of it (forklog._worker.channel.Channel._feedback).
 feedback_reporter = Reporter()

@@ -16,7 +16,7 @@ Why a pipe and not ``multiprocessing.Queue`` (DESIGN H1, H2, H13, H18, H19):
   records again (rsyslog's ``discardMark`` style, H4).
 * **Large records** are split into frames tagged with the writer's pid and
   the record's sequence number, and put back together by the
-  :class:`~forklog.master.frames.FrameReader` in the master. Frames of different processes and
+  :class:`~forklog._master.frames.FrameReader` in the master. Frames of different processes and
   threads interleave freely.
 * **Every frame is checked**: a magic number, a length and a CRC32. The
   reader skips and counts anything else, so garbage in the pipe cannot kill
@@ -44,8 +44,11 @@ import zlib
 from multiprocessing import reduction
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from forklog import _fork, _frame, _target, formatters, wire
-from forklog._frame import (
+from forklog import _fork, formatters
+from forklog import _wire as wire
+from forklog._master.scheduling import on_hub_thread
+from forklog._wire import adopted_lines, framing
+from forklog._wire.framing import (
     _CRC,
     _HEAD,
     _MAGIC,
@@ -64,8 +67,7 @@ from forklog._frame import (
     pipe_backlog,
     pipe_capacity,
 )
-from forklog.master.threads import on_hub_thread
-from forklog.scoreboard import Scoreboard
+from forklog._wire.scoreboard import Scoreboard
 
 __all__ = [
     "CONTROL",
@@ -151,7 +153,7 @@ class Channel:
         #: Records logged on the hub's own threads, kept out of the hub (see _feedback).
         self.feedback = 0
         #: The formatters whose lines the emitting processes make themselves
-        #: (set by the hub at start, see :func:`forklog.wire.encode_lines`).
+        #: (set by the hub at start, see :func:`forklog._wire.lines.encode_lines`).
         self.line_formatters: Tuple[logging.Formatter, ...] = line_formatters
         #: Whether the master also has sinks that need each record's fields
         #: (syslog, OTLP): the lines then carry the fields too, while the
@@ -159,7 +161,7 @@ class Channel:
         self.fields_with_lines = fields_with_lines
         self.scoreboard = _scoreboard
         #: The effective uid of the hub's owner: a process of another user
-        #: keeps its file handlers (see forklog.worker.adoption).
+        #: keeps its file handlers (see forklog._worker.adoption).
         self.owner_uid = os.geteuid() if _owner_uid is None else _owner_uid
         if _write_fd is None:
             self.scoreboard = Scoreboard()
@@ -324,14 +326,14 @@ class Channel:
             return self._feedback(record)
         levelno = record.levelno
         try:
-            payload = _target.encode(spec, levelno, record.created, text + terminator)
+            payload = adopted_lines.encode(spec, levelno, record.created, text + terminator)
         except Exception:  # noqa: BLE001 - a record whose level or time is not a number
             self._count_drop(_level_key(record.levelname))
             return False
         if len(payload) > self.max_record_bytes:
             # The text is cut, never its terminator: the next line starts a line.
             cut = wire.cut_text(text, len(payload) - self.max_record_bytes)
-            payload = _target.encode(spec, levelno, record.created, cut + terminator)
+            payload = adopted_lines.encode(spec, levelno, record.created, cut + terminator)
         return self._send_payload(payload, record)
 
     def _feedback(self, record: logging.LogRecord) -> bool:
@@ -341,7 +343,7 @@ class Channel:
         send its record back through the hub into itself, without end (H26).
         """
         self.feedback += 1
-        from forklog.master.report import feedback_reporter  # noqa: PLC0415 - the master's, rarely used
+        from forklog._master.report import feedback_reporter  # noqa: PLC0415 - the master's, rarely used
 
         try:
             text = f"{record.levelname} {record.name}: {wire.merged_message(record)}"
@@ -389,7 +391,7 @@ class Channel:
                 self._gone(exc)
                 return False
         else:
-            frames = _frame.frames(0, self.pid, self.boot, seq, payload)
+            frames = framing.frames(0, self.pid, self.boot, seq, payload)
             if numbered:
                 self._publish(seq + 1)  # a kill between its frames must not hide it
         deadline = 0.0
@@ -562,7 +564,7 @@ class Channel:
 
     def _send_drops(self, counts: Dict[str, int]) -> bool:
         """The drop counts as one control frame (H27: an application's record can never pass for one)."""
-        frame = _frame.frames(CONTROL, self.pid, self.boot, NO_SEQ, encode_drops(counts))[0]
+        frame = framing.frames(CONTROL, self.pid, self.boot, NO_SEQ, encode_drops(counts))[0]
         try:
             os.write(self.write_fd, frame)
             return True
@@ -591,7 +593,7 @@ class Channel:
     def send_control(self, payload: bytes, timeout: float) -> bool:
         """Send a control frame to the reader (the stop marker), waiting up to ``timeout``."""
         deadline = time.monotonic() + timeout
-        frame = _frame.frames(CONTROL, self.pid, self.boot, 0, payload)[0]
+        frame = framing.frames(CONTROL, self.pid, self.boot, 0, payload)[0]
         while True:
             try:
                 os.write(self.write_fd, frame)

@@ -2,7 +2,7 @@
 
 When every sink of a hub is a file or a stream whose formatter the listener
 can reproduce, each emitting process makes its record's lines, one per
-distinct formatter (:func:`forklog.wire.encode_lines`), and the master only
+distinct formatter (:func:`forklog._wire.lines.encode_lines`), and the master only
 writes them: formatting, most of a record's cost in the master, is spread
 over the workers, and a batch of such records reaches a file as one
 encoded block (one ``write()``) instead of a line at a time.
@@ -20,18 +20,19 @@ import collections
 import logging
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
-from forklog import formatters, wire
-from forklog.master.backlog import EXITED
-from forklog.master.counters import Counters
-from forklog.master.isolation import BufferedSink
-from forklog.master.report import Reporter
-from forklog.master.sinks import RotatingFileSink
-from forklog.transport import NO_SEQ
+from forklog import _wire as wire
+from forklog import formatters
+from forklog._master.backlog import EXITED
+from forklog._master.counters import Counters
+from forklog._master.isolation import BufferedSink
+from forklog._master.report import Reporter
+from forklog._master.sinks import RotatingFileSink
+from forklog._worker.channel import NO_SEQ
 
 __all__ = ["LINES_BYTE", "Lines", "line_formatter"]
 
 LINES_BYTE = bytes([wire.LINES])
-_HEAD = wire._LINES_HEAD
+_HEAD = wire.LINES_HEAD
 
 #: Writes lines (UTF-8, without terminators) to a sink; returns how many it could not write.
 Writer = Callable[[List[bytes]], int]

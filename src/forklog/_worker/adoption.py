@@ -11,13 +11,13 @@ workers, a pool child after ``init_worker``), every handler added to a
 logger from then on (``Logger.addHandler``, which ``dictConfig``,
 ``fileConfig``, ``basicConfig`` and code at import all go through), and
 every handler already on a logger, is *adopted* when its I/O is a local file
-or a standard stream (:func:`forklog._target.spec_of`). The handler object
+or a standard stream (:func:`forklog._wire.adopted_lines.spec_of`). The handler object
 stays where the application put it, with its level, filters and formatter,
 so loggers, propagation and filtering behave exactly as configured (H23).
 Only its ``emit`` changes: it formats the record here, in the process that
 has the live record (structlog's event dict, ``exc_info``, a ``{``-style
 format, a ``Formatter`` subclass: H24), and sends the line to the master,
-which appends it to the one sink it keeps for that file (:mod:`forklog.master.targets`).
+which appends it to the one sink it keeps for that file (:mod:`forklog._master.targets`).
 The handler's own file is closed here: no worker holds it (H25).
 
 Other handlers (``AdminEmailHandler``, Sentry's, one of the app's own) are
@@ -35,9 +35,10 @@ import threading
 import types
 from typing import Any, Callable, Optional, Set
 
-from forklog import _fork, _target
-from forklog.master.targets import release_descriptors
-from forklog.transport import Channel
+from forklog import _fork
+from forklog._master.targets import release_descriptors
+from forklog._wire import adopted_lines
+from forklog._worker.channel import Channel
 
 __all__ = ["adopt", "adopted", "attach", "attached"]
 
@@ -87,10 +88,10 @@ def detach() -> None:
         _trust = None
 
 
-def adopted(handler: logging.Handler) -> Optional[_target.TargetSpec]:
+def adopted(handler: logging.Handler) -> Optional[adopted_lines.TargetSpec]:
     """The target ``handler`` writes to through the hub, if it was adopted."""
     spec = handler.__dict__.get("_forklog_target")
-    return _target.TargetSpec.from_bytes(spec) if isinstance(spec, bytes) else None
+    return adopted_lines.TargetSpec.from_bytes(spec) if isinstance(spec, bytes) else None
 
 
 def adopt(handler: logging.Handler) -> bool:
@@ -101,7 +102,7 @@ def adopt(handler: logging.Handler) -> bool:
     if handler.__dict__.get("_forklog_sink"):
         return False  # one of the hub's own sinks, on a logger too: the listener writes it
     try:
-        spec = _target.spec_of(handler)
+        spec = adopted_lines.spec_of(handler)
         if spec is None:
             return False
         spec.check()
@@ -199,7 +200,7 @@ def _basic_config(**kwargs: Any) -> None:
     ``handlers``), it is configuring its logging: the hub's handler makes
     way, as if it were not there, and the new handler is adopted.
     """
-    from forklog.worker.handler import ForkHandler  # noqa: PLC0415 - a cycle otherwise
+    from forklog._worker.handler import ForkHandler  # noqa: PLC0415 - a cycle otherwise
 
     root = logging.getLogger()
     ours = [h for h in root.handlers if isinstance(h, ForkHandler)]

@@ -1,7 +1,7 @@
 """The bounded FIFO between the master's two threads, and the kinds of what it holds.
 
-The receiver (:mod:`forklog.master.receiver`) appends whole records; the
-listener (:mod:`forklog.master.listener`) takes them in batches. When the
+The receiver (:mod:`forklog._master.receiver`) appends whole records; the
+listener (:mod:`forklog._master.listener`) takes them in batches. When the
 backlog is full the receiver stops reading, the pipe fills, and the
 writers' drop policy takes over: memory stays bounded by ``queue_size``
 records (and ``max_backlog_bytes``) plus the pipe.
@@ -28,7 +28,7 @@ DROPS = 0x200
 
 
 class Backlog:
-    """A bounded FIFO of encoded records between the two threads."""
+    """A bounded FIFO of encoded records between the two scheduling."""
 
     def __init__(self, max_records: int, max_bytes: int) -> None:
         self.max_records = max_records

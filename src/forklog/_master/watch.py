@@ -20,8 +20,8 @@ import os
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-from forklog.master.report import Reporter, own_record
-from forklog.master.stats import HubStats
+from forklog._master.report import Reporter, own_record
+from forklog._master.stats import HubStats
 
 __all__ = ["Watch", "prometheus_text"]
 

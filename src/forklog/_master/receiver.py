@@ -8,12 +8,13 @@ import threading
 import time
 from typing import List, Optional, Set
 
-from forklog import transport
-from forklog.master import threads
-from forklog.master.backlog import DROPS, EXITED, Backlog, Item
-from forklog.master.counters import Counters
-from forklog.master.frames import FrameReader
-from forklog.master.report import Reporter
+from forklog._master import scheduling
+from forklog._master.backlog import DROPS, EXITED, Backlog, Item
+from forklog._master.counters import Counters
+from forklog._master.frames import FrameReader
+from forklog._master.report import Reporter
+from forklog._wire import framing
+from forklog._worker.channel import Channel
 
 __all__ = ["EXIT_MARK", "Receiver", "boots_of"]
 
@@ -26,7 +27,7 @@ class Receiver(threading.Thread):
 
     def __init__(
         self,
-        channel: transport.Channel,
+        channel: Channel,
         backlog: Backlog,
         counters: Counters,
         reporter: Reporter,
@@ -63,10 +64,10 @@ class Receiver(threading.Thread):
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def run(self) -> None:
-        threads.background()
+        scheduling.background()
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
-        capacity = transport.pipe_capacity(self._fd)
+        capacity = framing.pipe_capacity(self._fd)
         enough = capacity // self.GATHER_SHARE
         most = self.GATHER_MOST * min(1.0, capacity / (1 << 20))
         last_expire = last_read = time.monotonic()
@@ -97,7 +98,7 @@ class Receiver(threading.Thread):
                     last_expire = now
                 if data and self._deliver(data):
                     return
-            self.abandoned_bytes = transport.pipe_backlog(self._fd)
+            self.abandoned_bytes = framing.pipe_backlog(self._fd)
         except BaseException as exc:  # noqa: BLE001 - report, never die silently
             self._reporter.write(f"forklog: the receiver thread failed: {exc!r}")
         finally:
@@ -125,7 +126,7 @@ class Receiver(threading.Thread):
             items = []
             for item in records:
                 flags, writer, boot, seq, payload = item
-                if not flags & transport.CONTROL:
+                if not flags & framing.CONTROL:
                     items.append(item)
                     continue
                 if payload == self._stop_token:
@@ -141,7 +142,7 @@ class Receiver(threading.Thread):
                     boots = boots_of(payload[start + 4 :])
                     frames.expire(pid=gone, boots=boots)
                     items.append((EXITED, gone, 0, 0, payload[start + 4 :]))
-                elif payload.startswith(transport.DROPS_MARK):
+                elif payload.startswith(framing.DROPS_MARK):
                     items.append((DROPS, writer, boot, seq, payload))  # in order with the writer's records
         if items and not self._backlog.put_many(items, self._past_deadline):
             return False

@@ -14,9 +14,9 @@ import logging
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from forklog import formatters
-from forklog.master.isolation import BufferedSink
-from forklog.master.sinks import RotatingFileSink
-from forklog.wire import Field
+from forklog._master.isolation import BufferedSink
+from forklog._master.sinks import RotatingFileSink
+from forklog._wire import Field
 
 __all__ = ["Lane", "Lanes", "Plan", "buffered_lane", "down_lane"]
 

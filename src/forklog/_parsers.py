@@ -154,7 +154,7 @@ class _SyslogURL(_Kind):
             return None
         if not isinstance(value, str):
             raise ValueError
-        from forklog.master.syslog import SyslogSink  # noqa: PLC0415 - only when asked for
+        from forklog.syslog import SyslogSink  # noqa: PLC0415 - only when asked for
 
         SyslogSink.from_url(value).close()  # parses it; connects to nothing
         return value

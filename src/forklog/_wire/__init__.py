@@ -1,0 +1,67 @@
+"""The wire between the emitting processes and the master, used by both sides.
+
+* :mod:`~forklog._wire.framing`: the frame format and the pipe;
+* :mod:`~forklog._wire.records`: the record codec (a record as plain fields);
+* :mod:`~forklog._wire.adopted_lines`: the line of a handler a process adopted;
+* :mod:`~forklog._wire.scoreboard`: each writer's count, in shared memory;
+* :mod:`~forklog._wire.tracebacks`: an exception's frames, written in the master.
+"""
+
+from forklog._wire.lines import (
+    LINES,
+    LINES_HEAD,
+    LINES_HEAD_SIZE,
+    decode_lines,
+    encode_lines,
+    lines_fields,
+    lines_record,
+    traceback_bytes,
+)
+from forklog._wire.records import (
+    EXC_MESSAGE_ATTR,
+    EXC_TYPE_ATTR,
+    FORMAT_VERSION,
+    STANDARD_ATTRS,
+    Exc,
+    Field,
+    decode,
+    decode_fields,
+    encode,
+    exception_text,
+    extra_fields,
+    fields_of,
+    file_names,
+    plain_fields,
+    record_from_fields,
+)
+from forklog._wire.text import cut_text, merged_message, safe_repr, safe_str
+
+__all__ = [
+    "EXC_MESSAGE_ATTR",
+    "EXC_TYPE_ATTR",
+    "FORMAT_VERSION",
+    "LINES",
+    "LINES_HEAD",
+    "LINES_HEAD_SIZE",
+    "STANDARD_ATTRS",
+    "Exc",
+    "Field",
+    "cut_text",
+    "decode",
+    "decode_fields",
+    "decode_lines",
+    "encode",
+    "encode_lines",
+    "exception_text",
+    "extra_fields",
+    "fields_of",
+    "file_names",
+    "lines_fields",
+    "lines_record",
+    "merged_message",
+    "plain_fields",
+    "record_from_fields",
+    "safe_repr",
+    "safe_str",
+    "traceback_bytes",
+]
