@@ -14,6 +14,7 @@ can never pass for (H27).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -37,7 +38,10 @@ __all__ = [
     "frames",
     "grow_pipe",
     "pipe_backlog",
+    "close_fds",
     "pipe_capacity",
+    "wait_writable",
+    "writable",
 ]
 
 
@@ -164,3 +168,31 @@ def pipe_capacity(fd: int) -> int:
         return int(fcntl.fcntl(fd, _F_GETPIPE_SZ))
     except OSError:
         return 64 << 10
+
+
+_poll = select.poll  # bound at import: gevent's monkey-patching removes select.poll
+
+
+def writable(fd: int) -> bool:
+    """Whether the pipe has room for a frame now (POLLOUT: at least PIPE_BUF bytes free)."""
+    poller = _poll()
+    poller.register(fd, select.POLLOUT)
+    try:
+        return bool(poller.poll(0))
+    except InterruptedError:
+        return False
+
+
+def wait_writable(fd: int, timeout: float) -> None:
+    """Wait until the pipe has room for a frame, at most ``timeout`` seconds (at least 1 ms)."""
+    poller = _poll()
+    poller.register(fd, select.POLLOUT)
+    with contextlib.suppress(InterruptedError):
+        poller.poll(max(0, int(timeout * 1000)) or 1)
+
+
+def close_fds(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -35,17 +35,13 @@ import errno
 import itertools
 import logging
 import os
-import pickle
-import select
-import threading
 import time
 import weakref
 import zlib
-from multiprocessing import reduction
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from forklog import _fork, formatters
 from forklog import _wire as wire
+from forklog import formatters
 from forklog._master.scheduling import on_hub_thread
 from forklog._wire import adopted_lines, framing
 from forklog._wire.framing import (
@@ -66,8 +62,12 @@ from forklog._wire.framing import (
     grow_pipe,
     pipe_backlog,
     pipe_capacity,
+    wait_writable,
+    writable,
 )
 from forklog._wire.scoreboard import Scoreboard
+from forklog._worker import inheritance
+from forklog._worker.drops import DropCounters, level_key
 
 __all__ = [
     "CONTROL",
@@ -84,43 +84,7 @@ __all__ = [
 ]
 
 
-#: The longest a critical section over the drop counters waits for another
-#: thread. Sections last microseconds; see Channel._enter.
-_LOCK_WAIT = 0.5
-_poll = select.poll  # bound at import: gevent's monkey-patching removes select.poll
-
-
-_live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
-
-
-# Scoreboard slots reserved by the owner for the child being forked, handed
-# over in the child. Thread-local: the child continues the forking thread.
-_forking = threading.local()
-
-
-def _before_fork() -> None:
-    _forking.slots = {id(ch): ch._reserve_slot() for ch in list(_live_channels)}
-
-
-def _after_fork_in_parent() -> None:
-    _forking.slots = {}
-
-
-def _after_fork_in_child() -> None:
-    slots = getattr(_forking, "slots", {})
-    _forking.slots = {}
-    for channel in list(_live_channels):
-        channel._after_fork(slots.get(id(channel), -1))
-
-
-def _install_fork_hook() -> None:
-    # On first use, not at import: importing forklog has no side effects.
-    _fork.on_fork(
-        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
-    )
-
-
-class Channel:
+class Channel(DropCounters):
     """The write side of the pipe, in every process; the read end in its owner.
 
     ``hub.queue`` is a :class:`Channel`. It offers ``put_nowait(record)``
@@ -178,11 +142,10 @@ class Channel:
         self._release: Optional[weakref.finalize] = None  # type: ignore[type-arg]
         if self.read_fd is None:
             board_fd = self.scoreboard.fd if self.scoreboard is not None else -1
-            self._release = weakref.finalize(self, _close_fds, _write_fd, board_fd)
+            self._release = weakref.finalize(self, framing.close_fds, _write_fd, board_fd)
             self._release.atexit = False
         self._reset_process_state(_slot)
-        _live_channels.add(self)
-        _install_fork_hook()
+        inheritance.register(self)
 
     # -- process-local state ------------------------------------------------
 
@@ -192,16 +155,7 @@ class Channel:
         #: Every record this process sends takes the next number, dropped ones
         #: too; the master turns numbers it never received into a loss report.
         self._seq = itertools.count()
-        # Guards the drop counters and the published number (cold path), see _enter().
-        self._lock = threading.RLock()
-        # Serialises the live threads while _lock is held for good by a frozen one (see _stuck_section).
-        self._stuck_lock = threading.Lock()
-        self._busy = False
-        self._stuck = False
-        self._deferred: List[Tuple[str, int]] = []
-        self._dropped: Dict[str, int] = {}
-        self._dropped_total = 0
-        self._published = 0
+        self._reset_drop_counters()
         self.sent = 0
         self._renderers: Optional[List[Any]] = None  # made from line_formatters on first use
         self._with_traceback = False
@@ -232,33 +186,8 @@ class Channel:
                 os.close(self.read_fd)
             self.read_fd = None
 
-    @property
-    def dropped(self) -> Dict[str, int]:
-        """Records this process dropped and has not yet reported, by level name."""
-        state = self._enter()
-        try:
-            return dict(self._dropped)
-        finally:
-            if state:
-                self._leave()
-
-    # -- passing the channel to a multiprocessing child ----------------------
-
     def __reduce__(self) -> Tuple[Callable[..., Channel], Tuple[Any, ...]]:
-        # Like multiprocessing.connection.Connection: the descriptor is
-        # duplicated into the child that is being created (spawn, forkserver).
-        slot = self._reserve_slot()
-        board = reduction.DupFd(self.scoreboard.fd) if slot >= 0 and self.scoreboard is not None else None
-        options = {
-            "keep_level": self.keep_level,
-            "keep_wait": self.keep_wait,
-            "max_record_bytes": self.max_record_bytes,
-            "level": self.level,
-            "line_formatters": _picklable(self.line_formatters),
-            "fields_with_lines": self.fields_with_lines,
-            "_owner_uid": self.owner_uid,
-        }
-        return (_rebuild, (reduction.DupFd(self.write_fd), board, slot, options))
+        return inheritance.reduce(self)
 
     # -- the queue interface (stock QueueHandler) -----------------------------
 
@@ -277,7 +206,7 @@ class Channel:
         if on_hub_thread():
             return self._feedback(record)
         levelno = record.levelno
-        if self._dropped_total and levelno < self.keep_level and not _writable(self.write_fd):
+        if self._dropped_total and levelno < self.keep_level and not writable(self.write_fd):
             # Still full since the last drop: drop without encoding, the
             # cheapest a log call can be while the master catches up.
             self._publish(next(self._seq) + 1)
@@ -328,7 +257,7 @@ class Channel:
         try:
             payload = adopted_lines.encode(spec, levelno, record.created, text + terminator)
         except Exception:  # noqa: BLE001 - a record whose level or time is not a number
-            self._count_drop(_level_key(record.levelname))
+            self._count_drop(level_key(record.levelname))
             return False
         if len(payload) > self.max_record_bytes:
             # The text is cut, never its terminator: the next line starts a line.
@@ -416,7 +345,7 @@ class Channel:
                         if numbered:
                             self._publish(seq + 1)
                         return position > 0
-                    _wait_writable(self.write_fd, deadline - now)
+                    wait_writable(self.write_fd, deadline - now)
                 except InterruptedError:
                     continue
                 except OSError as exc:
@@ -430,137 +359,6 @@ class Channel:
     def _gone(self, exc: OSError) -> None:
         if exc.errno in (errno.EPIPE, errno.EBADF):
             self.hub_gone = True  # the master closed its end, or this process's hub stopped
-
-    # -- the counters' critical sections ---------------------------------------
-    #
-    # A log call can run inside another one on the same thread: a signal
-    # handler that logs, run by the interpreter between two bytecodes of the
-    # interrupted call. A plain Lock would deadlock there; an RLock lets the
-    # handler in, but in the middle of the interrupted update (a count read
-    # and not yet written back, a number checked and not yet published). So
-    # the RLock is taken, and a section that finds its own thread already
-    # inside one does not touch the counters: it leaves its update in
-    # ``_deferred`` (a list append is atomic), and the interrupted section
-    # applies it before it lets go of the lock.
-
-    def _enter(self) -> Optional[bool]:
-        """Begin a critical section over the counters.
-
-        ``True``: inside it, end it with :meth:`_leave`. ``None``: this thread
-        is already inside one (a signal handler interrupted it): defer the
-        update. ``False``: another thread has held the lock far longer than
-        any section lasts, which only a thread frozen by interpreter exit
-        does (a daemon thread stops where it stands and never releases it):
-        go on without the lock rather than hang the exit.
-        """
-        lock = self._lock
-        if not lock.acquire(False) and (self._stuck or not lock.acquire(True, _LOCK_WAIT)):
-            self._stuck = True  # don't wait again until the lock is seen free
-            return False
-        if self._stuck:
-            self._stuck = False
-        if self._busy:
-            lock.release()
-            return None
-        self._busy = True
-        return True
-
-    def _leave(self) -> None:
-        deferred = self._deferred
-        while True:
-            while deferred:
-                self._apply(*deferred.pop(0))
-            self._busy = False
-            # A signal from here on finds the section free and goes ahead
-            # itself; one that came before the flag was cleared deferred.
-            if not deferred:
-                break
-            self._busy = True
-        self._lock.release()
-
-    def _apply(self, levelname: str, count: int) -> None:
-        """One update, inside a section: a drop count, or (no level name) a number to publish."""
-        if levelname:
-            self._dropped[levelname] = self._dropped.get(levelname, 0) + count
-            self._dropped_total += count
-        elif count > self._published:
-            board = self.scoreboard
-            if self._slot >= 0 and board is not None:
-                self._published = count
-                with contextlib.suppress(OSError):
-                    board.publish(self._slot, count)
-
-    def _update(self, levelname: str, count: int) -> None:
-        state = self._enter()
-        if state:
-            try:
-                self._apply(levelname, count)
-            finally:
-                self._leave()
-        elif state is None:
-            self._deferred.append((levelname, count))
-        else:
-            with self._stuck_section():
-                self._apply(levelname, count)
-
-    @contextlib.contextmanager
-    def _stuck_section(self) -> Iterator[None]:
-        """A section while ``_lock`` is held for good (a thread frozen at exit, see _enter).
-
-        The live threads then take a lock of their own, so two of them never
-        update a count at once and lose one of the two; bounded like _enter.
-        """
-        got = self._stuck_lock.acquire(True, _LOCK_WAIT)
-        try:
-            yield
-        finally:
-            if got:
-                self._stuck_lock.release()
-
-    def _publish(self, numbered: int) -> None:
-        """Tell the scoreboard how many records this process has numbered.
-
-        Only needed for what no later frame will reveal: records dropped,
-        and records of several frames that a kill could cut short.
-        """
-        # _published only grows: read outside the section, it can only be too low.
-        if self._slot >= 0 and numbered > self._published:
-            self._update("", numbered)
-
-    def _count_drop(self, levelname: str) -> None:
-        if type(levelname) is not str or not levelname:
-            levelname = _level_key(levelname)
-        state = self._enter()
-        if state:
-            try:
-                dropped = self._dropped
-                dropped[levelname] = dropped.get(levelname, 0) + 1
-                self._dropped_total += 1
-            finally:
-                self._leave()
-        elif state is None:
-            self._deferred.append((levelname, 1))
-        else:
-            with self._stuck_section():
-                self._apply(levelname, 1)
-
-    def _send_drop_summary(self) -> bool:
-        """Send the drop counts as one record; False if this thread is inside a section."""
-        state = self._enter()
-        if state is None:
-            return False  # a signal handler: the next record that goes out reports them
-        if state:
-            try:
-                counts, self._dropped, self._dropped_total = self._dropped, {}, 0
-            finally:
-                self._leave()
-        else:
-            with self._stuck_section():
-                counts, self._dropped, self._dropped_total = self._dropped, {}, 0
-        if counts and not self._send_drops(counts):
-            for name, count in counts.items():  # still full: keep counting, report later
-                self._update(name, count)
-        return True
 
     def _send_drops(self, counts: Dict[str, int]) -> bool:
         """The drop counts as one control frame (H27: an application's record can never pass for one)."""
@@ -588,7 +386,7 @@ class Channel:
                 return True
             if time.monotonic() >= deadline:
                 return False
-            _wait_writable(self.write_fd, min(0.05, deadline - time.monotonic()))
+            wait_writable(self.write_fd, min(0.05, deadline - time.monotonic()))
 
     def send_control(self, payload: bytes, timeout: float) -> bool:
         """Send a control frame to the reader (the stop marker), waiting up to ``timeout``."""
@@ -602,7 +400,7 @@ class Channel:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                _wait_writable(self.write_fd, min(remaining, 0.05))
+                wait_writable(self.write_fd, min(remaining, 0.05))
             except OSError:
                 return False
 
@@ -622,37 +420,6 @@ class Channel:
             self.scoreboard = None
 
 
-def _close_fds(*fds: int) -> None:
-    for fd in fds:
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def _level_key(levelname: object) -> str:
-    """A drop counter's key: a plain, non-empty string (the summary sorts and carries the keys)."""
-    if isinstance(levelname, str) and levelname:
-        return str.__str__(levelname)
-    return "UNKNOWN" if not levelname else wire.safe_repr(levelname)
-
-
-def _writable(fd: int) -> bool:
-    """Whether the pipe has room for a frame now (POLLOUT: at least PIPE_BUF bytes free)."""
-    poller = _poll()
-    poller.register(fd, select.POLLOUT)
-    try:
-        return bool(poller.poll(0))
-    except InterruptedError:
-        return False
-
-
-def _wait_writable(fd: int, timeout: float) -> None:
-    poller = _poll()
-    poller.register(fd, select.POLLOUT)
-    with contextlib.suppress(InterruptedError):
-        poller.poll(max(0, int(timeout * 1000)) or 1)
-
-
 def _renderers(line_formatters: Tuple[logging.Formatter, ...]) -> List[Any]:
     """The renderers of ``line_formatters``; none at all if one of them has none."""
     renderers = []
@@ -665,21 +432,3 @@ def _renderers(line_formatters: Tuple[logging.Formatter, ...]) -> List[Any]:
             return []
         renderers.append(render)
     return renderers
-
-
-def _picklable(line_formatters: Tuple[logging.Formatter, ...]) -> Tuple[logging.Formatter, ...]:
-    """``line_formatters`` if a spawned child can have them, else none (it sends fields)."""
-    try:
-        pickle.dumps(line_formatters)
-    except Exception:  # noqa: BLE001 - a formatter with a lambda converter, say
-        return ()
-    return line_formatters
-
-
-def _rebuild(dup: Any, board: Any, slot: int, options: Dict[str, Any]) -> Channel:
-    return Channel(
-        _write_fd=dup.detach(),
-        _scoreboard=Scoreboard(fd=board.detach()) if board is not None else None,
-        _slot=slot if board is not None else -1,
-        **options,
-    )
