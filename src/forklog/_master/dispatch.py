@@ -1,0 +1,336 @@
+"""The record path: each record the listener takes, handed to every sink whose level admits it.
+
+One path serves every sink. A sink takes either a line or a record:
+
+* a file or stream sink whose formatter forklog reproduces takes a *line*.
+  When the emitting process made the lines (:mod:`forklog._wire.lines`),
+  they are appended as they are (:mod:`forklog._master.lines`); when it
+  sent fields, the sink's fast lane makes the line from them
+  (:mod:`forklog._master.lanes`);
+* any other handler takes a ``LogRecord``, made once per record, when the
+  first such sink wants it.
+
+The *plan* says, per batch, which sink takes what. A sink that raises is
+counted and said at a bounded rate (:meth:`Counters.sink_failure`); the
+listener goes on (H3).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+
+from forklog import _wire as wire
+from forklog._master import scheduling
+from forklog._master.backlog import DROPS, EXITED, Item
+from forklog._master.counters import Counters
+from forklog._master.isolation import BufferedSink
+from forklog._master.lanes import Lane, Lanes, down_lane
+from forklog._master.lines import LINES_BYTE, FieldTarget, Lines, Target, line_formatter
+from forklog._master.report import Reporter, own_record
+from forklog._master.targets import Targets
+from forklog._wire import adopted_lines, framing
+from forklog._worker.channel import Channel
+
+__all__ = ["Dispatch", "Step"]
+
+_NOT_FIELDS = (LINES_BYTE, adopted_lines.TARGET_BYTE)
+
+
+class Step(NamedTuple):
+    """One sink of a plan: its name, the handler, and its lane (None: it takes the ``LogRecord``)."""
+
+    name: str
+    sink: logging.Handler
+    lane: Optional[Lane]
+
+
+class Dispatch:
+    """The listener's record path (see the module). The listener thread is its only caller."""
+
+    #: Make the lines of file and stream sinks without a LogRecord when their
+    #: formatter allows: in the emitting processes, or from the fields here.
+    FAST_LANE = True
+
+    _sinks: List[Tuple[str, logging.Handler]]
+    _counters: Counters
+    _reporter: Reporter
+    _channel: Channel
+    _dispatch_lock: scheduling.DispatchLock
+
+    def settle_exited(self, pid: int, payload: bytes) -> None:
+        raise NotImplementedError  # the listener settles a writer's account
+
+    def _init_dispatch(self, targets: Optional[Targets]) -> None:
+        #: The sinks of the handlers the processes adopted (see forklog._master.targets).
+        self.targets = targets if targets is not None else Targets(self._counters, self._reporter)
+        #: Every sink taking the LogRecord: the plan of the hub's own records.
+        self._record_plan = [Step(name, sink, None) for name, sink in self._sinks]
+        #: Buffered sinks refusing the current batch, with what they refused.
+        self._down: List[Tuple[BufferedSink, List[Tuple[str, int]]]] = []
+        self._last_created = 0.0
+        #: Renderers by formatter, with the settings they were made from.
+        self._lanes = Lanes()
+        #: The lines the emitting processes made (see Hub._make_lines_in_workers).
+        self.lines = Lines(self._counters, self._reporter)
+        #: What the scoreboard last told the writers (see tell_writers).
+        self._fields_wanted = True
+
+    def dispatch_batch(self, batch: Sequence[Item]) -> None:
+        """Hand each item of ``batch`` to the sinks, as the batch's plan says."""
+        plan = self._plan()
+        line_targets = self._line_targets(plan)
+        if line_targets is not None:
+            lines, buffered = line_targets
+            created = self.lines.dispatch(batch, lines, lambda item: self.dispatch(item, plan), buffered)
+            self._last_created = max(self._last_created, created)
+        else:
+            for item in batch:
+                self.dispatch(item, plan)
+        for sink, refused in self._down:
+            sink.count_refused(refused)
+        self._down.clear()
+        self.tell_writers()
+
+    def dispatch(self, item: Item, plan: Optional[List[Step]] = None) -> None:
+        """Hand one item to the sinks: a record, its lines, an adopted handler's line, or a control word."""
+        kind, pid, boot, seq, payload = item
+        if kind == DROPS:
+            self._drops_reported(pid, boot, payload)
+            return
+        if kind == EXITED:
+            self.settle_exited(pid, payload)
+            return
+        counters = self._counters
+        counters.received += 1
+        counters.ledger.received(pid, boot, seq)
+        try:
+            if payload[:1] in _NOT_FIELDS:
+                if payload[:1] == LINES_BYTE:
+                    decoded = wire.decode_lines(payload)
+                    self._last_created = decoded[1]
+                    self.lines.write_one(decoded, pid, self._sinks, payload)
+                else:
+                    line = adopted_lines.decode(payload)
+                    self._last_created = line.created
+                    self.targets.write(line, pid)
+                return
+            fields = wire.decode_fields(payload)
+            record = None
+            if fields[wire.Field.NAME] == "forklog" or not wire.plain_fields(fields):
+                # The hub's own records (drop summaries the ledger must see), or
+                # fields encode() does not write: the LogRecord for every sink.
+                record = wire.record_from_fields(fields, pid)
+        except Exception as exc:  # noqa: BLE001
+            counters.bad_records += 1
+            self._reporter.report("decode", f"skipped an undecodable record from pid {pid}: {exc}")
+            return
+        if record is not None:
+            self._last_created = record.created
+            self._write(record)
+            return
+        self._last_created = fields[wire.Field.CREATED]
+        exception = fields[wire.Field.EXCEPTION]
+        exc_text = wire.exception_text(exception) if type(exception) is tuple else exception
+        if not self._to_sinks(
+            self._record_plan if plan is None else plan, fields[wire.Field.LEVELNO], fields, pid, exc_text
+        ):
+            self.unrouted(fields[wire.Field.NAME], fields[wire.Field.LEVELNAME])
+
+    def _to_sinks(
+        self,
+        plan: Sequence[Step],
+        levelno: int,
+        fields: Any,
+        pid: int,
+        exc_text: Any = None,
+        *,
+        record: Optional[logging.LogRecord] = None,
+    ) -> bool:
+        """Hand one record to each sink of ``plan`` whose level admits it; whether one took it.
+
+        A sink with a lane gets its line made from ``fields``; any other gets
+        the ``LogRecord`` (``record``, or made from ``fields`` once). A sink
+        whose filters refuse the record has not taken it; one that raised has
+        (its failure is counted).
+        """
+        counters = self._counters
+        written = counters.written
+        taken = False
+        for name, sink, lane in plan:
+            if levelno < sink.level:
+                continue
+            try:
+                if lane is not None:
+                    instead = lane(fields, pid, exc_text)
+                    if instead is not None:  # the sink's emit, or its handleError
+                        if record is None:
+                            record = wire.record_from_fields(fields, pid)
+                        instead(record)
+                else:
+                    if record is None:
+                        record = wire.record_from_fields(fields, pid)
+                    if sink.filters:
+                        if not sink.handle(record):
+                            continue
+                    else:
+                        # The listener is the sink's only writer (reopen() waits
+                        # for the dispatch lock), so the handler's lock is moot.
+                        sink.emit(record)
+                written[name] += 1
+                taken = True
+            except Exception as exc:  # noqa: BLE001 - a filter or a handle() that raised
+                taken = True  # counted as the sink's failure
+                counters.sink_failure(self._reporter, name, "on a record", exc)
+        return taken
+
+    def _drops_reported(self, pid: int, boot: int, payload: bytes) -> None:
+        """A writer's drop report (a control frame): counted, and said in the log as its record."""
+        try:
+            counts = framing.decode_drops(payload)
+        except ValueError as exc:
+            self._counters.bad_records += 1
+            self._reporter.report("decode", f"skipped an undecodable drop report from pid {pid}: {exc}")
+            return
+        total = sum(counts.values())
+        if not total:
+            return
+        self._counters.add_drops(pid, counts)
+        self._counters.ledger.dropped(pid, boot, total)
+        detail = ", ".join(f"{name}: {count}" for name, count in sorted(counts.items()))
+        record = own_record(
+            "forklog: dropped %d records while the queue was full (%s)",
+            (total, detail),
+            forklog_dropped=dict(counts),
+        )
+        record.process = pid
+        if self._last_created:  # in the stream's time: where the drops happened, near enough
+            record.created = self._last_created
+            record.msecs = (record.created - int(record.created)) * 1000
+            record.relativeCreated = (record.created - logging._startTime) * 1000  # type: ignore[attr-defined]
+        self._write(record)
+
+    def _plan(self) -> List[Step]:
+        """Each sink with its lane (None: it takes the LogRecord), for this batch.
+
+        A sink after one that may change the record on the listener thread
+        (a filter, a handler of unknown kind) takes the LogRecord path, so
+        that it sees the change as it would have.
+        """
+        if not self.FAST_LANE:
+            return self._record_plan
+        plan: List[Step] = []
+        fast = False
+        tainted = False
+        for name, sink in self._sinks:
+            lane = None if tainted else self._lanes.lane(sink)
+            if lane is not None and isinstance(sink, BufferedSink) and sink.refusing():
+                # Full (its server is down) when the batch starts: it refuses the
+                # batch, counted in one go at its end.
+                refused: List[Tuple[str, int]] = []
+                self._down.append((sink, refused))
+                lane = down_lane(refused.append)
+            if lane is None and (sink.filters or not isinstance(sink, BufferedSink)):
+                tainted = True
+            fast = fast or lane is not None
+            plan.append(Step(name, sink, lane))
+        return plan if fast else self._record_plan
+
+    def line_formatter(self, sink: logging.Handler) -> Optional[logging.Formatter]:
+        """``sink``'s formatter if the workers can make its lines (:mod:`~forklog._master.lines`)."""
+        return line_formatter(sink) if self.FAST_LANE else None
+
+    def _line_targets(self, plan: List[Step]) -> Optional[Tuple[List[Target], List[FieldTarget]]]:
+        """The sinks of ``plan`` that take lines, and the buffered ones that take fields.
+
+        None if a sink is neither (the per-record path).
+        """
+        if not self.lines.active or plan is self._record_plan:
+            return None
+        targets: List[Target] = []
+        buffered: List[FieldTarget] = []
+        down = {id(sink): refused for sink, refused in self._down}
+        for name, sink, lane in plan:
+            if lane is not None and isinstance(sink, BufferedSink) and not sink.filters:
+                buffered.append(FieldTarget(name, sink, sink.level, down.get(id(sink))))
+                continue
+            target = self.lines.target(name, sink) if lane is not None else None
+            if target is None:
+                return None
+            targets.append(target)
+        return targets, buffered
+
+    def tell_writers(self) -> None:
+        """Tell the writers whether the buffered sinks take records now (see ``Channel._want_fields``).
+
+        After every batch and on the liveness tick: a sink fills, or drains
+        when its server comes back, between batches too.
+        """
+        if not self.lines.active or self._channel is None or self._channel.scoreboard is None:
+            return
+        buffered = [sink for _name, sink in self._sinks if isinstance(sink, BufferedSink)]
+        wanted = not buffered or any(not sink.refusing() for sink in buffered)
+        if wanted != self._fields_wanted:
+            self._fields_wanted = wanted
+            self._channel.scoreboard.want_fields(wanted)
+
+    def unrouted(self, logger: str, levelname: str) -> None:
+        """Count a record no sink took (every sink's level above it, their filters, or no sink)."""
+        counters = self._counters
+        counters.unrouted += 1
+        if counters.unrouted_first is None:
+            counters.unrouted_first = f"logger {wire.safe_str(logger)!r} at {wire.safe_str(levelname)}"
+
+    def _say_unrouted(self) -> None:
+        """Say once, in the log, that records reach the hub and no sink takes them."""
+        counters = self._counters
+        if counters.unrouted_first is not None and not counters.unrouted_reported:
+            counters.unrouted_reported = True
+            self._write(
+                own_record(
+                    "forklog: %d records reached the hub and no sink took them (the first: %s): every sink's "
+                    "level is above theirs, or their filters refused them; counted in stats().unrouted",
+                    (counters.unrouted, counters.unrouted_first),
+                    forklog_unrouted=counters.unrouted,
+                ),
+                self._sinks,
+            )
+
+    def write(self, record: logging.LogRecord) -> None:
+        """Write a record of the hub's own to every sink (from the listener thread)."""
+        with self._dispatch_lock:
+            self._write(record)
+
+    def report_sink_drops(self) -> None:
+        """Say in the log (through every sink) what a sink could not write since last time.
+
+        Called by the listener thread, and by ``Hub.stop()`` once the
+        listener has finished and the buffered sinks are closed.
+        """
+        reported = self._counters.sink_drops_reported
+        totals = {name: self._counters.sink_dropped(name, sink) for name, sink in self._sinks}
+        totals.update(self.targets.dropped())
+        for name, dropped in totals.items():
+            if dropped <= reported.get(name, 0):
+                continue
+            count = dropped - reported.get(name, 0)
+            reported[name] = dropped
+            record = own_record(
+                "forklog: sink %s could not write %d records (%d in all)",
+                (name, count, dropped),
+                forklog_sink_dropped={"sink": name, "count": count, "total": dropped},
+            )
+            self._write(record, [(n, s) for n, s in self._sinks if not getattr(s, "closed", False)])
+
+    def _write(
+        self, record: logging.LogRecord, sinks: Optional[Sequence[Tuple[str, logging.Handler]]] = None
+    ) -> None:
+        """Hand a ``LogRecord`` to every sink (or to ``sinks``): the hub's own, or one no lane takes."""
+        if not self._sinks and record.name == "forklog":
+            # The hub's own word and no sink to take it (a logging config of
+            # the app's replaced forklog's sinks): stderr, never nowhere.
+            self._reporter.write(wire.safe_str(record.getMessage()))
+            return
+        plan = self._record_plan if sinks is None else [Step(name, sink, None) for name, sink in sinks]
+        if not self._to_sinks(plan, record.levelno, None, 0, record=record) and sinks is None:
+            self.unrouted(record.name, record.levelname)
