@@ -1,12 +1,15 @@
 """The wire between the emitting processes and the master, used by both sides.
 
 * :mod:`~forklog._wire.framing`: the frame format and the pipe;
-* :mod:`~forklog._wire.records`: the record codec (a record as plain fields);
+* :mod:`~forklog._wire.records`: the record codec (a record as plain fields, :mod:`~forklog._wire.fields`),
+  with :mod:`~forklog._wire.text` and :mod:`~forklog._wire.truncation` for what an application passes;
+* :mod:`~forklog._wire.lines`: a record's lines, made in the emitting process;
 * :mod:`~forklog._wire.adopted_lines`: the line of a handler a process adopted;
 * :mod:`~forklog._wire.scoreboard`: each writer's count, in shared memory;
 * :mod:`~forklog._wire.tracebacks`: an exception's frames, written in the master.
 """
 
+from forklog._wire.fields import EXC_MESSAGE_ATTR, EXC_TYPE_ATTR, FORMAT_VERSION, STANDARD_ATTRS, Exc, Field
 from forklog._wire.lines import (
     LINES,
     LINES_HEAD,
@@ -18,12 +21,6 @@ from forklog._wire.lines import (
     traceback_bytes,
 )
 from forklog._wire.records import (
-    EXC_MESSAGE_ATTR,
-    EXC_TYPE_ATTR,
-    FORMAT_VERSION,
-    STANDARD_ATTRS,
-    Exc,
-    Field,
     decode,
     decode_fields,
     encode,

@@ -167,7 +167,7 @@ def traceback_bytes(chain: bytes) -> bytes:
         frames = marshal.loads(chain)
     except (EOFError, TypeError, ValueError) as exc:
         raise ValueError(f"undecodable traceback: {exc}") from None
-    return records.rendered(frames).encode("utf-8", "backslashreplace")
+    return tracebacks.rendered(frames).encode("utf-8", "backslashreplace")
 
 
 def lines_record(levelno: int, created: float, name: str, line: bytes, pid: int) -> logging.LogRecord:

@@ -31,18 +31,22 @@ import logging
 import marshal
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple, cast
+from typing import Any, Callable, Dict, Optional, Tuple, cast
 
 from forklog._wire import tracebacks
-from forklog._wire.text import cut_text, merged_message, plain, safe_repr, safe_str
+from forklog._wire.fields import (
+    EXC_MESSAGE_ATTR,
+    EXC_TYPE_ATTR,
+    FORMAT_VERSION,
+    STANDARD_ATTRS,
+    Exc,
+    Field,
+)
+from forklog._wire.text import merged_message, plain, safe_repr, safe_str
+from forklog._wire.tracebacks import rendered
+from forklog._wire.truncation import truncated
 
 __all__ = [
-    "EXC_MESSAGE_ATTR",
-    "EXC_TYPE_ATTR",
-    "FORMAT_VERSION",
-    "STANDARD_ATTRS",
-    "Exc",
-    "Field",
     "decode",
     "decode_fields",
     "encode",
@@ -52,79 +56,7 @@ __all__ = [
     "file_names",
     "plain_fields",
     "record_from_fields",
-    "rendered",
 ]
-
-#: 3: the traceback field of a record with ``exc_info`` is a tuple
-#: ``(traceback, type name, message)``, or ``(None, type name, message,
-#: frames)`` for the master to write the traceback (:mod:`forklog._wire.tracebacks`);
-#: 2 had no frames; 1 carried the traceback text only.
-FORMAT_VERSION = 3
-
-
-class Field:
-    """Where each attribute is in the tuple of fields a record travels as (:func:`encode`).
-
-    The order is the wire format's (``FORMAT_VERSION``); every reader of a
-    field names it here, never by its number.
-    """
-
-    VERSION = 0
-    NAME = 1
-    LEVELNO = 2
-    LEVELNAME = 3
-    #: The message, merged with its arguments.
-    MSG = 4
-    CREATED = 5
-    MSECS = 6
-    RELATIVE_CREATED = 7
-    PATHNAME = 8
-    LINENO = 9
-    FUNC_NAME = 10
-    THREAD = 11
-    THREAD_NAME = 12
-    PROCESS_NAME = 13
-    #: None, the exception's text, or (type, message, ..., its frames).
-    EXCEPTION = 14
-    STACK_INFO = 15
-    TASK_NAME = 16
-    #: The extras and bound context fields: a dict, or None.
-    EXTRAS = 17
-    #: How many fields there are.
-    COUNT = 18
-
-
-class Exc:
-    """Where each part is in the exception field of a record that had ``exc_info``.
-
-    The field is ``(text, type name, message)``, or ``(None, type name,
-    message, frames)`` when the master writes the traceback from the frames
-    (:mod:`forklog._wire.tracebacks`).
-    """
-
-    TEXT = 0
-    TYPE = 1
-    MESSAGE = 2
-    FRAMES = 3
-    #: The length of the field when it carries the frames.
-    WITH_FRAMES = 4
-
-
-#: Set by :func:`decode` on a record whose exception was known in the
-#: emitting process: its qualified type name (``ValueError``,
-#: ``json.decoder.JSONDecodeError``) and its ``str()``.
-EXC_TYPE_ATTR = "forklog_exc_type"
-EXC_MESSAGE_ATTR = "forklog_exc_message"
-
-#: Attributes every ``LogRecord`` has (and the two above); anything else on
-#: a record came from ``extra=`` (or a filter) and is carried as an extra field.
-STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message",
-    "asctime",
-    "taskName",
-    EXC_TYPE_ATTR,
-    EXC_MESSAGE_ATTR,
-}
 
 
 #: How many attributes a record has when nothing was added to it.
@@ -196,7 +128,7 @@ def encode(record: logging.LogRecord, max_bytes: int = 1 << 20) -> bytes:
         fields = _careful_fields(record, exc)
         payload = marshal.dumps(cast(Any, fields), 4)
     if len(payload) > max_bytes:
-        payload = _truncated(fields, len(payload), max_bytes)
+        payload = truncated(fields, len(payload), max_bytes)
     return payload
 
 
@@ -276,74 +208,6 @@ def _careful_fields(record: logging.LogRecord, exc: Exception) -> Tuple[object, 
         extras = {"forklog_encode_error": f"{type(error).__name__}: {safe_str(error)}"}
         fields = cast(Any, (*fields[: Field.EXTRAS], extras))
     return fields
-
-
-def _common_length(lengths: List[int], excess: int) -> int:
-    """The largest length that texts of ``lengths`` bytes, cut to it, lose ``excess`` bytes."""
-    ordered = sorted(lengths, reverse=True)
-    total = 0
-    for count, length in enumerate(ordered, 1):
-        total += length
-        shorter = ordered[count] if count < len(ordered) else 0
-        if total - count * shorter >= excess:  # cutting the longest `count` to `shorter` is enough
-            return max(0, (total - excess) // count)
-    return 0
-
-
-def _truncated(fields: Tuple[object, ...], size: int, max_bytes: int) -> bytes:
-    """The payload of ``fields`` (``size`` bytes as they are) cut to at most ``max_bytes``."""
-    items = list(fields)
-    exception = items[Field.EXCEPTION]
-    if type(exception) is tuple and len(exception) == Exc.WITH_FRAMES:
-        # Too big as frames (a deep recursion and a huge message): cut as text.
-        exception = (rendered(exception[Exc.FRAMES]), exception[Exc.TYPE], exception[Exc.MESSAGE])
-    parts = list(exception) if type(exception) is tuple else [exception]
-
-    def dumps() -> bytes:
-        items[Field.EXCEPTION] = tuple(parts) if type(exception) is tuple else parts[Exc.TEXT]
-        return marshal.dumps(cast(Any, tuple(items)), 4)
-
-    # The message, the traceback, the stack and the exception's message are
-    # cut to one common length, just short enough: the longest lose the most,
-    # and a short message is not cut away for a traceback of megabytes.
-    texts = [
-        (place, index, len(cast(str, place[index]).encode("utf-8", "surrogatepass")))
-        for place, index in (
-            (items, Field.MSG),
-            (parts, Exc.TEXT),
-            (items, Field.STACK_INFO),
-            (parts, Exc.MESSAGE),
-        )
-        if index < len(place) and isinstance(place[index], str)
-    ]
-    cap = _common_length([length for _place, _index, length in texts], size - max_bytes)
-    for place, index, length in texts:
-        if length > cap:
-            place[index] = cut_text(cast(str, place[index]), length - cap)
-    payload = dumps()
-    size = len(payload)
-    if size <= max_bytes:
-        return payload
-    items[Field.EXTRAS] = {
-        "forklog_truncated": f"extra fields dropped: {size - max_bytes} bytes over the limit"
-    }
-    payload = dumps()
-    if len(payload) <= max_bytes:
-        return payload
-    # Still too big: a logger name or a path of megabytes. Every text gets a share.
-    share = max_bytes // 32
-    for place in (items, parts):
-        for index, value in enumerate(place):
-            if isinstance(value, str) and len(value.encode("utf-8", "surrogatepass")) > share:
-                place[index] = cut_text(value, len(value.encode("utf-8", "surrogatepass")) - share)
-    return dumps()
-
-
-def rendered(chain: object) -> str:
-    try:
-        return tracebacks.render(cast(tracebacks.Chain, chain))
-    except Exception as exc:  # noqa: BLE001 - frames from the pipe, not trusted to be well formed
-        return f"[forklog: could not write the traceback: {safe_repr(exc)}]"
 
 
 _new_record = logging.LogRecord.__new__

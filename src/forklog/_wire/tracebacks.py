@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import builtins
 import linecache
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple, cast
 
-__all__ = ["Chain", "extract", "render", "type_name"]
+from forklog._wire.text import safe_repr
+
+__all__ = ["Chain", "extract", "render", "rendered", "type_name"]
 
 #: One frame: file name, line number (None when Python cannot tell), function name.
 Frame = Tuple[str, Optional[int], str]
@@ -144,3 +146,11 @@ def _frame_lines(frames: List[Frame], checked: Set[str]) -> List[str]:
 
 def _repeated(count: int) -> str:
     return f"  [Previous line repeated {count} more time{'s' if count > 1 else ''}]\n"
+
+
+def rendered(chain: object) -> str:
+    """:func:`render` of frames from the pipe, which are not trusted to be well formed: never raises."""
+    try:
+        return render(cast(Chain, chain))
+    except Exception as exc:  # noqa: BLE001
+        return f"[forklog: could not write the traceback: {safe_repr(exc)}]"

@@ -16,7 +16,7 @@ import pickle
 import threading
 import weakref
 from multiprocessing import reduction
-from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple, Type
 
 from forklog import _fork
 from forklog._wire.scoreboard import Scoreboard
@@ -71,7 +71,7 @@ def reduce(channel: Channel) -> Tuple[Callable[..., Channel], Tuple[Any, ...]]:
         "fields_with_lines": channel.fields_with_lines,
         "_owner_uid": channel.owner_uid,
     }
-    return (_rebuild, (reduction.DupFd(channel.write_fd), board_dup, slot, options))
+    return (_rebuild, (type(channel), reduction.DupFd(channel.write_fd), board_dup, slot, options))
 
 
 def _picklable(line_formatters: Tuple[logging.Formatter, ...]) -> Tuple[logging.Formatter, ...]:
@@ -83,10 +83,8 @@ def _picklable(line_formatters: Tuple[logging.Formatter, ...]) -> Tuple[logging.
     return line_formatters
 
 
-def _rebuild(dup: Any, board: Any, slot: int, options: Dict[str, Any]) -> Channel:
-    from forklog._worker.channel import Channel  # noqa: PLC0415 - the channel imports this module
-
-    return Channel(
+def _rebuild(kind: Type[Channel], dup: Any, board: Any, slot: int, options: Dict[str, Any]) -> Channel:
+    return kind(
         _write_fd=dup.detach(),
         _scoreboard=Scoreboard(fd=board.detach()) if board is not None else None,
         _slot=slot if board is not None else -1,
