@@ -25,8 +25,8 @@ from forklog._master import scheduling
 from forklog._master.backlog import DROPS, EXITED, Item
 from forklog._master.counters import Counters
 from forklog._master.isolation import BufferedSink
-from forklog._master.lanes import Lane, Lanes, down_lane
-from forklog._master.lines import LINES_BYTE, FieldTarget, Lines, Target, line_formatter
+from forklog._master.lanes import FastLanes, Lane, down_lane
+from forklog._master.lines import LINES_BYTE, FieldSink, LineSink, LineWriter, line_formatter
 from forklog._master.report import Reporter, own_record
 from forklog._master.targets import Targets
 from forklog._wire import adopted_lines, framing
@@ -70,9 +70,9 @@ class Dispatch:
         self._down: List[Tuple[BufferedSink, List[Tuple[str, int]]]] = []
         self._last_created = 0.0
         #: Renderers by formatter, with the settings they were made from.
-        self._lanes = Lanes()
+        self._lanes = FastLanes()
         #: The lines the emitting processes made (see Hub._make_lines_in_workers).
-        self.lines = Lines(self._counters, self._reporter)
+        self.lines = LineWriter(self._counters, self._reporter)
         #: What the scoreboard last told the writers (see tell_writers).
         self._fields_wanted = True
 
@@ -240,19 +240,19 @@ class Dispatch:
         """``sink``'s formatter if the workers can make its lines (:mod:`~forklog._master.lines`)."""
         return line_formatter(sink) if self.FAST_LANE else None
 
-    def _line_targets(self, plan: List[Step]) -> Optional[Tuple[List[Target], List[FieldTarget]]]:
+    def _line_targets(self, plan: List[Step]) -> Optional[Tuple[List[LineSink], List[FieldSink]]]:
         """The sinks of ``plan`` that take lines, and the buffered ones that take fields.
 
         None if a sink is neither (the per-record path).
         """
         if not self.lines.active or plan is self._record_plan:
             return None
-        targets: List[Target] = []
-        buffered: List[FieldTarget] = []
+        targets: List[LineSink] = []
+        buffered: List[FieldSink] = []
         down = {id(sink): refused for sink, refused in self._down}
         for name, sink, lane in plan:
             if lane is not None and isinstance(sink, BufferedSink) and not sink.filters:
-                buffered.append(FieldTarget(name, sink, sink.level, down.get(id(sink))))
+                buffered.append(FieldSink(name, sink, sink.level, down.get(id(sink))))
                 continue
             target = self.lines.target(name, sink) if lane is not None else None
             if target is None:

@@ -36,7 +36,7 @@ from forklog._master.report import Reporter
 from forklog._master.sinks import Sink, named_sinks
 from forklog._master.stats import HubStats
 from forklog._master.targets import Targets, forget_handler, release_descriptors, reopen_file, take_over
-from forklog._master.watch import Watch
+from forklog._master.watch import StatsWatch
 from forklog._wire import framing
 from forklog._worker.channel import Channel
 from forklog._worker.handler import ForkHandler
@@ -143,7 +143,7 @@ class Hub:
         self._stop_token = os.urandom(16)
         self._stats_interval = stats_interval
         self._prometheus_file = os.fspath(prometheus_file) if prometheus_file else None
-        self._watch: Optional[Watch] = None
+        self._watch: Optional[StatsWatch] = None
         self._lifecycle = threading.Lock()
         #: The sinks of the handlers the application configured, one per
         #: file or stream, opened as their lines arrive (forklog._master.targets).
@@ -186,7 +186,7 @@ class Hub:
             )
             self._listener.reopen_sinks = self._reopen_sinks
             if self._stats_interval > 0 or self._prometheus_file:
-                self._watch = self._listener.watch = Watch(
+                self._watch = self._listener.watch = StatsWatch(
                     self.stats,
                     self._listener.write,
                     self._reporter,

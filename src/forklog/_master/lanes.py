@@ -11,23 +11,22 @@ record instead (the sink's ``emit``, or its ``handleError``).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from forklog import formatters
 from forklog._master.isolation import BufferedSink
 from forklog._master.sinks import RotatingFileSink
 from forklog._wire import Field
 
-__all__ = ["Lane", "Lanes", "Plan", "buffered_lane", "down_lane"]
+__all__ = ["FastLanes", "Lane", "buffered_lane", "down_lane"]
 
 LEVELNAME = Field.LEVELNAME
 
 Lane = Callable[[Tuple[Any, ...], int, Any], Optional[Callable[[logging.LogRecord], Any]]]
-Plan = List[Tuple[str, logging.Handler, Optional[Lane]]]
 _STREAM_EMITS = (logging.StreamHandler.emit, logging.FileHandler.emit)
 
 
-class Lanes:
+class FastLanes:
     """Makes each sink's lane, keeping the renderers made for the formatters."""
 
     def __init__(self) -> None:

@@ -23,37 +23,53 @@ from forklog._worker.channel import NO_SEQ
 __all__ = ["Ledger", "process_is_gone"]
 
 
+class Account:
+    """One writer's account (a pid in one incarnation, its boot)."""
+
+    __slots__ = ("received", "reported", "used")
+
+    def __init__(self) -> None:
+        self.received = 0
+        #: The highest sequence number seen, plus one: how many it numbered, as far as known.
+        self.used = 0
+        #: Drops the writer reported in its drop summaries.
+        self.reported = 0
+
+    @property
+    def missing(self) -> int:
+        return self.used - self.received - self.reported
+
+
 class Ledger:
     def __init__(self) -> None:
-        # (pid, boot) -> [records received, highest sequence number + 1, drops reported]
-        self._writers: Dict[Tuple[int, int], List[int]] = {}
+        self._writers: Dict[Tuple[int, int], Account] = {}
         self.lost_by_process: Dict[int, int] = {}
 
     def received(self, pid: int, boot: int, seq: int) -> None:
         if seq == NO_SEQ:
             return  # a drop summary
-        entry = self._writers.get((pid, boot))
-        if entry is None:
-            entry = self._writers[(pid, boot)] = [0, 0, 0]
-        entry[0] += 1
-        if seq >= entry[1]:
-            entry[1] = seq + 1
+        account = self._writers.get((pid, boot))
+        if account is None:
+            account = self._writers[(pid, boot)] = Account()
+        account.received += 1
+        if seq >= account.used:
+            account.used = seq + 1
 
     def received_many(self, pid: int, boot: int, count: int, highest: int) -> None:
         """``count`` records of one writer, the highest sequence number among them ``highest``."""
-        entry = self._writers.get((pid, boot))
-        if entry is None:
-            entry = self._writers[(pid, boot)] = [0, 0, 0]
-        entry[0] += count
-        if highest >= entry[1]:
-            entry[1] = highest + 1
+        account = self._writers.get((pid, boot))
+        if account is None:
+            account = self._writers[(pid, boot)] = Account()
+        account.received += count
+        if highest >= account.used:
+            account.used = highest + 1
 
     def dropped(self, pid: int, boot: int, count: int) -> None:
         # A writer's first frame to arrive can be its drop summary.
-        entry = self._writers.get((pid, boot))
-        if entry is None:
-            entry = self._writers[(pid, boot)] = [0, 0, 0]
-        entry[2] += count
+        account = self._writers.get((pid, boot))
+        if account is None:
+            account = self._writers[(pid, boot)] = Account()
+        account.reported += count
 
     def pids(self) -> List[int]:
         return sorted({pid for pid, _boot in self._writers})
@@ -81,9 +97,9 @@ class Ledger:
         if not boots:
             return None  # nothing known of it (already settled, or it never wrote)
         for boot in boots:
-            received, used, reported = self._writers.pop((pid, boot), [0, 0, 0])
-            used = max(used, numbered.get(boot, 0))
-            lost += max(0, used - received - reported)
+            account = self._writers.pop((pid, boot), None) or Account()
+            account.used = max(account.used, numbered.get(boot, 0))
+            lost += max(0, account.missing)
         if lost:
             _bounded.add(self.lost_by_process, pid, lost, _bounded.by_pid)
         return lost
@@ -91,9 +107,10 @@ class Ledger:
     def outstanding(self) -> Dict[int, int]:
         """Numbers used but neither received nor reported, by pid, for live writers."""
         gaps: Dict[int, int] = {}
-        for (pid, _boot), (received, used, reported) in self._writers.items():
-            if used - received - reported > 0:
-                gaps[pid] = gaps.get(pid, 0) + used - received - reported
+        for (pid, _boot), account in self._writers.items():
+            missing = account.missing
+            if missing > 0:
+                gaps[pid] = gaps.get(pid, 0) + missing
         return gaps
 
 

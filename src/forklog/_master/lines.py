@@ -7,7 +7,7 @@ writes them: formatting, most of a record's cost in the master, is spread
 over the workers, and a batch of such records reaches a file as one
 encoded block (one ``write()``) instead of a line at a time.
 
-The listener hands every batch to :meth:`Lines.dispatch`. Records that
+The listener hands every batch to :meth:`LineWriter.dispatch`. Records that
 travel as fields (those with a traceback or a stack, the hub's own, anything
 from a process forked before the hub started) take the listener's usual
 path, in their place in the batch: each sink still sees its records in the
@@ -29,7 +29,7 @@ from forklog._master.report import Reporter
 from forklog._master.sinks import RotatingFileSink
 from forklog._worker.channel import NO_SEQ
 
-__all__ = ["LINES_BYTE", "Lines", "line_formatter"]
+__all__ = ["LINES_BYTE", "FieldSink", "LineSink", "LineWriter", "line_formatter"]
 
 LINES_BYTE = bytes([wire.LINES])
 _HEAD = wire.LINES_HEAD
@@ -38,7 +38,7 @@ _HEAD = wire.LINES_HEAD
 Writer = Callable[[List[bytes]], int]
 
 
-class Target(NamedTuple):
+class LineSink(NamedTuple):
     """A sink of a batch's plan that takes lines."""
 
     name: str
@@ -49,7 +49,7 @@ class Target(NamedTuple):
     write: Writer
 
 
-class FieldTarget(NamedTuple):
+class FieldSink(NamedTuple):
     """A buffered sink (syslog, OTLP) beside them, which takes records made of the fields."""
 
     name: str
@@ -60,7 +60,7 @@ class FieldTarget(NamedTuple):
     refused: Optional[List[Tuple[str, int]]]
 
 
-class Lines:
+class LineWriter:
     """Which sinks take the lines of a lines payload, and the batch loop that feeds them."""
 
     def __init__(self, counters: Counters, reporter: Reporter) -> None:
@@ -87,7 +87,7 @@ class Lines:
     def active(self) -> bool:
         return bool(self._index)
 
-    def target(self, name: str, sink: logging.Handler) -> Optional[Target]:
+    def target(self, name: str, sink: logging.Handler) -> Optional[LineSink]:
         """How ``sink`` takes its line of a payload; None: it gets a record made of the payload.
 
         None too when its formatter or filters changed after the hub started
@@ -108,14 +108,14 @@ class Lines:
                 )
             return None
         writer = _writer(sink)
-        return None if writer is None else Target(name, sink, sink.level, position, writer)
+        return None if writer is None else LineSink(name, sink, sink.level, position, writer)
 
     def dispatch(
         self,
         batch: Sequence[Tuple[int, int, int, int, bytes]],
-        targets: List[Target],
+        targets: List[LineSink],
         others: Callable[[Tuple[int, int, int, int, bytes]], None],
-        buffered: Sequence[FieldTarget] = (),
+        buffered: Sequence[FieldSink] = (),
     ) -> float:
         """Write the lines payloads of ``batch``; hand every other item to ``others``, in order.
 
@@ -193,7 +193,7 @@ class Lines:
             self._refused(buffered, collections.Counter(refusals))
         return last
 
-    def _refused(self, buffered: Sequence[FieldTarget], tally: Mapping[Tuple[int, int], int]) -> None:
+    def _refused(self, buffered: Sequence[FieldSink], tally: Mapping[Tuple[int, int], int]) -> None:
         """Count what the refusing buffered sinks did not get: ``tally`` is records by (level, pid)."""
         written = self._counters.written
         for name, sink, level, _refused in buffered:
@@ -206,7 +206,7 @@ class Lines:
             sink.count_refused(counts)
 
     def _to_buffered(
-        self, buffered: Sequence[FieldTarget], payload: bytes, levelno: int, pid: int, fields_size: int
+        self, buffered: Sequence[FieldSink], payload: bytes, levelno: int, pid: int, fields_size: int
     ) -> None:
         """Give each buffered sink the record made of the payload's fields, or count its refusal.
 
@@ -231,7 +231,7 @@ class Lines:
                 sink.emit(record)
 
     def _flush(
-        self, targets: List[Target], pending: List[List[bytes]], seen: Dict[Tuple[int, int], List[int]]
+        self, targets: List[LineSink], pending: List[List[bytes]], seen: Dict[Tuple[int, int], List[int]]
     ) -> None:
         counters = self._counters
         ledger = counters.ledger
@@ -296,7 +296,7 @@ def line_formatter(sink: logging.Handler) -> Optional[logging.Formatter]:
     """
     if isinstance(sink, BufferedSink) or sink.filters or _writer(sink) is None:
         return None
-    formatter = Lines.formatter_of(sink)
+    formatter = LineWriter.formatter_of(sink)
     try:
         made = (
             formatters.line_renderer(formatter) is not None

@@ -25,7 +25,7 @@ from forklog._master.ledger import process_is_gone
 from forklog._master.receiver import EXIT_MARK, boots_of
 from forklog._master.report import Reporter, own_record
 from forklog._master.targets import Targets
-from forklog._master.watch import Watch
+from forklog._master.watch import StatsWatch
 from forklog._worker.channel import Channel
 
 __all__ = ["Listener"]
@@ -61,7 +61,7 @@ class Listener(Dispatch, threading.Thread):
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned = 0
         #: Set by the hub when a stats record or a Prometheus file is wanted.
-        self.watch: Optional[Watch] = None
+        self.watch: Optional[StatsWatch] = None
         self._init_dispatch(targets)
         #: Set by Hub.reopen() when it found the listener in a batch: the
         #: listener reopens the files (reopen_sinks) before its next batch.

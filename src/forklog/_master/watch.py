@@ -23,13 +23,13 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 from forklog._master.report import Reporter, own_record
 from forklog._master.stats import HubStats
 
-__all__ = ["Watch", "prometheus_text"]
+__all__ = ["StatsWatch", "prometheus_text"]
 
 #: How often the Prometheus file is refreshed when the stats record is off.
 PROMETHEUS_DEFAULT_INTERVAL = 10.0
 
 
-class Watch:
+class StatsWatch:
     """Decides when to write the stats record and the Prometheus file."""
 
     def __init__(

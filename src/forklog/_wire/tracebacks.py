@@ -105,10 +105,10 @@ def render(chain: Chain) -> str:
     """The text ``traceback.format_exception`` gives for the chain (without column markers)."""
     parts: List[str] = []
     checked: Set[str] = set()
-    for index, (name, message, frames, _via) in enumerate(chain):
+    for index, (name, message, frames, via) in enumerate(chain):
         if index:
             # This exception was raised from the one before it, or while handling it.
-            parts.append(_SEPARATORS.get(chain[index][3], _SEPARATORS[_CONTEXT]))
+            parts.append(_SEPARATORS.get(via, _SEPARATORS[_CONTEXT]))
         if frames:
             parts.append("Traceback (most recent call last):\n")
             parts.extend(_frame_lines(frames, checked))
