@@ -95,6 +95,8 @@ class Dispatch:
     def dispatch(self, item: Item, plan: Optional[List[Step]] = None) -> None:
         """Hand one item to the sinks: a record, its lines, an adopted handler's line, or a control word."""
         kind, pid, boot, seq, payload = item
+        if plan is None:
+            plan = self._record_plan
         if kind == DROPS:
             self._drops_reported(pid, boot, payload)
             return
@@ -117,7 +119,9 @@ class Dispatch:
                 return
             fields = wire.decode_fields(payload)
             record = None
-            if fields[wire.Field.NAME] == "forklog" or not wire.plain_fields(fields):
+            if plan is self._record_plan:
+                record = wire.record_from_fields(fields, pid)  # no sink has a lane
+            elif fields[wire.Field.NAME] == "forklog" or not wire.plain_fields(fields):
                 # The hub's own records (drop summaries the ledger must see), or
                 # fields encode() does not write: the LogRecord for every sink.
                 record = wire.record_from_fields(fields, pid)
@@ -132,9 +136,7 @@ class Dispatch:
         self._last_created = fields[wire.Field.CREATED]
         exception = fields[wire.Field.EXCEPTION]
         exc_text = wire.exception_text(exception) if type(exception) is tuple else exception
-        if not self._to_sinks(
-            self._record_plan if plan is None else plan, fields[wire.Field.LEVELNO], fields, pid, exc_text
-        ):
+        if not self._to_sinks(plan, fields[wire.Field.LEVELNO], fields, pid, exc_text):
             self.unrouted(fields[wire.Field.NAME], fields[wire.Field.LEVELNAME])
 
     def _to_sinks(
