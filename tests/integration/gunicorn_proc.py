@@ -1,8 +1,15 @@
-"""A real gunicorn for the tests: its own process group, a free loopback port."""
+"""A real gunicorn for the tests, started by pytest-xprocess (the design card's harness).
+
+xprocess starts it in its own process group, waits for gunicorn's "Listening at"
+line and then for an answer, and keeps its output in the test's directory. The
+layer here has what xprocess lacks: a free port, signals to the master and its
+exit status, the whole process group killed afterwards, and the records read back.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import os
 import re
@@ -14,7 +21,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Collection, Dict, Iterable, List, Optional, Sequence, Tuple
+from types import SimpleNamespace
+from typing import Collection, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import py
+from xprocess import ProcessStarter, XProcess
 
 from tests.support import wait_for
 
@@ -49,8 +60,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class _Starter(ProcessStarter):  # type: ignore[misc]  # xprocess has no type information
+    """How xprocess starts one gunicorn and knows that it serves."""
+
+    args: Sequence[str] = ()
+    pattern: Optional[str] = None  # a daemon's output is /dev/null; a config may keep the line off it
+    max_read_lines = 10_000  # lines before "Listening at": --log-level debug prints the config first
+
+    def __init__(
+        self, control_dir: object, xprocess: XProcess, *, server: Gunicorn, timeout: float, detaches: bool
+    ) -> None:
+        super().__init__(control_dir, xprocess)
+        self.server, self.timeout, self.detaches = server, timeout, detaches
+        self.args, self.env, self.popen_kwargs = server.argv, server.env, {"cwd": server.tmp_path}
+        if server.listening and not detaches:
+            self.pattern = rf"Listening at: http://127\.0\.0\.1:{server.port} "
+
+    def startup_check(self) -> bool:
+        """Bound is not serving: a request answered (a worker booted), or the master gone."""
+        if self.server.get(self.server.health) == 200:
+            return True
+        return not self.detaches and not self.server.alive()
+
+    def get_lines(self, log_file: object) -> Iterator[str]:
+        """xprocess's reading of the output, cut short when the master exits without the line."""
+        for line in super().get_lines(log_file):
+            if not line and not self.server.alive():
+                return
+            yield line
+
+
 class Gunicorn:
-    """``gunicorn -c <conf> app:app`` with forklog, started by a test."""
+    """``gunicorn -c <conf> app:app`` with forklog, started by a test.
+
+    ``listening=False``: the config under test keeps gunicorn's INFO lines off
+    its output, so readiness is the answer alone.
+    """
 
     def __init__(
         self,
@@ -62,13 +107,13 @@ class Gunicorn:
         app: str = "app:app",
         graceful_timeout: int = 10,
         health: str = "/health",
+        listening: bool = True,
     ) -> None:
         self.tmp_path = tmp_path
         self.health = health  # a path that answers 200 once gunicorn serves
+        self.listening = listening
         self.port = free_port()
         self.log_file = tmp_path / "app.log"
-        self.stderr_path = tmp_path / "gunicorn.stderr"
-        self.stdout_path = tmp_path / "gunicorn.stdout"
         self.graceful_timeout = graceful_timeout
         # No rotation unless a test asks for it: the checks read one file.
         self.env = dict(
@@ -92,20 +137,29 @@ class Gunicorn:
             *args,
             app,
         ]
-        self.proc: Optional[subprocess.Popen[bytes]] = None
+        # The test's own xprocess directory: not the session's one in pytest's cache.
+        # No pytest config: xprocess would attach handles it closes to every later report.
+        self.name = f"gunicorn-{self.port}"
+        self.xprocess = XProcess(SimpleNamespace(), py.path.local(tmp_path / "xprocess"))
+        # stdout and stderr, in one file as xprocess keeps them
+        self.stderr_path = self.stdout_path = Path(self.xprocess.getinfo(self.name).logpath)
 
     def start(self, timeout: float = 30.0, detaches: bool = False) -> Gunicorn:
-        """Start and wait until it answers. ``detaches``: the launcher exits at once (``--daemon``)."""
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                self.argv, stdout=out, stderr=err, env=self.env, cwd=self.tmp_path, start_new_session=True
-            )
-        if detaches:
-            wait_for(lambda: self.get(self.health) == 200, timeout, "the daemon to answer")
-            return self
-        wait_for(lambda: self.get(self.health) == 200 or not self.alive(), timeout, "gunicorn to answer")
-        assert self.alive(), f"gunicorn exited at start:\n{self.stderr()}"
+        """Start and wait until it serves. ``detaches``: the launcher exits at once (``--daemon``)."""
+        starter = functools.partial(_Starter, server=self, timeout=timeout, detaches=detaches)
+        try:
+            self.xprocess.ensure(self.name, starter, persist_logs=False)
+        except (RuntimeError, TimeoutError) as exc:
+            raise AssertionError(f"gunicorn did not start: {exc}\n{self.stderr()}") from exc
+        assert detaches or self.alive(), f"gunicorn exited at start:\n{self.stderr()}"
         return self
+
+    @property
+    def proc(self) -> Optional[subprocess.Popen[bytes]]:
+        """The last start's process (xprocess keeps it among its resources)."""
+        resources = self.xprocess.resources
+        popen: Optional[subprocess.Popen[bytes]] = resources[-1].popen if resources else None
+        return popen
 
     @property
     def pid(self) -> int:
@@ -153,15 +207,18 @@ class Gunicorn:
         raise AssertionError(f"the hub did not catch up within {timeout}s")
 
     def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
+        os.kill(self.pid, sig)
 
     def wait_exit(self, timeout: float) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
     def stop(self, timeout: Optional[float] = None) -> int:
-        """TERM the master and wait for it: within the graceful timeout plus a margin."""
+        """TERM the master and wait for it: within the graceful timeout plus a margin.
+
+        Not xprocess's terminate(): it TERMs the workers before the master,
+        reaps the master itself (its exit status lost) and escalates to KILL.
+        """
         if not self.alive():
             assert self.proc is not None
             return int(self.proc.returncode)
@@ -169,12 +226,15 @@ class Gunicorn:
         return self.wait_exit(timeout if timeout is not None else self.graceful_timeout + 5)
 
     def kill_group(self) -> None:
+        """KILL the master's process group: workers it left behind too, not only its children."""
         if self.proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
+        for resource in self.xprocess.resources:
+            resource.release()  # xprocess's handles on the output
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""

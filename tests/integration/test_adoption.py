@@ -265,7 +265,9 @@ forklog.gunicorn.configure(handlers=lambda: [])
 
 def test_a_config_that_would_lose_records_is_named_at_start(tmp_path: Path) -> None:
     """A hub with no sink while loggers send to it: said on stderr at start; its records reported unrouted."""
-    server = Gunicorn(tmp_path, conf=_conf(tmp_path, SINKLESS), app="tests.apps.adopting_app:app")
+    server = Gunicorn(
+        tmp_path, conf=_conf(tmp_path, SINKLESS), app="tests.apps.adopting_app:app", listening=False
+    )
     try:
         server.start()
         assert server.stop() == 0

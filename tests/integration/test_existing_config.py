@@ -108,7 +108,7 @@ def test_gunicorn_settings_are_honoured(tmp_path: Path) -> None:
 
 def test_loglevel_is_honoured(tmp_path: Path) -> None:
     """--log-level warning silences gunicorn's INFO lines; the app's records are untouched."""
-    server = Gunicorn(tmp_path, ["-w", "2", "--log-level", "warning"])
+    server = Gunicorn(tmp_path, ["-w", "2", "--log-level", "warning"], listening=False)
     try:
         server.start()
         statuses = ids(run_load(server, burst_paths("l", 20)))
@@ -126,6 +126,7 @@ def test_capture_output_turns_prints_into_records(tmp_path: Path) -> None:
         tmp_path,
         ["-w", "2", "--capture-output", "--error-logfile", str(tmp_path / "error.log")],
         app="tests.apps.wsgi_app:app",
+        listening=False,  # gunicorn's lines go to error.log
     )
     try:
         server.start()
@@ -179,7 +180,9 @@ def test_logconfig_dict_handlers_become_sinks(tmp_path: Path) -> None:
     conf = tmp_path / "logconfig_conf.py"
     conf.write_text(LOGCONFIG)
     everything, access = tmp_path / "everything.log", tmp_path / "access.log"
-    server = Gunicorn(tmp_path, conf=conf, env={"EVERYTHING": str(everything), "ACCESS": str(access)})
+    server = Gunicorn(
+        tmp_path, conf=conf, env={"EVERYTHING": str(everything), "ACCESS": str(access)}, listening=False
+    )
     server.log_file = everything
     try:
         server.start()
