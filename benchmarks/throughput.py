@@ -314,11 +314,11 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
     from forklog._master import scheduling  # noqa: PLC0415
     from forklog._master.backlog import Backlog  # noqa: PLC0415
     from forklog._master.counters import Counters  # noqa: PLC0415
-    from forklog._master.frames import FrameReader  # noqa: PLC0415
+    from forklog._master.frame_reader import FrameReader  # noqa: PLC0415
     from forklog._master.listener import Listener  # noqa: PLC0415
     from forklog._master.report import Reporter  # noqa: PLC0415
-    from forklog._wire import framing as _frame  # noqa: PLC0415
-    from forklog._worker import channel as transport  # noqa: PLC0415
+    from forklog._wire import framing  # noqa: PLC0415
+    from forklog._worker.channel import _renderers  # noqa: PLC0415
 
     made: List[logging.LogRecord] = []
 
@@ -333,12 +333,12 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
         call(i)
     payloads = [wire.encode(record) for record in made]
     formatter = forklog.TextFormatter(FORMAT)
-    renderers = transport._renderers((formatter,))
+    renderers = _renderers((formatter,))
     lines = [wire.encode_lines(record, renderers, 4242, True) or wire.encode(record) for record in made]
-    data = b"".join(b"".join(_frame.frames(0, 4242, 1, seq, payload)) for seq, payload in enumerate(payloads))
-    line_items = [
-        (transport.FIRST | transport.LAST, 4242, 1, seq, payload) for seq, payload in enumerate(lines)
-    ]
+    data = b"".join(
+        b"".join(framing.frames(0, 4242, 1, seq, payload)) for seq, payload in enumerate(payloads)
+    )
+    line_items = [(framing.FIRST | framing.LAST, 4242, 1, seq, payload) for seq, payload in enumerate(lines)]
     items: List[Any] = []
     decoded: List[logging.LogRecord] = []
     tmp = Path(tempfile.mkdtemp(prefix="forklog-stages-"))

@@ -40,8 +40,8 @@ from gunicorn import util
 from gunicorn.config import Config
 
 import forklog.gunicorn as fg
-from forklog._master.isolation import BufferedSink, needs_isolation
-from forklog._master.lines import line_formatter
+from forklog._master.buffered import BufferedSink, needs_isolation
+from forklog._master.line_writer import line_formatter
 from forklog._wire import adopted_lines
 from forklog._worker.handler import ForkHandler
 from forklog.formatters import same_lines

@@ -44,7 +44,7 @@ from typing import (
 )
 
 from forklog import _fork
-from forklog._master.isolation import BufferedSink, DeliveryError
+from forklog._master.buffered import BufferedSink, DeliveryError
 from forklog._master.otlp_mapping import fill_attributes, fill_log_record, severity_number, utf8
 from forklog._wire import safe_repr
 
@@ -150,15 +150,15 @@ class OTLPSink(BufferedSink):
             port = -1
         if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
             raise ValueError(
-                f"forklog.OTLPSink: endpoint={url!r}: expected http(s)://host[:port]/path, "
+                f"forklog.otlp.OTLPSink: endpoint={url!r}: expected http(s)://host[:port]/path, "
                 f"as in {DEFAULT_ENDPOINT!r}"
             )
         if compression not in ("gzip", None):
-            raise ValueError(f"forklog.OTLPSink: compression={compression!r}: expected 'gzip' or None")
+            raise ValueError(f"forklog.otlp.OTLPSink: compression={compression!r}: expected 'gzip' or None")
         if timeout <= 0:
-            raise ValueError(f"forklog.OTLPSink: timeout={timeout!r}: expected seconds > 0")
+            raise ValueError(f"forklog.otlp.OTLPSink: timeout={timeout!r}: expected seconds > 0")
         if batch_size < 1:
-            raise ValueError(f"forklog.OTLPSink: batch_size={batch_size!r}: expected a positive integer")
+            raise ValueError(f"forklog.otlp.OTLPSink: batch_size={batch_size!r}: expected a positive integer")
         self.endpoint = url
         self.compression = compression
         self.timeout = timeout

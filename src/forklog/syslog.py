@@ -30,7 +30,7 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from forklog import _fork
-from forklog._master.isolation import BufferedSink, DeliveryError
+from forklog._master.buffered import BufferedSink, DeliveryError
 from forklog._master.relp import WINDOW, RelpClient
 from forklog._master.rfc5424 import DEFAULT_SD_ID, FACILITIES, Rfc5424, facility_code, header_field, sd_name
 

@@ -25,7 +25,7 @@ import pytest
 
 import forklog
 from forklog import _wire as wire
-from forklog._master.frames import FrameReader
+from forklog._master.frame_reader import FrameReader
 from forklog._master.sinks import RotatingFileSink
 from forklog._wire.scoreboard import Scoreboard
 from forklog._worker import channel as transport
@@ -340,10 +340,8 @@ def writer_channel(hub: forklog.Hub) -> transport.Channel:
     """A channel onto the hub's pipe with a scoreboard slot, as a spawned child gets it."""
     board = hub.queue.scoreboard
     assert board is not None
-    return transport.Channel(
-        _write_fd=os.dup(hub.queue.write_fd),
-        _scoreboard=Scoreboard(fd=os.dup(board.fd)),
-        _slot=board.reserve(),
+    return transport.Channel._attach(
+        os.dup(hub.queue.write_fd), Scoreboard(fd=os.dup(board.fd)), board.reserve()
     )
 
 

@@ -13,7 +13,7 @@ from typing import Dict, List
 import pytest
 
 import forklog
-from forklog._master.isolation import BufferedSink
+from forklog._master.buffered import BufferedSink
 from tests.support import Collect, wait_for
 
 

@@ -14,7 +14,7 @@ from typing import List
 import pytest
 
 import forklog
-from forklog._master.isolation import BufferedSink, DeliveryError, Isolated, needs_isolation
+from forklog._master.buffered import BufferedSink, DeliveryError, Isolated, needs_isolation
 from tests.support import Collect, wait_for
 
 
@@ -164,7 +164,7 @@ def test_a_sink_stuck_for_good_does_not_hang_the_exit(tmp_path: Path) -> None:
             """
             import logging, threading
             import forklog
-            from forklog._master.isolation import Isolated
+            from forklog._master.buffered import Isolated
 
             class Stuck(logging.Handler):
                 def emit(self, record):

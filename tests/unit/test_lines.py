@@ -25,7 +25,7 @@ import pytest
 import forklog
 from forklog import JSONFormatter, RotatingFileSink, TextFormatter
 from forklog import _wire as wire
-from forklog._master.lines import LINES_BYTE
+from forklog._master.line_writer import LINES_BYTE
 from forklog._wire import tracebacks
 from forklog._worker import channel as transport
 from forklog.formatters import line_renderer, record_renderer

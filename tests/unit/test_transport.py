@@ -8,7 +8,7 @@ import os
 import time
 
 from forklog import _wire as wire
-from forklog._master.frames import FrameReader
+from forklog._master.frame_reader import FrameReader
 from forklog._master.receiver import Receiver
 from forklog._wire import framing as _frame
 from forklog._worker import channel as transport

@@ -8,6 +8,7 @@ from typing import Dict, Optional, Sequence
 from forklog import _bounded
 from forklog._master.ledger import Ledger
 from forklog._master.report import Reporter
+from forklog._wire.text import safe_str
 
 __all__ = ["Counters"]
 
@@ -30,7 +31,7 @@ class Counters:
         self.lag = 0.0
         #: Drops each sink had when the listener last reported them.
         self.sink_drops_reported: Dict[str, int] = {name: 0 for name in sink_names}
-        #: Records that reached the hub and that no sink took (see Listener.unrouted).
+        #: Records that reached the hub and that no sink took (see unrouted_record).
         self.unrouted = 0
         self.unrouted_first: Optional[str] = None
         self.unrouted_reported = False
@@ -45,10 +46,29 @@ class Counters:
             self.dropped_by_level[level] = self.dropped_by_level.get(level, 0) + count
             _bounded.add(self.dropped_by_process, pid, count, _bounded.by_pid)
 
-    def sink_failure(
-        self, reporter: Reporter, name: str, what: str, exc: BaseException, failed: int = 1
-    ) -> None:
-        """A sink that raised: the error counted, ``failed`` records lost with it, said at a bounded rate."""
-        self.sink_errors[name] += 1
-        self.sink_failed[name] += failed
+    def record_received(self, pid: int, boot: int, seq: int) -> None:
+        """A record arrived from writer (``pid``, ``boot``) with number ``seq``."""
+        self.received += 1
+        self.ledger.received(pid, boot, seq)
+
+    def undecodable(self, reporter: Reporter, pid: int, exc: BaseException, what: str = "record") -> None:
+        """A payload from ``pid`` that could not be read: skipped, counted, said at a bounded rate."""
+        self.bad_records += 1
+        reporter.report("decode", f"skipped an undecodable {what} from pid {pid}: {exc}")
+
+    def unrouted_record(self, logger: object, levelname: object) -> None:
+        """A record no sink took (every sink's level above it, their filters, or no sink)."""
+        self.unrouted += 1
+        if self.unrouted_first is None:
+            self.unrouted_first = f"logger {safe_str(logger)!r} at {safe_str(levelname)}"
+
+    def sink_failure(self, reporter: Reporter, name: str, what: str, exc: object, failed: int = 1) -> None:
+        """A sink that raised: the error counted, ``failed`` records lost with it, said at a bounded rate.
+
+        The one place a sink's error is handled: the hub's sinks and the
+        adopted handlers' alike.
+        """
+        self.sink_errors[name] = self.sink_errors.get(name, 0) + 1
+        if failed:
+            self.sink_failed[name] = self.sink_failed.get(name, 0) + failed
         reporter.report(f"sink:{name}", f"sink {name} failed {what}: {exc!r}")

@@ -2,39 +2,39 @@
 
 One path serves every sink. A sink takes either a line or a record:
 
-* a file or stream sink whose formatter forklog reproduces takes a *line*.
-  When the emitting process made the lines (:mod:`forklog._wire.lines`),
-  they are appended as they are (:mod:`forklog._master.lines`); when it
-  sent fields, the sink's fast lane makes the line from them
+* a file or stream sink whose formatter forklog reproduces takes a *line*,
+  through its *lane*: the line the emitting process made
+  (:mod:`forklog._wire.lines`), or one made from the record's fields
   (:mod:`forklog._master.lanes`);
 * any other handler takes a ``LogRecord``, made once per record, when the
   first such sink wants it.
 
-The *plan* says, per batch, which sink takes what. A sink that raises is
-counted and said at a bounded rate (:meth:`Counters.sink_failure`); the
-listener goes on (H3).
+The *plan* says, per batch, which sink takes what, and :meth:`Dispatch._to_sinks`
+hands a record to every sink. When every sink takes the workers' lines,
+:meth:`LineWriter.dispatch <forklog._master.line_writer.LineWriter.dispatch>`
+appends the whole batch to each file in one write: the same path, batched.
+A sink that raises is counted and said at a bounded rate
+(:meth:`Counters.sink_failure`); the listener goes on (H3).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from forklog import _wire as wire
 from forklog._master import scheduling
 from forklog._master.backlog import DROPS, EXITED, Item
+from forklog._master.buffered import BufferedSink
 from forklog._master.counters import Counters
-from forklog._master.isolation import BufferedSink
-from forklog._master.lanes import FastLanes, Lane, down_lane
-from forklog._master.lines import LINES_BYTE, FieldSink, LineSink, LineWriter, line_formatter
+from forklog._master.lanes import NOT_WRITTEN, FastLanes, Lane, down_lane
+from forklog._master.line_writer import LINES_BYTE, FieldSink, LineSink, LineWriter, line_formatter
 from forklog._master.report import Reporter, own_record
 from forklog._master.targets import Targets
 from forklog._wire import adopted_lines, framing
 from forklog._worker.channel import Channel
 
 __all__ = ["Dispatch", "Step"]
-
-_NOT_FIELDS = (LINES_BYTE, adopted_lines.TARGET_BYTE)
 
 
 class Step(NamedTuple):
@@ -46,24 +46,32 @@ class Step(NamedTuple):
 
 
 class Dispatch:
-    """The listener's record path (see the module). The listener thread is its only caller."""
+    """The record path (see the module): the listener thread is its only caller."""
 
     #: Make the lines of file and stream sinks without a LogRecord when their
     #: formatter allows: in the emitting processes, or from the fields here.
     FAST_LANE = True
 
-    _sinks: List[Tuple[str, logging.Handler]]
-    _counters: Counters
-    _reporter: Reporter
-    _channel: Channel
-    _dispatch_lock: scheduling.DispatchLock
-
-    def settle_exited(self, pid: int, payload: bytes) -> None:
-        raise NotImplementedError  # the listener settles a writer's account
-
-    def _init_dispatch(self, targets: Optional[Targets]) -> None:
+    def __init__(
+        self,
+        sinks: Sequence[Tuple[str, logging.Handler]],
+        counters: Counters,
+        reporter: Reporter,
+        *,
+        channel: Channel,
+        dispatch_lock: scheduling.DispatchLock,
+        targets: Optional[Targets],
+        on_exited: Callable[[int, bytes], None],
+    ) -> None:
+        self._sinks = list(sinks)
+        self._counters = counters
+        self._reporter = reporter
+        self._channel = channel
+        self._dispatch_lock = dispatch_lock
+        #: Settles a writer's account when its exit marker comes (the listener's).
+        self._on_exited = on_exited
         #: The sinks of the handlers the processes adopted (see forklog._master.targets).
-        self.targets = targets if targets is not None else Targets(self._counters, self._reporter)
+        self.targets = targets if targets is not None else Targets(counters, reporter)
         #: Every sink taking the LogRecord: the plan of the hub's own records.
         self._record_plan = [Step(name, sink, None) for name, sink in self._sinks]
         #: Buffered sinks refusing the current batch, with what they refused.
@@ -72,7 +80,7 @@ class Dispatch:
         #: Renderers by formatter, with the settings they were made from.
         self._lanes = FastLanes()
         #: The lines the emitting processes made (see Hub._make_lines_in_workers).
-        self.lines = LineWriter(self._counters, self._reporter)
+        self.lines = LineWriter(counters, reporter)
         #: What the scoreboard last told the writers (see tell_writers).
         self._fields_wanted = True
 
@@ -101,21 +109,19 @@ class Dispatch:
             self._drops_reported(pid, boot, payload)
             return
         if kind == EXITED:
-            self.settle_exited(pid, payload)
+            self._on_exited(pid, payload)
             return
         counters = self._counters
-        counters.received += 1
-        counters.ledger.received(pid, boot, seq)
+        counters.record_received(pid, boot, seq)
         try:
-            if payload[:1] in _NOT_FIELDS:
-                if payload[:1] == LINES_BYTE:
-                    decoded = wire.decode_lines(payload)
-                    self._last_created = decoded[1]
-                    self.lines.write_one(decoded, pid, self._sinks, payload)
-                else:
-                    line = adopted_lines.decode(payload)
-                    self._last_created = line.created
-                    self.targets.write(line, pid)
+            marker = payload[:1]
+            if marker == LINES_BYTE:
+                self._lines_to_sinks(payload, pid)
+                return
+            if marker == adopted_lines.TARGET_BYTE:
+                line = adopted_lines.decode(payload)
+                self._last_created = line.created
+                self.targets.write(line, pid)
                 return
             fields = wire.decode_fields(payload)
             record = None
@@ -126,8 +132,7 @@ class Dispatch:
                 # fields encode() does not write: the LogRecord for every sink.
                 record = wire.record_from_fields(fields, pid)
         except Exception as exc:  # noqa: BLE001
-            counters.bad_records += 1
-            self._reporter.report("decode", f"skipped an undecodable record from pid {pid}: {exc}")
+            counters.undecodable(self._reporter, pid, exc)
             return
         if record is not None:
             self._last_created = record.created
@@ -137,24 +142,44 @@ class Dispatch:
         exception = fields[wire.Field.EXCEPTION]
         exc_text = wire.exception_text(exception) if type(exception) is tuple else exception
         if not self._to_sinks(plan, fields[wire.Field.LEVELNO], fields, pid, exc_text):
-            self.unrouted(fields[wire.Field.NAME], fields[wire.Field.LEVELNAME])
+            counters.unrouted_record(fields[wire.Field.NAME], fields[wire.Field.LEVELNAME])
+
+    def _lines_to_sinks(self, payload: bytes, pid: int) -> None:
+        """One lines payload, on its own: each sink takes its line, or a record made of the payload.
+
+        The record is made of the fields when the payload has them, else of the line.
+        """
+        decoded = wire.decode_lines(payload)
+        self._last_created = decoded.created
+        plan = [Step(name, sink, self.lines.lane(name, sink)) for name, sink in self._sinks]
+
+        def make_record() -> logging.LogRecord:
+            fields = wire.lines_fields(payload)
+            if fields is not None:
+                return wire.record_from_fields(fields, pid)
+            return wire.lines_record(decoded.levelno, decoded.created, decoded.name, decoded.lines[0], pid)
+
+        if not self._to_sinks(plan, decoded.levelno, decoded.lines, pid, make_record=make_record):
+            self._counters.unrouted_record(decoded.name, logging.getLevelName(decoded.levelno))
 
     def _to_sinks(
         self,
         plan: Sequence[Step],
         levelno: int,
-        fields: Any,
+        source: Any,
         pid: int,
         exc_text: Any = None,
         *,
         record: Optional[logging.LogRecord] = None,
+        make_record: Optional[Callable[[], logging.LogRecord]] = None,
     ) -> bool:
         """Hand one record to each sink of ``plan`` whose level admits it; whether one took it.
 
-        A sink with a lane gets its line made from ``fields``; any other gets
-        the ``LogRecord`` (``record``, or made from ``fields`` once). A sink
-        whose filters refuse the record has not taken it; one that raised has
-        (its failure is counted).
+        A sink with a lane gets its line from ``source`` (the fields, or the
+        lines the emitting process made); any other gets the ``LogRecord``:
+        ``record``, or made once, by ``make_record`` or from the fields. A
+        sink whose filters refuse the record has not taken it; one that
+        raised has (its failure is counted).
         """
         counters = self._counters
         written = counters.written
@@ -164,14 +189,17 @@ class Dispatch:
                 continue
             try:
                 if lane is not None:
-                    instead = lane(fields, pid, exc_text)
+                    instead = lane(source, pid, exc_text)
+                    if instead is NOT_WRITTEN:
+                        taken = True  # the sink counted it
+                        continue
                     if instead is not None:  # the sink's emit, or its handleError
                         if record is None:
-                            record = wire.record_from_fields(fields, pid)
+                            record = make_record() if make_record else wire.record_from_fields(source, pid)
                         instead(record)
                 else:
                     if record is None:
-                        record = wire.record_from_fields(fields, pid)
+                        record = make_record() if make_record else wire.record_from_fields(source, pid)
                     if sink.filters:
                         if not sink.handle(record):
                             continue
@@ -191,8 +219,7 @@ class Dispatch:
         try:
             counts = framing.decode_drops(payload)
         except ValueError as exc:
-            self._counters.bad_records += 1
-            self._reporter.report("decode", f"skipped an undecodable drop report from pid {pid}: {exc}")
+            self._counters.undecodable(self._reporter, pid, exc, "drop report")
             return
         total = sum(counts.values())
         if not total:
@@ -239,7 +266,7 @@ class Dispatch:
         return plan if fast else self._record_plan
 
     def line_formatter(self, sink: logging.Handler) -> Optional[logging.Formatter]:
-        """``sink``'s formatter if the workers can make its lines (:mod:`~forklog._master.lines`)."""
+        """``sink``'s formatter if the workers can make its lines (:mod:`~forklog._master.line_writer`)."""
         return line_formatter(sink) if self.FAST_LANE else None
 
     def _line_targets(self, plan: List[Step]) -> Optional[Tuple[List[LineSink], List[FieldSink]]]:
@@ -275,13 +302,6 @@ class Dispatch:
         if wanted != self._fields_wanted:
             self._fields_wanted = wanted
             self._channel.scoreboard.want_fields(wanted)
-
-    def unrouted(self, logger: str, levelname: str) -> None:
-        """Count a record no sink took (every sink's level above it, their filters, or no sink)."""
-        counters = self._counters
-        counters.unrouted += 1
-        if counters.unrouted_first is None:
-            counters.unrouted_first = f"logger {wire.safe_str(logger)!r} at {wire.safe_str(levelname)}"
 
     def _say_unrouted(self) -> None:
         """Say once, in the log, that records reach the hub and no sink takes them."""
@@ -335,4 +355,4 @@ class Dispatch:
             return
         plan = self._record_plan if sinks is None else [Step(name, sink, None) for name, sink in sinks]
         if not self._to_sinks(plan, record.levelno, None, 0, record=record) and sinks is None:
-            self.unrouted(record.name, record.levelname)
+            self._counters.unrouted_record(record.name, record.levelname)

@@ -28,8 +28,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from forklog import _fork, formatters
 from forklog._master import scheduling
 from forklog._master.backlog import Backlog
+from forklog._master.buffered import BufferedSink, Isolated, needs_isolation
 from forklog._master.counters import Counters
-from forklog._master.isolation import BufferedSink, Isolated, needs_isolation
 from forklog._master.listener import Listener
 from forklog._master.receiver import Receiver
 from forklog._master.report import Reporter
@@ -82,7 +82,7 @@ class Hub:
     handler)`` pairs to name them in :meth:`stats`. Each applies its own
     level. Only the listener thread ever calls them, except sinks that may
     block (anything but a local file or stream): each of those gets a
-    bounded buffer and a thread of its own (:mod:`forklog._master.isolation`),
+    bounded buffer and a thread of its own (:mod:`forklog._master.buffered`),
     so a stalled server never holds back the files.
     """
 

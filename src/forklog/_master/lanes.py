@@ -4,8 +4,12 @@ For a file or stream sink with no filters and a formatter forklog can
 reproduce (:func:`forklog.formatters.line_renderer`), the listener writes
 the line without making a ``LogRecord``; a buffered sink's lane only
 refuses early, counting the drop from the fields when its buffer is full.
-A lane returns None when it wrote the line, or what to call with the
-record instead (the sink's ``emit``, or its ``handleError``).
+A lane returns None when it wrote the line, :data:`NOT_WRITTEN` when the
+sink could not write it (and counted that), or what to call with the record
+instead (the sink's ``emit``, or its ``handleError``).
+
+A lane of :class:`~forklog._master.line_writer.LineWriter` takes the line
+the emitting process made instead of the fields.
 """
 
 from __future__ import annotations
@@ -14,15 +18,23 @@ import logging
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from forklog import formatters
-from forklog._master.isolation import BufferedSink
+from forklog._master.buffered import BufferedSink
 from forklog._master.sinks import RotatingFileSink
 from forklog._wire import Field
 
-__all__ = ["FastLanes", "Lane", "buffered_lane", "down_lane"]
+__all__ = ["NOT_WRITTEN", "FastLanes", "Lane", "buffered_lane", "down_lane"]
 
 LEVELNAME = Field.LEVELNAME
 
-Lane = Callable[[Tuple[Any, ...], int, Any], Optional[Callable[[logging.LogRecord], Any]]]
+#: A sink's lane: given the fields (or the lines), the writer's pid and the
+#: exception's text, writes the sink's line (see the module).
+Lane = Callable[[Any, int, Any], Optional[Callable[[logging.LogRecord], Any]]]
+
+
+def NOT_WRITTEN(record: logging.LogRecord) -> None:
+    """What a lane returns when its sink could not write the line and counted it."""
+
+
 _STREAM_EMITS = (logging.StreamHandler.emit, logging.FileHandler.emit)
 
 

@@ -18,7 +18,7 @@ import os
 from typing import Dict, List, Optional, Set, Tuple
 
 from forklog import _bounded
-from forklog._worker.channel import NO_SEQ
+from forklog._wire.framing import NO_SEQ
 
 __all__ = ["Ledger", "process_is_gone"]
 

@@ -49,20 +49,24 @@ class Listener(Dispatch, threading.Thread):
         channel: Channel,
         targets: Optional[Targets] = None,
     ) -> None:
-        super().__init__(name="forklog-listener", daemon=True)
+        threading.Thread.__init__(self, name="forklog-listener", daemon=True)
+        Dispatch.__init__(
+            self,
+            sinks,
+            counters,
+            reporter,
+            channel=channel,
+            dispatch_lock=dispatch_lock,
+            targets=targets,
+            on_exited=self.settle_exited,
+        )
         self._backlog = backlog
-        self._sinks = list(sinks)
-        self._counters = counters
-        self._reporter = reporter
-        self._dispatch_lock = dispatch_lock
-        self._channel = channel
         self._owner = os.getpid()
         self._exit_sent: Dict[int, float] = {}
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned = 0
         #: Set by the hub when a stats record or a Prometheus file is wanted.
         self.watch: Optional[StatsWatch] = None
-        self._init_dispatch(targets)
         #: Set by Hub.reopen() when it found the listener in a batch: the
         #: listener reopens the files (reopen_sinks) before its next batch.
         self.reopen_pending = False
@@ -159,7 +163,7 @@ class Listener(Dispatch, threading.Thread):
         except Exception as exc:  # noqa: BLE001
             self._reporter.report("liveness", f"could not check for dead writers: {exc!r}")
 
-    # -- the fast lane -----------------------------------------------------------
+    # -- settling the writers' accounts ---------------------------------------------
 
     def settle_exited(self, pid: int, payload: bytes) -> None:
         """The exit marker of ``pid`` (see exited()): what it numbered and never arrived is lost."""

@@ -21,30 +21,17 @@ import threading
 import time
 from typing import Any, Optional
 
-__all__ = ["DispatchLock", "background", "on_hub_thread"]
+from forklog import _hub_thread
+
+__all__ = ["DispatchLock", "background"]
 
 #: Whether the master's threads ask for SCHED_BATCH (Linux only).
 BATCH = True
 
 
-class _HubThread(threading.local):
-    #: True on the hub's own threads (receiver, listener, sink threads, gzip):
-    #: a record logged there (a sink whose emit logs, H26) must not go back
-    #: into the hub, where it would reach that sink again, without end.
-    hub = False
-
-
-_local = _HubThread()
-
-
-def on_hub_thread() -> bool:
-    """Whether the calling thread is one of the hub's own."""
-    return _local.hub
-
-
 def background() -> None:
     """Mark the calling thread as the hub's, and as background work: it never preempts a worker on waking."""
-    _local.hub = True
+    _hub_thread.mark()
     if not BATCH or not hasattr(os, "SCHED_BATCH"):
         return
     with contextlib.suppress(OSError):

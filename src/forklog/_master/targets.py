@@ -40,6 +40,7 @@ import os
 import sys
 from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple, Union
 
+from forklog._master.counters import Counters
 from forklog._master.report import Reporter
 from forklog._master.sinks import RotatingFileSink
 from forklog._wire.adopted_lines import TargetLine, TargetSpec
@@ -63,7 +64,7 @@ class _Open(NamedTuple):
     write: Callable[[TargetLine], bool]
 
 
-def take_over(name: str, handler: logging.Handler, counters: object, reporter: Reporter) -> None:
+def take_over(name: str, handler: logging.Handler, counters: Counters, reporter: Reporter) -> None:
     """Make ``handler`` a sink of the hub: its errors counted and reported, its flush once per batch.
 
     The hub, not ``logging.shutdown()`` or a ``dictConfig()`` elsewhere in
@@ -72,8 +73,8 @@ def take_over(name: str, handler: logging.Handler, counters: object, reporter: R
     forget_handler(handler)
 
     def handle_error(record: logging.LogRecord) -> None:
-        counters.sink_errors[name] = counters.sink_errors.get(name, 0) + 1  # type: ignore[attr-defined]
-        reporter.report(f"sink:{name}", f"sink {name} failed to write a record: {sys.exc_info()[1]!r}")
+        # Not lost here: write() returns False, and Targets.write counts the record.
+        counters.sink_failure(reporter, name, "to write a record", sys.exc_info()[1], failed=0)
 
     handler.handleError = handle_error  # type: ignore[method-assign]
     if isinstance(handler, logging.FileHandler) and handler.errors is None:
@@ -136,7 +137,7 @@ def release_descriptors(handler: logging.Handler) -> None:
 class Targets:
     """The adopted targets' sinks, opened on their first line; only the listener writes them."""
 
-    def __init__(self, counters: object, reporter: Reporter) -> None:
+    def __init__(self, counters: Counters, reporter: Reporter) -> None:
         self._counters = counters
         self._reporter = reporter
         self._open: Dict[bytes, _Open] = {}
@@ -157,7 +158,7 @@ class Targets:
 
     def dropped(self) -> Dict[str, int]:
         """Records each target could not take (refused, or failed to write), by name."""
-        failed = self._counters.sink_failed  # type: ignore[attr-defined]
+        failed = self._counters.sink_failed
         names = {entry.name for entry in self._by_label.values()} | set(self._refused.values())
         return {name: failed.get(name, 0) + getattr(self._sink(name), "dropped", 0) for name in names}
 
@@ -173,18 +174,17 @@ class Targets:
         entry = self._open.get(line.spec) or self._open_target(line.spec, pid)
         if entry is None:
             name = self._refused.get(line.spec, "<refused>")
-            counters.sink_failed[name] = counters.sink_failed.get(name, 0) + 1  # type: ignore[attr-defined]
+            counters.sink_failed[name] = counters.sink_failed.get(name, 0) + 1
             return
         try:
             written = entry.write(line)
         except Exception as exc:  # noqa: BLE001 - a sink never stops the listener
-            counters.sink_errors[entry.name] = counters.sink_errors.get(entry.name, 0) + 1  # type: ignore[attr-defined]
-            self._reporter.report(f"sink:{entry.name}", f"sink {entry.name} failed on a record: {exc!r}")
-            written = False
+            counters.sink_failure(self._reporter, entry.name, "on a record", exc)
+            return
         if written:
-            counters.written[entry.name] += 1  # type: ignore[attr-defined]
+            counters.written[entry.name] += 1
         else:
-            counters.sink_failed[entry.name] = counters.sink_failed.get(entry.name, 0) + 1  # type: ignore[attr-defined]
+            counters.sink_failed[entry.name] = counters.sink_failed.get(entry.name, 0) + 1
 
     def _open_target(self, data: bytes, pid: int) -> Optional[_Open]:  # noqa: PLR0911 - a refusal each
         try:
@@ -216,8 +216,8 @@ class Targets:
             return self._refuse(data, label, f"target {label} could not be opened: {exc!r}")
         take_over(label, sink, self._counters, self._reporter)
         counters = self._counters
-        counters.written.setdefault(label, 0)  # type: ignore[attr-defined]
-        counters.sink_errors.setdefault(label, 0)  # type: ignore[attr-defined]
+        counters.written.setdefault(label, 0)
+        counters.sink_errors.setdefault(label, 0)
         entry = _Open(label, sink, write)
         self._open[data] = self._by_label[label] = entry
         return entry

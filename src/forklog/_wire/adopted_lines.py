@@ -5,7 +5,7 @@ handler the application configured as a :class:`TargetSpec` (its class
 reduced to a ``kind`` from an allow-list, the path, the mode, the rotation
 settings, the encoding) and sends each line that handler formatted in a
 *target payload*. The master opens one sink per target from the spec alone:
-nothing in the pipe names a class or a callable (see ``master/targets.py``
+nothing in the pipe names a class or a callable (see ``_master/targets.py``
 for the checks it makes before it opens anything).
 
 A target payload: the marker byte ``TARGET_BYTE``, the level, the time, the

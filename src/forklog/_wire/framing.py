@@ -1,7 +1,7 @@
 """The frame format of the pipe between the emitting processes and the master, and the pipe itself.
 
 Both sides use it: :class:`forklog._worker.channel.Channel` writes frames,
-:class:`forklog._master.frames.FrameReader` reads them. A frame is at most
+:class:`forklog._master.frame_reader.FrameReader` reads them. A frame is at most
 ``PIPE_BUF`` bytes, written with one ``write()`` (atomic for a pipe)::
 
     magic (2) | CRC32 of the rest (4) | flags, version, payload length,

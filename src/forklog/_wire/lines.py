@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import marshal
 import struct
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, cast
 
 from forklog._wire import records, tracebacks
 from forklog._wire.text import merged_message
@@ -20,6 +20,7 @@ __all__ = [
     "LINES",
     "LINES_HEAD",
     "LINES_HEAD_SIZE",
+    "LinesPayload",
     "decode_lines",
     "encode_lines",
     "lines_fields",
@@ -113,8 +114,19 @@ LINES_HEAD = struct.Struct("<BBidHII")
 LINES_HEAD_SIZE = LINES_HEAD.size
 
 
-def decode_lines(payload: bytes) -> Tuple[int, float, str, List[bytes]]:
-    """``(levelno, created, name, lines)`` of :func:`encode_lines`' bytes. Raises ``ValueError``.
+class LinesPayload(NamedTuple):
+    """A decoded lines payload (:func:`decode_lines`)."""
+
+    levelno: int
+    created: float
+    #: The logger's name.
+    name: str
+    #: One line per formatter, UTF-8, each with its traceback's text when the record had one.
+    lines: List[bytes]
+
+
+def decode_lines(payload: bytes) -> LinesPayload:
+    """The lines payload of :func:`encode_lines`' bytes. Raises ``ValueError``.
 
     Each line ends with the text of the record's traceback, when it had one.
     """
@@ -142,7 +154,7 @@ def decode_lines(payload: bytes) -> Tuple[int, float, str, List[bytes]]:
     if chain_size:
         text = traceback_bytes(payload[end : end + chain_size])
         lines = [line + text if line[-1:] == b"\n" else line + b"\n" + text for line in lines]
-    return levelno, created, name, lines
+    return LinesPayload(levelno, created, name, lines)
 
 
 def lines_fields(payload: bytes) -> Optional[Tuple[Any, ...]]:

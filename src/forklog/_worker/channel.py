@@ -14,18 +14,12 @@ Why a pipe and not ``multiprocessing.Queue`` (DESIGN H1, H2, H13, H18, H19):
   and counted; one at or above it waits at most ``keep_wait`` seconds. The
   counts go out as one WARNING summary record as soon as the pipe takes
   records again (rsyslog's ``discardMark`` style, H4).
-* **Large records** are split into frames tagged with the writer's pid and
-  the record's sequence number, and put back together by the
-  :class:`~forklog._master.frames.FrameReader` in the master. Frames of different processes and
-  threads interleave freely.
-* **Every frame is checked**: a magic number, a length and a CRC32. The
-  reader skips and counts anything else, so garbage in the pipe cannot kill
-  or hang the listener.
+* **Large records** are split into frames (:mod:`forklog._wire.framing`),
+  checked and put back together in the master; frames of different
+  processes and threads interleave freely.
 
-The master creates the channel (:class:`Channel`), keeps the read end, and
-hands the write end to children: by inheritance for ``os.fork()`` (gunicorn,
-the ``fork`` start method) and as a duplicated descriptor when a
-``multiprocessing`` child is being created (``spawn``, ``forkserver``).
+The master creates the channel and keeps the read end; children get the
+write end by ``fork()`` or pickled (:mod:`forklog._worker.inheritance`).
 """
 
 from __future__ import annotations
@@ -42,7 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from forklog import _wire as wire
 from forklog import formatters
-from forklog._master.scheduling import on_hub_thread
+from forklog._hub_thread import on_hub_thread
 from forklog._wire import adopted_lines, framing
 from forklog._wire.framing import (
     _CRC,
@@ -92,6 +86,33 @@ class Channel(DropCounters):
     ``logging.handlers.QueueHandler`` can use it too.
     """
 
+    #: The drop policy and what the master asks of the records (the defaults of
+    #: a channel attached in a child, see _attach).
+    keep_level: int = logging.ERROR
+    keep_wait: float = 0.1
+    max_record_bytes: int = 1 << 20
+    #: The lowest level any sink in the master wants; children set their
+    #: root logger to it so no record a sink wants is filtered out early.
+    level: int = logging.NOTSET
+    #: The formatters whose lines the emitting processes make themselves
+    #: (set by the hub at start, see :func:`forklog._wire.lines.encode_lines`).
+    line_formatters: Tuple[logging.Formatter, ...] = ()
+    #: Whether the master also has sinks that need each record's fields
+    #: (syslog, OTLP): the lines then carry the fields too, while the
+    #: scoreboard says those sinks take records (see _want_fields).
+    fields_with_lines: bool = False
+    #: The read end, in the owner only.
+    read_fd: Optional[int]
+    write_fd: int
+    scoreboard: Optional[Scoreboard]
+    #: The effective uid of the hub's owner: a process of another user
+    #: keeps its file handlers (see forklog._worker.adoption).
+    owner_uid: int
+    #: Records logged on the hub's own threads, kept out of the hub (see _feedback).
+    feedback: int = 0
+    #: Closes the descriptors of a channel attached in a child (see _attach).
+    _release: Optional[weakref.finalize] = None  # type: ignore[type-arg]
+
     def __init__(
         self,
         *,
@@ -102,50 +123,40 @@ class Channel(DropCounters):
         pipe_size: Optional[int] = None,
         line_formatters: Tuple[logging.Formatter, ...] = (),
         fields_with_lines: bool = False,
-        _write_fd: Optional[int] = None,
-        _scoreboard: Optional[Scoreboard] = None,
-        _slot: int = -1,
-        _owner_uid: Optional[int] = None,
     ) -> None:
-        self.keep_level = keep_level
-        self.keep_wait = keep_wait
-        self.max_record_bytes = max_record_bytes
-        #: The lowest level any sink in the master wants; children set their
-        #: root logger to it so no record a sink wants is filtered out early.
-        self.level = level
-        self.read_fd: Optional[int] = None
-        #: Records logged on the hub's own threads, kept out of the hub (see _feedback).
-        self.feedback = 0
-        #: The formatters whose lines the emitting processes make themselves
-        #: (set by the hub at start, see :func:`forklog._wire.lines.encode_lines`).
-        self.line_formatters: Tuple[logging.Formatter, ...] = line_formatters
-        #: Whether the master also has sinks that need each record's fields
-        #: (syslog, OTLP): the lines then carry the fields too, while the
-        #: scoreboard says those sinks take records (see _want_fields).
-        self.fields_with_lines = fields_with_lines
-        self.scoreboard = _scoreboard
-        #: The effective uid of the hub's owner: a process of another user
-        #: keeps its file handlers (see forklog._worker.adoption).
-        self.owner_uid = os.geteuid() if _owner_uid is None else _owner_uid
-        if _write_fd is None:
-            self.scoreboard = Scoreboard()
-            read_fd, write_fd = os.pipe()
-            grow_pipe(read_fd, PIPE_SIZES if pipe_size is None else (pipe_size,))
-            os.set_blocking(write_fd, False)
-            os.set_blocking(read_fd, False)
-            self.read_fd = read_fd
-            _write_fd = write_fd
-        self.write_fd: int = _write_fd
-        #: A channel rebuilt in a child (spawn, forkserver) owns its duplicated
-        #: descriptors: dropped without close(), it closes them (not at exit,
-        #: where logging.shutdown() still flushes through it).
-        self._release: Optional[weakref.finalize] = None  # type: ignore[type-arg]
-        if self.read_fd is None:
-            board_fd = self.scoreboard.fd if self.scoreboard is not None else -1
-            self._release = weakref.finalize(self, framing.close_fds, _write_fd, board_fd)
-            self._release.atexit = False
-        self._reset_process_state(_slot)
+        """A new pipe (and scoreboard), owned by the calling process."""
+        self.keep_level, self.keep_wait, self.max_record_bytes = keep_level, keep_wait, max_record_bytes
+        self.level, self.line_formatters, self.fields_with_lines = level, line_formatters, fields_with_lines
+        read_fd, write_fd = os.pipe()
+        grow_pipe(read_fd, PIPE_SIZES if pipe_size is None else (pipe_size,))
+        os.set_blocking(write_fd, False)
+        os.set_blocking(read_fd, False)
+        self.read_fd, self.write_fd, self.scoreboard = read_fd, write_fd, Scoreboard()
+        self.owner_uid = os.geteuid()
+        self._reset_process_state()
         inheritance.register(self)
+
+    @classmethod
+    def _attach(
+        cls, write_fd: int, scoreboard: Optional[Scoreboard], slot: int, owner_uid: int = -1, **policy: Any
+    ) -> Channel:
+        """A channel onto an existing pipe, in a child being created (see forklog._worker.inheritance).
+
+        ``policy``: the owner's keep_level, keep_wait, max_record_bytes,
+        level, line_formatters and fields_with_lines. The channel owns the
+        descriptors it is given: dropped without close(), it closes them
+        (not at exit, where logging.shutdown() still flushes through it).
+        """
+        channel = cls.__new__(cls)
+        channel.__dict__.update(policy)
+        channel.read_fd, channel.write_fd, channel.scoreboard = None, write_fd, scoreboard
+        channel.owner_uid = os.geteuid() if owner_uid < 0 else owner_uid
+        board_fd = scoreboard.fd if scoreboard is not None else -1
+        channel._release = weakref.finalize(channel, framing.close_fds, write_fd, board_fd)
+        channel._release.atexit = False
+        channel._reset_process_state(slot)
+        inheritance.register(channel)
+        return channel
 
     # -- process-local state ------------------------------------------------
 

@@ -69,7 +69,7 @@ def reduce(channel: Channel) -> Tuple[Callable[..., Channel], Tuple[Any, ...]]:
         "level": channel.level,
         "line_formatters": _picklable(channel.line_formatters),
         "fields_with_lines": channel.fields_with_lines,
-        "_owner_uid": channel.owner_uid,
+        "owner_uid": channel.owner_uid,
     }
     return (_rebuild, (type(channel), reduction.DupFd(channel.write_fd), board_dup, slot, options))
 
@@ -84,9 +84,5 @@ def _picklable(line_formatters: Tuple[logging.Formatter, ...]) -> Tuple[logging.
 
 
 def _rebuild(kind: Type[Channel], dup: Any, board: Any, slot: int, options: Dict[str, Any]) -> Channel:
-    return kind(
-        _write_fd=dup.detach(),
-        _scoreboard=Scoreboard(fd=board.detach()) if board is not None else None,
-        _slot=slot if board is not None else -1,
-        **options,
-    )
+    scoreboard = Scoreboard(fd=board.detach()) if board is not None else None
+    return kind._attach(dup.detach(), scoreboard, slot if board is not None else -1, **options)

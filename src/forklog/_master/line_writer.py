@@ -23,11 +23,13 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Seq
 from forklog import _wire as wire
 from forklog import formatters
 from forklog._master.backlog import EXITED
+from forklog._master.buffered import BufferedSink
 from forklog._master.counters import Counters
-from forklog._master.isolation import BufferedSink
+from forklog._master.lanes import NOT_WRITTEN, Lane
+from forklog._master.ledger import Account
 from forklog._master.report import Reporter
 from forklog._master.sinks import RotatingFileSink
-from forklog._worker.channel import NO_SEQ
+from forklog._wire.framing import NO_SEQ
 
 __all__ = ["LINES_BYTE", "FieldSink", "LineSink", "LineWriter", "line_formatter"]
 
@@ -110,6 +112,18 @@ class LineWriter:
         writer = _writer(sink)
         return None if writer is None else LineSink(name, sink, sink.level, position, writer)
 
+    def lane(self, name: str, sink: logging.Handler) -> Optional[Lane]:
+        """``sink``'s lane for one lines payload on its own (see ``Dispatch``); None: it takes the record."""
+        target = self.target(name, sink)
+        if target is None:
+            return None
+        position, write = target.line, target.write
+
+        def line_lane(lines: List[bytes], _pid: int, _exc_text: Any) -> Optional[Callable[..., Any]]:
+            return NOT_WRITTEN if write([lines[position]]) else None
+
+        return line_lane
+
     def dispatch(
         self,
         batch: Sequence[Tuple[int, int, int, int, bytes]],
@@ -129,13 +143,14 @@ class LineWriter:
         one_line = all(target.line == 0 for target in targets)
         several = [(target.level, target.line, bucket) for target, bucket in zip(targets, pending)]
         lowest = min((target.level for target in targets), default=0)
-        seen: Dict[Tuple[int, int], List[int]] = {}
+        #: Each writer's records in the batch, settled in the ledger at a flush.
+        seen: Dict[Tuple[int, int], Account] = {}
         unpack = _HEAD.unpack_from
         head_size = wire.LINES_HEAD_SIZE
         last = 0.0
         received = 0
-        writer: Tuple[int, int] = (-1, -1)
-        mine: List[int] = []
+        writer_pid = writer_boot = -1
+        mine = Account()
         refused_all = bool(buffered) and all(target.refused is not None for target in buffered)
         refusals: List[Tuple[int, int]] = []
         tally = refusals.append
@@ -146,22 +161,25 @@ class LineWriter:
                     self._flush(targets, pending, seen)
                     counters.received += received
                     received = 0
-                    writer = (-1, -1)
+                    writer_pid = writer_boot = -1
                 others(item)
                 continue
             try:
                 _marker, count, levelno, created, name_size, chain_size, fields_size = unpack(payload)
                 if levelno < lowest and not buffered:
-                    counters.unrouted += 1  # no sink takes it (see Listener.unrouted)
+                    # No sink takes it. The logger's name is read for the first only.
                     if counters.unrouted_first is None:
-                        counters.unrouted_first = f"level {levelno}"
+                        name = payload[head_size : head_size + name_size].decode("utf-8", "replace")
+                        counters.unrouted_record(name, logging.getLevelName(levelno))
+                    else:
+                        counters.unrouted += 1
                 elif count == 1 and not chain_size and not fields_size and one_line:
                     line = payload[head_size + name_size :]
                     for level, bucket in single:
                         if levelno >= level:
                             bucket.append(line)
                 else:
-                    lines = wire.decode_lines(payload)[3]
+                    lines = wire.decode_lines(payload).lines
                     for level, index, bucket in several:
                         if levelno >= level:
                             bucket.append(lines[index])
@@ -171,21 +189,20 @@ class LineWriter:
                 elif buffered:
                     self._to_buffered(buffered, payload, levelno, pid, fields_size)
             except Exception as exc:  # noqa: BLE001
-                counters.received += 1
-                counters.ledger.received(pid, boot, seq)
-                counters.bad_records += 1
-                self._reporter.report("decode", f"skipped an undecodable record from pid {pid}: {exc}")
+                counters.record_received(pid, boot, seq)
+                counters.undecodable(self._reporter, pid, exc)
                 continue
             received += 1
             last = created
             if seq != NO_SEQ:
                 # A writer's records come in runs: look it up when it changes.
-                if pid != writer[0] or boot != writer[1]:
-                    writer = (pid, boot)
-                    mine = seen.setdefault(writer, [0, seq])
-                mine[0] += 1
-                if seq > mine[1]:  # noqa: PLR1730 - threads of a writer can send out of order
-                    mine[1] = seq
+                if pid != writer_pid or boot != writer_boot:
+                    writer_pid, writer_boot = pid, boot
+                    found = seen.get((pid, boot))
+                    mine = seen[(pid, boot)] = Account() if found is None else found
+                mine.received += 1
+                if seq >= mine.used:  # threads of a writer can send out of order
+                    mine.used = seq + 1
         if received:
             self._flush(targets, pending, seen)
             counters.received += received
@@ -231,12 +248,12 @@ class LineWriter:
                 sink.emit(record)
 
     def _flush(
-        self, targets: List[LineSink], pending: List[List[bytes]], seen: Dict[Tuple[int, int], List[int]]
+        self, targets: List[LineSink], pending: List[List[bytes]], seen: Dict[Tuple[int, int], Account]
     ) -> None:
         counters = self._counters
         ledger = counters.ledger
-        for (pid, boot), (count, highest) in seen.items():
-            ledger.received_many(pid, boot, count, highest)
+        for (pid, boot), account in seen.items():
+            ledger.received_many(pid, boot, account.received, account.used - 1)
         seen.clear()
         written = counters.written
         for (name, _sink, _level, _index, write), lines in zip(targets, pending):
@@ -249,41 +266,6 @@ class LineWriter:
                 counters.sink_failure(self._reporter, name, f"on {failed} records", exc, failed)
             written[name] += len(lines) - failed
             lines.clear()
-
-    def write_one(
-        self,
-        decoded: Tuple[int, float, str, List[bytes]],
-        pid: int,
-        sinks: Sequence[Tuple[str, logging.Handler]],
-        payload: bytes = b"",
-    ) -> None:
-        """Hand each of ``sinks`` its line of one payload, or a record made of it.
-
-        The record is made of the fields when the payload has them, else of the line.
-        """
-        counters = self._counters
-        levelno, created, logger, lines = decoded
-        record: Optional[logging.LogRecord] = None
-        for name, sink in sinks:
-            if levelno < sink.level:
-                continue
-            try:
-                target = self.target(name, sink)
-                if target is not None:
-                    failed = target.write([lines[target.line]])
-                    counters.written[name] += 1 - failed
-                    continue
-                if record is None:
-                    fields = wire.lines_fields(payload) if payload else None
-                    record = (
-                        wire.record_from_fields(fields, pid)
-                        if fields is not None
-                        else wire.lines_record(levelno, created, logger, lines[0], pid)
-                    )
-                if sink.handle(record):
-                    counters.written[name] += 1
-            except Exception as exc:  # noqa: BLE001 - a filter or a handle() that raised
-                counters.sink_failure(self._reporter, name, "on a record", exc)
 
 
 def line_formatter(sink: logging.Handler) -> Optional[logging.Formatter]:

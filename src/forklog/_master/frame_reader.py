@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 
 from forklog import _bounded
 from forklog._wire.framing import (
@@ -22,6 +22,13 @@ from forklog._wire.framing import (
 __all__ = ["FrameReader"]
 
 
+class _Partial(NamedTuple):
+    """A record of several frames, its first arrived at ``started`` (monotonic)."""
+
+    started: float
+    parts: List[bytes]
+
+
 class FrameReader:
     """Turns the bytes read from the pipe into whole records.
 
@@ -32,7 +39,8 @@ class FrameReader:
 
     def __init__(self, partial_timeout: float = 10.0, max_partial_bytes: int = 64 << 20) -> None:
         self._buffer = bytearray()
-        self._partial: Dict[Tuple[int, int, int], Tuple[float, List[bytes]]] = {}
+        #: Records of several frames being put together, by (pid, boot, sequence number).
+        self._partial: Dict[Tuple[int, int, int], _Partial] = {}
         self._partial_bytes = 0
         self.partial_timeout = partial_timeout
         self.max_partial_bytes = max_partial_bytes
@@ -96,21 +104,21 @@ class FrameReader:
         if flags & FIRST:
             if key in self._partial:
                 self._abandon(key)
-            self._partial[key] = (time.monotonic(), [payload])
+            self._partial[key] = _Partial(time.monotonic(), [payload])
             self._partial_bytes += len(payload)
             self._bound()
             return None
         entry = self._partial.get(key)
-        if entry is None or len(entry[1]) != index:
+        if entry is None or len(entry.parts) != index:
             self.bad_frames += 1  # a fragment without its beginning
             if entry is not None:
                 self._abandon(key)
             return None
-        entry[1].append(payload)
+        entry.parts.append(payload)
         self._partial_bytes += len(payload)
         if flags & LAST:
             del self._partial[key]
-            whole = b"".join(entry[1])
+            whole = b"".join(entry.parts)
             self._partial_bytes -= len(whole)
             return whole
         self._bound()
@@ -118,13 +126,13 @@ class FrameReader:
 
     def _bound(self) -> None:
         while self._partial_bytes > self.max_partial_bytes and self._partial:
-            oldest = min(self._partial, key=lambda k: self._partial[k][0])
+            oldest = min(self._partial, key=lambda k: self._partial[k].started)
             self._abandon(oldest)
 
     def _abandon(self, key: Tuple[int, int, int]) -> None:
         _started, parts = self._partial.pop(key)
         self._partial_bytes -= sum(len(part) for part in parts)
-        pid = key[0]
+        pid, _boot, _seq = key
         _bounded.add(self.abandoned_records, pid, 1, _bounded.by_pid)
 
     def expire(
@@ -133,7 +141,8 @@ class FrameReader:
         """Give up on partial records older than the timeout, or on ``pid``'s (of ``boots`` if given)."""
         now = time.monotonic() if now is None else now
         for key, (started, _parts) in list(self._partial.items()):
-            mine = key[0] == pid and (not boots or key[1] in boots)
+            writer, boot, _seq = key
+            mine = writer == pid and (not boots or boot in boots)
             if mine or now - started > self.partial_timeout:
                 self._abandon(key)
 
