@@ -2,7 +2,8 @@
 
 Every part that must act around a fork (the channel's counters, the hub's
 quiescing, the sinks' connections, adoption's lock) registers here, on its
-first use and never at import. The order is the interpreter's own: the
+first use and never at import. :func:`release_descriptors` is how a child lets
+go of a file its parent writes. The order is the interpreter's own: the
 ``before`` hooks run last registered first, the ``after`` hooks first
 registered first. A hook that raises is reported on stderr and the others
 still run, as ``os.register_at_fork`` does.
@@ -10,13 +11,15 @@ still run, as ``os.register_at_fork`` does.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
 import sys
 import traceback
 from typing import Callable, List, Optional
 
-__all__ = ["on_fork"]
+__all__ = ["on_fork", "release_descriptors"]
 
 Hook = Callable[[], None]
 
@@ -58,3 +61,28 @@ def _install() -> None:
         after_in_parent=lambda: _run(list(_after_in_parent)),
         after_in_child=lambda: _run(list(_after_in_child)),
     )
+
+
+def release_descriptors(handler: logging.Handler) -> None:
+    """In a forked child: let go of the sink's file without flushing or closing its stream.
+
+    The stream object is the parent's, with the parent's unwritten bytes in
+    its buffer (H6): its descriptor is pointed at ``/dev/null`` instead, so
+    the file is no longer held (logrotate's rename frees the disk, H25) and
+    nothing the child's copy might flush can reach it.
+    """
+    stream = getattr(handler, "stream", None)
+    if not isinstance(handler, logging.StreamHandler) or stream is None:
+        return
+    try:
+        fd = stream.fileno()
+    except Exception:  # noqa: BLE001 - closed, or not a real file
+        return
+    if fd <= 2:
+        return
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.dup2(null, fd, inheritable=False)
+        finally:
+            os.close(null)

@@ -35,7 +35,7 @@ from forklog._master.receiver import Receiver
 from forklog._master.report import Reporter
 from forklog._master.sinks import Sink, named_sinks
 from forklog._master.stats import HubStats
-from forklog._master.targets import Targets, forget_handler, release_descriptors, reopen_file, take_over
+from forklog._master.targets import Targets, forget_handler, reopen_file, take_over
 from forklog._master.watch import StatsWatch
 from forklog._wire import framing
 from forklog._worker.channel import Channel
@@ -426,7 +426,7 @@ class Hub:
         """In a forked child: the sinks and threads belong to the parent; so do their files (H25)."""
         for _name, handler in self._sinks:
             forget_handler(handler)
-            release_descriptors(handler)
+            _fork.release_descriptors(handler)
         self.targets.release_in_child()
         self._dispatch_lock = scheduling.DispatchLock()
         self._lifecycle = threading.Lock()

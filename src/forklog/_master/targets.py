@@ -40,12 +40,13 @@ import os
 import sys
 from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple, Union
 
+from forklog import _fork
 from forklog._master.counters import Counters
 from forklog._master.report import Reporter
 from forklog._master.sinks import RotatingFileSink
 from forklog._wire.adopted_lines import TargetLine, TargetSpec
 
-__all__ = ["Credentials", "Targets", "release_descriptors", "reopen_file", "take_over"]
+__all__ = ["Credentials", "Targets", "reopen_file", "take_over"]
 
 #: How many distinct targets the master opens at most.
 MAX_TARGETS = 256
@@ -107,31 +108,6 @@ def forget_handler(handler: logging.Handler) -> None:
         for ref in list(logging._handlerList):  # type: ignore[attr-defined]
             if ref() is handler:
                 logging._handlerList.remove(ref)  # type: ignore[attr-defined]
-
-
-def release_descriptors(handler: logging.Handler) -> None:
-    """In a forked child: let go of the sink's file without flushing or closing its stream.
-
-    The stream object is the parent's, with the parent's unwritten bytes in
-    its buffer (H6): its descriptor is pointed at ``/dev/null`` instead, so
-    the file is no longer held (logrotate's rename frees the disk, H25) and
-    nothing the child's copy might flush can reach it.
-    """
-    stream = getattr(handler, "stream", None)
-    if not isinstance(handler, logging.StreamHandler) or stream is None:
-        return
-    try:
-        fd = stream.fileno()
-    except Exception:  # noqa: BLE001 - closed, or not a real file
-        return
-    if fd <= 2:
-        return
-    with contextlib.suppress(OSError):
-        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.dup2(null, fd, inheritable=False)
-        finally:
-            os.close(null)
 
 
 class Targets:
@@ -262,7 +238,7 @@ class Targets:
         """In a forked child: the targets' files are the master's (H25)."""
         for entry in list(self._by_label.values()):
             forget_handler(entry.sink)
-            release_descriptors(entry.sink)
+            _fork.release_descriptors(entry.sink)
 
 
 def reopen_file(name: str, sink: logging.Handler, reporter: Reporter) -> None:

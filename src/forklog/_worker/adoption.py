@@ -36,7 +36,6 @@ import types
 from typing import Any, Callable, Optional, Set
 
 from forklog import _fork
-from forklog._master.targets import release_descriptors
 from forklog._wire import adopted_lines
 from forklog._worker.channel import Channel
 
@@ -132,7 +131,7 @@ def adopt(handler: logging.Handler) -> bool:
             # the parent's with the parent's bytes in its buffer (H6): its
             # descriptor is let go of without a flush.
             if trust is None:
-                release_descriptors(handler)
+                _fork.release_descriptors(handler)
             stream, handler.stream = handler.stream, None
             if stream is not None:
                 with contextlib.suppress(Exception):
