@@ -316,7 +316,7 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
     from forklog._master.counters import Counters  # noqa: PLC0415
     from forklog._master.frame_reader import FrameReader  # noqa: PLC0415
     from forklog._master.listener import Listener  # noqa: PLC0415
-    from forklog._master.report import Reporter  # noqa: PLC0415
+    from forklog._stderr import Reporter  # noqa: PLC0415
     from forklog._wire import framing  # noqa: PLC0415
     from forklog._worker.channel import _renderers  # noqa: PLC0415
 

@@ -28,7 +28,7 @@ from forklog._master import scheduling as threads
 from forklog._master.backlog import DROPS, RECORD, Backlog
 from forklog._master.counters import Counters
 from forklog._master.listener import Listener
-from forklog._master.report import Reporter
+from forklog._stderr import Reporter
 from forklog._worker import channel as transport
 from forklog.formatters import line_renderer
 

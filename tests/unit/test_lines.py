@@ -334,7 +334,7 @@ def test_a_damaged_lines_payload_in_a_batch_is_counted_and_the_rest_written(tmp_
     from forklog._master.backlog import Backlog
     from forklog._master.counters import Counters
     from forklog._master.listener import Listener
-    from forklog._master.report import Reporter
+    from forklog._stderr import Reporter
 
     sink = RotatingFileSink(tmp_path / "text.log", maxBytes=1 << 30, backupCount=1)
     sink.setFormatter(TextFormatter("%(levelname)s %(message)s"))

@@ -7,7 +7,7 @@ from typing import Dict, Optional, Sequence
 
 from forklog import _bounded
 from forklog._master.ledger import Ledger
-from forklog._master.report import Reporter
+from forklog._stderr import Reporter
 from forklog._wire.text import safe_str
 
 __all__ = ["Counters"]

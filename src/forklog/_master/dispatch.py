@@ -29,8 +29,9 @@ from forklog._master.buffered import BufferedSink
 from forklog._master.counters import Counters
 from forklog._master.lanes import NOT_WRITTEN, FastLanes, Lane, down_lane
 from forklog._master.line_writer import LINES_BYTE, FieldSink, LineSink, LineWriter, line_formatter
-from forklog._master.report import Reporter, own_record
+from forklog._master.report import own_record
 from forklog._master.targets import Targets
+from forklog._stderr import Reporter
 from forklog._wire import adopted_lines, framing
 from forklog._worker.channel import Channel
 

@@ -32,11 +32,11 @@ from forklog._master.buffered import BufferedSink, Isolated, needs_isolation
 from forklog._master.counters import Counters
 from forklog._master.listener import Listener
 from forklog._master.receiver import Receiver
-from forklog._master.report import Reporter
 from forklog._master.sinks import Sink, named_sinks
 from forklog._master.stats import HubStats
 from forklog._master.targets import Targets, forget_handler, reopen_file, take_over
 from forklog._master.watch import StatsWatch
+from forklog._stderr import Reporter
 from forklog._wire import framing
 from forklog._worker.channel import Channel
 from forklog._worker.handler import ForkHandler

@@ -27,8 +27,8 @@ from forklog._master.buffered import BufferedSink
 from forklog._master.counters import Counters
 from forklog._master.lanes import NOT_WRITTEN, Lane
 from forklog._master.ledger import Account
-from forklog._master.report import Reporter
 from forklog._master.sinks import RotatingFileSink
+from forklog._stderr import Reporter
 from forklog._wire.framing import NO_SEQ
 
 __all__ = ["LINES_BYTE", "FieldSink", "LineSink", "LineWriter", "line_formatter"]

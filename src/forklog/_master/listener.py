@@ -23,9 +23,10 @@ from forklog._master.counters import Counters
 from forklog._master.dispatch import Dispatch
 from forklog._master.ledger import process_is_gone
 from forklog._master.receiver import EXIT_MARK, boots_of
-from forklog._master.report import Reporter, own_record
+from forklog._master.report import own_record
 from forklog._master.targets import Targets
 from forklog._master.watch import StatsWatch
+from forklog._stderr import Reporter
 from forklog._worker.channel import Channel
 
 __all__ = ["Listener"]

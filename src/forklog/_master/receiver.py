@@ -12,7 +12,7 @@ from forklog._master import scheduling
 from forklog._master.backlog import DROPS, EXITED, Backlog, Item
 from forklog._master.counters import Counters
 from forklog._master.frame_reader import FrameReader
-from forklog._master.report import Reporter
+from forklog._stderr import Reporter
 from forklog._wire import framing
 from forklog._worker.channel import Channel
 

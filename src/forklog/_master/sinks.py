@@ -68,6 +68,9 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
     (and ``emit`` itself calls when the sink is used on its own).
     """
 
+    #: Says to adoption (forklog._wire.adopted_lines) that this class, not a
+    #: subclass of it, is forklog's own file sink, without importing the master.
+    forklog_own_file_sink = True
     #: Seconds between two attempts to open a file that could not be opened.
     RETRY_INTERVAL = 1.0
     #: Seconds between two checks that the path is still the file being written.

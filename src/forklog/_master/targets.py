@@ -42,8 +42,8 @@ from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Set, T
 
 from forklog import _fork
 from forklog._master.counters import Counters
-from forklog._master.report import Reporter
 from forklog._master.sinks import RotatingFileSink
+from forklog._stderr import Reporter
 from forklog._wire.adopted_lines import TargetLine, TargetSpec
 
 __all__ = ["Credentials", "Targets", "reopen_file", "take_over"]

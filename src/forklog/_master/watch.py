@@ -20,8 +20,9 @@ import os
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-from forklog._master.report import Reporter, own_record
+from forklog._master.report import own_record
 from forklog._master.stats import HubStats
+from forklog._stderr import Reporter
 
 __all__ = ["StatsWatch", "prometheus_text"]
 

@@ -246,11 +246,10 @@ def _file_spec(handler: logging.FileHandler) -> Optional[TargetSpec]:
 
 def _file_kind(handler: logging.FileHandler) -> Optional[str]:
     """Which kind of file target ``handler`` is; None when its class does its own I/O."""
-    from forklog._master.sinks import RotatingFileSink  # the master's own file sink  # noqa: PLC0415
-
-    if type(handler) is RotatingFileSink:
+    if type(handler).__dict__.get("forklog_own_file_sink"):  # forklog.RotatingFileSink itself
         # forklog's own time rotation and gzip are left as the app made them.
-        return "rotating" if handler.when is None and not handler.compress else None
+        own: Any = handler
+        return "rotating" if own.when is None and not own.compress else None
     h = logging.handlers
     kinds: Tuple[Tuple[str, type, Tuple[str, ...]], ...] = (
         ("timed", h.TimedRotatingFileHandler, ("emit", "shouldRollover", "doRollover", "_open")),

@@ -37,6 +37,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from forklog import _wire as wire
 from forklog import formatters
 from forklog._hub_thread import on_hub_thread
+from forklog._stderr import feedback_reporter
 from forklog._wire import adopted_lines, framing
 from forklog._wire.framing import (
     _CRC,
@@ -283,7 +284,6 @@ class Channel(DropCounters):
         send its record back through the hub into itself, without end (H26).
         """
         self.feedback += 1
-        from forklog._master.report import feedback_reporter  # noqa: PLC0415 - the master's, rarely used
 
         try:
             text = f"{record.levelname} {record.name}: {wire.merged_message(record)}"
