@@ -189,25 +189,27 @@ class Dispatch:
             if levelno < sink.level:
                 continue
             try:
+                instead = None
                 if lane is not None:
                     instead = lane(source, pid, exc_text)
-                    if instead is NOT_WRITTEN:
-                        taken = True  # the sink counted it
+                    if instead is None:  # the sink wrote its line
+                        written[name] += 1
+                        taken = True
                         continue
-                    if instead is not None:  # the sink's emit, or its handleError
-                        if record is None:
-                            record = make_record() if make_record else wire.record_from_fields(source, pid)
-                        instead(record)
+                    if instead is NOT_WRITTEN:  # it could not, and counted that
+                        taken = True
+                        continue
+                if record is None:
+                    record = make_record() if make_record else wire.record_from_fields(source, pid)
+                if instead is not None:  # the lane's sink wants the record: its emit, or its handleError
+                    instead(record)
+                elif sink.filters:
+                    if not sink.handle(record):
+                        continue
                 else:
-                    if record is None:
-                        record = make_record() if make_record else wire.record_from_fields(source, pid)
-                    if sink.filters:
-                        if not sink.handle(record):
-                            continue
-                    else:
-                        # The listener is the sink's only writer (reopen() waits
-                        # for the dispatch lock), so the handler's lock is moot.
-                        sink.emit(record)
+                    # The listener is the sink's only writer (reopen() waits
+                    # for the dispatch lock), so the handler's lock is moot.
+                    sink.emit(record)
                 written[name] += 1
                 taken = True
             except Exception as exc:  # noqa: BLE001 - a filter or a handle() that raised
