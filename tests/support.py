@@ -7,7 +7,8 @@ import os
 import struct
 import threading
 import time
-from typing import Callable, List
+from collections import Counter
+from typing import Callable, Collection, List, Optional, Sequence
 
 
 class Collect(logging.Handler):
@@ -96,3 +97,58 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def check_writer(
+    name: str,
+    *,
+    emitted: int,
+    delivered: Sequence[int],
+    reported: int,
+    lost: int,
+    killed: bool,
+    dropped: Optional[Collection[int]] = None,
+    unreported: Optional[int] = None,
+) -> None:
+    """One writer's records, by identity: each record carries its index among the writer's log calls.
+
+    ``emitted``: the calls the writer completed, by its own count (a killed
+    writer may have had one more under way, which may have arrived).
+    ``delivered``: the indices written, in the sink's order. ``reported``
+    and ``lost``: what the hub said of this writer (drop reports, loss
+    reports). ``dropped``: the indices the writer saw dropped, if it kept
+    them; ``unreported``: its count of drops not yet reported when it was
+    last seen (a killed writer).
+
+    The hub's own ``lost`` is never counted as delivered: a writer that was
+    not killed (it left through forklog's exit path) loses nothing, and a
+    killed one loses at most what it had in flight.
+    """
+    twice = sorted(i for i, times in Counter(delivered).items() if times > 1)
+    assert not twice, f"{name}: duplicated: {twice[:10]}"
+    assert list(delivered) == sorted(delivered), f"{name}: out of order"
+    limit = emitted + 1 if killed else emitted
+    strangers = sorted(set(delivered) - set(range(limit)))
+    assert not strangers, f"{name}: delivered ids never emitted: {strangers[:10]}"
+    missing = set(range(emitted)) - set(delivered)
+    if dropped is not None:
+        unexplained = sorted(missing - set(dropped))
+        assert not unexplained, f"{name}: missing ids the writer did not drop: {unexplained[:10]}"
+    if not killed:
+        assert lost == 0, f"{name}: lost {lost} records without a kill"
+        assert len(missing) == reported, (
+            f"{name}: emitted - delivered = {len(missing)} but {reported} reported dropped"
+        )
+        return
+    # The call under way at the kill numbered its record or not: one more at most.
+    accounted = len(delivered) + reported + lost
+    assert emitted <= accounted <= emitted + 1, (
+        f"{name}: unaccounted: emitted {emitted}, delivered {len(delivered)}, "
+        f"reported {reported}, lost {lost}"
+    )
+    if dropped is not None:
+        unreported = len(set(dropped)) - reported
+    if unreported is not None:
+        assert lost <= max(0, unreported) + 1, (
+            f"{name}: loss beyond what was in flight: lost {lost}, unreported drops {unreported}"
+        )

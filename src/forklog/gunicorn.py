@@ -330,11 +330,11 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Worker (normally): report drops not reported yet. In the master: nothing."""
+    """Worker (normally): report drops not reported yet, and mark the exit. In the master: nothing."""
     hub_ = _master.hub
     if hub_ is None or hub_.owner_pid == os.getpid():
         return  # gunicorn also calls this in the master (kill_worker, ESRCH)
-    hub_.queue.flush(timeout=0.5)
+    hub_.queue.leave(timeout=0.5)
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -1,8 +1,23 @@
-"""The demo app, counting in a file per process every record its log calls sent (for the chaos test).
+"""The demo app, recording in a file per process what its log calls sent (for the chaos test).
 
-``COUNTS_DIR`` names a directory; each process writes there, after every
-record the hub's handler took, how many it has taken: the count survives a
-SIGKILL, short by at most the record whose call was interrupted.
+``COUNTS_DIR`` names a directory; each process writes two files there, named
+by its pid, that survive a SIGKILL:
+
+* ``<pid>.calls``: one entry per call of the hub's handler, appended as the
+  call *starts*: the record's identity, the CRC32 and the length of its
+  message (UTF-8), as the log file will show it. A call under way when the
+  process was killed has its entry, and may or may not have sent its record.
+* ``<pid>``: written after every call, once it has returned: how many records
+  the process has numbered (``Channel._seq``; a dropped record takes a number
+  too), how many it dropped and has not reported yet (the pending drop
+  summary), and how many calls have returned. The first 8 bytes are the
+  number of records numbered, as before.
+
+So a process's calls are whole or under way: ``len(calls) == returned``
+when it was not inside a log call, ``returned + 1`` when it was. Load the
+app with ``--preload``: the wrapper then runs in each worker from its first
+record on ("Booting worker", logged before gunicorn loads the app in a
+worker), and every record the worker numbers is one of its calls.
 """
 
 from __future__ import annotations
@@ -10,34 +25,63 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from typing import Dict
+import zlib
+from typing import Dict, Tuple
 
 import app as demo
 
 from forklog._worker.handler import ForkHandler
 
-_COUNT = struct.Struct("<Q")
-_files: Dict[int, int] = {}
+#: ``<pid>``: records numbered, drops not reported yet, calls returned.
+STATE = struct.Struct("<QQQ")
+#: ``<pid>.calls``: one record's identity, the CRC32 and the length of its message.
+CALL = struct.Struct("<II")
+
 _emit = ForkHandler.emit
 
 
+class _Process:
+    """This process's two files, and its count of returned calls."""
+
+    def __init__(self, pid: int) -> None:
+        directory = os.environ["COUNTS_DIR"]
+        path = os.path.join(directory, str(pid))
+        # The state file appears whole or not at all: a SIGKILL between creating
+        # it and writing it must not leave an empty file that reads as 0 sent.
+        fd = os.open(f"{path}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.pwrite(fd, STATE.pack(0, 0, 0), 0)
+        os.rename(f"{path}.new", path)
+        self.state = fd
+        self.calls = os.open(f"{path}.calls", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        self.returned = 0
+
+
+_processes: Dict[int, _Process] = {}
+
+
+def identity(message: str) -> Tuple[int, int]:
+    """A record's identity in the log file: the CRC32 and the length of its message, UTF-8."""
+    data = message.encode("utf-8", "backslashreplace")
+    return zlib.crc32(data), len(data)
+
+
 def _counting_emit(self: ForkHandler, record: logging.LogRecord) -> None:
-    _emit(self, record)
-    # The records this process has numbered so far ("Booting worker" and the like, logged
-    # before this module was imported, included): itertools.count's repr is "count(N)".
-    numbered = int(repr(self.queue._seq)[len("count(") : -1])
     pid = os.getpid()
-    fd = _files.get(pid)
-    if fd is not None:
-        os.pwrite(fd, _COUNT.pack(numbered), 0)
-        return
-    # The first count appears whole or not at all: a SIGKILL between creating the
-    # file and writing it must not leave an empty file that reads as 0 sent.
-    path = os.path.join(os.environ["COUNTS_DIR"], str(pid))
-    fd = os.open(f"{path}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.pwrite(fd, _COUNT.pack(numbered), 0)
-    os.rename(f"{path}.new", path)
-    _files[pid] = fd
+    process = _processes.get(pid)
+    if process is None:
+        process = _processes[pid] = _Process(pid)
+    try:
+        message = record.getMessage()
+    except Exception:  # the handler counts such a record as dropped; no line shows it
+        message = ""
+    # One write() of 8 bytes to a file opened O_APPEND: whole or not at all.
+    os.write(process.calls, CALL.pack(*identity(message)))
+    _emit(self, record)
+    # The records this process has numbered so far: itertools.count's repr is "count(N)".
+    numbered = int(repr(self.queue._seq)[len("count(") : -1])
+    unreported = sum(self.queue.dropped.values())
+    process.returned += 1
+    os.pwrite(process.state, STATE.pack(numbered, unreported, process.returned), 0)
 
 
 ForkHandler.emit = _counting_emit  # type: ignore[method-assign]

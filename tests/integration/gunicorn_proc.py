@@ -282,6 +282,8 @@ CONSOLE_LINE = re.compile(
 BURST = re.compile(r"^burst id=(?P<id>\S+) i=(?P<i>\d+)/(?P<n>\d+) seq=(?P<seq>\d+)$")
 BIG = re.compile(r"^burst-big id=(?P<id>\S+) seq=(?P<seq>\d+) payload=(?P<payload>x*) end$")
 DROPPED = re.compile(r"^forklog: dropped \d+ records while the queue was full \((?P<levels>[^)]*)\)$")
+#: The master's loss report: why is "killed", "exited" or "still running when the hub stopped".
+LOST = re.compile(r"^forklog: lost (?P<count>\d+) records from pid (?P<pid>\d+) \((?P<why>[^)]*)\)$")
 #: The level of burst record i (app.py): DEBUG, INFO, WARNING in turn.
 BURST_LEVELS = ("DEBUG", "INFO", "WARNING")
 
@@ -331,6 +333,24 @@ class Accounting:
                 for part in match["levels"].split(", "):
                     level, _, count = part.partition(": ")
                     counts[level] = counts.get(level, 0) + int(count)
+        return out
+
+    def lost(self) -> Dict[str, Dict[str, int]]:
+        """The losses the master reported in the log: pid of the writer -> why -> count."""
+        out: Dict[str, Dict[str, int]] = {}
+        for record in self.lines_of("forklog"):
+            match = LOST.match(record["message"])
+            if match is not None:
+                whys = out.setdefault(match["pid"], {})
+                whys[match["why"]] = whys.get(match["why"], 0) + int(match["count"])
+        return out
+
+    def messages_by_pid(self) -> Dict[str, List[str]]:
+        """Each process's records but forklog's own reports: pid -> messages, in the file's order."""
+        out: Dict[str, List[str]] = {}
+        for record in self.records:
+            if record["logger"] != "forklog":
+                out.setdefault(record["pid"], []).append(record["message"])
         return out
 
     def check(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+import re
 import signal
+import struct
 import threading
 import time
+from pathlib import Path
 from typing import Dict, List
 
 import pytest
@@ -15,17 +19,20 @@ import pytest
 import forklog
 from forklog._master.listener import Listener
 from tests.integration.gunicorn_proc import wait_for
-from tests.support import SharedCounters
+from tests.support import SharedCounters, check_writer
 
 WRITERS = 8
 KILLS = int(os.environ.get("CHAOS_KILLS", "200"))
 QUEUE_SIZE = 10_000
 MAX_CHILDREN = WRITERS + KILLS
 STORM, PAUSE, BURST, EXIT = 0, 1, 2, 3
+#: Every record carries its index among its writer's log calls.
+INDEX = re.compile(r" i=(\d+)")
+_ID = struct.Struct("<q")
 
 
 class Tally(logging.Handler):
-    """Counts what arrives, per pid; keeps forklog's own reports."""
+    """Keeps what arrives: each writer's record indices, in order, and forklog's own reports."""
 
     #: It stands for the file sink (it stalls "as a hung disk would"): the
     #: listener writes it itself, so a stall backs up into the hub's queue.
@@ -33,7 +40,7 @@ class Tally(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__()
-        self.by_pid: Dict[int, int] = {}
+        self.by_pid: Dict[int, List[int]] = {}
         self.burst = 0
         self.reports: List[logging.LogRecord] = []
         self.gate = threading.Event()  # cleared: the sink stalls, as a hung disk would
@@ -44,8 +51,9 @@ class Tally(logging.Handler):
         if record.name == "forklog":
             self.reports.append(record)
         else:
-            pid = record.process or 0
-            self.by_pid[pid] = self.by_pid.get(pid, 0) + 1
+            match = INDEX.search(record.getMessage())
+            assert match is not None
+            self.by_pid.setdefault(record.process or 0, []).append(int(match[1]))
             if record.msg.startswith("burst"):
                 self.burst += 1
 
@@ -78,27 +86,51 @@ class Board:
         self.cells[1 + MAX_CHILDREN + k] = 1 if value else 0
 
 
-def writer(hub: forklog.Hub, board: Board, k: int) -> None:
-    """A child: logs in a tight loop, 1% of records between 5 and 64 KiB, until told to stop."""
+def dropped_ids(drops: Path, k: int) -> List[int]:
+    """The indices writer ``k`` saw dropped (written before its count of calls moved past them)."""
+    path = drops / str(k)
+    data = path.read_bytes() if path.exists() else b""
+    return [i for (i,) in _ID.iter_unpack(data[: len(data) - len(data) % _ID.size])]
+
+
+def writer(hub: forklog.Hub, board: Board, k: int, drops: Path) -> None:
+    """A child: logs in a tight loop, 1% of records between 5 and 64 KiB, until told to stop.
+
+    Each record carries its index ``i``; the index of each record the channel
+    did not send whole (``Channel.sent`` did not move) goes to a file of
+    this writer's before its count moves on, so the test knows which records
+    were dropped, not only how many.
+    """
     forklog.init_worker(hub.queue)
+    queue = hub.queue
     log = logging.getLogger("chaos")
     rng = random.Random(k)
     emitted = 0
     burst_done = False
+    fd = os.open(drops / str(k), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+    def logged() -> None:
+        nonlocal emitted
+        if queue.sent == sent:
+            os.write(fd, _ID.pack(emitted))
+        emitted += 1
+        board.set_emitted(k, emitted)
+
     while True:
         mode = board.mode
         if mode == STORM:
             big = "z" * rng.randint(5 << 10, 64 << 10) if rng.random() < 0.01 else ""
+            sent = queue.sent
             log.info("storm k=%d i=%d %s", k, emitted, big)
-            emitted += 1
-            board.set_emitted(k, emitted)
+            logged()
         elif mode == BURST and not burst_done:
             for j in range(QUEUE_SIZE // WRITERS):
-                log.info("burst k=%d j=%d", k, j)
-                emitted += 1
-                board.set_emitted(k, emitted)
+                sent = queue.sent
+                log.info("burst k=%d i=%d j=%d", k, emitted, j)
+                logged()
             burst_done = True
         elif mode == EXIT:
+            queue.leave(timeout=5)  # forklog's exit path
             return
         else:
             if not board.paused(k):
@@ -110,12 +142,12 @@ def writer(hub: forklog.Hub, board: Board, k: int) -> None:
             time.sleep(0.001)
 
 
-def spawn(hub: forklog.Hub, board: Board, k: int) -> int:
+def spawn(hub: forklog.Hub, board: Board, k: int, drops: Path) -> int:
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
-            writer(hub, board, k)
+            writer(hub, board, k, drops)
         except BaseException:
             code = 1
         finally:
@@ -123,7 +155,24 @@ def spawn(hub: forklog.Hub, board: Board, k: int) -> int:
     return pid
 
 
-def test_sigkill_storm() -> None:
+def check_writers(
+    tally: Tally, board: Board, stats: forklog.HubStats, writers: Dict[int, int], drops: Path, *, killed: bool
+) -> None:
+    """Each writer's records by identity: written once and in order, or dropped by its own account and
+    reported; lost only by a killed writer, and then only what it had in flight."""
+    for k, pid in writers.items():
+        check_writer(
+            f"writer {k} (pid {pid})",
+            emitted=board.emitted(k),
+            delivered=tally.by_pid.get(pid, []),
+            reported=stats.dropped_by_process.get(pid, 0),
+            lost=stats.lost_by_process.get(pid, 0),
+            killed=killed,
+            dropped=dropped_ids(drops, k),
+        )
+
+
+def test_sigkill_storm(tmp_path: Path) -> None:
     """200 SIGKILLs mid-stream: no stall, no listener death, capacity intact, every loss reported."""
     tally = Tally()
     board = Board()
@@ -135,7 +184,7 @@ def test_sigkill_storm() -> None:
     try:
         started = time.monotonic()
         for k in range(WRITERS):
-            live[k] = spawn(hub, board, k)
+            live[k] = spawn(hub, board, k, tmp_path)
         next_k = WRITERS
         for _ in range(KILLS):
             victim = rng.choice(sorted(live))
@@ -150,7 +199,7 @@ def test_sigkill_storm() -> None:
             os.waitpid(pid, 0)
             hub.process_exited(pid)  # what gunicorn's child_exit hook does
             killed[victim] = pid
-            live[next_k] = spawn(hub, board, next_k)
+            live[next_k] = spawn(hub, board, next_k, tmp_path)
             next_k += 1
 
         print(f"storm: {KILLS} kills in {time.monotonic() - started:.1f}s")
@@ -161,6 +210,7 @@ def test_sigkill_storm() -> None:
         wait_for(lambda: hub.stats().queue_depth == 0 and hub.stats().pipe_bytes == 0, 30, "the hub to drain")
         stats = hub.stats()
         assert stats.listener_alive
+        check_writers(tally, board, stats, killed, tmp_path, killed=True)
 
         # Capacity is not eroded: with the sink stalled, a burst of queue_size
         # records from the survivors is held whole, then written.
@@ -206,19 +256,9 @@ def test_sigkill_storm() -> None:
         hub.stop(timeout=1)
     assert final is not None
 
-    # Every record a killed writer emitted arrived, or was reported dropped or lost.
-    # The record being written at the SIGKILL may have arrived without being counted.
-    unreported = {}
-    for k, pid in killed.items():
-        emitted = board.emitted(k)
-        accounted = tally.by_pid.get(pid, 0) + final.dropped_by_process.get(pid, 0)
-        accounted += final.lost_by_process.get(pid, 0)
-        if not emitted <= accounted <= emitted + 1:
-            unreported[pid] = (emitted, accounted)
-    assert not unreported, f"(emitted, accounted) of killed writers: {unreported}"
-    for k, pid in live.items():
-        accounted = tally.by_pid.get(pid, 0) + final.dropped_by_process.get(pid, 0)
-        assert accounted + final.lost_by_process.get(pid, 0) == board.emitted(k)
+    check_writers(tally, board, final, live, tmp_path, killed=False)
+    check_writers(tally, board, final, killed, tmp_path, killed=True)
+    assert set(tally.by_pid) <= {*killed.values(), *live.values()}, "records from a process that never wrote"
 
     # Losses are in the log itself, as forklog records.
     lost_lines = [r for r in tally.reports if r.msg.startswith("forklog: lost")]
@@ -227,11 +267,15 @@ def test_sigkill_storm() -> None:
 
 
 def _flood(hub: forklog.Hub, cells: SharedCounters, slot: int, count: int) -> None:
-    """A child: ``count`` INFO records as fast as it can, its count in ``cells[slot]``, then wait to die."""
+    """A child: ``count`` INFO records as fast as it can, then wait to die.
+
+    Its count of calls goes to ``cells[slot]``, its drops not yet reported to ``cells[2 + slot]``.
+    """
     forklog.init_worker(hub.queue)
     log = logging.getLogger("flood")
     for i in range(count):
         log.info("flood slot=%d i=%d %s", slot, i, "f" * 200)
+        cells[2 + slot] = sum(hub.queue.dropped.values())
         cells[slot] = i + 1
     while True:
         time.sleep(0.01)
@@ -244,7 +288,7 @@ def test_a_writer_killed_before_any_record_got_through_is_settled_at_stop(
     # No liveness round between the kill and the stop (a kill in the last second, no child_exit hook).
     monkeypatch.setattr(Listener, "LIVENESS_INTERVAL", 3600.0)
     tally = Tally()
-    cells = SharedCounters(2)
+    cells = SharedCounters(4)
     hub = forklog.Hub([tally], queue_size=1000, pipe_size=64 << 10).start()
     pids: List[int] = []
     try:
@@ -268,8 +312,71 @@ def test_a_writer_killed_before_any_record_got_through_is_settled_at_stop(
         tally.gate.set()
         hub.stop(timeout=1)
     assert final is not None
-    assert tally.by_pid.get(victim, 0) == 0, "the victim was meant to get nothing through"
+    assert not tally.by_pid.get(victim), "the victim was meant to get nothing through"
+    assert final.lost_by_process.get(victim), "the victim's drops, never reported, are reported lost"
     for slot, pid in enumerate(pids):
-        accounted = tally.by_pid.get(pid, 0) + final.dropped_by_process.get(pid, 0)
-        accounted += final.lost_by_process.get(pid, 0)
-        assert accounted == cells[slot], (slot, cells[slot], accounted)
+        check_writer(
+            f"writer {slot} (pid {pid})",
+            emitted=cells[slot],
+            delivered=tally.by_pid.get(pid, []),
+            reported=final.dropped_by_process.get(pid, 0),
+            lost=final.lost_by_process.get(pid, 0),
+            killed=True,
+            unreported=cells[2 + slot],
+        )
+
+
+def _flood_then(hub: forklog.Hub, cells: SharedCounters, slot: int, leave: bool) -> None:
+    """A child: INFO records until it has dropped some; then leave by forklog's exit path, or wait to die."""
+    forklog.init_worker(hub.queue)
+    log = logging.getLogger("flood")
+    i = 0
+    # Until a drop cannot be reported: the pipe has no room left even for the drop count.
+    while not (hub.queue.dropped and not hub.queue.flush(timeout=0)):
+        log.info("flood slot=%d i=%d %s", slot, i, "f" * 200)
+        i += 1
+    cells[slot] = 1 + (not hub.queue.leave(timeout=0) if leave else 0)
+    while not leave:
+        time.sleep(0.01)  # until the test's SIGKILL
+
+
+def test_a_loss_says_whether_its_writer_exited_or_was_killed() -> None:
+    """The exit mark (Channel.leave) makes a loss read "(exited)"; a writer without it reads "(killed)"."""
+    tally = Tally()
+    cells = SharedCounters(2)
+    hub = forklog.Hub([tally], queue_size=100, pipe_size=64 << 10).start()
+    pids: List[int] = []
+    try:
+        tally.gate.clear()  # a stalled disk: the pipe fills, records are dropped
+        for slot, leave in ((0, True), (1, False)):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    _flood_then(hub, cells, slot, leave)
+                finally:
+                    os._exit(0)
+            pids.append(pid)
+            wait_for(lambda s=slot: cells[s] != 0, 60, f"writer {slot} to drop records")  # type: ignore[misc]
+        assert cells[0] == 2, "the exit path reported the drops through a full pipe"
+        os.waitpid(pids[0], 0)
+        os.kill(pids[1], signal.SIGKILL)
+        os.waitpid(pids[1], 0)
+        tally.gate.set()
+        for pid in pids:
+            hub.process_exited(pid)
+        final = hub.stop(timeout=20)
+    finally:
+        tally.gate.set()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        hub.stop(timeout=1)
+    assert final is not None
+    said = {
+        r.__dict__["forklog_lost"]["pid"]: r.getMessage()
+        for r in tally.reports
+        if "forklog_lost" in r.__dict__
+    }
+    assert said.get(pids[0], "").endswith("(exited)"), said
+    assert said.get(pids[1], "").endswith("(killed)"), said

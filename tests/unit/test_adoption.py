@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import logging.handlers
 import os
-import smtplib
+import socket
 import subprocess
 import sys
 import textwrap
@@ -59,15 +60,21 @@ def test_spec_of_adopts_files_and_standard_streams_only(tmp_path: Path) -> None:
         assert _target.TargetSpec.from_bytes(spec.to_bytes()) == spec
     rotating = _target.spec_of(cases[1][0])
     assert rotating is not None and (rotating.max_bytes, rotating.backup_count) == (10, 2)
-    others: Tuple[logging.Handler, ...] = (
-        OwnEmit(path, delay=True),
-        logging.StreamHandler(io.StringIO()),
-        logging.handlers.SMTPHandler("127.0.0.1", "a@b", ["c@d"], "s"),
-        logging.NullHandler(),
-    )
-    for other in others:
-        assert _target.spec_of(other) is None, other
-    assert smtplib  # SMTPHandler imports it lazily: nothing was sent
+    with socket.socket() as smtp_server:  # where the SMTPHandler would connect to send a mail
+        smtp_server.bind(("127.0.0.1", 0))
+        smtp_server.listen(1)
+        others: Tuple[logging.Handler, ...] = (
+            OwnEmit(path, delay=True),
+            logging.StreamHandler(io.StringIO()),
+            logging.handlers.SMTPHandler(smtp_server.getsockname(), "a@b", ["c@d"], "s", timeout=1.0),
+            logging.NullHandler(),
+        )
+        for other in others:
+            assert _target.spec_of(other) is None, other
+        smtp_server.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # no connection waits to be accepted
+            smtp_server.accept()[0].close()
+            pytest.fail("the SMTPHandler connected: a mail was sent")
 
 
 @pytest.mark.parametrize(

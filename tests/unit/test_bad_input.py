@@ -8,7 +8,6 @@ valid JSON (no NaN or Infinity either) and one line per record.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -29,7 +28,7 @@ from forklog._master.frame_reader import FrameReader
 from forklog._master.sinks import RotatingFileSink
 from forklog._wire.scoreboard import Scoreboard
 from forklog._worker import channel as transport
-from tests.support import Bad, Collect, Recursive, Stall, wait_for
+from tests.support import Bad, Collect, Recursive, wait_for
 
 LOGGER = "forklog.tests.bad_input"
 MiB = 1 << 20
@@ -381,58 +380,6 @@ def test_a_signal_handler_logging_inside_a_publish_does_not_rewind_the_scoreboar
         assert claimed == {channel._slot: 2}, (claimed, published)
         assert sorted(r.getMessage()[:14] for r in collect.records) == ["from the handl", "interrupted ii"]
         channel.close()
-
-
-def test_a_signal_handler_logging_during_a_tight_loop_loses_nothing_uncounted(tmp_path: Path) -> None:
-    """Signal handlers log amid a tight loop onto a full pipe: no deadlock, each record arrives or counts."""
-    stall = Stall()
-    collect = Collect()
-    hub = forklog.Hub([("stall", stall), ("collect", collect)], queue_size=1, pipe_size=4096).start()
-    logger = own_logger(LOGGER + ".loop")
-    handler = hub.handler()
-    logger.addHandler(handler)
-    fired = [0]
-
-    def in_handler(signum: int, frame: Optional[types.FrameType]) -> None:
-        fired[0] += 1
-        logger.info("signal %d", fired[0])
-
-    previous = signal.signal(signal.SIGPROF, in_handler)
-    signal.setitimer(signal.ITIMER_PROF, 0.0005, 0.0005)
-    sent = 0
-    try:
-        while fired[0] < 300 and sent < 2_000_000:
-            logger.info("loop %d %s", sent, "x" * (sent % 4 * 900))  # one frame each (4096-byte frames)
-            sent += 1
-    finally:
-        signal.setitimer(signal.ITIMER_PROF, 0, 0)
-        signal.signal(signal.SIGPROF, previous)
-    assert fired[0] >= 300, "the timer did not fire"
-    stall.go.set()
-    assert hub.queue.flush(10)
-    logger.removeHandler(handler)
-    total = sent + fired[0]
-
-    def accounted() -> int:
-        # A record of several frames (512-byte frames: FORKLOG_PORTABLE) may be cut short on a full
-        # pipe after its first frame went out: the master counts it as incomplete.
-        stats = hub.stats()
-        arrived = len([r for r in collect.records if r.name != "forklog"])
-        return arrived + stats.dropped + sum(stats.incomplete_by_process.values())
-
-    with contextlib.suppress(AssertionError):
-        wait_for(lambda: accounted() >= total, 30, "every record to arrive or be counted as dropped")
-    assert accounted() == total, f"{total - accounted()} of {total} records neither arrived nor counted"
-    stats = hub.stop(timeout=10)
-    assert stats is not None
-    arrived = [r.getMessage().split(" ", 2)[:2] for r in collect.records if r.name != "forklog"]
-    assert stats.dropped > 0, "the pipe never filled"
-    incomplete = sum(stats.incomplete_by_process.values())
-    assert len(arrived) + stats.dropped + incomplete == total
-    assert len({tuple(m) for m in arrived}) == len(arrived), "a record arrived twice"
-    assert stats.bad_records == 0
-    if transport.PIPE_BUF >= 4096:
-        assert incomplete == 0, "a record of one frame cannot be cut short"
 
 
 def test_drops_of_records_with_odd_level_names_are_reported() -> None:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import atexit
 import gc
 import logging
 import os
+import time
+import types
 import weakref
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Tuple
 
 import pytest
 
 import forklog
 from forklog._master import hub as hub_module
-from tests.support import Collect, wait_for
+from tests.support import Collect, Stall, wait_for
 
 
 @pytest.fixture
@@ -88,13 +89,21 @@ def test_an_application_record_cannot_forge_the_drop_accounting(log: logging.Log
 def test_a_stopped_hub_is_not_kept_alive_by_atexit() -> None:
     """stop() unregisters the owner's atexit hook: a stopped hub, and its sinks' records, can be freed."""
     hub = forklog.Hub([Collect()]).start()
+    assert hub in hub_module._live_hubs
     hub.stop()
+    assert hub not in hub_module._live_hubs, "the fork hooks still see a stopped hub"
+    gc.collect()
+    # atexit keeps a registered hook, the hub's bound method, alive until it is unregistered.
+    hooks = [
+        r
+        for r in gc.get_referrers(hub)
+        if isinstance(r, types.MethodType) and r.__func__ is forklog.Hub._stop_at_exit
+    ]
+    assert hooks == [], "stop() left the hub's atexit hook registered"
     ref = weakref.ref(hub)
     del hub
     gc.collect()
-    assert ref() is None, "a stopped hub is still referenced (atexit?)"
-    assert hub_module  # the module keeps no strong reference either
-    assert atexit  # unregister is what stop() calls
+    assert ref() is None, "a stopped hub is still referenced"
 
 
 def test_a_raising_filter_on_the_workers_handler_never_reaches_the_log_call(log: logging.Logger) -> None:
@@ -145,7 +154,6 @@ def test_a_rotation_lock_held_elsewhere_never_blocks_the_listener(
 ) -> None:
     """Another process holding the rotation's flock for good: records are still written, stop is prompt."""
     import fcntl
-    import time
 
     path = tmp_path / "held.log"
     holder = os.open(f"{path}.lock", os.O_RDONLY | os.O_CREAT, 0o640)
@@ -166,42 +174,49 @@ def test_a_rotation_lock_held_elsewhere_never_blocks_the_listener(
     assert [line.split()[1] for line in lines] == [f"{i:02d}" for i in range(30)]
 
 
-def test_a_stalled_sink_never_holds_back_a_fork_or_a_reopen(log: logging.Logger) -> None:
+def timed_fork() -> Tuple[float, float]:
+    """Fork a child that exits at once; when the fork began and when it returned in the parent."""
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    returned = time.monotonic()
+    os.waitpid(pid, 0)
+    return started, returned
+
+
+def test_a_stalled_sink_never_holds_back_a_fork_or_a_reopen(
+    log: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Listener stuck in a sink: reopen() (USR1) returns at once, fork() once the bound has passed."""
-    import time
-
-    from forklog._master.hub import FORK_QUIESCE_TIMEOUT
-    from tests.support import Stall
-
-    stall = Stall(timeout=30)
+    # A bound long enough to tell a fork that waits for it from one that does not; the sink is
+    # stuck for far longer: a fork or a reopen that waited on it would take `stuck` seconds.
+    bound, stuck = 1.0, 30.0
+    monkeypatch.setattr(hub_module, "FORK_QUIESCE_TIMEOUT", bound)
+    stall = Stall(timeout=stuck)
     with forklog.Hub([stall]) as hub:
         log.addHandler(hub.handler())
-        log.info("the listener takes this and stalls")
-        wait_for(lambda: hub.stats().enqueued == 1, 10, "the listener to take the record")
-        forks = []
-        for _ in range(3):
+        try:
+            log.info("the listener takes this and stalls")
+            wait_for(stall.entered.is_set, 10, "the listener inside the sink")
+            since = hub._dispatch_lock.held_since
+            assert since is not None, "the listener holds the dispatch lock while in the sink"
             started = time.monotonic()
-            pid = os.fork()
-            if pid == 0:
-                os._exit(0)
-            forks.append(time.monotonic() - started)
-            os.waitpid(pid, 0)
-        started = time.monotonic()
-        hub.reopen()
-        reopened = time.monotonic() - started
-        # The batch has run past the bound by now: a fork no longer waits at all.
-        wait_for(stall.entered.is_set, 10, "the listener inside the sink")
-        time.sleep(FORK_QUIESCE_TIMEOUT)
-        started = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        late_fork = time.monotonic() - started
-        os.waitpid(pid, 0)
-        stall.go.set()
+            hub.reopen()
+            reopened = time.monotonic() - started
+            # The first fork waits for the batch until the bound; the batch has then run past it
+            # and the later forks do not wait at all.
+            forks = [timed_fork() for _ in range(3)]
+            assert hub._dispatch_lock.held_since == since, f"a call waited the sink's {stuck:g} s out"
+        finally:
+            stall.go.set()
         hub.stop()
-    assert max(forks) < 0.3 and reopened < 0.1
-    assert late_fork < 0.02, f"a fork waited {late_fork:.3f} s on a sink stuck for longer than the bound"
+    assert reopened < bound / 2, f"reopen() took {reopened:.3f} s with the listener stuck in a sink"
+    (_first_began, first_returned), *later = forks
+    waited = first_returned - since
+    assert bound * 0.9 <= waited < bound * 1.5, f"the first fork returned {waited:.3f} s into the batch"
+    took = [returned - began for began, returned in later]
+    assert max(took) < bound / 2, f"forks took {took} s on a sink stuck for longer than the bound"
 
 
 def test_a_raising_filter_fails_its_record_not_the_syslog_batch(log: logging.Logger) -> None:
@@ -307,8 +322,6 @@ def test_drop_counts_stay_exact_while_the_counters_lock_is_held_for_good() -> No
 
 def test_a_reused_pid_keeps_its_scoreboard_slot_when_the_dead_one_is_settled(log: logging.Logger) -> None:
     """The exit marker names the dead incarnation: a new process with its pid keeps its slot and account."""
-    from tests.support import Stall
-
     child = os.fork()
     if child == 0:
         os._exit(0)

@@ -52,17 +52,5 @@ def test_a_payload_carrying_code_is_only_data(tmp_path: Path) -> None:
     assert collect.records[-1].getMessage() == "after", "the hub went on"
 
 
-def test_files_are_not_world_readable(tmp_path: Path) -> None:
-    """The file sink creates its files 0640 whatever the umask allows."""
-    old = os.umask(0)
-    try:
-        sink = forklog.RotatingFileSink(str(tmp_path / "app.log"))
-        sink.emit(forklog_record("x"))
-        sink.close()
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "app.log").stat().st_mode) == 0o640
-
-
 def forklog_record(message: str) -> logging.LogRecord:
     return logging.LogRecord("sec", logging.INFO, __file__, 1, message, (), None)

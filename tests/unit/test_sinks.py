@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import pytest
 
@@ -153,35 +153,33 @@ def test_two_sinks_sharing_a_file_rotate_it_once(tmp_path: Path) -> None:
 # -- permissions --------------------------------------------------------------------
 
 
-def test_files_are_created_with_mode_0640(tmp_path: Path) -> None:
-    """The log, the lock, a rotated file and its .gz are 0640 under the common 022 umask."""
+@pytest.mark.parametrize(
+    ("mode", "mask", "expected"),
+    [
+        (None, 0o022, 0o640),  # the default, under the common umask
+        (None, 0o000, 0o640),  # and under none: never world-readable
+        (0o600, 0o000, 0o600),
+        (0o664, 0o027, 0o640),
+        (0o644, 0o000, 0o644),
+    ],
+)
+@pytest.mark.parametrize("compress", [False, True])
+def test_files_are_created_with_the_mode_the_umask_allows(
+    tmp_path: Path, mode: Optional[int], mask: int, expected: int, compress: bool
+) -> None:
+    """Every file it makes (log, lock, rotated, .gz) gets mode= (0640 by default) less the umask's bits."""
     path = tmp_path / "app.log"
-    with umask(0o022):
-        sink = sink_at(path, maxBytes=100, backupCount=3, compress=True)
+    options = {} if mode is None else {"mode": mode}
+    with umask(mask):
+        sink = sink_at(path, maxBytes=100, backupCount=3, compress=compress, **options)
         for i in range(10):
             sink.emit(record(f"line {i} " + "z" * 30))
         sink.close()
+    suffix = ".gz" if compress else ""
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["app.log", "app.log.1.gz", "app.log.2.gz", "app.log.3.gz", "app.log.lock"]
-    assert {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == dict.fromkeys(
-        names, "0o640"
-    )
-
-
-@pytest.mark.parametrize(
-    ("mode", "mask", "expected"),
-    [(0o600, 0o000, 0o600), (0o664, 0o027, 0o640), (0o644, 0o000, 0o644)],
-)
-def test_mode_keyword_and_the_umask(tmp_path: Path, mode: int, mask: int, expected: int) -> None:
-    """mode= sets the permissions of new files; the umask only takes bits away."""
-    path = tmp_path / "app.log"
-    with umask(mask):
-        sink = sink_at(path, mode=mode, maxBytes=5, backupCount=1)
-        sink.emit(record("one"))
-        sink.emit(record("two"))  # rotates: app.log.1 is the first file, app.log a new one
-        sink.close()
-    assert oct(path.stat().st_mode & 0o777) == oct(expected)
-    assert oct((tmp_path / "app.log.1").stat().st_mode & 0o777) == oct(expected)
+    assert names == ["app.log", *(f"app.log.{n}{suffix}" for n in (1, 2, 3)), "app.log.lock"]
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(names, oct(expected))
 
 
 # -- time rotation ------------------------------------------------------------------

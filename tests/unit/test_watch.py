@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -23,14 +25,25 @@ def log(hub: forklog.Hub, count: int) -> None:
 
 
 def test_a_stats_record_comes_at_the_interval() -> None:
-    """With stats_interval set, the log gets 'forklog: stats' records carrying the snapshot."""
+    """With stats_interval set, the log gets 'forklog: stats' records with the snapshot, that far apart."""
+    interval = 1.0
     collect = Collect()
-    with forklog.Hub([("collect", collect)], stats_interval=0.2) as hub:
+
+    def stats_records() -> List[logging.LogRecord]:
+        return [
+            r for r in collect.records if r.name == "forklog" and r.getMessage().startswith("forklog: stats")
+        ]
+
+    started = time.time()  # the clock of LogRecord.created
+    with forklog.Hub([("collect", collect)], stats_interval=interval) as hub:
         log(hub, 30)
-        wait_for(lambda: sum(r.name == "forklog" for r in collect.records) >= 2, 10, "two stats records")
-    stats = [
-        r for r in collect.records if r.name == "forklog" and r.getMessage().startswith("forklog: stats")
-    ]
+        wait_for(lambda: len(stats_records()) >= 3, 10 * interval, "three stats records")
+    stats = stats_records()
+    # Each comes once the interval has passed, at the listener's next look (it looks at least
+    # every 0.25 s): never sooner, and sooner than twice the interval.
+    times = [started] + [r.created for r in stats[:3]]
+    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    assert all(0.9 * interval <= gap < 1.9 * interval for gap in gaps), gaps
     last = stats[-1].__dict__["forklog_stats"]
     assert last["written"]["collect"] >= 30 and last["listener_alive"] is True
     assert last["enqueued"] >= 30 and stats[-1].getMessage().startswith(

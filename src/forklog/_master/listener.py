@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from forklog._master import scheduling
 from forklog._master.backlog import Backlog
@@ -170,25 +170,31 @@ class Listener(Dispatch, threading.Thread):
         """The exit marker of ``pid`` (see exited()): what it numbered and never arrived is lost."""
         self._exit_sent.pop(pid, None)
         boots = boots_of(payload)
-        lost = self._counters.ledger.close(pid, self._release_slots(pid, boots), boots)
+        numbered, left = self._release_slots(pid, boots)
+        lost = self._counters.ledger.close(pid, numbered, boots)
         if lost is not None:
             self._counters.settled += 1
-            self._report_loss(pid, lost, "killed")
+            self._report_loss(pid, lost, "exited" if left else "killed")
 
-    def _release_slots(self, pid: int, boots: Optional[Set[int]] = None) -> Dict[int, int]:
-        """What the scoreboard says ``pid`` numbered, by boot; its slots are freed.
+    def _release_slots(self, pid: int, boots: Optional[Set[int]] = None) -> Tuple[Dict[int, int], bool]:
+        """What the scoreboard says ``pid`` numbered, by boot, and whether it left by the exit path.
 
-        ``boots``: only these incarnations' slots (see exited()); all if None.
+        Its slots are freed. ``boots``: only these incarnations' slots (see
+        exited()); all if None. "Left" needs a slot whose writer set the exit
+        mark (``Channel.leave``) and none without it; a writer with no slot
+        (forked by a worker) never counts as having left.
         """
         board = self._channel.scoreboard
         numbered: Dict[int, int] = {}
+        marks: List[bool] = []
         if board is not None:
-            for slot, boot, count in board.claimed().get(pid, []):
+            for slot, boot, count, marked in board.entries().get(pid, []):
                 if boots and boot not in boots:
                     continue  # a live process that has the dead one's pid now
                 numbered[boot] = count
+                marks.append(marked)
                 board.release(slot)
-        return numbered
+        return numbered, bool(marks) and all(marks)
 
     def _report_loss(self, pid: int, lost: int, why: str) -> None:
         if not lost:
@@ -219,10 +225,12 @@ class Listener(Dispatch, threading.Thread):
                 except OSError as exc:
                     self._reporter.report("liveness", f"could not read the scoreboard: {exc!r}")
             for pid in sorted(pids - {self._owner}):
-                lost = ledger.close(pid, self._release_slots(pid))
+                numbered, left = self._release_slots(pid)
+                lost = ledger.close(pid, numbered)
                 if lost is None:
                     continue
                 gone = process_is_gone(pid)
                 if gone:
                     self._counters.settled += 1
-                self._report_loss(pid, lost, "killed" if gone else "still running when the hub stopped")
+                why = ("exited" if left else "killed") if gone else "still running when the hub stopped"
+                self._report_loss(pid, lost, why)

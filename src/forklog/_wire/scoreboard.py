@@ -16,9 +16,14 @@ counted from the numbers that arrive, but drops it never got to report
 cannot be. The table lives in a ``memfd``, so spawn and forkserver children
 map the same memory through a passed descriptor.
 
-Each slot is ``pid, boot, numbered`` (u32, u32, u64). Only its writer
-changes ``numbered``; the owner reads it once the writer is gone, so no
-lock is needed. Slots are read and written with ``pread``/``pwrite``, not
+Each slot is ``pid, boot, numbered, left`` (u32, u32, u64, u64). Only its
+writer changes ``numbered`` and ``left``; the owner reads them once the
+writer is gone, so no lock is needed. ``left`` is the *exit mark*: the
+writer sets it when it leaves through forklog's exit path
+(``Channel.leave``: gunicorn's ``worker_exit``, a pool child's finalizer),
+so the master can tell a writer that exited from one that was killed or
+crashed. A writer sets it about itself, so it is a label, never evidence:
+the accounting does not depend on it. Slots are read and written with ``pread``/``pwrite``, not
 through a shared ``mmap`` (both are coherent on Linux). An earlier note
 blamed "stores invisible to the parent" on some virtual machines; the cause
 found since is the owner's: settling a dead writer freed every slot claimed
@@ -41,9 +46,11 @@ from typing import Deque, Dict, List, Optional, Tuple
 
 __all__ = ["Scoreboard"]
 
-_SLOT = struct.Struct("<IIQ")
+_SLOT = struct.Struct("<IIQQ")
 _NUMBERED = struct.Struct("<Q")
 _NUMBERED_OFFSET = 8
+_LEFT = struct.Struct("<Q")
+_LEFT_OFFSET = 16
 #: After the slots: one word the owner sets for every writer to read (see fields_wanted).
 _FLAG = struct.Struct("<Q")
 
@@ -72,16 +79,23 @@ class Scoreboard:
 
     def release(self, index: int) -> None:
         with self._lock:
-            os.pwrite(self.fd, _SLOT.pack(0, 0, 0), index * _SLOT.size)
+            os.pwrite(self.fd, _SLOT.pack(0, 0, 0, 0), index * _SLOT.size)
             self._free.append(index)
 
     def claimed(self) -> Dict[int, List[Tuple[int, int, int]]]:
         """pid -> [(slot, boot, numbered)] for every slot a writer has claimed."""
+        return {
+            pid: [(index, boot, numbered) for index, boot, numbered, _left in slots]
+            for pid, slots in self.entries().items()
+        }
+
+    def entries(self) -> Dict[int, List[Tuple[int, int, int, bool]]]:
+        """pid -> [(slot, boot, numbered, left)]: :meth:`claimed` with each slot's exit mark."""
         table = os.pread(self.fd, self.slots * _SLOT.size, 0)
-        out: Dict[int, List[Tuple[int, int, int]]] = {}
-        for index, (pid, boot, numbered) in enumerate(_SLOT.iter_unpack(table)):
+        out: Dict[int, List[Tuple[int, int, int, bool]]] = {}
+        for index, (pid, boot, numbered, left) in enumerate(_SLOT.iter_unpack(table)):
             if pid:
-                out.setdefault(pid, []).append((index, boot, numbered))
+                out.setdefault(pid, []).append((index, boot, numbered, left != 0))
         return out
 
     def want_fields(self, wanted: bool) -> None:
@@ -100,10 +114,14 @@ class Scoreboard:
         return len(data) != _FLAG.size or _FLAG.unpack(data)[0] != 0
 
     def claim(self, index: int, pid: int, boot: int) -> None:
-        os.pwrite(self.fd, _SLOT.pack(pid, boot, 0), index * _SLOT.size)
+        os.pwrite(self.fd, _SLOT.pack(pid, boot, 0, 0), index * _SLOT.size)
 
     def publish(self, index: int, numbered: int) -> None:
         os.pwrite(self.fd, _NUMBERED.pack(numbered), index * _SLOT.size + _NUMBERED_OFFSET)
+
+    def mark_left(self, index: int) -> None:
+        """The exit mark: this writer leaves through forklog's exit path (see the module's notes)."""
+        os.pwrite(self.fd, _LEFT.pack(1), index * _SLOT.size + _LEFT_OFFSET)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -169,6 +169,10 @@ class Channel(DropCounters):
         self._seq = itertools.count()
         self._reset_drop_counters()
         self.sent = 0
+        #: Records whose send waited for room in the pipe (at or above the keep
+        #: level, or a large record's later frames): a log call below the keep
+        #: level never does, and the tests count this rather than time calls.
+        self.waited = 0
         self._renderers: Optional[List[Any]] = None  # made from line_formatters on first use
         self._with_traceback = False
         self._fields_wanted = True
@@ -350,6 +354,7 @@ class Channel(DropCounters):
                     now = time.monotonic()
                     if not deadline:
                         deadline = now + self.keep_wait
+                        self.waited += 1
                     elif now >= deadline:
                         # Once a fragment is out, the master owns the
                         # accounting: it counts the unfinished record.
@@ -398,6 +403,21 @@ class Channel(DropCounters):
             if time.monotonic() >= deadline:
                 return False
             wait_writable(self.write_fd, min(0.05, deadline - time.monotonic()))
+
+    def leave(self, timeout: float = 1.0) -> bool:
+        """forklog's exit path: :meth:`flush`, then the exit mark in this writer's scoreboard slot.
+
+        The mark lets the master say "exited", not "killed", of a writer that
+        left with records unaccounted for (see forklog._wire.scoreboard).
+        gunicorn's ``worker_exit`` and a pool child's finalizer call this.
+        True if no drop is left unreported.
+        """
+        flushed = self.flush(timeout)
+        board = self.scoreboard
+        if self._slot >= 0 and board is not None and self.pid == os.getpid():
+            with contextlib.suppress(OSError):
+                board.mark_left(self._slot)
+        return flushed
 
     def send_control(self, payload: bytes, timeout: float) -> bool:
         """Send a control frame to the reader (the stop marker), waiting up to ``timeout``."""

@@ -100,5 +100,5 @@ def init_worker(queue: Channel, *, level: Union[int, str, None] = None) -> ForkH
     adoption.attach(queue)
     # Pool children under fork and forkserver leave by os._exit(), so atexit
     # never runs there; multiprocessing's finalizers do.
-    multiprocessing.util.Finalize(handler, queue.flush, args=(EXIT_FLUSH_TIMEOUT,), exitpriority=100)
+    multiprocessing.util.Finalize(handler, queue.leave, args=(EXIT_FLUSH_TIMEOUT,), exitpriority=100)
     return handler
