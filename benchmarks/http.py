@@ -484,7 +484,7 @@ def _ratio(mine: List[Run], base: Optional[List[Run]]) -> Optional[float]:
     """The median of each round's ratio of requests/s to ``base``'s in the same round."""
     if not base:
         return None
-    return statistics.median(r.wrk.rate / b.wrk.rate for r, b in zip(mine, base))
+    return statistics.median(r.wrk.rate / b.wrk.rate for r, b in zip(mine, base, strict=False))
 
 
 def summarize(runs: Dict[Tuple[str, str], List[Run]]) -> List[Summary]:

@@ -211,7 +211,7 @@ def summarize(runs: Dict[str, List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
             out[key] = statistics.median(r[key] for r in mine)
         for key in ("p99_us", "cpu_us"):
             out[key] = statistics.median(r[key] for r in mine)
-        pairs = list(zip(mine, runs["file"]))
+        pairs = list(zip(mine, runs["file"], strict=False))
         out["ratio"] = statistics.median(r["delivered"] / base["delivered"] for r, base in pairs)
         out["cpu_ratio"] = statistics.median(r["cpu_us"] / base["cpu_us"] for r, base in pairs)
         results.append(out)
@@ -474,7 +474,7 @@ def summarize_live(runs: Dict[str, List[Dict[str, Any]]]) -> List[Dict[str, Any]
         counted = [r["unaccounted"] for r in mine]
         out["unaccounted"] = None if None in counted else max(counted)
         out["ratio"] = statistics.median(
-            r["delivered"] / base["delivered"] for r, base in zip(mine, runs["tcp"])
+            r["delivered"] / base["delivered"] for r, base in zip(mine, runs["tcp"], strict=False)
         )
         results.append(out)
     return results

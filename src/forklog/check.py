@@ -266,7 +266,8 @@ def _describe(handler: logging.Handler) -> Tuple[str, str, str, str]:
 def _table(rows: Sequence[Sequence[str]], indent: str = "  ") -> List[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
-        (indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths))).rstrip() for row in rows
+        (indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))).rstrip()
+        for row in rows
     ]
 
 
@@ -368,7 +369,7 @@ def _handler_lines(handlers: Handlers) -> List[str]:
     described = [(name, *_describe(handler)) for name, handler in handlers]
     indent = " " * (2 + max(len(name) for name, _h in handlers) + 2)
     lines: List[str] = []
-    for line, row in zip(_table([row[:4] for row in described]), described):
+    for line, row in zip(_table([row[:4] for row in described]), described, strict=False):
         lines.append(line)
         if row[4] != "-":
             lines.append(indent + row[4])

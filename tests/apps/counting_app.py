@@ -24,18 +24,12 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
-import zlib
-from typing import Dict, Tuple
+from typing import Dict
 
 import app as demo
 
 from forklog._worker.handler import ForkHandler
-
-#: ``<pid>``: records numbered, drops not reported yet, calls returned.
-STATE = struct.Struct("<QQQ")
-#: ``<pid>.calls``: one record's identity, the CRC32 and the length of its message.
-CALL = struct.Struct("<II")
+from tests.apps.counts import CALL, STATE, identity
 
 _emit = ForkHandler.emit
 
@@ -59,12 +53,6 @@ class _Process:
 _processes: Dict[int, _Process] = {}
 
 
-def identity(message: str) -> Tuple[int, int]:
-    """A record's identity in the log file: the CRC32 and the length of its message, UTF-8."""
-    data = message.encode("utf-8", "backslashreplace")
-    return zlib.crc32(data), len(data)
-
-
 def _counting_emit(self: ForkHandler, record: logging.LogRecord) -> None:
     pid = os.getpid()
     process = _processes.get(pid)
@@ -84,6 +72,8 @@ def _counting_emit(self: ForkHandler, record: logging.LogRecord) -> None:
     os.pwrite(process.state, STATE.pack(numbered, unreported, process.returned), 0)
 
 
+# The whole process's hub handler: import this module only in the gunicorn under test
+# (the tests read the files through tests/apps/counts.py).
 ForkHandler.emit = _counting_emit  # type: ignore[method-assign]
 
 app = demo.app

@@ -267,7 +267,7 @@ def run_load(server: Gunicorn, paths: Iterable[str], concurrency: int = 16) -> D
     paths = list(paths)
     with ThreadPoolExecutor(concurrency) as pool:
         statuses = list(pool.map(server.get, paths))
-    return dict(zip(paths, statuses))
+    return dict(zip(paths, statuses, strict=False))
 
 
 # -- reading the text file sink -------------------------------------------------------------

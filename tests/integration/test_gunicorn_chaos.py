@@ -22,7 +22,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 import psutil
 import pytest
 
-from tests.apps.counting_app import CALL, STATE, identity
+from tests.apps.counts import CALL, STATE, identity
 from tests.integration.gunicorn_proc import Accounting, Gunicorn, wait_for
 from tests.integration.test_gunicorn import BIG, N
 
@@ -327,7 +327,7 @@ def check_worker(
     index = {call: k for k, call in enumerate(calls)}
     assert len(index) == len(calls), f"{name}: two calls with one message: the identities are ambiguous"
     got = [index.get(identity(message), -1) for message in delivered]
-    strangers = [message[:100] for message, k in zip(delivered, got) if k < 0]
+    strangers = [message[:100] for message, k in zip(delivered, got, strict=False) if k < 0]
     assert not strangers, f"{name}: delivered ids not a subset of emitted: {strangers[:5]}"
     twice = [delivered[got.index(k)][:100] for k, times in Counter(got).items() if times > 1]
     assert not twice, f"{name}: duplicated: {twice[:5]}"

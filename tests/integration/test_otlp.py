@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import os
@@ -274,7 +275,7 @@ def test_retry_after_is_capped_and_does_not_hold_back_stop() -> None:
     assert stats is not None and stats.dropped_by_sink["otlp"] == 5
     assert stopped_in < 2.5, f"stop() took {stopped_in:.1f}s"
     times = [when for _status, _encoding, _n, when in receiver.requests]
-    gaps = [later - earlier for earlier, later in zip(times[:3], times[1:3])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times[:3])]
     assert all(0.45 <= gap < 3 for gap in gaps), gaps
     assert len(receiver.requests) < 30, "a 503 collector was hammered at close"
 

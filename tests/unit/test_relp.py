@@ -131,7 +131,7 @@ def test_answers_in_order_deliver_a_500_is_refused_out_of_order_is_an_error(
 
     def serve(answers: List[bytes]) -> None:
         frames = read_frames(server_end, len(answers))
-        server_end.sendall(b"".join(frame(f.txnr, b"rsp", a) for f, a in zip(frames, answers)))
+        server_end.sendall(b"".join(frame(f.txnr, b"rsp", a) for f, a in zip(frames, answers, strict=False)))
 
     server = threading.Thread(target=serve, args=([b"200 OK", b"500 no", b"200 OK"],))
     server.start()

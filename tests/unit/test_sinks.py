@@ -187,12 +187,12 @@ def test_files_are_created_with_the_mode_the_umask_allows(
 
 def test_next_rollover_for_each_unit() -> None:
     """'S', 'M', 'H', 'D' count from now; 'midnight' is the interval-th next midnight, UTC or local."""
-    now = datetime.datetime(2024, 3, 10, 15, 30, 5, tzinfo=datetime.timezone.utc).timestamp()
+    now = datetime.datetime(2024, 3, 10, 15, 30, 5, tzinfo=datetime.UTC).timestamp()
     assert next_rollover(now, "S", 5, False) == now + 5
     assert next_rollover(now, "M", 2, False) == now + 120
     assert next_rollover(now, "H", 3, False) == now + 3 * 3600
     assert next_rollover(now, "D", 1, False) == now + 86400
-    utc = datetime.timezone.utc
+    utc = datetime.UTC
     assert next_rollover(now, "MIDNIGHT", 1, True) == datetime.datetime(2024, 3, 11, tzinfo=utc).timestamp()
     assert next_rollover(now, "MIDNIGHT", 2, True) == datetime.datetime(2024, 3, 12, tzinfo=utc).timestamp()
     local = datetime.datetime.fromtimestamp(next_rollover(now, "MIDNIGHT", 1, False))

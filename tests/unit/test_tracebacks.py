@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import builtins
 import logging
 import marshal
 import re
-import sys
 import traceback
 from typing import Any, Callable, Dict, List, cast
 
@@ -92,15 +90,8 @@ def test_an_exception_without_a_traceback() -> None:
 
 def special() -> List[BaseException]:
     noted = caught(plain)
-    if sys.version_info >= (3, 11):
-        noted.add_note("a note")
-    else:
-        noted.__notes__ = ["a note"]  # type: ignore[attr-defined]
-    found = [caught(lambda: compile("x = (", "<cfg>", "exec")), noted]
-    group = getattr(builtins, "ExceptionGroup", None)  # 3.11+
-    if group is not None:
-        found.append(group("g", [ValueError("v")]))
-    return found
+    noted.add_note("a note")
+    return [caught(lambda: compile("x = (", "<cfg>", "exec")), noted, ExceptionGroup("g", [ValueError("v")])]
 
 
 @pytest.mark.parametrize("index", range(len(special())))

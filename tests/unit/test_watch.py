@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -42,7 +43,7 @@ def test_a_stats_record_comes_at_the_interval() -> None:
     # Each comes once the interval has passed, at the listener's next look (it looks at least
     # every 0.25 s): never sooner, and sooner than twice the interval.
     times = [started] + [r.created for r in stats[:3]]
-    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert all(0.9 * interval <= gap < 1.9 * interval for gap in gaps), gaps
     last = stats[-1].__dict__["forklog_stats"]
     assert last["written"]["collect"] >= 30 and last["listener_alive"] is True

@@ -139,9 +139,11 @@ class LineWriter:
         counters = self._counters
         pending: List[List[bytes]] = [[] for _ in targets]
         # Every sink takes the payload's only line (one distinct formatter): the common case.
-        single = [(target.level, bucket) for target, bucket in zip(targets, pending)]
+        single = [(target.level, bucket) for target, bucket in zip(targets, pending, strict=False)]
         one_line = all(target.line == 0 for target in targets)
-        several = [(target.level, target.line, bucket) for target, bucket in zip(targets, pending)]
+        several = [
+            (target.level, target.line, bucket) for target, bucket in zip(targets, pending, strict=False)
+        ]
         lowest = min((target.level for target in targets), default=0)
         #: Each writer's records in the batch, settled in the ledger at a flush.
         seen: Dict[Tuple[int, int], Account] = {}
@@ -256,7 +258,7 @@ class LineWriter:
             ledger.received_many(pid, boot, account.received, account.used - 1)
         seen.clear()
         written = counters.written
-        for (name, _sink, _level, _index, write), lines in zip(targets, pending):
+        for (name, _sink, _level, _index, write), lines in zip(targets, pending, strict=False):
             if not lines:
                 continue
             try:

@@ -289,7 +289,7 @@ class RelpClient:
             # it to what is left before each read cost two system calls a read.
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout as exc:  # not yet TimeoutError on Python 3.9
+            except TimeoutError as exc:
                 raise TimeoutError(f"RELP: no answer in {self.timeout} s") from exc
             if quick and _QUICKACK is not None:
                 # rsyslog writes each answer on its own; under Nagle it holds

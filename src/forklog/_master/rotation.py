@@ -53,7 +53,7 @@ def next_rollover(now: float, when: str, interval: int, utc: bool) -> float:
     """
     if when != "MIDNIGHT":
         return now + interval * _UNITS[when]
-    zone = datetime.timezone.utc if utc else None
+    zone = datetime.UTC if utc else None
     day = datetime.datetime.fromtimestamp(now, zone).date() + datetime.timedelta(days=interval)
     return datetime.datetime.combine(day, datetime.time(0), tzinfo=zone).timestamp()
 

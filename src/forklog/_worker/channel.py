@@ -356,11 +356,13 @@ class Channel(DropCounters):
                         deadline = now + self.keep_wait
                         self.waited += 1
                     elif now >= deadline:
-                        # Once a fragment is out, the master owns the
-                        # accounting: it counts the unfinished record.
+                        # A drop, counted here like any other, also when some
+                        # of its frames are out: the master sets the
+                        # unfinished record aside (incomplete_by_process), and
+                        # its ledger, told of the drop, counts no loss.
                         if numbered:
                             self._publish(seq + 1)
-                        return position > 0
+                        return False
                     wait_writable(self.write_fd, deadline - now)
                 except InterruptedError:
                     continue
