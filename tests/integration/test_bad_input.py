@@ -156,10 +156,10 @@ def test_a_signal_handler_logs_while_the_main_thread_logs(method: str, tmp_path:
     assert len({tuple(m) for m in mine}) == len(mine), "a record arrived twice"
     assert stats.dropped > 0, "the pipe never filled"
     # A record of several frames (512-byte frames: FORKLOG_PORTABLE) can be cut short on the full
-    # pipe after its first frame: counted incomplete, and lost when its writer's account settles.
+    # pipe after its first frame: the master sets it aside (incomplete), its writer counts it dropped.
     cut = sum(stats.incomplete_by_process.values())
-    assert stats.lost == cut, stats
-    assert len(mine) + stats.dropped + cut == counts["sent"] + counts["fired"], stats
+    assert stats.lost == 0, f"lost without a kill: {stats}"
+    assert len(mine) + stats.dropped == counts["sent"] + counts["fired"], stats
     assert stats.bad_records == 0
     if transport.PIPE_BUF >= 4096:
         assert cut == 0, "a record of one frame cannot be cut short"
