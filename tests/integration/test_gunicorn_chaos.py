@@ -26,15 +26,15 @@ from tests.apps.counts import CALL, STATE, identity
 from tests.integration.gunicorn_proc import Accounting, Gunicorn, wait_for
 from tests.integration.test_gunicorn import BIG, N
 
-KILLS = 30
+KILLS = int(os.environ.get("HTTP_CHAOS_KILLS", "30"))
 WORKERS = 4
 CLIENTS = 6
 #: Small enough that the load fills it in a few requests; big enough that
 #: one burst request's records, its 5 KB one included, fit an empty pipe.
 PIPE_SIZE = 16 << 10
 #: Far longer than any freeze of the master: a large record's later frames
-#: wait for room rather than give up (a record cut short that way is a loss
-#: the master reports, of a worker that was not killed).
+#: wait for room rather than give up (a record cut short that way would be a
+#: drop the worker counts after some of its frames reached the master).
 KEEP_WAIT = 30.0
 #: Requests after the storm, one at a time into an empty pipe: written whole.
 AFTER = 5

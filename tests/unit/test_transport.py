@@ -9,6 +9,7 @@ import time
 
 from forklog import _wire as wire
 from forklog._master.frame_reader import FrameReader
+from forklog._master.ledger import Ledger
 from forklog._master.receiver import Receiver
 from forklog._wire import framing as _frame
 from forklog._worker import channel as transport
@@ -52,6 +53,29 @@ def test_an_unfinished_large_record_is_abandoned_and_counted() -> None:
     assert reader.pending_partial == 1
     reader.expire(time.monotonic() + 1)
     assert reader.pending_partial == 0 and reader.abandoned_records == {77: 1}
+
+
+def test_a_large_record_cut_short_by_a_full_pipe_is_its_writers_drop_not_a_loss() -> None:
+    """First frames out, no room for the rest within keep_wait: a counted drop; the ledger loses nothing."""
+    channel = transport.Channel(pipe_size=4096, keep_wait=0.05)
+    try:
+        assert channel.read_fd is not None
+        assert channel.send_record(record("z" * (64 << 10))) is False
+        assert channel.dropped == {"INFO": 1} and channel.waited == 1
+        reader = FrameReader(partial_timeout=0.0)
+        assert reader.feed(os.read(channel.read_fd, 1 << 20)) == []
+        assert reader.pending_partial == 1  # the frames that got out, set aside as incomplete
+        assert channel.flush(1.0)  # the drop count goes out
+        (report,) = reader.feed(os.read(channel.read_fd, 1 << 20))
+        assert transport.decode_drops(report[4]) == {"INFO": 1}
+        reader.expire(time.monotonic() + 1)
+        assert reader.abandoned_records == {channel.pid: 1}
+        ledger = Ledger()
+        ledger.dropped(channel.pid, channel.boot, 1)
+        # It numbered one record, which never arrived and was reported dropped: no loss.
+        assert ledger.close(channel.pid, {channel.boot: 1}) == 0, "lost without a kill"
+    finally:
+        channel.close()
 
 
 def test_full_pipe_drops_below_keep_level_at_once_and_counts() -> None:

@@ -29,7 +29,9 @@ class HubStats:
     sink_pending: Dict[str, int]
     #: Records that arrived but could not be decoded.
     bad_records: int
-    #: Large records whose writer stopped before its last fragment, by pid.
+    #: Large records whose writer stopped before its last fragment, by pid: killed
+    #: mid-record (then in ``lost_by_process`` too), or out of patience with a full
+    #: pipe (then its drop, in ``dropped_by_process`` too).
     incomplete_by_process: Dict[int, int]
     #: Bytes in the queue that were not forklog frames, skipped.
     garbage_bytes: int

@@ -169,9 +169,10 @@ class Channel(DropCounters):
         self._seq = itertools.count()
         self._reset_drop_counters()
         self.sent = 0
-        #: Records whose send waited for room in the pipe (at or above the keep
-        #: level, or a large record's later frames): a log call below the keep
-        #: level never does, and the tests count this rather than time calls.
+        #: Records whose send waited for room in the pipe: one at or above the
+        #: keep level, or a large record whose first frame is out. A record of
+        #: one frame below the keep level never does (the tests count this
+        #: rather than time calls).
         self.waited = 0
         self._renderers: Optional[List[Any]] = None  # made from line_formatters on first use
         self._with_traceback = False
