@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import pwd
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
 try:
     from gunicorn import glogging
@@ -57,6 +58,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 from forklog._master.hub import Hub, Sink
 from forklog._master.sinks import RotatingFileSink
 from forklog._master.targets import Credentials
+from forklog._stderr import Reporter
 from forklog._worker import adoption
 from forklog._worker.capture import LineLogger
 from forklog._worker.handler import ForkHandler
@@ -308,6 +310,34 @@ class Logger(glogging.Logger):  # type: ignore[misc]
 logger_class = Logger
 
 
+_Hook = TypeVar("_Hook", bound=Callable[..., None])
+_hook_reporter = Reporter()
+#: Exceptions forklog's hooks kept out of gunicorn, by hook name.
+hook_faults: Dict[str, int] = {}
+
+
+def _contained(hook: _Hook) -> _Hook:
+    """A hook that never lets an exception into gunicorn's arbiter: counted, said on stderr at a bounded rate.
+
+    gunicorn's master treats an exception from a hook as a fault of its main
+    loop, stops every worker and exits; a worker's doing (its shared memory
+    truncated, then its death) must never get that far (issue 21, item 4).
+    """
+
+    @functools.wraps(hook)
+    def contained(*args: Any) -> None:
+        try:
+            hook(*args)
+        except Exception as exc:  # noqa: BLE001
+            name = hook.__name__
+            hook_faults[name] = hook_faults.get(name, 0) + 1
+            _hook_reporter.report(
+                f"hook:{name}", f"forklog: the {name} hook failed; gunicorn goes on: {exc!r}"
+            )
+
+    return contained  # type: ignore[return-value]
+
+
 def on_starting(server: Any) -> None:
     """Master, once, after daemonizing: start the hub's threads."""
     hub_ = _ensure_hub(server.cfg)
@@ -329,6 +359,7 @@ def post_fork(server: Any, worker: Any) -> None:
         sys.stderr = LineLogger(logging.getLogger("stderr"), logging.WARNING, "<stderr>", sys.__stderr__)
 
 
+@_contained
 def worker_exit(server: Any, worker: Any) -> None:
     """Worker (normally): report drops not reported yet, and mark the exit. In the master: nothing."""
     hub_ = _master.hub
@@ -337,12 +368,14 @@ def worker_exit(server: Any, worker: Any) -> None:
     hub_.queue.leave(timeout=0.5)
 
 
+@_contained
 def child_exit(server: Any, worker: Any) -> None:
     """Master: a worker is gone; the hub stops waiting for its unfinished records."""
     if _master.hub is not None:
         _master.hub.process_exited(worker.pid)
 
 
+@_contained
 def worker_abort(worker: Any) -> None:
     """Worker, on timeout (SIGABRT): log every thread's stack before the SIGKILL."""
     frames = sys._current_frames()
@@ -357,6 +390,7 @@ def worker_abort(worker: Any) -> None:
         _master.hub.queue.flush(timeout=0.2)
 
 
+@_contained
 def on_exit(server: Any) -> None:
     """Master, after every worker is reaped: drain the hub, then close the sinks."""
     if _master.hub is not None:

@@ -23,6 +23,8 @@ class Counters:
         #: Records a sink raised on (a filter or emit() that raised), not written.
         self.sink_failed: Dict[str, int] = {name: 0 for name in sink_names}
         self.bad_records = 0
+        #: Faults the listener survived outside any sink (a batch that raised).
+        self.listener_faults = 0
         self.dropped_by_level: Dict[str, int] = {}
         self.dropped_by_process: Dict[int, int] = {}
         self.abandoned = 0

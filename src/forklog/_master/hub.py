@@ -140,7 +140,6 @@ class Hub:
         self._backlog = Backlog(queue_size, max_backlog_bytes)
         self._receiver: Optional[Receiver] = None
         self._listener: Optional[Listener] = None
-        self._stop_token = os.urandom(16)
         self._stats_interval = stats_interval
         self._prometheus_file = os.fspath(prometheus_file) if prometheus_file else None
         self._watch: Optional[StatsWatch] = None
@@ -172,9 +171,7 @@ class Hub:
             self._owner = os.getpid()
             for name, handler in self._sinks:
                 self._adopt(name, handler)
-            self._receiver = Receiver(
-                self.queue, self._backlog, self._counters, self._reporter, self._stop_token
-            )
+            self._receiver = Receiver(self.queue, self._backlog, self._counters, self._reporter)
             self._listener = Listener(
                 self._backlog,
                 self._sinks,
@@ -258,7 +255,11 @@ class Hub:
         # The owner's own unreported drops go out first, then the marker:
         # everything written before it is ahead of it in the pipe.
         self.queue.flush(max(0.0, min(0.5, deadline - time.monotonic())))
-        marker_sent = self.queue.send_control(self._stop_token, max(0.0, deadline - time.monotonic()))
+        # The stop token is made now, after every fork: no worker holds it, so no
+        # worker can stop the hub by sending it (issue 21, item 2).
+        token = os.urandom(16)
+        receiver.stop_token = token
+        marker_sent = self.queue.send_control(token, max(0.0, deadline - time.monotonic()))
         # Leave a little of the budget for flushing and closing the sinks.
         drain_deadline = deadline - min(0.5, timeout * 0.1)
         receiver.deadline = drain_deadline
@@ -404,6 +405,7 @@ class Hub:
             listener_lag=counters.lag,
             unrouted=counters.unrouted,
             feedback=self.queue.feedback,
+            listener_faults=counters.listener_faults,
             resent_by_sink={
                 name: int(getattr(handler, "resent", 0))
                 for name, handler in self._sinks

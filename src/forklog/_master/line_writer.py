@@ -29,6 +29,7 @@ from forklog._master.lanes import NOT_WRITTEN, Lane
 from forklog._master.ledger import Account
 from forklog._master.sinks import RotatingFileSink
 from forklog._stderr import Reporter
+from forklog._wire.fields import valid_time
 from forklog._wire.framing import NO_SEQ
 
 __all__ = ["LINES_BYTE", "FieldSink", "LineSink", "LineWriter", "line_formatter"]
@@ -210,7 +211,8 @@ class LineWriter:
             counters.received += received
         if refusals:
             self._refused(buffered, collections.Counter(refusals))
-        return last
+        # A worker's time is untrusted: checked once a batch, where the listener uses it.
+        return last if valid_time(last) else 0.0
 
     def _refused(self, buffered: Sequence[FieldSink], tally: Mapping[Tuple[int, int], int]) -> None:
         """Count what the refusing buffered sinks did not get: ``tally`` is records by (level, pid)."""

@@ -72,45 +72,56 @@ class Listener(Dispatch, threading.Thread):
         #: listener reopens the files (reopen_sinks) before its next batch.
         self.reopen_pending = False
         self.reopen_sinks: Optional[Callable[[], None]] = None
+        self._next_check = 0.0
 
     def run(self) -> None:
         scheduling.background()
-        backlog = self._backlog
-        next_check = time.monotonic() + self.LIVENESS_INTERVAL
+        self._next_check = time.monotonic() + self.LIVENESS_INTERVAL
         while True:
-            now = time.monotonic()
-            if self.deadline is not None and now >= self.deadline:
-                self.abandoned = backlog.clear()
-                return
-            if now >= next_check:
-                self._look_for_the_dead()
-                with self._dispatch_lock:
-                    self.report_sink_drops()
-                    self._say_unrouted()
-                    self.tell_writers()
-                next_check = now + self.LIVENESS_INTERVAL
-            if self.watch is not None:
-                self.watch.tick(now)
-            if self.reopen_pending and self.reopen_sinks is not None:
-                self.reopen_pending = False
-                with self._dispatch_lock:
-                    self.reopen_sinks()
-            batch = backlog.get_batch(self.BATCH, 0.25)
-            if batch:
-                with self._dispatch_lock:
-                    try:
-                        self.dispatch_batch(batch)
-                        self._flush_batched()
-                    finally:
-                        backlog.done()
-                if self._last_created:
-                    self._counters.lag = max(0.0, time.time() - self._last_created)
-            elif backlog.closed and not len(backlog):
-                self._settle_live_writers()
-                with self._dispatch_lock:
-                    self.report_sink_drops()
-                    self._say_unrouted()
-                return
+            try:
+                if self._step():
+                    return
+            except Exception as exc:  # noqa: BLE001 - the listener survives anything (H3; issue 21, item 3)
+                self._counters.listener_faults += 1
+                self._reporter.report("listener", f"the listener survived a fault and goes on: {exc!r}")
+
+    def _step(self) -> bool:
+        """One round: the periodic work, then one batch. True when the backlog is closed and empty."""
+        backlog = self._backlog
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            self.abandoned = backlog.clear()
+            return True
+        if now >= self._next_check:
+            self._next_check = now + self.LIVENESS_INTERVAL
+            self._look_for_the_dead()
+            with self._dispatch_lock:
+                self.report_sink_drops()
+                self._say_unrouted()
+                self.tell_writers()
+        if self.watch is not None:
+            self.watch.tick(now)
+        if self.reopen_pending and self.reopen_sinks is not None:
+            self.reopen_pending = False
+            with self._dispatch_lock:
+                self.reopen_sinks()
+        batch = backlog.get_batch(self.BATCH, 0.25)
+        if batch:
+            with self._dispatch_lock:
+                try:
+                    self.dispatch_batch(batch)
+                    self._flush_batched()
+                finally:
+                    backlog.done()
+            if self._last_created:
+                self._counters.lag = max(0.0, time.time() - self._last_created)
+        elif backlog.closed and not len(backlog):
+            self._settle_live_writers()
+            with self._dispatch_lock:
+                self.report_sink_drops()
+                self._say_unrouted()
+            return True
+        return False
 
     def _flush_batched(self) -> None:
         """Flush the stream sinks once per batch (their emit() no longer does, see Hub)."""

@@ -31,7 +31,6 @@ class Receiver(threading.Thread):
         backlog: Backlog,
         counters: Counters,
         reporter: Reporter,
-        stop_token: bytes,
     ) -> None:
         super().__init__(name="forklog-receiver", daemon=True)
         assert channel.read_fd is not None
@@ -39,7 +38,8 @@ class Receiver(threading.Thread):
         self._backlog = backlog
         self._counters = counters
         self._reporter = reporter
-        self._stop_token = stop_token
+        #: Set by Hub.stop just before it sends the token: until then no frame stops the receiver.
+        self.stop_token: Optional[bytes] = None
         self.frames = FrameReader()
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned_bytes = 0
@@ -129,7 +129,7 @@ class Receiver(threading.Thread):
                 if not flags & framing.CONTROL:
                     items.append(item)
                     continue
-                if payload == self._stop_token:
+                if self.stop_token is not None and payload == self.stop_token:
                     stop = True
                     break
                 if (

@@ -11,6 +11,11 @@ each other, in this process and in another one sharing the file (USR2). A
 rotated file is found again by its inode, not its name: a later rotation
 may have renamed ``app.log.1`` to ``app.log.2`` while it was being
 compressed, and the ``.gz`` must take the name the file has at the end.
+
+Temporary files (the ``.gz`` being written, the Prometheus file) are made by
+:func:`create_beside`: in the target's directory, under a random name,
+created exclusively and never through a symlink, since the master often runs
+as root in a directory another user can write to.
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ import datetime
 import fcntl
 import gzip
 import os
+import secrets
 import threading
 import time
 from typing import Callable, Deque, Iterator, List, Optional, Tuple
 
 from forklog._master import scheduling
 
-__all__ = ["Compressor", "check_when", "locked", "next_rollover", "shift_backups"]
+__all__ = ["Compressor", "check_when", "create_beside", "locked", "next_rollover", "shift_backups"]
 
 #: A file's identity: (st_dev, st_ino).
 Key = Tuple[int, int]
@@ -56,6 +62,29 @@ def next_rollover(now: float, when: str, interval: int, utc: bool) -> float:
     zone = datetime.UTC if utc else None
     day = datetime.datetime.fromtimestamp(now, zone).date() + datetime.timedelta(days=interval)
     return datetime.datetime.combine(day, datetime.time(0), tzinfo=zone).timestamp()
+
+
+#: Names tried by :func:`create_beside` before it gives up (as ``tempfile.TMP_MAX``).
+_CREATE_ATTEMPTS = 100
+
+
+def create_beside(target: str, tag: str, mode: int) -> Tuple[int, str]:
+    """A new file for writing beside ``target``, to be renamed onto it: (fd, path).
+
+    ``<target>.<tag>-<random>.tmp``, in ``target``'s directory (so the rename
+    stays on one file system), created with ``O_EXCL | O_NOFOLLOW``: a name
+    another user planted (a symlink, a file) is never opened, and cannot be
+    guessed in advance. ``mode`` is filtered by the umask, as ``open`` does.
+    The caller removes the file if it does not rename it.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _attempt in range(_CREATE_ATTEMPTS):
+        path = f"{target}.{tag}-{secrets.token_hex(8)}.tmp"
+        try:
+            return os.open(path, flags, mode), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{target}: no free temporary name beside it after {_CREATE_ATTEMPTS} tries")
 
 
 def key_of(st: os.stat_result) -> Key:
@@ -234,13 +263,12 @@ class Compressor:
             if name is None:
                 return  # rotated out of the backups, or compressed by another process
             src = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
-        tmp = f"{self.base}.gz-{key[1]}-{os.getpid()}.tmp"  # two processes may race on one file
+        tmp: Optional[str] = None  # a random name: two processes may race on one file
         placed = False
         try:
             st = os.fstat(src)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-            out = os.fdopen(os.open(tmp, flags, self.mode), "wb")
-            with out:
+            fd, tmp = create_beside(self.base, "gz", self.mode)
+            with os.fdopen(fd, "wb") as out:
                 archive = gzip.GzipFile(os.path.basename(name), "wb", self.LEVEL, out, mtime=int(st.st_mtime))
                 with archive:
                     _copy(src, archive)
@@ -257,7 +285,7 @@ class Compressor:
                             os.unlink(where)
         finally:
             os.close(src)
-            if not placed:
+            if not placed and tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
 

@@ -59,6 +59,9 @@ class HubStats:
     #: Records a sink sent again after a broken connection (RELP: each may
     #: have arrived twice), by sink name; sinks that never resend are absent.
     resent_by_sink: Dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Faults the listener survived outside any sink: a batch, or its periodic work,
+    #: that raised (a bug, or bytes from a worker no check foresaw); each said on stderr.
+    listener_faults: int = 0
 
     @property
     def dropped(self) -> int:

@@ -8,12 +8,14 @@ same snapshot ``Hub.stats()`` returns:
   the extra field ``forklog_stats`` (an object in the JSON file);
 * when ``prometheus_file`` is set, that file in the Prometheus text format
   (for node_exporter's textfile collector), replaced atomically (written
-  beside it, then renamed) every ``stats_interval`` seconds, or every 10
-  seconds when the stats record is off, and once more at ``stop()``.
+  beside it under a random name, created exclusively, then renamed) every
+  ``stats_interval`` seconds, or every 10 seconds when the stats record is
+  off, and once more at ``stop()``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -21,6 +23,7 @@ import time
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from forklog._master.report import own_record
+from forklog._master.rotation import create_beside
 from forklog._master.stats import HubStats
 from forklog._stderr import Reporter
 
@@ -71,13 +74,23 @@ class StatsWatch:
         path = self.prometheus_file
         if path is None:
             return
-        temporary = f"{path}.{os.getpid()}.tmp"
+        data = prometheus_text(stats).encode("utf-8")
+        temporary: Optional[str] = None
+        placed = False
         try:
-            with open(temporary, "w", encoding="utf-8") as out:
-                out.write(prometheus_text(stats))
+            # Beside the file, a random name, O_EXCL | O_NOFOLLOW: the directory may be
+            # /tmp or another user's. 0o666 under the umask: the mode open(..., "w") gives.
+            fd, temporary = create_beside(path, "prom", 0o666)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
             os.replace(temporary, path)
+            placed = True
         except OSError as exc:
             self._reporter.report("prometheus", f"could not write {path}: {exc!r}")
+        finally:
+            if not placed and temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
 
 
 def stats_record(stats: HubStats) -> logging.LogRecord:

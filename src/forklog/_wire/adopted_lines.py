@@ -25,6 +25,8 @@ import struct
 import sys
 from typing import Any, List, NamedTuple, Optional, Tuple
 
+from forklog._wire.fields import valid_time
+
 __all__ = [
     "KINDS",
     "TARGET_BYTE",
@@ -286,4 +288,6 @@ def decode(payload: bytes) -> TargetLine:
         text = payload[start + size :].decode("utf-8", "surrogatepass")
     except (struct.error, UnicodeDecodeError) as exc:
         raise ValueError(f"undecodable target payload: {exc}") from None
+    if not valid_time(created):
+        raise ValueError("target payload with a time out of range")
     return TargetLine(levelno, created, payload[start : start + size], text)

@@ -8,7 +8,29 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["EXC_MESSAGE_ATTR", "EXC_TYPE_ATTR", "FORMAT_VERSION", "STANDARD_ATTRS", "Exc", "Field"]
+__all__ = [
+    "EXC_MESSAGE_ATTR",
+    "EXC_TYPE_ATTR",
+    "FORMAT_VERSION",
+    "STANDARD_ATTRS",
+    "Exc",
+    "Field",
+    "valid_time",
+]
+
+#: The latest time a record may carry: the end of year 9999, as far as
+#: ``datetime`` and the formatters go.
+LATEST_TIME = 253402300799.0
+
+
+def valid_time(value: object) -> bool:
+    """Whether ``value`` is a record time the master can format: a float from 1970 to 9999.
+
+    A worker's bytes are untrusted: ``inf`` or ``nan`` in ``created`` once
+    raised in the listener (``int(inf)``) and stopped it (issue 21, item 3).
+    """
+    return type(value) is float and 0.0 <= value <= LATEST_TIME  # nan fails both comparisons
+
 
 #: 3: the traceback field of a record with ``exc_info`` is a tuple
 #: ``(traceback, type name, message)``, or ``(None, type name, message,

@@ -14,6 +14,7 @@ import struct
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, cast
 
 from forklog._wire import records, tracebacks
+from forklog._wire.fields import valid_time
 from forklog._wire.text import merged_message
 
 __all__ = [
@@ -149,7 +150,7 @@ def decode_lines(payload: bytes) -> LinesPayload:
             lines.append(payload[position:end])
     except (struct.error, UnicodeDecodeError) as exc:
         raise ValueError(f"undecodable lines payload: {exc}") from None
-    if end < start:
+    if end < start or not valid_time(created):
         raise ValueError("lines payload of an unknown shape")
     if chain_size:
         text = traceback_bytes(payload[end : end + chain_size])

@@ -41,6 +41,7 @@ from forklog._wire.fields import (
     STANDARD_ATTRS,
     Exc,
     Field,
+    valid_time,
 )
 from forklog._wire.text import merged_message, plain, safe_repr, safe_str
 from forklog._wire.tracebacks import rendered
@@ -232,7 +233,12 @@ def decode_fields(payload: bytes) -> Tuple[Any, ...]:
         fields = marshal.loads(payload)
     except (EOFError, TypeError, ValueError) as exc:
         raise ValueError(f"undecodable record payload: {exc}") from None
-    if type(fields) is not tuple or len(fields) != Field.COUNT or fields[Field.VERSION] != FORMAT_VERSION:
+    if (
+        type(fields) is not tuple
+        or len(fields) != Field.COUNT
+        or fields[Field.VERSION] != FORMAT_VERSION
+        or not valid_time(fields[Field.CREATED])
+    ):
         raise ValueError("record payload of an unknown shape")
     return fields
 

@@ -90,8 +90,18 @@ class Scoreboard:
         }
 
     def entries(self) -> Dict[int, List[Tuple[int, int, int, bool]]]:
-        """pid -> [(slot, boot, numbered, left)]: :meth:`claimed` with each slot's exit mark."""
-        table = os.pread(self.fd, self.slots * _SLOT.size, 0)
+        """pid -> [(slot, boot, numbered, left)]: :meth:`claimed` with each slot's exit mark.
+
+        Every writer can write the table, and resize it: whatever its size or
+        content, this never raises for it. A table cut short (a worker
+        truncated it) is read as far as it goes and given back its size.
+        """
+        size = self.slots * _SLOT.size
+        table = os.pread(self.fd, size, 0)
+        if len(table) < size:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, size + _FLAG.size)
+            table = table[: len(table) - len(table) % _SLOT.size]
         out: Dict[int, List[Tuple[int, int, int, bool]]] = {}
         for index, (pid, boot, numbered, left) in enumerate(_SLOT.iter_unpack(table)):
             if pid:

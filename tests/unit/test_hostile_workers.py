@@ -1,0 +1,140 @@
+"""A worker that turns on the master (issue 21): a real hub, a forked child writing hostile bytes.
+
+Every byte a worker writes is untrusted. After each attack another worker's
+next record is written within a second, the listener lives, and the hub
+stops as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import types
+from pathlib import Path
+from typing import Callable, List
+
+import pytest
+
+import forklog
+import forklog.gunicorn
+from forklog._master.receiver import EXIT_MARK
+from tests.support import Collect, wait_for
+
+
+def in_child(target: Callable[[], None]) -> None:
+    """Run ``target`` in a forked child and reap it; it must not raise."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            target()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the attacking child failed"
+
+
+def another_worker_is_heard(hub: forklog.Hub, arrived: Callable[[str], bool]) -> None:
+    """A second worker's record, logged after the attack, is written within a second."""
+
+    def log() -> None:
+        forklog.init_worker(hub.queue)
+        logging.getLogger("bystander").error("bystander after the attack")
+        hub.queue.leave(timeout=1.0)
+
+    in_child(log)
+    wait_for(lambda: arrived("bystander after the attack"), 1.0, "the other worker's record after the attack")
+    assert hub.stats().listener_alive
+
+
+def collected(collect: Collect) -> Callable[[str], bool]:
+    return lambda text: text in collect.messages()
+
+
+def test_no_bytes_a_worker_holds_can_stop_the_hub() -> None:
+    """Item 2: a worker sends, as control frames, every byte string it holds of the hub: nothing stops."""
+    collect = Collect()
+    with forklog.Hub([collect]) as hub:
+
+        def attack() -> None:
+            held: List[bytes] = []
+            for part in (hub, hub._receiver, hub._listener, hub.queue):
+                held += [value for value in vars(part).values() if isinstance(value, bytes)]
+            for value in held:
+                assert hub.queue.send_control(value, 1.0)
+
+        in_child(attack)
+        another_worker_is_heard(hub, collected(collect))
+        stats = hub.stop(timeout=10)
+    assert stats is not None and stats.abandoned == 0
+
+
+@pytest.mark.parametrize("created", [math.inf, -math.inf, math.nan, 1e300], ids=str)
+@pytest.mark.parametrize("path", ["fields", "lines"])
+def test_a_time_out_of_range_cannot_stop_the_listener(tmp_path: Path, created: float, path: str) -> None:
+    """Item 3: a record whose time is inf, nan or far out, then a drop report: the listener goes on."""
+    collect = Collect()
+    log_file = tmp_path / "app.log"
+    # A file sink alone: the workers make the lines; a handler of another kind: the fields travel.
+    sinks: List[logging.Handler] = [forklog.RotatingFileSink(str(log_file))] if path == "lines" else [collect]
+    with forklog.Hub(sinks) as hub:
+
+        def attack() -> None:
+            forklog.init_worker(hub.queue)
+            record = logging.LogRecord("hostile", logging.INFO, __file__, 1, "out of time", (), None)
+            record.created = created
+            hub.queue.send_record(record)
+            hub.queue._count_drop("INFO")  # then a drop report, stamped with the stream's time
+            assert hub.queue.flush(1.0)
+
+        in_child(attack)
+        if path == "lines":
+            another_worker_is_heard(hub, lambda text: log_file.exists() and text in log_file.read_text())
+        else:
+            another_worker_is_heard(hub, collected(collect))
+        stats = hub.stop(timeout=10)
+    assert stats is not None and stats.listener_alive is False  # stopped, as asked
+    assert stats.dropped == 1
+
+
+@pytest.mark.parametrize("then", ["exit", "a forged exit marker"])
+def test_a_truncated_scoreboard_cannot_raise_in_the_master(then: str) -> None:
+    """Item 4: a worker cuts the shared scoreboard to 17 bytes; the master's reads of it never raise."""
+    collect = Collect()
+    with forklog.Hub([collect]) as hub:
+        pids: List[int] = []
+
+        def attack() -> None:
+            board = hub.queue.scoreboard
+            assert board is not None
+            os.ftruncate(board.fd, 17)
+            pids.append(os.getpid())
+            if then != "exit":
+                forged = EXIT_MARK + os.getpid().to_bytes(4, "little")
+                assert hub.queue.send_control(forged, 1.0)
+
+        pid = os.fork()
+        if pid == 0:
+            try:
+                attack()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        hub.process_exited(pid)  # what gunicorn's child_exit does: it must not raise
+        another_worker_is_heard(hub, collected(collect))
+        stats = hub.stop(timeout=10)
+    assert stats is not None and stats.listener_faults == 0
+
+
+def test_no_forklog_hook_lets_an_exception_into_gunicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 4: whatever fails in forklog's hooks stays there: counted, said, gunicorn's arbiter goes on."""
+    collect = Collect()
+    with forklog.Hub([collect]) as hub:
+        monkeypatch.setattr(forklog.gunicorn._master, "hub", hub)
+        before = dict(forklog.gunicorn.hook_faults)
+        not_a_worker = types.SimpleNamespace()  # no pid: the hook's own code raises
+        forklog.gunicorn.child_exit(None, not_a_worker)
+        assert forklog.gunicorn.hook_faults.get("child_exit", 0) == before.get("child_exit", 0) + 1
+        another_worker_is_heard(hub, collected(collect))
