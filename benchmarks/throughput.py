@@ -387,8 +387,11 @@ def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
 
         return run
 
+    traced = [record for record in made if record.exc_info]
     steps: List[Tuple[str, Callable[[], object]]] = [
         ("worker: encode fields", lambda: [wire.encode(record) for record in made]),
+        # The tracebacks' part of the above, source lines included (they travel from the worker).
+        ("worker: tracebacks (1% of records)", lambda: [wire.encode(record) for record in traced]),
         ("worker: make lines", lambda: [wire.encode_lines(record, renderers, 4242, True) for record in made]),
         ("receiver: frames", frames),
         ("receiver+listener: backlog", backlog),

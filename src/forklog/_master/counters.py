@@ -10,13 +10,24 @@ from forklog._master.ledger import Ledger
 from forklog._stderr import Reporter
 from forklog._wire.text import safe_str
 
-__all__ = ["Counters"]
+__all__ = ["MAX_LEVEL_NAMES", "OTHER_LEVELS", "Counters"]
+
+#: A drop report naming a level that ``dropped_by_level`` does not hold, while
+#: it holds this many names, is counted under OTHER_LEVELS; the standard names
+#: (``logging.getLevelNamesMapping()``) and OTHER_LEVELS are always taken, so
+#: it holds at most this many names plus those (issue 21, item 11).
+MAX_LEVEL_NAMES = 64
+#: Where the drops of level names past the bound go (a worker's own report
+#: adds up its drops past 64 names there too).
+OTHER_LEVELS = "other"
 
 
 class Counters:
     """What the hub has seen; written by the master's threads, read by ``stats()``."""
 
-    def __init__(self, sink_names: Sequence[str]) -> None:
+    def __init__(self, sink_names: Sequence[str], reporter: Optional[Reporter] = None) -> None:
+        #: Says on stderr, at a bounded rate, what a bound refused.
+        self.reporter = reporter if reporter is not None else Reporter()
         self.received = 0
         self.written: Dict[str, int] = {name: 0 for name in sink_names}
         self.sink_errors: Dict[str, int] = {name: 0 for name in sink_names}
@@ -28,7 +39,10 @@ class Counters:
         self.dropped_by_level: Dict[str, int] = {}
         self.dropped_by_process: Dict[int, int] = {}
         self.abandoned = 0
-        self.ledger = Ledger()
+        self.ledger = Ledger(self.reporter)
+        #: Level names a drop report named past MAX_LEVEL_NAMES: counted under OTHER_LEVELS.
+        self.level_names_refused = 0
+        self._standard = frozenset(logging.getLevelNamesMapping()) | {OTHER_LEVELS}
         self.settled = 0
         self.lag = 0.0
         #: Drops each sink had when the listener last reported them.
@@ -44,9 +58,25 @@ class Counters:
         return self.sink_failed.get(name, 0) + (own if isinstance(own, int) else 0)
 
     def add_drops(self, pid: int, counts: Dict[str, int]) -> None:
-        for level, count in counts.items():
-            self.dropped_by_level[level] = self.dropped_by_level.get(level, 0) + count
+        by_level = self.dropped_by_level
+        for name, count in counts.items():
+            level = name
+            if level not in by_level and len(by_level) >= MAX_LEVEL_NAMES and level not in self._standard:
+                self.level_names_refused += 1
+                self.reporter.report(
+                    "bound:levels",
+                    f"drops of level {name[:48]!r} from pid {pid} are counted under "
+                    f"{OTHER_LEVELS!r}: {len(by_level)} level names already (at most {MAX_LEVEL_NAMES}, "
+                    f"the standard ones always taken); {self.level_names_refused} names so far",
+                )
+                level = OTHER_LEVELS
+            by_level[level] = by_level.get(level, 0) + count
             _bounded.add(self.dropped_by_process, pid, count, _bounded.by_pid)
+
+    def refused_by_bound(self) -> Dict[str, int]:
+        """What the listener's bounds refused: "writer_accounts" (records not accounted), "level_names"."""
+        refused = {"writer_accounts": self.ledger.refused, "level_names": self.level_names_refused}
+        return {name: count for name, count in refused.items() if count}
 
     def record_received(self, pid: int, boot: int, seq: int) -> None:
         """A record arrived from writer (``pid``, ``boot``) with number ``seq``."""

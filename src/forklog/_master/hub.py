@@ -406,6 +406,9 @@ class Hub:
             unrouted=counters.unrouted,
             feedback=self.queue.feedback,
             listener_faults=counters.listener_faults,
+            foreign_by_process=dict(frames.foreign_by_process) if frames else {},
+            foreign_bytes=frames.foreign_bytes if frames else 0,
+            refused_by_bound={**counters.refused_by_bound(), **(dict(frames.refused) if frames else {})},
             resent_by_sink={
                 name: int(getattr(handler, "resent", 0))
                 for name, handler in self._sinks

@@ -10,6 +10,13 @@ The listener turns that into a ``forklog: lost N records from pid P`` record.
 
 A record whose write had not started when its process was killed never
 existed outside that process and cannot be counted.
+
+The accounts are bounded (issue 21, item 11): at most ``MAX_ACCOUNTS`` open
+at once and ``MAX_BOOTS_PER_PID`` per pid, so that a worker forging boots or
+pids cannot grow the table. A record of a writer refused an account is
+written all the same, counted in ``refused`` and, by pid, in ``unaccounted``
+(which its settlement subtracts, so that it is not reported lost), and said
+on stderr at a bounded rate.
 """
 
 from __future__ import annotations
@@ -18,9 +25,17 @@ import os
 from typing import Dict, List, Optional, Set, Tuple
 
 from forklog import _bounded
+from forklog._stderr import Reporter
 from forklog._wire.framing import NO_SEQ
 
-__all__ = ["Ledger", "process_is_gone"]
+__all__ = ["MAX_ACCOUNTS", "MAX_BOOTS_PER_PID", "Ledger", "process_is_gone"]
+
+#: At most this many writers' accounts open at once: a gunicorn master has
+#: one per live worker (and pool child), settled when it is gone.
+MAX_ACCOUNTS = 4096
+#: At most this many incarnations (boots) of one pid with an account open: a
+#: process has one; a reused pid, one more until the dead one is settled.
+MAX_BOOTS_PER_PID = 16
 
 
 class Account:
@@ -41,16 +56,42 @@ class Account:
 
 
 class Ledger:
-    def __init__(self) -> None:
+    def __init__(self, reporter: Optional[Reporter] = None) -> None:
         self._writers: Dict[Tuple[int, int], Account] = {}
+        #: How many accounts each pid has open.
+        self._boots: Dict[int, int] = {}
         self.lost_by_process: Dict[int, int] = {}
+        self._reporter = reporter if reporter is not None else Reporter()
+        #: Records (received, or reported dropped) of writers refused an account.
+        self.refused = 0
+        #: The same, by pid (bounded: the oldest pids fold into pid 0).
+        self.unaccounted: Dict[int, int] = {}
+
+    def _open(self, pid: int, boot: int, count: int) -> Optional[Account]:
+        """A new account for (``pid``, ``boot``), or None past a bound (``count`` records refused)."""
+        boots = self._boots.get(pid, 0)
+        if len(self._writers) >= MAX_ACCOUNTS or boots >= MAX_BOOTS_PER_PID:
+            self.refused += count
+            _bounded.add(self.unaccounted, pid, count, _bounded.by_pid)
+            self._reporter.report(
+                "bound:accounts",
+                f"records of pid {pid} (boot {boot:08x}) are written but not accounted: "
+                f"{len(self._writers)} writers' accounts are open, {boots} of pid {pid} "
+                f"(at most {MAX_ACCOUNTS}, {MAX_BOOTS_PER_PID} a pid); {self.refused} records so far",
+            )
+            return None
+        self._boots[pid] = boots + 1
+        account = self._writers[(pid, boot)] = Account()
+        return account
 
     def received(self, pid: int, boot: int, seq: int) -> None:
         if seq == NO_SEQ:
             return  # a drop summary
         account = self._writers.get((pid, boot))
         if account is None:
-            account = self._writers[(pid, boot)] = Account()
+            account = self._open(pid, boot, 1)
+            if account is None:
+                return
         account.received += 1
         if seq >= account.used:
             account.used = seq + 1
@@ -59,7 +100,9 @@ class Ledger:
         """``count`` records of one writer, the highest sequence number among them ``highest``."""
         account = self._writers.get((pid, boot))
         if account is None:
-            account = self._writers[(pid, boot)] = Account()
+            account = self._open(pid, boot, count)
+            if account is None:
+                return
         account.received += count
         if highest >= account.used:
             account.used = highest + 1
@@ -68,14 +111,23 @@ class Ledger:
         # A writer's first frame to arrive can be its drop summary.
         account = self._writers.get((pid, boot))
         if account is None:
-            account = self._writers[(pid, boot)] = Account()
+            account = self._open(pid, boot, count)
+            if account is None:
+                return
         account.reported += count
 
+    @property
+    def size(self) -> int:
+        """The accounts open."""
+        return len(self._writers)
+
     def pids(self) -> List[int]:
-        return sorted({pid for pid, _boot in self._writers})
+        return sorted(self._boots)
 
     def boots(self, pid: int) -> List[int]:
         """The incarnations (boots) of ``pid`` with an account open."""
+        if pid not in self._boots:
+            return []
         return [boot for p, boot in list(self._writers) if p == pid]
 
     def close(
@@ -94,12 +146,23 @@ class Ledger:
         boots = {boot for p, boot in self._writers if p == pid} | set(numbered)
         if only:
             boots &= only
+        # Records that arrived, or were reported dropped, while the table was full.
+        unaccounted = self.unaccounted.pop(pid, 0)
         if not boots:
             return None  # nothing known of it (already settled, or it never wrote)
         for boot in boots:
-            account = self._writers.pop((pid, boot), None) or Account()
+            account = self._writers.pop((pid, boot), None)
+            if account is not None:
+                left = self._boots[pid] - 1
+                if left:
+                    self._boots[pid] = left
+                else:
+                    del self._boots[pid]
+            else:
+                account = Account()
             account.used = max(account.used, numbered.get(boot, 0))
             lost += max(0, account.missing)
+        lost = max(0, lost - unaccounted)
         if lost:
             _bounded.add(self.lost_by_process, pid, lost, _bounded.by_pid)
         return lost

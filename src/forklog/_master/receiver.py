@@ -40,9 +40,13 @@ class Receiver(threading.Thread):
         self._reporter = reporter
         #: Set by Hub.stop just before it sends the token: until then no frame stops the receiver.
         self.stop_token: Optional[bytes] = None
-        self.frames = FrameReader()
+        #: The master enforces the workers' max_record_bytes too (issue 21, item 11).
+        self.frames = FrameReader(max_record_bytes=channel.max_record_bytes)
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned_bytes = 0
+        #: Writers of another wire version named so far in the current TELL_WINDOW.
+        self._told = 0
+        self._told_since = 0.0
 
     #: Between reads the receiver sleeps, so that records gather: every
     #: wake-up of a master thread takes a CPU from a worker, often in the
@@ -59,6 +63,11 @@ class Receiver(threading.Thread):
     GATHER_SHARE = 8
     #: One read takes what the pipe holds, up to this much (see run).
     READ_MOST = 4 << 20
+    #: Writers of another wire version are each named once on stderr, at most
+    #: TELL_MOST every TELL_WINDOW seconds; one not named yet is named at a
+    #: later frame of its own (see _tell_foreign).
+    TELL_MOST = 16
+    TELL_WINDOW = 5.0
 
     def _past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -118,7 +127,7 @@ class Receiver(threading.Thread):
         """Queue the records in ``data``; True once the stop marker is seen."""
         frames = self.frames
         before = (frames.garbage_bytes, frames.bad_frames)
-        controls = frames.control_frames
+        controls, refusals, foreign = frames.control_frames, frames.refusals, frames.foreign_frames
         stop = False
         items: List[Item] = frames.feed(data)
         if frames.control_frames != controls:  # not only records: look at each
@@ -152,7 +161,46 @@ class Receiver(threading.Thread):
                 f"skipped {frames.garbage_bytes} bytes that were not forklog frames "
                 f"({frames.bad_frames} bad frames in all)",
             )
+        if frames.refusals != refusals:
+            self._say_refused()
+        if frames.foreign_frames != foreign:
+            self._tell_foreign()
         return stop
+
+    def _say_refused(self) -> None:
+        """Records the reader abandoned to stay within its bounds: said at a bounded rate."""
+        frames = self.frames
+        self._reporter.report(
+            "bound:partial",
+            f"abandoned large records to stay within bounds: "
+            f"{frames.refused.get('max_record_bytes', 0)} past max_record_bytes={frames.max_record_bytes}, "
+            f"{frames.refused.get('partial_records', 0)} past {frames.max_partial_records} records or "
+            f"{frames.max_partial_bytes} bytes being put together (in HubStats.incomplete_by_process)",
+        )
+
+    def _tell_foreign(self) -> None:
+        """Each writer of another wire version, named once; its frames are skipped and counted."""
+        frames = self.frames
+        now = time.monotonic()
+        if now - self._told_since >= self.TELL_WINDOW:
+            self._told_since, self._told = now, 0
+        news = list(frames.foreign_news.items())
+        frames.foreign_news.clear()
+        for pid, version in news:
+            if self._told >= self.TELL_MOST:
+                self._reporter.report(
+                    "wire",
+                    f"more writers speak another wire version than are named on stderr "
+                    f"({frames.foreign_frames} frames of another version skipped in all)",
+                )
+                return  # the others are named at a later frame of theirs
+            self._told += 1
+            frames.told(pid, version)
+            self._reporter.write(
+                f"forklog: pid {pid} speaks wire v{version}, this hub v{framing._VERSION}: its frames "
+                "are skipped and counted (HubStats.foreign_by_process); run one forklog version "
+                "in the hub and its writers"
+            )
 
 
 def boots_of(data: bytes) -> Optional[Set[int]]:

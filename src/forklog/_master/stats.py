@@ -62,6 +62,21 @@ class HubStats:
     #: Faults the listener survived outside any sink: a batch, or its periodic work,
     #: that raised (a bug, or bytes from a worker no check foresaw); each said on stderr.
     listener_faults: int = 0
+    #: Frames of another wire version (a writer running another forklog), skipped
+    #: whole, by the pid they name; each pid said once on stderr ("pid P speaks wire
+    #: vN, this hub vM").
+    foreign_by_process: Dict[int, int] = dataclasses.field(default_factory=dict)
+    #: The bytes of those frames.
+    foreign_bytes: int = 0
+    #: What the master's bounds on its per-writer state refused (issue 21, item 11),
+    #: by bound, each said on stderr at a bounded rate: "writer_accounts" (records
+    #: written but not accounted: the ledger held its most accounts, or a pid its
+    #: most boots), "level_names" (level names of drop reports counted under
+    #: "other"), "partial_records" (large records abandoned to keep the records
+    #: being put together within their count or bytes) and "max_record_bytes"
+    #: (large records abandoned past the hub's ``max_record_bytes``); the last two
+    #: are in ``incomplete_by_process`` too.
+    refused_by_bound: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def dropped(self) -> int:

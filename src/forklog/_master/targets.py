@@ -25,13 +25,25 @@ to open a file:
   of another user keeps such a handler and writes its file itself, as
   without forklog (:mod:`forklog._worker.adoption`); stdout and stderr are
   the master's own and are served;
-* at most ``MAX_TARGETS`` targets are opened; a refused target is reported
-  once, naming the path and the reason, and its records are counted as that
-  target's drops.
+* stdout and stderr are shared by every writer, of any user: their sinks
+  are made with the master's own settings (the encoding of its stream,
+  ``backslashreplace``), whatever the spec says; a file target's encoding
+  must be one of the stdlib's text codecs that can write any line
+  (:func:`forklog._wire.adopted_lines.text_encoding`), so no first spec can
+  make the sink lose the other writers' lines;
+* at most ``MAX_TARGETS`` file targets are opened; a refused target is
+  reported once, naming the path and the reason, and its records are counted
+  as that target's drops;
+* what the master keeps per spec is bounded in entries and bytes
+  (``MAX_SPECS``, ``MAX_SPEC_TABLE_BYTES``): the specs already seen, by the
+  bytes they came as, are a cache emptied when full; the refused ones are
+  remembered up to the bound, past it a refusal is counted under
+  ``<refused>`` and said at a bounded rate.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import datetime
 import logging
@@ -44,12 +56,17 @@ from forklog import _fork
 from forklog._master.counters import Counters
 from forklog._master.sinks import RotatingFileSink
 from forklog._stderr import Reporter
-from forklog._wire.adopted_lines import TargetLine, TargetSpec
+from forklog._wire.adopted_lines import TargetLine, TargetSpec, text_encoding
 
 __all__ = ["Credentials", "Targets", "reopen_file", "take_over"]
 
-#: How many distinct targets the master opens at most.
+#: How many distinct file targets the master opens at most (stdout and stderr aside).
 MAX_TARGETS = 256
+#: How many distinct specs each of the master's tables of specs keeps (the
+#: specs seen, the specs refused), and how many bytes of specs at most: a
+#: writer sending new specs without end makes the master keep no more.
+MAX_SPECS = 1024
+MAX_SPEC_TABLE_BYTES = 1 << 20
 
 
 class Credentials(NamedTuple):
@@ -116,10 +133,17 @@ class Targets:
     def __init__(self, counters: Counters, reporter: Reporter) -> None:
         self._counters = counters
         self._reporter = reporter
+        #: Each spec seen, as the bytes it came as: its target's sink. A cache,
+        #: emptied when it reaches MAX_SPECS or MAX_SPEC_TABLE_BYTES.
         self._open: Dict[bytes, _Open] = {}
+        self._open_bytes = 0
+        #: The targets opened, by label: at most MAX_TARGETS files, and the two streams.
         self._by_label: Dict[str, _Open] = {}
-        #: Refused targets, with the name their drops are counted under.
+        self._streams = 0
+        #: Refused specs, with the name their drops are counted under; at most
+        #: MAX_SPECS of them and MAX_SPEC_TABLE_BYTES.
         self._refused: Dict[bytes, str] = {}
+        self._refused_bytes = 0
         self._trusted: Set[bytes] = set()
         #: The user the writers run as, when it is not the master's: no file
         #: target they ask for is opened (see the module's threat model).
@@ -132,10 +156,16 @@ class Targets:
     def sinks(self) -> List[Tuple[str, logging.Handler]]:
         return [(entry.name, entry.sink) for entry in list(self._by_label.values())]
 
+    def kept(self) -> Tuple[int, int]:
+        """The specs the master keeps from the pipe, and their bytes (bounded: see MAX_SPECS)."""
+        return len(self._open) + len(self._refused), self._open_bytes + self._refused_bytes
+
     def dropped(self) -> Dict[str, int]:
         """Records each target could not take (refused, or failed to write), by name."""
         failed = self._counters.sink_failed
         names = {entry.name for entry in self._by_label.values()} | set(self._refused.values())
+        if "<refused>" in failed:
+            names.add("<refused>")
         return {name: failed.get(name, 0) + getattr(self._sink(name), "dropped", 0) for name in names}
 
     def _sink(self, name: str) -> Optional[logging.Handler]:
@@ -163,6 +193,8 @@ class Targets:
             counters.sink_failed[entry.name] = counters.sink_failed.get(entry.name, 0) + 1
 
     def _open_target(self, data: bytes, pid: int) -> Optional[_Open]:  # noqa: PLR0911 - a refusal each
+        if data in self._refused:
+            return None
         try:
             spec = TargetSpec.from_bytes(data)
         except ValueError as exc:
@@ -172,13 +204,11 @@ class Targets:
         if same is not None:
             # One sink per target: a second configuration of the same file
             # (other rotation settings, another encoding) writes to the first.
-            self._open[data] = same
-            return same
-        if data in self._refused:
-            return None
-        if len(self._by_label) >= MAX_TARGETS:
+            return self._remember(data, same)
+        stream = spec.kind == "stream"
+        if not stream and len(self._by_label) - self._streams >= MAX_TARGETS:
             return self._refuse(data, label, f"target {label} refused: already {MAX_TARGETS} targets open")
-        if self.writer is not None and data not in self._trusted and spec.kind != "stream":
+        if self.writer is not None and data not in self._trusted and not stream:
             return self._refuse(
                 data,
                 label,
@@ -195,15 +225,29 @@ class Targets:
         counters.written.setdefault(label, 0)
         counters.sink_errors.setdefault(label, 0)
         entry = _Open(label, sink, write)
-        self._open[data] = self._by_label[label] = entry
+        self._by_label[label] = entry
+        self._streams += stream
+        return self._remember(data, entry)
+
+    def _remember(self, data: bytes, entry: _Open) -> _Open:
+        """Keep ``data``'s sink for its next lines; a full cache is emptied first (the sinks stay)."""
+        if len(self._open) >= MAX_SPECS or self._open_bytes + len(data) > MAX_SPEC_TABLE_BYTES:
+            self._open.clear()
+            self._open_bytes = 0
+        self._open[data] = entry
+        self._open_bytes += len(data)
         return entry
 
     def _refuse(self, data: bytes, name: str, why: str) -> Optional[_Open]:
-        if len(self._refused) < 4 * MAX_TARGETS:
+        if len(self._refused) < MAX_SPECS and self._refused_bytes + len(data) <= MAX_SPEC_TABLE_BYTES:
             self._refused[data] = name
+            self._refused_bytes += len(data)
             self._reporter.write(f"forklog: {why}")
         else:
-            self._reporter.report("refused", why)
+            # Past the bound: not remembered, its records counted under "<refused>".
+            self._reporter.report(
+                "refused", f"{why} (and no more refused targets are remembered: {MAX_SPECS} already)"
+            )
         return None  # never opened: the caller counts its records
 
     # -- the sinks' lifecycle, under the dispatch lock -----------------------
@@ -257,9 +301,25 @@ def reopen_file(name: str, sink: logging.Handler, reporter: Reporter) -> None:
         reporter.report(f"reopen:{name}", f"could not reopen sink {name}: {exc!r}")
 
 
+def _standard(name: str) -> Tuple[int, str]:
+    """The master's own stdout or stderr: its descriptor and its encoding (UTF-8 when it has none)."""
+    standard = sys.stdout if name == "stdout" else sys.stderr
+    fd = 1 if name == "stdout" else 2
+    with contextlib.suppress(Exception):  # replaced by an object without a descriptor
+        fd = standard.fileno()
+    encoding = getattr(standard, "encoding", None)
+    try:
+        return fd, codecs.lookup(encoding).name if isinstance(encoding, str) else "utf-8"
+    except LookupError:
+        return fd, "utf-8"
+
+
 def _make(spec: TargetSpec) -> Tuple[logging.Handler, Callable[[TargetLine], bool]]:
     """The sink for ``spec``, and how a line is written to it."""
     errors = spec.errors or "backslashreplace"  # a lone surrogate is written escaped, not lost
+    # A file's encoding by its stdlib name (checked by TargetSpec.check), never the
+    # name as sent: the codec registry keeps every name it is asked for.
+    encoding = text_encoding(spec.encoding) if spec.encoding is not None else None
     if spec.kind in ("file", "rotating", "watched"):
         # forklog's file sink: size rotation like RotatingFileHandler's; it
         # also notices a moved or deleted file, as WatchedFileHandler does.
@@ -269,7 +329,7 @@ def _make(spec: TargetSpec) -> Tuple[logging.Handler, Callable[[TargetLine], boo
             mode,
             spec.max_bytes,
             spec.backup_count,
-            spec.encoding,
+            encoding,
             False,  # opened now: the first batch rotates at maxBytes too
             errors,
         )
@@ -285,7 +345,7 @@ def _make(spec: TargetSpec) -> Tuple[logging.Handler, Callable[[TargetLine], boo
             spec.when,
             spec.interval,
             spec.backup_count,
-            spec.encoding,
+            encoding,
             True,
             spec.utc,
             at_time,
@@ -295,10 +355,10 @@ def _make(spec: TargetSpec) -> Tuple[logging.Handler, Callable[[TargetLine], boo
         # The master's stdout or stderr, through a descriptor of this sink's
         # own: a child forked mid-batch lets go of it (release_descriptors)
         # and never flushes what the sink buffered into the process's stream.
-        standard = sys.stdout if spec.path == "stdout" else sys.stderr
-        fd = standard.fileno() if standard is not None else (1 if spec.path == "stdout" else 2)
+        # Shared by every writer: written with the master's settings, never a spec's.
+        fd, encoding = _standard(spec.path)
         stream = open(  # noqa: SIM115 - closed with the sink
-            os.dup(fd), "w", encoding=spec.encoding or "utf-8", errors=errors, closefd=True
+            os.dup(fd), "w", encoding=encoding, errors="backslashreplace", closefd=True
         )
         handler = logging.StreamHandler(stream)
     handler.setFormatter(message_only)

@@ -17,13 +17,17 @@ UTF-8 with lone surrogates kept, ``surrogatepass``).
 
 from __future__ import annotations
 
+import codecs
 import datetime
+import encodings
+import encodings.aliases
 import logging
 import logging.handlers
 import os
+import pkgutil
 import struct
 import sys
-from typing import Any, List, NamedTuple, Optional, Tuple
+from typing import Any, FrozenSet, List, NamedTuple, Optional, Tuple
 
 from forklog._wire.fields import valid_time
 
@@ -35,6 +39,7 @@ __all__ = [
     "decode",
     "encode",
     "spec_of",
+    "text_encoding",
 ]
 
 #: The first byte of a target payload (a lines payload starts with 0, a
@@ -146,6 +151,8 @@ class TargetSpec(NamedTuple):
             raise ValueError(f"a target with mode {self.mode!r}: expected 'a' or 'w'")
         if self.errors is not None and self.errors not in _ERRORS:
             raise ValueError(f"a target with errors={self.errors!r}: expected one of {_ERRORS}")
+        if self.encoding is not None and text_encoding(self.encoding) is None:
+            raise ValueError(f"a target with encoding={self.encoding[:_MAX_ENCODING]!r}: not a text encoding")
         if not (0 <= self.max_bytes < 1 << 62 and 0 <= self.backup_count <= 10_000 and self.interval >= 1):
             raise ValueError("a target with rotation settings out of range")
         if self.at_time is not None and not 0 <= self.at_time < 86_400:
@@ -172,6 +179,43 @@ def _text(value: Optional[str]) -> bytes:
     if len(data) >= _NONE:
         raise ValueError("a target spec text too long")
     return _LENGTH.pack(len(data)) + data
+
+
+#: The longest encoding name read (the stdlib's longest is 20 characters).
+_MAX_ENCODING = 64
+#: Text codecs that fail on ordinary lines (every one, or a long or dotted one):
+#: a first spec naming one would lose every other writer's lines to that target.
+_NOT_FOR_LINES = frozenset({"undefined", "idna", "punycode", "charmap", "aliases"})
+_codec_modules: Optional[FrozenSet[str]] = None
+
+
+def text_encoding(name: str) -> Optional[str]:
+    """The stdlib codec module ``name`` stands for, if lines can be written with it; else None.
+
+    Decided from the names of the stdlib's codec modules and aliases, never
+    by a codec lookup of ``name`` itself: the codec registry and
+    ``encodings`` keep every name they are asked for, so a writer sending
+    endless variants of a name would grow them without bound. Only the
+    returned name, one of a fixed set, is ever looked up.
+    """
+    global _codec_modules  # noqa: PLW0603 - a fixed set, listed once
+    if name == "locale":  # open()'s own name for the master's locale encoding (FileHandler's default)
+        return name
+    if len(name) > _MAX_ENCODING:
+        return None
+    if _codec_modules is None:
+        found = {module.name for module in pkgutil.iter_modules(encodings.__path__)}
+        _codec_modules = frozenset(found | set(encodings.aliases.aliases.values()))
+    key = encodings.normalize_encoding(name.lower())
+    aliases = encodings.aliases.aliases
+    module = aliases.get(key) or aliases.get(key.replace(".", "_")) or key
+    if module in _NOT_FOR_LINES or module not in _codec_modules:
+        return None
+    try:
+        info = codecs.lookup(module)
+    except LookupError:  # a codec of another platform (mbcs, oem)
+        return None
+    return module if getattr(info, "_is_text_encoding", True) else None
 
 
 class TargetLine(NamedTuple):

@@ -10,6 +10,14 @@ Both sides use it: :class:`forklog._worker.channel.Channel` writes frames,
 "boot" is random per process incarnation: a reused pid is another writer.
 Drop counts travel as control frames (``DROPS_MARK``) an application record
 can never pass for (H27).
+
+Versions: every version of the frame keeps the magic, the CRC of everything
+after it, the flags, the version, the payload length and the pid where they
+are, and the header's size. A hub that reads a frame of another version with
+a good CRC can then name its writer, skip it whole and count it (issue 21,
+item 12): "pid P speaks wire vN, this hub vM" once per pid on stderr,
+``HubStats.foreign_by_process`` and ``foreign_bytes``. A version that must
+change that start changes the magic instead.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ __all__ = [
     "HEADER_SIZE",
     "LAST",
     "MAX_PAYLOAD",
+    "MIN_FRAGMENT",
     "NO_SEQ",
     "PIPE_BUF",
     "PIPE_SIZES",
@@ -68,7 +77,12 @@ _CHECKED_FROM = len(_MAGIC) + _CRC.size
 HEADER_SIZE = _CHECKED_FROM + _HEAD.size
 _WHOLE_HEAD = struct.Struct("<2sIBBHIIII")  # the whole header, read at once
 MAX_PAYLOAD = PIPE_BUF - HEADER_SIZE
+#: The frame format's version (see the module's note on versions).
 _VERSION = 2
+#: The smallest payload of a frame that is not a record's last: POSIX's PIPE_BUF
+#: (512, the portable size) less the header. A record of ``n`` bytes has at most
+#: ``n // MIN_FRAGMENT + 1`` frames, whatever the writer's platform.
+MIN_FRAGMENT = 512 - HEADER_SIZE
 
 FIRST = 0x01
 LAST = 0x02

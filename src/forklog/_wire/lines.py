@@ -47,9 +47,10 @@ def encode_lines(
     listener can reproduce, the emitting process makes the lines itself
     (:func:`forklog.formatters.record_renderer`, one per distinct
     formatter) and the master only writes them. A record with an exception
-    sends its chain of frames too, when ``with_traceback`` (every formatter
-    puts the traceback after the line): the master writes the traceback's
-    text after each line (:mod:`forklog._wire.tracebacks`). Anything else, a stack,
+    sends its chain of frames too, each with its source line, when
+    ``with_traceback`` (every formatter puts the traceback after the line):
+    the master writes the traceback's text after each line
+    (:mod:`forklog._wire.tracebacks`), reading no file. Anything else, a stack,
     a record whose fields :func:`encode` would have to mend, text that is
     not valid UTF-8, takes the fields path: None.
 
@@ -175,12 +176,16 @@ def lines_fields(payload: bytes) -> Optional[Tuple[Any, ...]]:
 
 
 def traceback_bytes(chain: bytes) -> bytes:
-    """The UTF-8 text of a marshalled chain of frames (:func:`forklog._wire.tracebacks.extract`)."""
+    """The UTF-8 text of a marshalled chain of frames (:func:`forklog._wire.tracebacks.extract`).
+
+    Raises ``ValueError`` on frames of another shape (:func:`forklog._wire.tracebacks.check`).
+    """
     try:
         frames = marshal.loads(chain)
     except (EOFError, TypeError, ValueError) as exc:
         raise ValueError(f"undecodable traceback: {exc}") from None
-    return tracebacks.rendered(frames).encode("utf-8", "backslashreplace")
+    checked = tracebacks.check(frames, len(chain))
+    return tracebacks.rendered(checked).encode("utf-8", "backslashreplace")
 
 
 def lines_record(levelno: int, created: float, name: str, line: bytes, pid: int) -> logging.LogRecord:

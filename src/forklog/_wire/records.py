@@ -79,9 +79,10 @@ def _exception_text(record: logging.LogRecord) -> Optional[str]:
 def _exception(record: logging.LogRecord) -> object:
     """The traceback field: None, the text, or ``(text, type name, message[, frames])`` given ``exc_info``.
 
-    The frames, not the text, when the exception's chain is plain frames and
-    messages: formatting is the dearest part of a log call, so the master
-    does it (:mod:`forklog._wire.tracebacks`).
+    The frames, each with its source line, not the text, when the
+    exception's chain is plain frames and messages: formatting is the
+    dearest part of a log call, so the master does it
+    (:mod:`forklog._wire.tracebacks`), from what the frames carry only.
     """
     exc_info = record.exc_info
     if not exc_info:
@@ -227,7 +228,9 @@ def decode_fields(payload: bytes) -> Tuple[Any, ...]:
 
     The listener's fast lane renders a line straight from them
     (:func:`plain_fields` says when it may); :func:`record_from_fields`
-    makes the ``LogRecord``.
+    makes the ``LogRecord``. An exception's frames are checked here
+    (:func:`forklog._wire.tracebacks.check`): frames of another shape make
+    the record undecodable, never a fault where the traceback is written.
     """
     try:
         fields = marshal.loads(payload)
@@ -240,6 +243,15 @@ def decode_fields(payload: bytes) -> Tuple[Any, ...]:
         or not valid_time(fields[Field.CREATED])
     ):
         raise ValueError("record payload of an unknown shape")
+    exception = fields[Field.EXCEPTION]
+    if type(exception) is tuple and len(exception) == Exc.WITH_FRAMES:
+        if (
+            exception[Exc.TEXT] is not None
+            or type(exception[Exc.TYPE]) is not str
+            or type(exception[Exc.MESSAGE]) is not str
+        ):
+            raise ValueError("record payload of an unknown shape")
+        tracebacks.check(exception[Exc.FRAMES], len(payload))
     return fields
 
 
