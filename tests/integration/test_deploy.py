@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import http.client
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -17,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
+import psutil
 import pytest
 from gunicorn.config import Config
 
@@ -160,6 +162,75 @@ def test_demo_unit_command_notifies_ready_reloads_and_stops(
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+ROOT_UNIT = DEPLOY / "systemd" / "forklog-root.service"
+
+#: This test's interpreter may live where www-data cannot read it (under /root): the master
+#: (root) loads the app (--preload) and what a worker imports lazily at its start.
+ROOT_CONF = """\
+import hashlib
+import random
+
+random.seed()
+exec(compile(open({conf!r}).read(), {conf!r}, "exec"))
+"""
+
+
+def test_root_unit_command_keeps_the_logs_root_s_and_the_workers_www_data(tmp_path: Path) -> None:
+    """The root-master unit's ExecStart: workers run as www-data, the master writes the logs in a root-only
+    directory; HUP reloads, TERM exits 0."""
+    assert os.geteuid() == 0, "the root unit's command starts workers as www-data: run the tests as root"
+    service = service_section(ROOT_UNIT)
+    assert service["User"] == ["root"] and service["LogsDirectoryMode"] == ["0750"]
+    logs = tmp_path / "logs"
+    logs.mkdir(mode=0o750)  # what systemd makes of LogsDirectory= for User=root
+    tmp_path.chmod(0o755)
+    where = {
+        "/srv/forklog-demo/.venv/bin": str(Path(sys.executable).parent),
+        "/srv/forklog-demo": str(REPO),
+        f"/var/log/{service['LogsDirectory'][0]}": str(logs),
+        "/run/forklog-root": str(tmp_path),
+    }
+
+    def local(text: str) -> str:
+        return re.sub("|".join(map(re.escape, where)), lambda m: where[m.group(0)], text)
+
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], "GUNICORN_CMD_ARGS": " ".join([*CONTROL_SOCKET_OFF, "--preload"])}
+    for assignment in service["Environment"]:
+        key, _, value = local(assignment).partition("=")
+        env[key] = value
+    env["BIND"] = f"127.0.0.1:{port}"  # not the unit's port 80: loopback only
+    argv = shlex.split(local(service["ExecStart"][0]))
+    conf = tmp_path / "root_conf.py"
+    conf.write_text(ROOT_CONF.format(conf=str(REPO / argv[argv.index("-c") + 1])))
+    argv[argv.index("-c") + 1] = str(conf)
+    log_file = Path(env["FORKLOG_FILE"])
+    proc: Optional[subprocess.Popen[bytes]] = None
+    try:
+        with open(tmp_path / "stderr", "wb") as err:
+            proc = subprocess.Popen(
+                argv, cwd=local(service["WorkingDirectory"][0]), env=env, stderr=err, start_new_session=True
+            )
+        wait_for(lambda: get(port, "/health") == 200, 30, "the demo to answer")
+        workers = psutil.Process(proc.pid).children()
+        assert workers and {w.uids().effective for w in workers} == {pwd.getpwnam("www-data").pw_uid}
+        subprocess.run(["/bin/kill", "-s", "HUP", str(proc.pid)], check=True, timeout=10)
+        wait_for(lambda: "Handling signal: hup" in log_file.read_text(), 30, "the HUP in the log")
+        wait_for(lambda: get(port, "/health") == 200, 30, "the demo to answer after HUP")
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(int(service["TimeoutStopSec"][0])) == 0, (tmp_path / "stderr").read_text()
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    text = log_file.read_text()
+    assert "Booting worker with pid" in text and "Shutting down: Master" in text
+    # The master wrote it (root's, 0640), in a directory no worker can change.
+    assert (log_file.stat().st_uid, oct(log_file.stat().st_mode & 0o777)) == (0, "0o640")
+    assert (logs.stat().st_uid, oct(logs.stat().st_mode & 0o777)) == (0, "0o750")
+    assert sorted(p.name for p in logs.iterdir()) == ["app.log"]
 
 
 def test_shipped_logrotate_config_passes_logrotate_debug(tmp_path: Path) -> None:
