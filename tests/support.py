@@ -152,3 +152,18 @@ def check_writer(
         assert lost <= max(0, unreported) + 1, (
             f"{name}: loss beyond what was in flight: lost {lost}, unreported drops {unreported}"
         )
+
+
+def in_child(target: Callable[[], None]) -> int:
+    """Run ``target`` in a forked child and reap it; it must not raise. The child's pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            target()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"the child {pid} failed"
+    return pid

@@ -15,7 +15,7 @@ import os
 import struct
 import threading
 import zlib
-from typing import Callable, Iterator, List
+from typing import Iterator, List
 
 import psutil
 import pytest
@@ -23,7 +23,7 @@ import pytest
 import forklog
 from forklog._master.listener import Listener
 from forklog._wire import framing
-from tests.support import wait_for
+from tests.support import in_child, wait_for
 
 #: The bounds the master documents (forklog._master.ledger, counters, frame_reader).
 MAX_ACCOUNTS = 4096
@@ -73,21 +73,6 @@ def write_frames(fd: int, frames: List[bytes]) -> None:
         size += len(one)
     if chunk:
         flush()
-
-
-def in_child(target: Callable[[], None]) -> int:
-    """Run ``target`` in a forked child, reap it (it must not raise); its pid."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            target()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the attacking child failed"
-    return pid
 
 
 class Heard(logging.Handler):

@@ -19,21 +19,7 @@ import pytest
 import forklog
 import forklog.gunicorn
 from forklog._master.receiver import EXIT_MARK
-from tests.support import Collect, wait_for
-
-
-def in_child(target: Callable[[], None]) -> None:
-    """Run ``target`` in a forked child and reap it; it must not raise."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            target()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the attacking child failed"
+from tests.support import Collect, in_child, wait_for
 
 
 def another_worker_is_heard(hub: forklog.Hub, arrived: Callable[[str], bool]) -> None:

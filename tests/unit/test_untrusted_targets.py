@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from typing import Callable, List, Tuple
+from typing import List, Tuple
 
 import pytest
 
@@ -22,23 +22,9 @@ from forklog._master import targets as targets_module
 from forklog._master.targets import Credentials, Targets
 from forklog._wire.adopted_lines import TargetSpec
 from forklog._worker import adoption
-from tests.support import Collect, wait_for
+from tests.support import Collect, in_child, wait_for
 
 NOBODY = Credentials(65534, frozenset({65534}))
-
-
-def in_child(target: Callable[[], None]) -> None:
-    """Run ``target`` in a forked child and reap it; it must not raise."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            target()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the child failed"
 
 
 def error_record(message: str) -> logging.LogRecord:

@@ -25,7 +25,7 @@ import pytest
 
 import forklog
 from forklog._wire import tracebacks
-from tests.support import Collect, wait_for
+from tests.support import Collect, in_child, wait_for
 
 # -- what the master opens ------------------------------------------------------
 
@@ -69,20 +69,6 @@ def watch() -> Iterator[Callable[[str, bool], None]]:
 
 
 # -- a hub, its outputs, its workers --------------------------------------------
-
-
-def in_child(target: Callable[[], None]) -> None:
-    """Run ``target`` in a forked child and reap it; it must not raise."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            target()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the worker child failed"
 
 
 class Outputs:
