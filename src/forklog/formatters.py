@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -13,7 +14,38 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from forklog import _wire as wire
 from forklog._wire import STANDARD_ATTRS, Field, merged_message, safe_repr
 
-__all__ = ["JSONFormatter", "TextFormatter", "line_renderer", "record_renderer"]
+__all__ = [
+    "CONTROL_BYTES",
+    "JSONFormatter",
+    "TextFormatter",
+    "escape_controls",
+    "line_renderer",
+    "record_renderer",
+]
+
+#: What an escaping :class:`TextFormatter` writes for each C0 control character but TAB, and DEL:
+#: ``\\r``, ``\\n``, else ``\\xNN``. A ``str.translate`` table (H15).
+_ESCAPES: Dict[int, str] = {
+    code: "\\r" if code == 13 else "\\n" if code == 10 else f"\\x{code:02x}"
+    for code in (*range(9), *range(10, 32), 127)
+}
+#: The same, keeping LF: a traceback's own line breaks.
+_LINE_ESCAPES: Dict[int, str] = {code: text for code, text in _ESCAPES.items() if code != 10}
+
+#: The bytes an escaping formatter never writes raw (LF only between a traceback's lines):
+#: UTF-8 has them only as these characters.
+CONTROL_BYTES = bytes(sorted(_ESCAPES))
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every C0 control character but TAB, and DEL, escaped."""
+    return text if text.isprintable() else text.translate(_ESCAPES)
+
+
+def escape_lines(text: str) -> str:
+    """``text`` (a traceback, a stack) with its control characters escaped but its line breaks."""
+    return text.translate(_LINE_ESCAPES)
+
 
 #: Makes a record's line from :func:`forklog._wire.records.decode_fields`' tuple, the
 #: writer's pid and the record's ``exc_text`` (:func:`forklog._wire.records.exception_text`).
@@ -120,11 +152,14 @@ def _jsonable(value: object, depth: int) -> object:
 
 
 class TextFormatter(logging.Formatter):
-    """A ``logging.Formatter`` that can escape CR and LF inside messages (H15).
+    """A ``logging.Formatter`` that can escape control characters (H15).
 
-    With ``escape_newlines=True`` a message (not its traceback) has ``\\r``
-    and ``\\n`` written as ``\\\\r`` and ``\\\\n``, so a user-controlled
-    string cannot start a line that looks like another record.
+    With ``escape_newlines=True`` (forklog's console) every C0 control
+    character but TAB, and DEL, in every field is written escaped (``\\r``,
+    ``\\n``, ``\\x1b``...), so a user-controlled string can neither start
+    a line that looks like another record nor drive the terminal. A
+    traceback or a stack keeps the line breaks between its own lines, each
+    line escaped. The format string itself is written as it is.
     """
 
     def __init__(self, fmt: str, datefmt: str | None = None, *, escape_newlines: bool = False) -> None:
@@ -143,16 +178,37 @@ class TextFormatter(logging.Formatter):
             self._stamp = (int(record.created), stamp)
         return f"{stamp},{int(record.msecs):03d}"
 
+    def format(self, record: logging.LogRecord) -> str:
+        if not self.escape_newlines:
+            return super().format(record)
+        # logging.Formatter.format, with the traceback and the stack escaped
+        # line by line (record.exc_text, which other handlers read, stays as it is).
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        s = self.formatMessage(record)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            if s[-1:] != "\n":
+                s = s + "\n"
+            s = s + escape_lines(record.exc_text)
+        if record.stack_info:
+            if s[-1:] != "\n":
+                s = s + "\n"
+            s = s + escape_lines(self.formatStack(record.stack_info))
+        return s
+
     def formatMessage(self, record: logging.LogRecord) -> str:
-        if self.escape_newlines:
-            message = record.message
-            if "\n" in message or "\r" in message:
-                record.message = message.replace("\r", "\\r").replace("\n", "\\n")
-                try:
-                    return super().formatMessage(record)
-                finally:
-                    record.message = message
-        return super().formatMessage(record)
+        line = super().formatMessage(record)
+        if not self.escape_newlines or line.isprintable():
+            return line
+        # A field has a control character (or the format has one): every text field escaped.
+        escaped = copy.copy(record)
+        escaped.__dict__.update(
+            (key, value.translate(_ESCAPES)) for key, value in record.__dict__.items() if type(value) is str
+        )
+        return super().formatMessage(escaped)
 
 
 # -- the listener's fast lane ---------------------------------------------------------
@@ -315,13 +371,14 @@ def _compiled(
     from_fields = source == "f"
     lines = [f"def render({source}, pid, {'exc_text' if from_fields else 'message'}):"]
     escape = type(formatter) is TextFormatter and formatter.escape_newlines
-    if "message" in keys:
-        if from_fields:
-            lines.append(f"    message = f[{Field.MSG}]")
-        if escape:
-            lines.append('    if "\\n" in message or "\\r" in message:')
-            lines.append('        message = message.replace("\\r", "\\\\r").replace("\\n", "\\\\n")')
-    namespace: Dict[str, Any] = {"file_names": wire.file_names, "FMT": positional}
+    if "message" in keys and from_fields:
+        lines.append(f"    message = f[{Field.MSG}]")
+    namespace: Dict[str, Any] = {
+        "file_names": wire.file_names,
+        "FMT": positional,
+        "escaped": _escaped_values,
+        "escape_lines": escape_lines,
+    }
     if style.usesTime():  # formatTime() runs even when %(asctime) is only in a literal
         datefmt = formatter.datefmt
         if type(formatter) is TextFormatter and datefmt is None:
@@ -344,23 +401,38 @@ def _compiled(
             namespace.update(format_time=formatter.formatTime, Stamp=_Stamp, datefmt=datefmt)
             lines.append(f"    asctime = format_time(Stamp({created}, {msecs}), datefmt)")
     values = "".join(sources[key] + ", " for key in keys)
-    lines.append(f"    s = FMT % ({values})")
+    if escape:
+        # One isprintable() of the line; its fields escaped only when it fails (TextFormatter.formatMessage).
+        lines += [
+            f"    values = ({values})",
+            "    s = FMT % values",
+            "    if not s.isprintable():",
+            "        s = FMT % escaped(values)",
+        ]
+    else:
+        lines.append(f"    s = FMT % ({values})")
     if from_fields:
+        tail = "escape_lines({})" if escape else "{}"
         lines += [
             "    if exc_text:",
             '        if s[-1:] != "\\n":',
             '            s = s + "\\n"',
-            "        s = s + exc_text",
+            f"        s = s + {tail.format('exc_text')}",
             f"    stack_info = {stack}",
             "    if stack_info:",
             '        if s[-1:] != "\\n":',
             '            s = s + "\\n"',
-            "        s = s + stack_info",
+            f"        s = s + {tail.format('stack_info')}",
         ]
     lines.append("    return s")
     exec("\n".join(lines), namespace)  # our own source, made of the keys checked above
     render: Callable[..., str] = namespace["render"]
     return render
+
+
+def _escaped_values(values: Tuple[Any, ...]) -> Tuple[Any, ...]:
+    """``values`` with each text escaped (:func:`escape_controls`)."""
+    return tuple(value.translate(_ESCAPES) if type(value) is str else value for value in values)
 
 
 def _json_renderer(formatter: JSONFormatter) -> Renderer:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from forklog import _wire as wire
@@ -31,6 +32,7 @@ from forklog._master.sinks import RotatingFileSink
 from forklog._stderr import Reporter
 from forklog._wire.fields import valid_time
 from forklog._wire.framing import NO_SEQ
+from forklog._wire.lines import TracedLines
 
 __all__ = ["LINES_BYTE", "FieldSink", "LineSink", "LineWriter", "line_formatter"]
 
@@ -50,6 +52,8 @@ class LineSink(NamedTuple):
     #: Which of a payload's lines is this sink's.
     line: int
     write: Writer
+    #: Its formatter escapes control characters (forklog's console): each line is checked.
+    escape: bool = False
 
 
 class FieldSink(NamedTuple):
@@ -111,7 +115,9 @@ class LineWriter:
                 )
             return None
         writer = _writer(sink)
-        return None if writer is None else LineSink(name, sink, sink.level, position, writer)
+        if writer is None:
+            return None
+        return LineSink(name, sink, sink.level, position, writer, _escapes(self.formatter_of(sink)))
 
     def lane(self, name: str, sink: logging.Handler) -> Optional[Lane]:
         """``sink``'s lane for one lines payload on its own (see ``Dispatch``); None: it takes the record."""
@@ -119,6 +125,12 @@ class LineWriter:
         if target is None:
             return None
         position, write = target.line, target.write
+        if target.escape:
+
+            def checked_lane(lines: List[bytes], _pid: int, _exc_text: Any) -> Optional[Callable[..., Any]]:
+                return NOT_WRITTEN if write([checked(lines, position)]) else None
+
+            return checked_lane
 
         def line_lane(lines: List[bytes], _pid: int, _exc_text: Any) -> Optional[Callable[..., Any]]:
             return NOT_WRITTEN if write([lines[position]]) else None
@@ -140,10 +152,19 @@ class LineWriter:
         counters = self._counters
         pending: List[List[bytes]] = [[] for _ in targets]
         # Every sink takes the payload's only line (one distinct formatter): the common case.
-        single = [(target.level, bucket) for target, bucket in zip(targets, pending, strict=False)]
+        # A sink that escapes (the console) takes it checked (see checked()).
+        single = [
+            (target.level, bucket)
+            for target, bucket in zip(targets, pending, strict=False)
+            if not target.escape
+        ]
+        single_checked = [
+            (target.level, bucket) for target, bucket in zip(targets, pending, strict=False) if target.escape
+        ]
         one_line = all(target.line == 0 for target in targets)
         several = [
-            (target.level, target.line, bucket) for target, bucket in zip(targets, pending, strict=False)
+            (target.level, target.line, bucket, target.escape)
+            for target, bucket in zip(targets, pending, strict=False)
         ]
         lowest = min((target.level for target in targets), default=0)
         #: Each writer's records in the batch, settled in the ledger at a flush.
@@ -181,11 +202,14 @@ class LineWriter:
                     for level, bucket in single:
                         if levelno >= level:
                             bucket.append(line)
+                    for level, bucket in single_checked:
+                        if levelno >= level:
+                            bucket.append(line if _CONTROL.search(line) is None else _escaped(line))
                 else:
                     lines = wire.decode_lines(payload).lines
-                    for level, index, bucket in several:
+                    for level, index, bucket, escape in several:
                         if levelno >= level:
-                            bucket.append(lines[index])
+                            bucket.append(checked(lines, index) if escape else lines[index])
                 if refused_all:
                     # Every buffered sink refuses (a syslog server down): a count, nothing more.
                     tally((levelno, pid))
@@ -260,7 +284,7 @@ class LineWriter:
             ledger.received_many(pid, boot, account.received, account.used - 1)
         seen.clear()
         written = counters.written
-        for (name, _sink, _level, _index, write), lines in zip(targets, pending, strict=False):
+        for (name, _sink, _level, _index, write, _escape), lines in zip(targets, pending, strict=False):
             if not lines:
                 continue
             try:
@@ -291,6 +315,40 @@ def line_formatter(sink: logging.Handler) -> Optional[logging.Formatter]:
     except Exception:  # noqa: BLE001 - a formatter set up in a way not foreseen
         return None
     return formatter if made else None
+
+
+#: A byte an escaping formatter never writes raw (:data:`forklog.formatters.CONTROL_BYTES`).
+_CONTROL = re.compile(b"[" + re.escape(formatters.CONTROL_BYTES) + b"]")
+
+
+def _escapes(formatter: logging.Formatter) -> bool:
+    """Whether ``formatter`` escapes control characters (forklog's console): its lines are checked."""
+    return type(formatter) is formatters.TextFormatter and formatter.escape_newlines
+
+
+def _escaped(line: bytes) -> bytes:
+    """A line the emitting process made, with its control characters escaped."""
+    return formatters.escape_controls(line.decode("utf-8", "replace")).encode("utf-8")
+
+
+def checked(lines: List[bytes], index: int) -> bytes:
+    """The ``index``-th of a payload's ``lines`` for a sink that escapes control characters.
+
+    The emitting process, which may be hostile, made the line: the master
+    appends it only without a control character but TAB (else escaped,
+    so it can neither forge a line nor drive a terminal). The traceback's
+    text, which the master made, keeps the line breaks between its lines,
+    each line escaped.
+    """
+    line = lines[index]
+    traceback = lines.traceback if type(lines) is TracedLines else b""
+    if not traceback:
+        return line if _CONTROL.search(line) is None else _escaped(line)
+    head = line[: len(line) - len(traceback) - 1]  # without the line break before the traceback
+    if _CONTROL.search(head) is not None:
+        head = _escaped(head)
+    text = formatters.escape_lines(traceback.decode("utf-8", "replace")).encode("utf-8")
+    return head + b"\n" + text
 
 
 def _writer(sink: logging.Handler) -> Optional[Writer]:

@@ -22,6 +22,7 @@ __all__ = [
     "LINES_HEAD",
     "LINES_HEAD_SIZE",
     "LinesPayload",
+    "TracedLines",
     "decode_lines",
     "encode_lines",
     "lines_fields",
@@ -116,6 +117,16 @@ LINES_HEAD = struct.Struct("<BBidHII")
 LINES_HEAD_SIZE = LINES_HEAD.size
 
 
+class TracedLines(List[bytes]):
+    """A payload's lines when each ends with the text of the record's traceback, made here.
+
+    ``traceback`` is that text: a sink that escapes its lines (forklog's
+    console) checks what the emitting process made apart from it.
+    """
+
+    traceback: bytes = b""
+
+
 class LinesPayload(NamedTuple):
     """A decoded lines payload (:func:`decode_lines`)."""
 
@@ -155,7 +166,9 @@ def decode_lines(payload: bytes) -> LinesPayload:
         raise ValueError("lines payload of an unknown shape")
     if chain_size:
         text = traceback_bytes(payload[end : end + chain_size])
-        lines = [line + text if line[-1:] == b"\n" else line + b"\n" + text for line in lines]
+        traced = TracedLines(line + text if line[-1:] == b"\n" else line + b"\n" + text for line in lines)
+        traced.traceback = text
+        lines = traced
     return LinesPayload(levelno, created, name, lines)
 
 
