@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Dict, Tuple
 
+from forklog._wire.text import CONTROL_ESCAPES
+
 __all__ = ["Reporter", "feedback_reporter"]
 
 
@@ -42,7 +44,12 @@ class Reporter:
 
     def write(self, line: str) -> None:
         """Print one line now, whatever the rate."""
-        data = (line.rstrip("\n") + "\n").encode("utf-8", "backslashreplace")
+        # What it says can hold a worker's text (a path it asked for): no control
+        # character reaches the operator's terminal raw, one line stays one line.
+        text = line.rstrip("\n")
+        if not text.isprintable():
+            text = text.translate(CONTROL_ESCAPES)
+        data = (text + "\n").encode("utf-8", "backslashreplace")
         try:
             os.write(self.fd, data)
             self.lines += 1

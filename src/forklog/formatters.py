@@ -27,14 +27,17 @@ __all__ = [
 #: ``\\r``, ``\\n``, else ``\\xNN``. A ``str.translate`` table (H15).
 _ESCAPES: Dict[int, str] = {
     code: "\\r" if code == 13 else "\\n" if code == 10 else f"\\x{code:02x}"
-    for code in (*range(9), *range(10, 32), 127)
+    for code in (*range(9), *range(10, 32), *range(127, 160))
 }
 #: The same, keeping LF: a traceback's own line breaks.
 _LINE_ESCAPES: Dict[int, str] = {code: text for code, text in _ESCAPES.items() if code != 10}
 
 #: The bytes an escaping formatter never writes raw (LF only between a traceback's lines):
-#: UTF-8 has them only as these characters.
-CONTROL_BYTES = bytes(sorted(_ESCAPES))
+#: UTF-8 has them only as these characters. The C1 controls (U+0080 to U+009F) are two
+#: bytes each in UTF-8, ``\xc2`` then ``\x80`` to ``\x9f`` (:data:`CONTROL_PATTERN`).
+CONTROL_BYTES = bytes(code for code in sorted(_ESCAPES) if code < 128)
+#: A control character in UTF-8 text: C0 but TAB, DEL, C1.
+CONTROL_PATTERN = re.compile(b"[" + re.escape(CONTROL_BYTES) + b"]|\xc2[\x80-\x9f]")
 
 
 def escape_controls(text: str) -> str:

@@ -7,9 +7,12 @@ stops as usual.
 
 from __future__ import annotations
 
+import io
 import logging
+import marshal
 import math
 import os
+import struct
 import types
 from pathlib import Path
 from typing import Callable, List
@@ -18,7 +21,11 @@ import pytest
 
 import forklog
 import forklog.gunicorn
+from forklog import _wire as wire
+from forklog._master.ledger import process_is_gone
+from forklog._master.line_writer import line_formatter
 from forklog._master.receiver import EXIT_MARK
+from forklog._wire.lines import LINES, LINES_HEAD, MAX_LINES, decode_lines
 from tests.support import Collect, in_child, wait_for
 
 
@@ -124,3 +131,47 @@ def test_no_forklog_hook_lets_an_exception_into_gunicorn(monkeypatch: pytest.Mon
         forklog.gunicorn.child_exit(None, not_a_worker)
         assert forklog.gunicorn.hook_faults.get("child_exit", 0) == before.get("child_exit", 0) + 1
         another_worker_is_heard(hub, collected(collect))
+
+
+def test_a_record_no_check_foresaw_costs_only_itself() -> None:
+    """A record of fields whose level is text, then 50 honest records in its batch: all 50 written."""
+    collect = Collect()
+    with forklog.Hub([collect]) as hub:
+
+        def attack() -> None:
+            forklog.init_worker(hub.queue)
+            record = logging.LogRecord("hostile", logging.INFO, __file__, 1, "a level of text", (), None)
+            fields = list(marshal.loads(wire.encode(record)))
+            fields[wire.Field.LEVELNO] = "x"
+            assert hub.queue._send(marshal.dumps(tuple(fields)), logging.INFO)
+            for i in range(50):
+                logging.getLogger("honest").error("honest %d", i)
+            hub.queue.leave(1.0)
+
+        in_child(attack)
+        wait_for(lambda: sum(m.startswith("honest") for m in collect.messages()) == 50, 1.0, "the 50")
+        stats = hub.stop(timeout=10)
+    assert stats is not None and stats.bad_records == 1 and stats.lost == 0
+
+
+def test_a_lines_payload_of_more_lines_than_formats_is_refused() -> None:
+    """Each line of a payload gets the traceback's text: a payload may not claim more lines than a hub has."""
+    name = b"hostile"
+    head = LINES_HEAD.pack(LINES, MAX_LINES + 1, logging.INFO, 1.0, len(name), 0, 0)
+    sizes = struct.pack(f"<{MAX_LINES}I", *([1] * MAX_LINES))
+    with pytest.raises(ValueError, match="lines"):
+        decode_lines(head + name + sizes + b"x" * (MAX_LINES + 1))
+
+
+def test_a_pid_no_process_can_have_is_gone() -> None:
+    """Frames and the scoreboard carry 32-bit pids: one past the kernel's range is gone, never an error."""
+    assert process_is_gone(1 << 31) and process_is_gone(0)
+
+
+def test_an_escaping_console_with_colours_in_its_format_takes_no_worker_lines() -> None:
+    """The master escapes what a worker's line holds: colours of the format itself make the master format."""
+    sink = logging.StreamHandler(io.StringIO())
+    sink.setFormatter(forklog.TextFormatter("\x1b[31m%(message)s\x1b[0m", escape_newlines=True))
+    assert line_formatter(sink) is None
+    sink.setFormatter(forklog.TextFormatter("%(message)s", escape_newlines=True))
+    assert line_formatter(sink) is not None

@@ -91,15 +91,24 @@ class Dispatch:
         line_targets = self._line_targets(plan)
         if line_targets is not None:
             lines, buffered = line_targets
-            created = self.lines.dispatch(batch, lines, lambda item: self.dispatch(item, plan), buffered)
-            self._last_created = max(self._last_created, created)
+            created = self.lines.dispatch(batch, lines, lambda item: self._dispatch_one(item, plan), buffered)
+            if created:
+                self._last_created = created
         else:
             for item in batch:
-                self.dispatch(item, plan)
+                self._dispatch_one(item, plan)
         for sink, refused in self._down:
             sink.count_refused(refused)
         self._down.clear()
         self.tell_writers()
+
+    def _dispatch_one(self, item: Item, plan: List[Step]) -> None:
+        """:meth:`dispatch`, one item's fault kept to that item: counted, said, the batch goes on."""
+        try:
+            self.dispatch(item, plan)
+        except Exception as exc:  # noqa: BLE001 - bytes from a worker no check foresaw, or a bug
+            self._counters.listener_faults += 1
+            self._reporter.report("listener", f"a record could not be dispatched: {exc!r}")
 
     def dispatch(self, item: Item, plan: Optional[List[Step]] = None) -> None:
         """Hand one item to the sinks: a record, its lines, an adopted handler's line, or a control word."""
@@ -292,17 +301,18 @@ class Dispatch:
             targets.append(target)
         return targets, buffered
 
-    def tell_writers(self) -> None:
+    def tell_writers(self, again: bool = False) -> None:
         """Tell the writers whether the buffered sinks take records now (see ``Channel._want_fields``).
 
-        After every batch and on the liveness tick: a sink fills, or drains
-        when its server comes back, between batches too.
+        After every batch, when it changed, and ``again`` on the liveness
+        tick: a sink fills, or drains when its server comes back, between
+        batches too, and the word is in memory every writer can write.
         """
         if not self.lines.active or self._channel is None or self._channel.scoreboard is None:
             return
         buffered = [sink for _name, sink in self._sinks if isinstance(sink, BufferedSink)]
         wanted = not buffered or any(not sink.refusing() for sink in buffered)
-        if wanted != self._fields_wanted:
+        if wanted != self._fields_wanted or again:
             self._fields_wanted = wanted
             self._channel.scoreboard.want_fields(wanted)
 

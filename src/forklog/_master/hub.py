@@ -38,6 +38,7 @@ from forklog._master.targets import Targets, forget_handler, reopen_file, take_o
 from forklog._master.watch import StatsWatch
 from forklog._stderr import Reporter
 from forklog._wire import framing
+from forklog._wire.lines import MAX_LINES
 from forklog._worker.channel import Channel
 from forklog._worker.handler import ForkHandler
 
@@ -229,8 +230,8 @@ class Hub:
             if position == len(chosen):
                 chosen.append(formatter)
             index[name] = (position, formatter)
-        if not chosen:
-            return  # no file or stream: the fields alone
+        if not chosen or len(chosen) > MAX_LINES:
+            return  # no file or stream (or more distinct formats than a payload carries): the fields alone
         listener.lines.use(index)
         self.queue.line_formatters = tuple(chosen)
         self.queue.fields_with_lines = fields_too

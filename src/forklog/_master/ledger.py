@@ -179,6 +179,8 @@ class Ledger:
 
 def process_is_gone(pid: int) -> bool:
     """True if ``pid`` no longer runs (exited, or a zombie waiting to be reaped)."""
+    if not 0 < pid < 1 << 31:
+        return True  # no process has it (a number a frame or the scoreboard claims)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

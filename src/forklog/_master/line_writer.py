@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import re
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from forklog import _wire as wire
@@ -204,7 +203,7 @@ class LineWriter:
                             bucket.append(line)
                     for level, bucket in single_checked:
                         if levelno >= level:
-                            bucket.append(line if _CONTROL.search(line) is None else _escaped(line))
+                            bucket.append(line if _clean(line) else _escaped(line))
                 else:
                     lines = wire.decode_lines(payload).lines
                     for level, index, bucket, escape in several:
@@ -314,11 +313,22 @@ def line_formatter(sink: logging.Handler) -> Optional[logging.Formatter]:
         )
     except Exception:  # noqa: BLE001 - a formatter set up in a way not foreseen
         return None
+    if made and _escapes(formatter) and not str(getattr(formatter, "_fmt", None) or "").isprintable():
+        # Colours in its own format: the master formats (escaping the fields, not the format),
+        # since it would escape the colours of a line a worker made.
+        return None
     return formatter if made else None
 
 
-#: A byte an escaping formatter never writes raw (:data:`forklog.formatters.CONTROL_BYTES`).
-_CONTROL = re.compile(b"[" + re.escape(formatters.CONTROL_BYTES) + b"]")
+_CONTROL_BYTES = formatters.CONTROL_BYTES
+_CONTROL = formatters.CONTROL_PATTERN
+
+
+def _clean(line: bytes) -> bool:
+    """Whether ``line`` holds no control character an escaping formatter escapes (C speed)."""
+    if line.isascii():
+        return len(line.translate(None, _CONTROL_BYTES)) == len(line)
+    return _CONTROL.search(line) is None
 
 
 def _escapes(formatter: logging.Formatter) -> bool:
@@ -343,9 +353,9 @@ def checked(lines: List[bytes], index: int) -> bytes:
     line = lines[index]
     traceback = lines.traceback if type(lines) is TracedLines else b""
     if not traceback:
-        return line if _CONTROL.search(line) is None else _escaped(line)
+        return line if _clean(line) else _escaped(line)
     head = line[: len(line) - len(traceback) - 1]  # without the line break before the traceback
-    if _CONTROL.search(head) is not None:
+    if not _clean(head):
         head = _escaped(head)
     text = formatters.escape_lines(traceback.decode("utf-8", "replace")).encode("utf-8")
     return head + b"\n" + text

@@ -98,7 +98,7 @@ class Listener(Dispatch, threading.Thread):
             with self._dispatch_lock:
                 self.report_sink_drops()
                 self._say_unrouted()
-                self.tell_writers()
+                self.tell_writers(again=True)
         if self.watch is not None:
             self.watch.tick(now)
         if self.reopen_pending and self.reopen_sinks is not None:

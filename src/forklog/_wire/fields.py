@@ -18,9 +18,9 @@ __all__ = [
     "valid_time",
 ]
 
-#: The latest time a record may carry: the end of year 9999, as far as
-#: ``datetime`` and the formatters go.
-LATEST_TIME = 253402300799.0
+#: The latest time a record may carry: the end of year 9999 less two days, as far as
+#: ``datetime`` and the formatters go in any time zone.
+LATEST_TIME = 253402128000.0
 
 
 def valid_time(value: object) -> bool:

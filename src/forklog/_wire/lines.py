@@ -22,6 +22,7 @@ __all__ = [
     "LINES_HEAD",
     "LINES_HEAD_SIZE",
     "LinesPayload",
+    "MAX_LINES",
     "TracedLines",
     "decode_lines",
     "encode_lines",
@@ -117,6 +118,12 @@ LINES_HEAD = struct.Struct("<BBidHII")
 LINES_HEAD_SIZE = LINES_HEAD.size
 
 
+#: The most lines one payload may carry: one a distinct formatter of the hub's
+#: files and streams. Each line gets the traceback's text: the bound keeps a
+#: small payload from making many copies of a long one.
+MAX_LINES = 16
+
+
 class TracedLines(List[bytes]):
     """A payload's lines when each ends with the text of the record's traceback, made here.
 
@@ -145,6 +152,8 @@ def decode_lines(payload: bytes) -> LinesPayload:
     """
     try:
         _marker, count, levelno, created, name_size, chain_size, fields_size = LINES_HEAD.unpack_from(payload)
+        if not 0 < count <= MAX_LINES:
+            raise ValueError(f"a lines payload of {count} lines")
         start = LINES_HEAD_SIZE + name_size
         name = payload[LINES_HEAD_SIZE:start].decode("utf-8")
         end = len(payload) - chain_size - fields_size
@@ -198,7 +207,11 @@ def traceback_bytes(chain: bytes) -> bytes:
     except (EOFError, TypeError, ValueError) as exc:
         raise ValueError(f"undecodable traceback: {exc}") from None
     checked = tracebacks.check(frames, len(chain))
-    return tracebacks.rendered(checked).encode("utf-8", "backslashreplace")
+    # Back-references let a few bytes name a long text many times: the text
+    # is bounded by the chain's own size (generously: a file's name once, its
+    # frames many), so the master's work stays proportional to what it read.
+    limit = min(tracebacks.MAX_TEXT, max(64 << 10, 16 * len(chain)))
+    return tracebacks.rendered(checked, limit).encode("utf-8", "backslashreplace")
 
 
 def lines_record(levelno: int, created: float, name: str, line: bytes, pid: int) -> logging.LogRecord:

@@ -241,6 +241,10 @@ def decode_fields(payload: bytes) -> Tuple[Any, ...]:
         or len(fields) != Field.COUNT
         or fields[Field.VERSION] != FORMAT_VERSION
         or not valid_time(fields[Field.CREATED])
+        or type(fields[Field.LEVELNO]) is not int
+        or not -(1 << 31) <= fields[Field.LEVELNO] < 1 << 31
+        or not _finite(fields[Field.MSECS])
+        or not _finite(fields[Field.RELATIVE_CREATED])
     ):
         raise ValueError("record payload of an unknown shape")
     exception = fields[Field.EXCEPTION]
@@ -253,6 +257,11 @@ def decode_fields(payload: bytes) -> Tuple[Any, ...]:
             raise ValueError("record payload of an unknown shape")
         tracebacks.check(exception[Exc.FRAMES], len(payload))
     return fields
+
+
+def _finite(value: object) -> bool:
+    """A float a formatter can take (``%(msecs)d`` of ``inf`` raises)."""
+    return type(value) is float and -1e15 < value < 1e15  # nan fails both comparisons
 
 
 def plain_fields(fields: Tuple[Any, ...]) -> bool:

@@ -29,7 +29,7 @@ import builtins
 import linecache
 from typing import Any, Dict, List, Optional, Set, Tuple, cast
 
-from forklog._wire.text import safe_repr
+from forklog._wire.text import CONTROL_ESCAPES, safe_repr
 
 __all__ = ["MAX_SOURCE", "MAX_TEXT", "Chain", "check", "extract", "render", "rendered", "type_name"]
 
@@ -252,6 +252,12 @@ def _frame_lines(frames: List[Frame], lines: List[str], room: int) -> int:
         count += 1
         if count > _REPEATS_SHOWN:
             continue
+        # A file's name, a function's and a source line never hold a line break
+        # or another control character: one that does (a worker's doing) is escaped.
+        if not (filename + function + source).isprintable():
+            filename, function, source = (
+                text.translate(CONTROL_ESCAPES) for text in (filename, function, source)
+            )
         lines.append(f'  File "{filename}", line {lineno}, in {function}\n')
         if source:
             lines.append(f"    {source}\n")
@@ -264,9 +270,9 @@ def _repeated(count: int) -> str:
     return f"  [Previous line repeated {count} more time{'s' if count > 1 else ''}]\n"
 
 
-def rendered(chain: object) -> str:
+def rendered(chain: object, limit: int = MAX_TEXT) -> str:
     """:func:`render` of frames that may not be well formed (:func:`check` them first): never raises."""
     try:
-        return render(cast(Chain, chain))
+        return render(cast(Chain, chain), limit)
     except Exception as exc:  # noqa: BLE001
         return f"[forklog: could not write the traceback: {safe_repr(exc)}]"
