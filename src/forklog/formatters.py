@@ -168,6 +168,9 @@ class TextFormatter(logging.Formatter):
     def __init__(self, fmt: str, datefmt: str | None = None, *, escape_newlines: bool = False) -> None:
         super().__init__(fmt, datefmt)
         self.escape_newlines = escape_newlines
+        if escape_newlines:
+            # Only an escaping formatter pays for its format(): the others keep the stdlib's.
+            self.format = self._format_escaped  # type: ignore[method-assign]
         self._stamp = (-1, "")  # (second, text): one attribute, so threads never see half of it
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
@@ -181,9 +184,7 @@ class TextFormatter(logging.Formatter):
             self._stamp = (int(record.created), stamp)
         return f"{stamp},{int(record.msecs):03d}"
 
-    def format(self, record: logging.LogRecord) -> str:
-        if not self.escape_newlines:
-            return super().format(record)
+    def _format_escaped(self, record: logging.LogRecord) -> str:
         # logging.Formatter.format, with the traceback and the stack escaped
         # line by line (record.exc_text, which other handlers read, stays as it is).
         record.message = record.getMessage()

@@ -84,6 +84,8 @@ class Dispatch:
         self.lines = LineWriter(counters, reporter)
         #: What the scoreboard last told the writers (see tell_writers).
         self._fields_wanted = True
+        #: The plan of the batch being dispatched (see _dispatch_one).
+        self._batch_plan: List[Step] = []
 
     def dispatch_batch(self, batch: Sequence[Item]) -> None:
         """Hand each item of ``batch`` to the sinks, as the batch's plan says."""
@@ -91,24 +93,33 @@ class Dispatch:
         line_targets = self._line_targets(plan)
         if line_targets is not None:
             lines, buffered = line_targets
-            created = self.lines.dispatch(batch, lines, lambda item: self._dispatch_one(item, plan), buffered)
+            self._batch_plan = plan
+            created = self.lines.dispatch(batch, lines, self._dispatch_one, buffered)
             if created:
                 self._last_created = created
         else:
+            dispatch = self.dispatch
             for item in batch:
-                self._dispatch_one(item, plan)
+                try:
+                    dispatch(item, plan)
+                except Exception as exc:  # noqa: BLE001 - one item's fault is that item's
+                    self._item_fault(exc)
         for sink, refused in self._down:
             sink.count_refused(refused)
         self._down.clear()
         self.tell_writers()
 
-    def _dispatch_one(self, item: Item, plan: List[Step]) -> None:
-        """:meth:`dispatch`, one item's fault kept to that item: counted, said, the batch goes on."""
+    def _dispatch_one(self, item: Item) -> None:
+        """:meth:`dispatch` with the batch's plan, one item's fault kept to that item (the lines' path)."""
         try:
-            self.dispatch(item, plan)
+            self.dispatch(item, self._batch_plan)
         except Exception as exc:  # noqa: BLE001 - bytes from a worker no check foresaw, or a bug
-            self._counters.listener_faults += 1
-            self._reporter.report("listener", f"a record could not be dispatched: {exc!r}")
+            self._item_fault(exc)
+
+    def _item_fault(self, exc: Exception) -> None:
+        """One item could not be dispatched: counted, said, the batch goes on."""
+        self._counters.listener_faults += 1
+        self._reporter.report("listener", f"a record could not be dispatched: {exc!r}")
 
     def dispatch(self, item: Item, plan: Optional[List[Step]] = None) -> None:
         """Hand one item to the sinks: a record, its lines, an adopted handler's line, or a control word."""

@@ -38,10 +38,10 @@ from forklog._wire.fields import (
     EXC_MESSAGE_ATTR,
     EXC_TYPE_ATTR,
     FORMAT_VERSION,
+    LATEST_TIME,
     STANDARD_ATTRS,
     Exc,
     Field,
-    valid_time,
 )
 from forklog._wire.text import merged_message, plain, safe_repr, safe_str
 from forklog._wire.tracebacks import rendered
@@ -236,15 +236,22 @@ def decode_fields(payload: bytes) -> Tuple[Any, ...]:
         fields = marshal.loads(payload)
     except (EOFError, TypeError, ValueError) as exc:
         raise ValueError(f"undecodable record payload: {exc}") from None
+    if type(fields) is not tuple or len(fields) != _COUNT:
+        raise ValueError("record payload of an unknown shape")
+    # The numbers a formatter takes, checked inline (the fast lane's path: no call).
+    version, _name, levelno, _levelname, _message, created, msecs, relative = fields[:8]
     if (
-        type(fields) is not tuple
-        or len(fields) != Field.COUNT
-        or fields[Field.VERSION] != FORMAT_VERSION
-        or not valid_time(fields[Field.CREATED])
-        or type(fields[Field.LEVELNO]) is not int
-        or not -(1 << 31) <= fields[Field.LEVELNO] < 1 << 31
-        or not _finite(fields[Field.MSECS])
-        or not _finite(fields[Field.RELATIVE_CREATED])
+        version != FORMAT_VERSION
+        or type(levelno) is not int
+        or type(created) is not float
+        or type(msecs) is not float
+        or type(relative) is not float
+        or not (
+            -_LEVELS <= levelno < _LEVELS
+            and 0.0 <= created <= LATEST_TIME  # nan fails every comparison
+            and -_FINITE < msecs < _FINITE
+            and -_FINITE < relative < _FINITE
+        )
     ):
         raise ValueError("record payload of an unknown shape")
     exception = fields[Field.EXCEPTION]
@@ -259,9 +266,13 @@ def decode_fields(payload: bytes) -> Tuple[Any, ...]:
     return fields
 
 
-def _finite(value: object) -> bool:
-    """A float a formatter can take (``%(msecs)d`` of ``inf`` raises)."""
-    return type(value) is float and -1e15 < value < 1e15  # nan fails both comparisons
+_COUNT = Field.COUNT
+#: Levels are C ints in the formatters; milliseconds and relative times a formatter
+#: takes (``%(msecs)d`` of ``inf`` raises).
+_LEVELS = 1 << 31
+_FINITE = 1e15
+# decode_fields reads the first eight fields by position.
+assert (Field.VERSION, Field.LEVELNO, Field.CREATED, Field.MSECS, Field.RELATIVE_CREATED) == (0, 2, 5, 6, 7)
 
 
 def plain_fields(fields: Tuple[Any, ...]) -> bool:
