@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Dict, Tuple
 
-from forklog._wire.text import CONTROL_ESCAPES
+from forklog._wire.controls import escape_controls
 
 __all__ = ["Reporter", "feedback_reporter"]
 
@@ -46,10 +46,7 @@ class Reporter:
         """Print one line now, whatever the rate."""
         # What it says can hold a worker's text (a path it asked for): no control
         # character reaches the operator's terminal raw, one line stays one line.
-        text = line.rstrip("\n")
-        if not text.isprintable():
-            text = text.translate(CONTROL_ESCAPES)
-        data = (text + "\n").encode("utf-8", "backslashreplace")
+        data = (escape_controls(line.rstrip("\n")) + "\n").encode("utf-8", "backslashreplace")
         try:
             os.write(self.fd, data)
             self.lines += 1

@@ -13,42 +13,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from forklog import _wire as wire
 from forklog._wire import STANDARD_ATTRS, Field, merged_message, safe_repr
+from forklog._wire.controls import ESCAPES, escape_lines, escape_values
 
-__all__ = [
-    "CONTROL_BYTES",
-    "JSONFormatter",
-    "TextFormatter",
-    "escape_controls",
-    "line_renderer",
-    "record_renderer",
-]
-
-#: What an escaping :class:`TextFormatter` writes for each C0 control character but TAB, and DEL:
-#: ``\\r``, ``\\n``, else ``\\xNN``. A ``str.translate`` table (H15).
-_ESCAPES: Dict[int, str] = {
-    code: "\\r" if code == 13 else "\\n" if code == 10 else f"\\x{code:02x}"
-    for code in (*range(9), *range(10, 32), *range(127, 160))
-}
-#: The same, keeping LF: a traceback's own line breaks.
-_LINE_ESCAPES: Dict[int, str] = {code: text for code, text in _ESCAPES.items() if code != 10}
-
-#: The bytes an escaping formatter never writes raw (LF only between a traceback's lines):
-#: UTF-8 has them only as these characters. The C1 controls (U+0080 to U+009F) are two
-#: bytes each in UTF-8, ``\xc2`` then ``\x80`` to ``\x9f`` (:data:`CONTROL_PATTERN`).
-CONTROL_BYTES = bytes(code for code in sorted(_ESCAPES) if code < 128)
-#: A control character in UTF-8 text: C0 but TAB, DEL, C1.
-CONTROL_PATTERN = re.compile(b"[" + re.escape(CONTROL_BYTES) + b"]|\xc2[\x80-\x9f]")
-
-
-def escape_controls(text: str) -> str:
-    """``text`` with every C0 control character but TAB, and DEL, escaped."""
-    return text if text.isprintable() else text.translate(_ESCAPES)
-
-
-def escape_lines(text: str) -> str:
-    """``text`` (a traceback, a stack) with its control characters escaped but its line breaks."""
-    return text.translate(_LINE_ESCAPES)
-
+__all__ = ["JSONFormatter", "TextFormatter", "line_renderer", "record_renderer"]
 
 #: Makes a record's line from :func:`forklog._wire.records.decode_fields`' tuple, the
 #: writer's pid and the record's ``exc_text`` (:func:`forklog._wire.records.exception_text`).
@@ -210,7 +177,7 @@ class TextFormatter(logging.Formatter):
         # A field has a control character (or the format has one): every text field escaped.
         escaped = copy.copy(record)
         escaped.__dict__.update(
-            (key, value.translate(_ESCAPES)) for key, value in record.__dict__.items() if type(value) is str
+            (key, value.translate(ESCAPES)) for key, value in record.__dict__.items() if type(value) is str
         )
         return super().formatMessage(escaped)
 
@@ -380,7 +347,7 @@ def _compiled(
     namespace: Dict[str, Any] = {
         "file_names": wire.file_names,
         "FMT": positional,
-        "escaped": _escaped_values,
+        "escaped": escape_values,
         "escape_lines": escape_lines,
     }
     if style.usesTime():  # formatTime() runs even when %(asctime) is only in a literal
@@ -432,11 +399,6 @@ def _compiled(
     exec("\n".join(lines), namespace)  # our own source, made of the keys checked above
     render: Callable[..., str] = namespace["render"]
     return render
-
-
-def _escaped_values(values: Tuple[Any, ...]) -> Tuple[Any, ...]:
-    """``values`` with each text escaped (:func:`escape_controls`)."""
-    return tuple(value.translate(_ESCAPES) if type(value) is str else value for value in values)
 
 
 def _json_renderer(formatter: JSONFormatter) -> Renderer:

@@ -29,6 +29,7 @@ from forklog._master.lanes import NOT_WRITTEN, Lane
 from forklog._master.ledger import Account
 from forklog._master.sinks import RotatingFileSink
 from forklog._stderr import Reporter
+from forklog._wire.controls import clean, escape_line_bytes, escape_lines
 from forklog._wire.fields import valid_time
 from forklog._wire.framing import NO_SEQ
 from forklog._wire.lines import TracedLines
@@ -203,7 +204,7 @@ class LineWriter:
                             bucket.append(line)
                     for level, bucket in single_checked:
                         if levelno >= level:
-                            bucket.append(line if _clean(line) else _escaped(line))
+                            bucket.append(line if clean(line) else escape_line_bytes(line))
                 else:
                     lines = wire.decode_lines(payload).lines
                     for level, index, bucket, escape in several:
@@ -320,25 +321,9 @@ def line_formatter(sink: logging.Handler) -> Optional[logging.Formatter]:
     return formatter if made else None
 
 
-_CONTROL_BYTES = formatters.CONTROL_BYTES
-_CONTROL = formatters.CONTROL_PATTERN
-
-
-def _clean(line: bytes) -> bool:
-    """Whether ``line`` holds no control character an escaping formatter escapes (C speed)."""
-    if line.isascii():
-        return len(line.translate(None, _CONTROL_BYTES)) == len(line)
-    return _CONTROL.search(line) is None
-
-
 def _escapes(formatter: logging.Formatter) -> bool:
     """Whether ``formatter`` escapes control characters (forklog's console): its lines are checked."""
     return type(formatter) is formatters.TextFormatter and formatter.escape_newlines
-
-
-def _escaped(line: bytes) -> bytes:
-    """A line the emitting process made, with its control characters escaped."""
-    return formatters.escape_controls(line.decode("utf-8", "replace")).encode("utf-8")
 
 
 def checked(lines: List[bytes], index: int) -> bytes:
@@ -353,11 +338,11 @@ def checked(lines: List[bytes], index: int) -> bytes:
     line = lines[index]
     traceback = lines.traceback if type(lines) is TracedLines else b""
     if not traceback:
-        return line if _clean(line) else _escaped(line)
+        return line if clean(line) else escape_line_bytes(line)
     head = line[: len(line) - len(traceback) - 1]  # without the line break before the traceback
-    if not _clean(head):
-        head = _escaped(head)
-    text = formatters.escape_lines(traceback.decode("utf-8", "replace")).encode("utf-8")
+    if not clean(head):
+        head = escape_line_bytes(head)
+    text = escape_lines(traceback.decode("utf-8", "replace")).encode("utf-8")
     return head + b"\n" + text
 
 

@@ -12,13 +12,7 @@ import itertools
 import logging
 from typing import Dict
 
-__all__ = ["CONTROL_ESCAPES", "cut_text", "merged_message", "plain", "safe_repr", "safe_str"]
-
-#: C0 controls but TAB, DEL and C1 controls, as ``\xNN``: a ``str.translate`` table for
-#: text from a worker that must stay one line and cannot drive a terminal.
-CONTROL_ESCAPES: Dict[int, str] = {
-    code: f"\\x{code:02x}" for code in (*range(9), *range(10, 32), *range(127, 160))
-}
+__all__ = ["cut_text", "merged_message", "plain", "safe_repr", "safe_str"]
 
 #: Nesting depth and item count kept for containers inside ``extra``.
 _MAX_DEPTH = 4

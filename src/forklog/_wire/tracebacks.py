@@ -29,7 +29,8 @@ import builtins
 import linecache
 from typing import Any, Dict, List, Optional, Set, Tuple, cast
 
-from forklog._wire.text import CONTROL_ESCAPES, safe_repr
+from forklog._wire.controls import ESCAPES
+from forklog._wire.text import safe_repr
 
 __all__ = ["MAX_SOURCE", "MAX_TEXT", "Chain", "check", "extract", "render", "rendered", "type_name"]
 
@@ -255,9 +256,7 @@ def _frame_lines(frames: List[Frame], lines: List[str], room: int) -> int:
         # A file's name, a function's and a source line never hold a line break
         # or another control character: one that does (a worker's doing) is escaped.
         if not (filename + function + source).isprintable():
-            filename, function, source = (
-                text.translate(CONTROL_ESCAPES) for text in (filename, function, source)
-            )
+            filename, function, source = (text.translate(ESCAPES) for text in (filename, function, source))
         lines.append(f'  File "{filename}", line {lineno}, in {function}\n')
         if source:
             lines.append(f"    {source}\n")

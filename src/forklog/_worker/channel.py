@@ -391,37 +391,6 @@ class Channel(DropCounters):
             self._gone(exc)
             return False
 
-    def flush(self, timeout: float = 1.0) -> bool:
-        """Send the pending drop summary, waiting up to ``timeout``; True if none is left.
-
-        Run at a worker's exit (gunicorn ``worker_exit``, a pool child's
-        finalizer) so drops at the very end are reported too.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._dropped_total and not self._send_drop_summary():
-                return False  # called by a signal handler inside a section: cannot wait for it
-            if not self._dropped_total:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            wait_writable(self.write_fd, min(0.05, deadline - time.monotonic()))
-
-    def leave(self, timeout: float = 1.0) -> bool:
-        """forklog's exit path: :meth:`flush`, then the exit mark in this writer's scoreboard slot.
-
-        The mark lets the master say "exited", not "killed", of a writer that
-        left with records unaccounted for (see forklog._wire.scoreboard).
-        gunicorn's ``worker_exit`` and a pool child's finalizer call this.
-        True if no drop is left unreported.
-        """
-        flushed = self.flush(timeout)
-        board = self.scoreboard
-        if self._slot >= 0 and board is not None and self.pid == os.getpid():
-            with contextlib.suppress(OSError):
-                board.mark_left(self._slot)
-        return flushed
-
     def send_control(self, payload: bytes, timeout: float) -> bool:
         """Send a control frame to the reader (the stop marker), waiting up to ``timeout``."""
         deadline = time.monotonic() + timeout

@@ -1,4 +1,4 @@
-"""A writer's drop counters, safe against a log call inside a log call.
+"""A writer's drop counters, safe against a log call inside a log call, and its exit path.
 
 What a process dropped while the pipe was full is counted here, by level,
 and sent as one control frame when the pipe takes records again (DESIGN H4).
@@ -21,9 +21,12 @@ The counters need a critical section, and a plain lock cannot give one:
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
+import time
 from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
 
+from forklog._wire.framing import wait_writable
 from forklog._wire.text import safe_repr
 
 if TYPE_CHECKING:
@@ -41,6 +44,8 @@ class DropCounters:
 
     scoreboard: Optional[Scoreboard]
     _slot: int
+    write_fd: int
+    pid: int
 
     def _send_drops(self, counts: Dict[str, int]) -> bool:
         raise NotImplementedError  # the channel sends them
@@ -186,6 +191,39 @@ class DropCounters:
             for name, count in counts.items():  # still full: keep counting, report later
                 self._update(name, count)
         return True
+
+    # -- at the exit: the last report, the exit mark --------------------------
+
+    def flush(self, timeout: float = 1.0) -> bool:
+        """Send the pending drop summary, waiting up to ``timeout``; True if none is left.
+
+        Run at a worker's exit (gunicorn ``worker_exit``, a pool child's
+        finalizer) so drops at the very end are reported too.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._dropped_total and not self._send_drop_summary():
+                return False  # called by a signal handler inside a section: cannot wait for it
+            if not self._dropped_total:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            wait_writable(self.write_fd, min(0.05, deadline - time.monotonic()))
+
+    def leave(self, timeout: float = 1.0) -> bool:
+        """forklog's exit path: :meth:`flush`, then the exit mark in this writer's scoreboard slot.
+
+        The mark lets the master say "exited", not "killed", of a writer that
+        left with records unaccounted for (see forklog._wire.scoreboard).
+        gunicorn's ``worker_exit`` and a pool child's finalizer call this.
+        True if no drop is left unreported.
+        """
+        flushed = self.flush(timeout)
+        board = self.scoreboard
+        if self._slot >= 0 and board is not None and self.pid == os.getpid():
+            with contextlib.suppress(OSError):
+                board.mark_left(self._slot)
+        return flushed
 
 
 def level_key(levelname: object) -> str:
