@@ -8,7 +8,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from typing import Callable, Collection, List, Optional, Sequence
+from typing import Any, Callable, Collection, List, Optional, Sequence
 
 
 class Collect(logging.Handler):
@@ -167,3 +167,20 @@ def in_child(target: Callable[[], None]) -> int:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, f"the child {pid} failed"
     return pid
+
+
+def a_bystander_is_heard(hub: Any, arrived: Callable[[str], bool]) -> None:
+    """After an attack on ``hub``, another worker's record is written within a second, and the listener lives.
+
+    ``arrived(text)`` says whether a message with ``text`` reached the sinks.
+    """
+    import forklog
+
+    def log() -> None:
+        forklog.init_worker(hub.queue)
+        logging.getLogger("bystander").error("bystander after the attack")
+        hub.queue.leave(timeout=1.0)
+
+    in_child(log)
+    wait_for(lambda: arrived("bystander after the attack"), 1.0, "the other worker's record after the attack")
+    assert hub.stats().listener_alive

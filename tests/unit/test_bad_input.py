@@ -151,7 +151,7 @@ def test_unpicklable_args_and_extras_arrive_as_reprs(bench: Bench) -> None:
     assert obj["conn"].startswith("<socket.socket") and obj["user"] == {"id": 7, "tags": ["a"]}
 
 
-def test_a_field_marshal_cannot_carry_keeps_the_rest_of_the_record(bench: Bench) -> None:
+def test_a_field_the_wire_cannot_carry_keeps_the_rest_of_the_record(bench: Bench) -> None:
     """A filter puts a lock in taskName or an object in lineno: the record arrives, naming the failure."""
 
     def spoil(record: logging.LogRecord) -> bool:
@@ -171,11 +171,11 @@ def test_a_field_marshal_cannot_carry_keeps_the_rest_of_the_record(bench: Bench)
     assert arrived.messages() == ["order 12 shipped", "line unknown"]
     first, second = arrived.records
     assert (first.levelname, first.__dict__["order"]) == ("WARNING", 12)
-    assert first.__dict__["forklog_encode_error"] == "ValueError: unmarshallable object"
+    assert first.__dict__["forklog_encode_error"] == "TypeError: taskName is a lock, not text"
     assert second.lineno == 0
     assert second.__dict__["forklog_encode_error"].startswith("TypeError: int() argument must be")
     assert [obj["message"] for obj in arrived.json] == ["order 12 shipped", "line unknown"]
-    assert arrived.json[0]["forklog_encode_error"] == "ValueError: unmarshallable object"
+    assert arrived.json[0]["forklog_encode_error"] == "TypeError: taskName is a lock, not text"
 
 
 def test_a_ten_mib_message_arrives_truncated_with_a_marker(tmp_path: Path) -> None:

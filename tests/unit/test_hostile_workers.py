@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import marshal
 import math
 import os
 import struct
@@ -26,20 +25,8 @@ from forklog._master.ledger import process_is_gone
 from forklog._master.line_writer import line_formatter
 from forklog._master.receiver import EXIT_MARK
 from forklog._wire.lines import LINES, LINES_HEAD, MAX_LINES, decode_lines
-from tests.support import Collect, in_child, wait_for
-
-
-def another_worker_is_heard(hub: forklog.Hub, arrived: Callable[[str], bool]) -> None:
-    """A second worker's record, logged after the attack, is written within a second."""
-
-    def log() -> None:
-        forklog.init_worker(hub.queue)
-        logging.getLogger("bystander").error("bystander after the attack")
-        hub.queue.leave(timeout=1.0)
-
-    in_child(log)
-    wait_for(lambda: arrived("bystander after the attack"), 1.0, "the other worker's record after the attack")
-    assert hub.stats().listener_alive
+from forklog._wire.packing import pack_fields
+from tests.support import Collect, a_bystander_is_heard, in_child, wait_for
 
 
 def collected(collect: Collect) -> Callable[[str], bool]:
@@ -59,7 +46,7 @@ def test_no_bytes_a_worker_holds_can_stop_the_hub() -> None:
                 assert hub.queue.send_control(value, 1.0)
 
         in_child(attack)
-        another_worker_is_heard(hub, collected(collect))
+        a_bystander_is_heard(hub, collected(collect))
         stats = hub.stop(timeout=10)
     assert stats is not None and stats.abandoned == 0
 
@@ -84,9 +71,9 @@ def test_a_time_out_of_range_cannot_stop_the_listener(tmp_path: Path, created: f
 
         in_child(attack)
         if path == "lines":
-            another_worker_is_heard(hub, lambda text: log_file.exists() and text in log_file.read_text())
+            a_bystander_is_heard(hub, lambda text: log_file.exists() and text in log_file.read_text())
         else:
-            another_worker_is_heard(hub, collected(collect))
+            a_bystander_is_heard(hub, collected(collect))
         stats = hub.stop(timeout=10)
     assert stats is not None and stats.listener_alive is False  # stopped, as asked
     assert stats.dropped == 1
@@ -116,7 +103,7 @@ def test_a_truncated_scoreboard_cannot_raise_in_the_master(then: str) -> None:
                 os._exit(0)
         os.waitpid(pid, 0)
         hub.process_exited(pid)  # what gunicorn's child_exit does: it must not raise
-        another_worker_is_heard(hub, collected(collect))
+        a_bystander_is_heard(hub, collected(collect))
         stats = hub.stop(timeout=10)
     assert stats is not None and stats.listener_faults == 0
 
@@ -130,20 +117,22 @@ def test_no_forklog_hook_lets_an_exception_into_gunicorn(monkeypatch: pytest.Mon
         not_a_worker = types.SimpleNamespace()  # no pid: the hook's own code raises
         forklog.gunicorn.child_exit(None, not_a_worker)
         assert forklog.gunicorn.hook_faults.get("child_exit", 0) == before.get("child_exit", 0) + 1
-        another_worker_is_heard(hub, collected(collect))
+        a_bystander_is_heard(hub, collected(collect))
 
 
 def test_a_record_no_check_foresaw_costs_only_itself() -> None:
-    """A record of fields whose level is text, then 50 honest records in its batch: all 50 written."""
+    """A record whose extra fields are not a dict, then 50 honest records in its batch: all 50 written."""
     collect = Collect()
     with forklog.Hub([collect]) as hub:
 
         def attack() -> None:
             forklog.init_worker(hub.queue)
-            record = logging.LogRecord("hostile", logging.INFO, __file__, 1, "a level of text", (), None)
-            fields = list(marshal.loads(wire.encode(record)))
-            fields[wire.Field.LEVELNO] = "x"
-            assert hub.queue._send(marshal.dumps(tuple(fields)), logging.INFO)
+            record = logging.LogRecord(
+                "hostile", logging.INFO, __file__, 1, "extras of another shape", (), None
+            )
+            fields = list(wire.decode_fields(wire.encode(record)))
+            fields[wire.Field.EXTRAS] = ["not", "a", "dict"]
+            assert hub.queue._send(pack_fields(tuple(fields)), logging.INFO)
             for i in range(50):
                 logging.getLogger("honest").error("honest %d", i)
             hub.queue.leave(1.0)

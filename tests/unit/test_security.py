@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import marshal
 import os
 import stat
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Dict
 import forklog
 from forklog import _wire as wire
 from forklog._wire import framing as _frame
+from forklog._wire.packing import pack_fields
 from tests.support import Collect
 
 
@@ -38,16 +38,18 @@ def test_the_hub_listens_on_nothing_anyone_can_open() -> None:
 
 
 def test_a_payload_carrying_code_is_only_data(tmp_path: Path) -> None:
-    """The codec is marshal of plain values: a code object in a record is never run."""
+    """A code object in a record's extra fields is refused, never built, never run; the hub goes on."""
     marker = tmp_path / "ran"
     code = compile(f"open({str(marker)!r}, 'w').close()", "<evil>", "exec")
     collect = Collect()
     with forklog.Hub([collect]) as hub:
-        fields = list(marshal.loads(wire.encode(forklog_record("plain"))))
-        fields[4] = code  # the message field
-        for frame in _frame.frames(0, os.getpid(), 1, 1, marshal.dumps(tuple(fields))):
+        fields = list(wire.decode_fields(wire.encode(forklog_record("plain"))))
+        fields[wire.Field.EXTRAS] = {"evil": code}
+        for frame in _frame.frames(0, os.getpid(), 1, 1, pack_fields(tuple(fields))):
             os.write(hub.queue.write_fd, frame)
         hub.handler().handle(forklog_record("after"))
+        stats = hub.stop(timeout=10)
+    assert stats is not None and stats.bad_records == 1
     assert not marker.exists()
     assert collect.records[-1].getMessage() == "after", "the hub went on"
 

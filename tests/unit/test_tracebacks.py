@@ -8,13 +8,14 @@ import marshal
 import re
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Dict, List, cast
+from typing import Any, Callable, Dict, List
 
 import pytest
 
 import forklog.testing
 from forklog import _wire as wire
 from forklog._wire import tracebacks
+from forklog._wire.packing import pack_fields
 
 # Column markers (3.11+): the one thing the master's text leaves out.
 MARKERS = re.compile(r"^\s*[\^~]+\s*$")
@@ -192,13 +193,13 @@ def test_malformed_frames_make_the_record_undecodable() -> None:
     fields = list(wire.fields_of(record))
     fields[wire.Field.EXCEPTION] = (None, "ValueError", "v", [("only", "two")])
     with pytest.raises(ValueError):
-        wire.decode(marshal.dumps(cast(Any, tuple(fields))), 1)
+        wire.decode(pack_fields(tuple(fields)), 1)
     with pytest.raises(ValueError):
         wire.traceback_bytes(marshal.dumps([("ValueError", "v", [("only", "two")], 0)]))
 
 
 def test_shared_frame_lists_cannot_multiply_the_walk() -> None:
-    """Back-references naming one list of frames from many links: refused past the payload's size."""
+    """Back-references naming one list of frames from many links: refused (they name a container)."""
     frames = [("f.py", 1, "f", "")] * 1000
     payload = marshal.dumps([("ValueError", "v", frames, 2)] * 1000)
     assert len(payload) < 20_000  # a million frames to walk
@@ -209,10 +210,19 @@ def test_shared_frame_lists_cannot_multiply_the_walk() -> None:
 def test_the_text_is_bounded_whatever_the_back_references() -> None:
     """Frames naming one long string many times: the master's text stays within MAX_TEXT, with a marker."""
     long_name = "d/" * 50_000
-    frames = [(long_name, 1, "f", ""), (long_name, 2, "g", "")] * 2000
+    frames = [(long_name, line, "f", "") for line in range(40)]
     payload = marshal.dumps([("ValueError", "v", frames, 0)])
-    assert len(payload) < 200_000
+    assert len(payload) < 200_000 and 40 * len(long_name) > tracebacks.MAX_TEXT
     text = wire.traceback_bytes(payload)
     assert len(text) < tracebacks.MAX_TEXT + 200_000
     assert b"[forklog: the rest of the traceback left out" in text
     assert text.endswith(b"\nValueError: v")
+
+
+def test_back_references_name_text_in_proportion_to_the_payload() -> None:
+    """Thousands of frames naming one long string: refused before the master renders any of it."""
+    long_name = "d/" * 50_000
+    frames = [(long_name, line, "f", "") for line in range(4000)]
+    payload = marshal.dumps([("ValueError", "v", frames, 0)])
+    with pytest.raises(ValueError, match="back-references name more text"):
+        wire.traceback_bytes(payload)

@@ -148,9 +148,8 @@ class Dispatch:
             record = None
             if plan is self._record_plan:
                 record = wire.record_from_fields(fields, pid)  # no sink has a lane
-            elif fields[wire.Field.NAME] == "forklog" or not wire.plain_fields(fields):
-                # The hub's own records (drop summaries the ledger must see), or
-                # fields encode() does not write: the LogRecord for every sink.
+            elif fields[wire.Field.NAME] == "forklog":
+                # The hub's own records (drop summaries the ledger must see): the LogRecord for every sink.
                 record = wire.record_from_fields(fields, pid)
         except Exception as exc:  # noqa: BLE001
             counters.undecodable(self._reporter, pid, exc)

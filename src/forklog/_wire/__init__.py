@@ -29,7 +29,6 @@ from forklog._wire.records import (
     extra_fields,
     fields_of,
     file_names,
-    plain_fields,
     record_from_fields,
 )
 from forklog._wire.text import cut_text, merged_message, safe_repr, safe_str
@@ -58,7 +57,6 @@ __all__ = [
     "lines_fields",
     "lines_record",
     "merged_message",
-    "plain_fields",
     "record_from_fields",
     "safe_repr",
     "safe_str",

@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 #: The first byte of a target payload (a lines payload starts with 0, a
-#: marshal payload with a type code, never 1).
+#: fields payload with its version, never 1).
 TARGET = 1
 TARGET_BYTE = bytes([TARGET])
 _HEAD = struct.Struct("<BidI")  # marker, levelno, created, spec length

@@ -32,13 +32,14 @@ def valid_time(value: object) -> bool:
     return type(value) is float and 0.0 <= value <= LATEST_TIME  # nan fails both comparisons
 
 
-#: 4: the traceback field of a record with ``exc_info`` is a tuple
+#: 5: the fields travel in a fixed layout (:mod:`forklog._wire.packing`), not
+#: as a marshalled tuple. 4: the traceback field of a record with ``exc_info`` is a tuple
 #: ``(traceback, type name, message)``, or ``(None, type name, message,
 #: frames)`` for the master to write the traceback (:mod:`forklog._wire.tracebacks`),
 #: each frame ``(file, line, function, source line)``; 3's frames had no
 #: source line (the master read it from the file); 2 had no frames; 1
 #: carried the traceback text only.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 
 class Field:

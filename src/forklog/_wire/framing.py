@@ -77,10 +77,10 @@ _CHECKED_FROM = len(_MAGIC) + _CRC.size
 HEADER_SIZE = _CHECKED_FROM + _HEAD.size
 _WHOLE_HEAD = struct.Struct("<2sIBBHIIII")  # the whole header, read at once
 MAX_PAYLOAD = PIPE_BUF - HEADER_SIZE
-#: The frame format's version (see the module's note on versions). 3: the payloads
-#: changed (a traceback's frames carry their source lines, fields FORMAT_VERSION 4):
-#: a writer of another version is named once, not decoded wrongly.
-_VERSION = 3
+#: The frame format's version (see the module's note on versions). 4: a record's
+#: fields travel in a fixed layout (FORMAT_VERSION 5). 3: a traceback's frames carry
+#: their source lines. A writer of another version is named once, not decoded wrongly.
+_VERSION = 4
 #: The smallest payload of a frame that is not a record's last: POSIX's PIPE_BUF
 #: (512, the portable size) less the header. A record of ``n`` bytes has at most
 #: ``n // MIN_FRAGMENT + 1`` frames, whatever the writer's platform.

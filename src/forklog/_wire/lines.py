@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import marshal
 import struct
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from forklog._wire import records, tracebacks
+from forklog._wire import checked_marshal, records, tracebacks
 from forklog._wire.fields import valid_time
+from forklog._wire.packing import pack_fields
 from forklog._wire.text import merged_message
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 #: The first byte of a payload of lines made in the emitting process
-#: (:func:`encode_lines`); a marshal payload never starts with it.
+#: (:func:`encode_lines`); a fields payload starts with its version, never 0.
 LINES = 0
 
 
@@ -63,7 +64,7 @@ def encode_lines(
     length of the logger's name (for a sink that cannot take the lines, see
     :func:`lines_record`), the lengths of the chain and of the fields, the
     name, the byte length of each line but the last, the lines (UTF-8,
-    without terminators), the chain (marshal), then the fields (marshal).
+    without terminators), the chain (marshal), then the fields (:mod:`forklog._wire.packing`).
     """
     try:
         chain = _chain(record, with_traceback)
@@ -78,7 +79,7 @@ def encode_lines(
             if len(_NAME_BYTES) > 4096:
                 _NAME_BYTES.clear()
             name_bytes = _NAME_BYTES[name] = name.encode("utf-8")
-        fields = marshal.dumps(cast(Any, records.fields_of(record)), 4) if with_fields else b""
+        fields = pack_fields(records.fields_of(record)) if with_fields else b""
         count = len(renderers)
         head = LINES_HEAD.pack(LINES, count, levelno, created, len(name_bytes), len(chain), len(fields))
         if count == 1:  # the common case: one formatter
@@ -202,10 +203,7 @@ def traceback_bytes(chain: bytes) -> bytes:
 
     Raises ``ValueError`` on frames of another shape (:func:`forklog._wire.tracebacks.check`).
     """
-    try:
-        frames = marshal.loads(chain)
-    except (EOFError, TypeError, ValueError) as exc:
-        raise ValueError(f"undecodable traceback: {exc}") from None
+    frames = checked_marshal.loads(chain)
     checked = tracebacks.check(frames, len(chain))
     # Back-references let a few bytes name a long text many times: the text
     # is bounded by the chain's own size (generously: a file's name once, its

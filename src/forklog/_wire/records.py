@@ -20,15 +20,15 @@ A record travels as self-contained plain data (DESIGN §1, H9, H10):
 * ``extra`` fields kept when they are plain data, turned into ``repr()``
   text when they are not (a lock, a socket, a lambda).
 
-The encoding is :mod:`marshal` of a tuple of plain values: several times
+The encoding is a fixed layout of plain values (:mod:`forklog._wire.packing`):
 faster than pickling a ``LogRecord`` and, unlike pickle, it cannot name a
-class or a function to call on the receiving side.
+class or a function to call on the receiving side; unlike ``marshal``, the
+master reads it in time and memory bounded by its length.
 """
 
 from __future__ import annotations
 
 import logging
-import marshal
 import os
 import sys
 from typing import Any, Callable, Dict, Optional, Tuple, cast
@@ -43,6 +43,7 @@ from forklog._wire.fields import (
     Exc,
     Field,
 )
+from forklog._wire.packing import pack_fields, unpack_fields
 from forklog._wire.text import merged_message, plain, safe_repr, safe_str
 from forklog._wire.tracebacks import rendered
 from forklog._wire.truncation import truncated
@@ -55,7 +56,6 @@ __all__ = [
     "extra_fields",
     "fields_of",
     "file_names",
-    "plain_fields",
     "record_from_fields",
 ]
 
@@ -125,10 +125,10 @@ def encode(record: logging.LogRecord, max_bytes: int = 1 << 20) -> bytes:
     """
     try:
         fields = fields_of(record)
-        payload = marshal.dumps(cast(Any, fields), 4)
+        payload = pack_fields(fields)
     except Exception as exc:  # noqa: BLE001 - the slow path of a strange record
         fields = _careful_fields(record, exc)
-        payload = marshal.dumps(cast(Any, fields), 4)
+        payload = pack_fields(fields)
     if len(payload) > max_bytes:
         payload = truncated(fields, len(payload), max_bytes)
     return payload
@@ -171,12 +171,28 @@ def _optional_text(value: object) -> Optional[str]:
     return None if value is None else safe_str(value)
 
 
+def _bounded_int(bits: int, unsigned: bool = False) -> Callable[[Any], int]:
+    """``int(value)``, raising ``ValueError`` unless it fits the field's ``bits``."""
+    low, high = (0, 1 << bits) if unsigned else (-(1 << (bits - 1)), 1 << (bits - 1))
+
+    def convert(value: Any) -> int:
+        number = int(value or 0)
+        if not low <= number < high:
+            raise ValueError(f"{number} does not fit in {bits} bits")
+        return number
+
+    return convert
+
+
+_levelno, _lineno, _thread = _bounded_int(32), _bounded_int(64), _bounded_int(64, unsigned=True)
+
+
 def _careful_fields(record: logging.LogRecord, exc: Exception) -> Tuple[object, ...]:
     """The fields one by one, each one that fails replaced by a default.
 
     Reached when the fast path raised: an ``extra=`` that shadows a field
-    (``taskName`` on Python < 3.12, say) with something marshal cannot
-    carry, a level or a time that is not a number. The record keeps
+    (``taskName`` on Python < 3.12, say) with something the wire cannot
+    carry, a level or a time that is not a number, a number too large. The record keeps
     everything else, and says what went wrong in ``forklog_encode_error``.
     """
     try:
@@ -187,16 +203,16 @@ def _careful_fields(record: logging.LogRecord, exc: Exception) -> Tuple[object, 
     fields = (
         FORMAT_VERSION,
         _field(record, "name", safe_str, "forklog"),
-        _field(record, "levelno", int, logging.ERROR),
+        _field(record, "levelno", _levelno, logging.ERROR),
         _field(record, "levelname", safe_str, "ERROR"),
         merged_message(record),
         _field(record, "created", float, 0.0),
         _field(record, "msecs", float, 0.0),
         _field(record, "relativeCreated", float, 0.0),
         _field(record, "pathname", safe_str, ""),
-        _field(record, "lineno", lambda value: int(value or 0), 0),
+        _field(record, "lineno", _lineno, 0),
         _field(record, "funcName", safe_str, ""),
-        _field(record, "thread", lambda value: None if value is None else int(value), None),
+        _field(record, "thread", lambda value: None if value is None else _thread(value), None),
         _field(record, "threadName", safe_str, ""),
         _field(record, "processName", safe_str, ""),
         _exception(record),
@@ -205,7 +221,7 @@ def _careful_fields(record: logging.LogRecord, exc: Exception) -> Tuple[object, 
         extras,
     )
     try:
-        marshal.dumps(cast(Any, fields), 4)
+        pack_fields(fields)
     except Exception as error:  # noqa: BLE001 - last resort: deliver the message at least
         extras = {"forklog_encode_error": f"{type(error).__name__}: {safe_str(error)}"}
         fields = cast(Any, (*fields[: Field.EXTRAS], extras))
@@ -226,74 +242,45 @@ def decode(payload: bytes, pid: int) -> logging.LogRecord:
 def decode_fields(payload: bytes) -> Tuple[Any, ...]:
     """The 18 fields of :func:`encode`'s bytes, as a tuple, checked for shape only. Raises ``ValueError``.
 
-    The listener's fast lane renders a line straight from them
-    (:func:`plain_fields` says when it may); :func:`record_from_fields`
-    makes the ``LogRecord``. An exception's frames are checked here
+    The listener's fast lane renders a line straight from them;
+    :func:`record_from_fields` makes the ``LogRecord``. An exception's frames are checked here
     (:func:`forklog._wire.tracebacks.check`): frames of another shape make
     the record undecodable, never a fault where the traceback is written.
     """
-    try:
-        fields = marshal.loads(payload)
-    except (EOFError, TypeError, ValueError) as exc:
-        raise ValueError(f"undecodable record payload: {exc}") from None
-    if type(fields) is not tuple or len(fields) != _COUNT:
-        raise ValueError("record payload of an unknown shape")
-    # The numbers a formatter takes, checked inline (the fast lane's path: no call).
-    version, _name, levelno, _levelname, _message, created, msecs, relative = fields[:8]
-    if (
-        version != FORMAT_VERSION
-        or type(levelno) is not int
-        or type(created) is not float
-        or type(msecs) is not float
-        or type(relative) is not float
-        or not (
-            -_LEVELS <= levelno < _LEVELS
-            and 0.0 <= created <= LATEST_TIME  # nan fails every comparison
-            and -_FINITE < msecs < _FINITE
-            and -_FINITE < relative < _FINITE
-        )
+    fields = unpack_fields(payload)
+    # The layout makes the numbers ints and floats (a level a C int); the times a
+    # formatter takes are checked inline (the fast lane's path: no call).
+    version, _name, _levelno, _levelname, _message, created, msecs, relative = fields[:8]
+    if version != FORMAT_VERSION or not (
+        0.0 <= created <= LATEST_TIME  # nan fails every comparison
+        and -_FINITE < msecs < _FINITE
+        and -_FINITE < relative < _FINITE
     ):
         raise ValueError("record payload of an unknown shape")
     exception = fields[Field.EXCEPTION]
-    if type(exception) is tuple and len(exception) == Exc.WITH_FRAMES:
-        if (
-            exception[Exc.TEXT] is not None
-            or type(exception[Exc.TYPE]) is not str
-            or type(exception[Exc.MESSAGE]) is not str
-        ):
-            raise ValueError("record payload of an unknown shape")
-        tracebacks.check(exception[Exc.FRAMES], len(payload))
+    if exception is not None and type(exception) is not str:
+        _check_exception(exception, len(payload))
     return fields
 
 
-_COUNT = Field.COUNT
-#: Levels are C ints in the formatters; milliseconds and relative times a formatter
-#: takes (``%(msecs)d`` of ``inf`` raises).
-_LEVELS = 1 << 31
+#: Milliseconds and relative times a formatter takes (``%(msecs)d`` of ``inf`` raises).
 _FINITE = 1e15
 # decode_fields reads the first eight fields by position.
 assert (Field.VERSION, Field.LEVELNO, Field.CREATED, Field.MSECS, Field.RELATIVE_CREATED) == (0, 2, 5, 6, 7)
 
 
-def plain_fields(fields: Tuple[Any, ...]) -> bool:
-    """Whether ``fields`` hold the types :func:`encode` writes where a line is made from them.
-
-    True guarantees that :func:`record_from_fields` does not raise, and that
-    the record's ``getMessage()`` is ``fields[Field.MSG]`` itself. Anything else (a
-    payload that did not come from :func:`encode`) takes the slow path.
-    """
-    exception, extras = fields[Field.EXCEPTION], fields[Field.EXTRAS]
-    return (
-        type(fields[Field.MSG]) is str
-        and type(fields[Field.NAME]) is str
-        and type(fields[Field.LEVELNO]) is int
-        and type(fields[Field.PATHNAME]) is str
-        and type(fields[Field.CREATED]) is float
-        and (extras is None or type(extras) is dict)
-        and (
-            exception is None or type(exception) is str or (type(exception) is tuple and len(exception) >= 3)
-        )
-    )
+def _check_exception(exception: object, size: int) -> None:
+    """Raise ``ValueError`` unless the exception field has a shape :func:`_exception` writes."""
+    if type(exception) is not tuple or not all(
+        type(part) is str for part in exception[Exc.TYPE : Exc.FRAMES]
+    ):
+        raise ValueError("record payload of an unknown shape")
+    if len(exception) == Exc.WITH_FRAMES and exception[Exc.TEXT] is None:
+        tracebacks.check(exception[Exc.FRAMES], size)
+    elif len(exception) != Exc.FRAMES or not (
+        exception[Exc.TEXT] is None or type(exception[Exc.TEXT]) is str
+    ):
+        raise ValueError("record payload of an unknown shape")
 
 
 def file_names(pathname: str) -> Tuple[str, str]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import marshal
-from typing import Any, List, Tuple, cast
+from typing import List, Tuple, cast
 
 from forklog._wire.fields import Exc, Field
+from forklog._wire.packing import pack_fields
 from forklog._wire.text import cut_text
 from forklog._wire.tracebacks import rendered
 
@@ -35,7 +35,7 @@ def truncated(fields: Tuple[object, ...], size: int, max_bytes: int) -> bytes:
 
     def dumps() -> bytes:
         items[Field.EXCEPTION] = tuple(parts) if type(exception) is tuple else parts[Exc.TEXT]
-        return marshal.dumps(cast(Any, tuple(items)), 4)
+        return pack_fields(tuple(items))
 
     # The message, the traceback, the stack and the exception's message are
     # cut to one common length, just short enough: the longest lose the most,
