@@ -71,6 +71,10 @@ def release_descriptors(handler: logging.Handler) -> None:
     the file is no longer held (logrotate's rename frees the disk, H25) and
     nothing the child's copy might flush can reach it.
     """
+    directory = getattr(handler, "directory", None)  # a file sink's held directory (LogDirectory)
+    release = getattr(directory, "release_in_child", None)
+    if callable(release):
+        release()
     stream = getattr(handler, "stream", None)
     if not isinstance(handler, logging.StreamHandler) or stream is None:
         return

@@ -27,6 +27,7 @@ import os
 import sys
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar, Union
 
+from forklog._master.log_directory import directory_mode, make_directories
 from forklog._master.sinks import RotatingFileSink
 from forklog._parsers import (
     _LEVELS_EXPECTED,
@@ -327,7 +328,8 @@ class Settings:
         sinks: List[Tuple[str, logging.Handler]] = []
         if self.file != "-":
             if create:
-                os.makedirs(os.path.dirname(os.path.abspath(self.file)), exist_ok=True)
+                directory = os.path.dirname(os.path.abspath(self.file))
+                make_directories(directory, directory_mode(self.file_mode))
             file_handler = RotatingFileSink(
                 self.file,
                 self.file_mode,

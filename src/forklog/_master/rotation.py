@@ -5,8 +5,11 @@
 * gzip of a rotated file in a background thread (:class:`Compressor`), so
   the listener never waits for it.
 
-Every rename among the backups happens under the ``flock`` of ``<log>.lock``
-(:func:`locked`): the sink's rotation and the compressor's final step exclude
+Every file is opened, renamed and removed relative to the log's directory,
+held open (:class:`forklog._master.log_directory.LogDirectory`), never through
+a link. Every rename among the backups happens under the ``flock`` of
+``<log>.lock`` (:func:`locked`), opened the same way (the lock an old master
+of a USR2 upgrade takes too): the sink's rotation and the compressor's final step exclude
 each other, in this process and in another one sharing the file (USR2). A
 rotated file is found again by its inode, not its name: a later rotation
 may have renamed ``app.log.1`` to ``app.log.2`` while it was being
@@ -32,6 +35,7 @@ import time
 from typing import Callable, Deque, Iterator, List, Optional, Tuple
 
 from forklog._master import scheduling
+from forklog._master.log_directory import LogDirectory
 
 __all__ = ["Compressor", "check_when", "create_beside", "locked", "next_rollover", "shift_backups"]
 
@@ -87,6 +91,17 @@ def create_beside(target: str, tag: str, mode: int) -> Tuple[int, str]:
     raise FileExistsError(f"{target}: no free temporary name beside it after {_CREATE_ATTEMPTS} tries")
 
 
+def create_in(directory: LogDirectory, base: str, tag: str, mode: int) -> Tuple[int, str]:
+    """:func:`create_beside`, relative to the held ``directory``: (fd, name)."""
+    for _attempt in range(_CREATE_ATTEMPTS):
+        name = f"{base}.{tag}-{secrets.token_hex(8)}.tmp"
+        try:
+            return directory.create_exclusive(name, mode), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{base}: no free temporary name beside it after {_CREATE_ATTEMPTS} tries")
+
+
 def key_of(st: os.stat_result) -> Key:
     return (st.st_dev, st.st_ino)
 
@@ -100,12 +115,14 @@ COMPRESSOR_LOCK_TIMEOUT = 60.0
 
 
 @contextlib.contextmanager
-def locked(lock_path: str, mode: int, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
-    """Hold the exclusive ``flock`` every process sharing the log rotates under.
+def locked(directory: LogDirectory, name: str, mode: int, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the exclusive ``flock`` of ``name`` that every process sharing the log rotates under.
 
-    Raises ``TimeoutError`` (an ``OSError``) when another process holds it for ``timeout`` seconds.
+    The lock file is a regular file of ``directory``, opened (created with
+    ``mode``) never through a link. Raises ``TimeoutError`` (an ``OSError``)
+    when another process holds it for ``timeout`` seconds.
     """
-    fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, mode)
+    fd = directory.open(name, os.O_RDONLY | os.O_CREAT, mode)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -114,7 +131,7 @@ def locked(lock_path: str, mode: int, timeout: float = LOCK_TIMEOUT) -> Iterator
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise TimeoutError(f"{lock_path}: held by another process for {timeout:g}s") from None
+                    raise TimeoutError(f"{name}: held by another process for {timeout:g}s") from None
                 time.sleep(0.01)
         try:
             yield
@@ -124,48 +141,47 @@ def locked(lock_path: str, mode: int, timeout: float = LOCK_TIMEOUT) -> Iterator
         os.close(fd)
 
 
-def _backups(base: str) -> List[Tuple[int, str]]:
-    """(number, path) of every ``base.N`` and ``base.N.gz`` in the directory."""
-    directory, name = os.path.split(base)
+def _backups(directory: LogDirectory, base: str) -> List[Tuple[int, str]]:
+    """(number, name) of every ``base.N`` and ``base.N.gz`` in the directory."""
     found: List[Tuple[int, str]] = []
-    for entry in os.listdir(directory):
-        if not entry.startswith(name + "."):
+    for entry in directory.names():
+        if not entry.startswith(base + "."):
             continue
-        number = entry[len(name) + 1 :]
+        number = entry[len(base) + 1 :]
         if number.endswith(".gz"):
             number = number[:-3]
         if number.isdigit():
-            found.append((int(number), os.path.join(directory, entry)))
+            found.append((int(number), entry))
     return found
 
 
-def shift_backups(base: str, count: int) -> List[str]:
+def shift_backups(directory: LogDirectory, base: str, count: int) -> List[str]:
     """``base.N`` -> ``base.N+1`` (and the ``.gz`` ones), dropping what passes ``count``.
 
     Then ``base.1`` is free for the current file. Returns the backups left
     uncompressed (a compression that never finished), under their new names.
     """
     plain: List[str] = []
-    for number, path in sorted(_backups(base), reverse=True):
-        gz = path.endswith(".gz")
+    for number, name in sorted(_backups(directory, base), reverse=True):
+        gz = name.endswith(".gz")
         target = f"{base}.{number + 1}" + (".gz" if gz else "")
         with contextlib.suppress(FileNotFoundError):
             if number >= count:
-                os.unlink(path)
+                directory.unlink(name)
             else:
-                os.replace(path, target)
+                directory.replace(name, target)
                 if not gz:
                     plain.append(target)
     return plain
 
 
-def find_backup(base: str, key: Key) -> Optional[str]:
+def find_backup(directory: LogDirectory, base: str, key: Key) -> Optional[str]:
     """The uncompressed backup of ``base`` that is the file ``key``, if any is."""
-    for _number, path in _backups(base):
-        if not path.endswith(".gz"):
+    for _number, name in _backups(directory, base):
+        if not name.endswith(".gz"):
             try:
-                if key_of(os.stat(path)) == key:
-                    return path
+                if key_of(directory.stat(name)) == key:
+                    return name
             except FileNotFoundError:
                 continue
     return None
@@ -184,7 +200,8 @@ class Compressor:
     #: gzip's own default level: most of the size gain for a fraction of level 9's time.
     LEVEL = 6
 
-    def __init__(self, base: str, mode: int, on_error: Callable[[], None]) -> None:
+    def __init__(self, directory: LogDirectory, base: str, mode: int, on_error: Callable[[], None]) -> None:
+        self.directory = directory
         self.base = base
         self.mode = mode
         self._on_error = on_error
@@ -255,39 +272,38 @@ class Compressor:
                     self._cond.notify_all()
 
     def _compress(self, key: Key) -> None:
+        directory, base = self.directory, self.base
         # The gzip thread may wait longer than the listener: it holds back no record.
-        with locked(
-            self.base + ".lock", self.mode, COMPRESSOR_LOCK_TIMEOUT
-        ):  # no rename between lookup and open
-            name = find_backup(self.base, key)
+        with locked(directory, base + ".lock", self.mode, COMPRESSOR_LOCK_TIMEOUT):
+            name = find_backup(directory, base, key)  # no rename between lookup and open
             if name is None:
                 return  # rotated out of the backups, or compressed by another process
-            src = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+            src = directory.open(name, os.O_RDONLY)
         tmp: Optional[str] = None  # a random name: two processes may race on one file
         placed = False
         try:
             st = os.fstat(src)
-            fd, tmp = create_beside(self.base, "gz", self.mode)
+            fd, tmp = create_in(directory, base, "gz", self.mode)
             with os.fdopen(fd, "wb") as out:
-                archive = gzip.GzipFile(os.path.basename(name), "wb", self.LEVEL, out, mtime=int(st.st_mtime))
+                archive = gzip.GzipFile(name, "wb", self.LEVEL, out, mtime=int(st.st_mtime))
                 with archive:
                     _copy(src, archive)
-                    with locked(self.base + ".lock", self.mode, COMPRESSOR_LOCK_TIMEOUT):
+                    with locked(directory, base + ".lock", self.mode, COMPRESSOR_LOCK_TIMEOUT):
                         # A process sharing the file may have written a last
                         # batch before it noticed the rotation.
                         _copy(src, archive)
                         archive.close()
                         out.flush()
-                        where = find_backup(self.base, key)
+                        where = find_backup(directory, base, key)
                         if where is not None:
-                            os.replace(tmp, where + ".gz")
+                            directory.replace(tmp, where + ".gz")
                             placed = True
-                            os.unlink(where)
+                            directory.unlink(where)
         finally:
             os.close(src)
             if not placed and tmp is not None:
                 with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+                    directory.unlink(tmp)
 
 
 def _copy(src: int, archive: gzip.GzipFile) -> None:

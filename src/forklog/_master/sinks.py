@@ -42,6 +42,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from forklog._master import rotation
+from forklog._master.log_directory import LogDirectory
 from forklog._master.rotation import Compressor, Key, key_of
 
 __all__ = ["RotatingFileSink", "Sink", "named_sinks"]
@@ -124,6 +125,10 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
         self._compressor: Optional[Compressor] = None
         # Opened here, not by the base class, so a fault does not raise.
         super().__init__(filename, "a", maxBytes, backupCount, encoding, True, errors)
+        #: The file's directory, held open from now on: every open, rename and
+        #: lock is relative to it, never through a link (log_directory).
+        self.directory = LogDirectory(os.path.dirname(self.baseFilename), self.file_mode, create=not delay)
+        self._file_name = os.path.basename(self.baseFilename)
         codec = self.encoding if self.encoding not in (None, "locale") else None
         self._codec = codec or locale.getpreferredencoding(False)
         self._errors = errors or "strict"
@@ -135,7 +140,7 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
                 self._reopen()
         if self.when is not None and backupCount > 0:
             try:
-                start = os.stat(self.baseFilename).st_mtime
+                start = self.directory.stat(self._file_name).st_mtime
             except OSError:
                 start = time.time()
             self.rollover_at = rotation.next_rollover(start, self.when, interval, utc)
@@ -144,15 +149,9 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
 
     def _open(self) -> io.TextIOWrapper:
         """Open the path (creating it with ``file_mode``); also what ``Hub.reopen`` calls."""
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         flags |= os.O_TRUNC if self._truncate else 0
-        try:
-            fd = os.open(self.baseFilename, flags, self.file_mode)
-        except FileNotFoundError:
-            # A missing directory is made, as gunicorn makes its own files':
-            # a sink that fails on every record while gunicorn serves helps no one.
-            os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
-            fd = os.open(self.baseFilename, flags, self.file_mode)
+        fd = self.directory.open(self._file_name, flags, self.file_mode)  # a regular file, no link followed
         try:
             st = os.fstat(fd)
             stream = os.fdopen(fd, "a", encoding=self._codec, errors=self._errors)
@@ -206,7 +205,7 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
         if os.fstat(fd).st_nlink == 0:
             return True
         try:
-            return key_of(os.stat(self.baseFilename)) != self._key
+            return key_of(self.directory.stat(self._file_name)) != self._key
         except FileNotFoundError:
             return True
         except OSError:
@@ -346,29 +345,31 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
 
     def doRollover(self) -> None:
         """Rotate, unless another process sharing the file already did: then reopen."""
-        base = self.baseFilename
-        with rotation.locked(base + ".lock", self.file_mode):
+        directory, name = self.directory, self._file_name
+        with rotation.locked(directory, name + ".lock", self.file_mode):
             stream = self.stream
             mine = os.fstat(stream.fileno()) if stream is not None and not stream.closed else None
             try:
-                current: Optional[os.stat_result] = os.stat(base)
+                current: Optional[os.stat_result] = directory.stat(name)
             except FileNotFoundError:
                 current = None
             rotated_elsewhere = mine is not None and current is not None and key_of(mine) != key_of(current)
             if current is not None and not rotated_elsewhere and self.backupCount > 0:
-                leftovers = rotation.shift_backups(base, self.backupCount)
-                os.replace(base, base + ".1")
+                leftovers = rotation.shift_backups(directory, name, self.backupCount)
+                directory.replace(name, name + ".1")
                 if self.compress:
                     self._compress(key_of(current), leftovers)
             self._reopen()
 
     def _compress(self, key: Key, leftovers: List[str]) -> None:
         if self._compressor is None:
-            self._compressor = Compressor(self.baseFilename, self.file_mode, self._compress_failed)
+            self._compressor = Compressor(
+                self.directory, self._file_name, self.file_mode, self._compress_failed
+            )
         self._compressor.submit(key)
         for path in leftovers:  # a compression that never finished (a crash, a close timeout)
             with contextlib.suppress(OSError):
-                self._compressor.submit(key_of(os.stat(path)))
+                self._compressor.submit(key_of(self.directory.stat(path)))
 
     def _compress_failed(self) -> None:
         """In the compressor thread, within the ``except``: the file is left uncompressed."""
@@ -388,7 +389,8 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
         """Write what is held, wait (``close_timeout`` at most) for compressions, close the file."""
         with contextlib.suppress(Exception):
             self.flush()
-        self.wait_compressed(self.close_timeout)
+        if self.wait_compressed(self.close_timeout):
+            self.directory.close()  # opened again if the sink is used again
         super().close()
 
 
