@@ -62,7 +62,7 @@ from forklog._stderr import Reporter
 from forklog._worker import adoption
 from forklog._worker.capture import LineLogger
 from forklog._worker.handler import ForkHandler
-from forklog.settings import Settings
+from forklog.settings import Settings, SettingsError
 
 __all__ = [
     "child_exit",
@@ -203,6 +203,8 @@ def _ensure_hub(cfg: Any = None, uses_logconfig: bool = False) -> Hub:
             factory = _master.handlers or (list if uses_logconfig else _default_handlers)
             sinks = list(factory()) + ([] if uses_logconfig else _gunicorn_sinks(cfg))
             current = Hub(sinks, **options)
+            with contextlib.suppress(SettingsError):  # reported where the sinks are made
+                current.targets.file_mode = Settings.from_env().file_mode
             _master.hub = current
             _master.handler = ForkHandler(current.queue)
         return current

@@ -50,10 +50,11 @@ import logging
 import logging.handlers
 import os
 import sys
-from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple, Union
 
 from forklog import _fork
 from forklog._master.counters import Counters
+from forklog._master.log_directory import LogDirectory
 from forklog._master.sinks import RotatingFileSink
 from forklog._stderr import Reporter
 from forklog._wire.adopted_lines import TargetLine, TargetSpec, text_encoding
@@ -145,13 +146,29 @@ class Targets:
         self._refused: Dict[bytes, str] = {}
         self._refused_bytes = 0
         self._trusted: Set[bytes] = set()
+        #: The directories of trusted file targets, held open since the owner
+        #: configured them, before any worker ran (log_directory), by path.
+        self._directories: Dict[str, LogDirectory] = {}
+        #: The permission bits of the files the targets create (the hub's
+        #: ``file_mode``, not the stdlib's 0o666): set from the settings.
+        self.file_mode = 0o640
         #: The user the writers run as, when it is not the master's: no file
         #: target they ask for is opened (see the module's threat model).
         self.writer: Optional[Credentials] = None
 
     def trust(self, spec: bytes) -> None:
-        """A target the owner's own configuration names: opened without the checks."""
+        """A target the owner's own configuration names: opened without the checks.
+
+        Its directory is opened now, in the owner, before any worker can
+        change the path to it; its file later, relative to it.
+        """
         self._trusted.add(spec)
+        with contextlib.suppress(ValueError):
+            target = TargetSpec.from_bytes(spec)
+            if target.kind != "stream" and len(self._directories) < MAX_TARGETS:
+                where = os.path.dirname(target.path)
+                if where not in self._directories:
+                    self._directories[where] = LogDirectory(where, self.file_mode)
 
     def sinks(self) -> List[Tuple[str, logging.Handler]]:
         return [(entry.name, entry.sink) for entry in list(self._by_label.values())]
@@ -217,7 +234,7 @@ class Targets:
                 "logconfig_dict); its records are dropped",
             )
         try:
-            sink, write = _make(spec)
+            sink, write = _make(spec, self.file_mode, self._directories.get(os.path.dirname(spec.path)))
         except Exception as exc:  # noqa: BLE001 - bad settings: reported, counted
             return self._refuse(data, label, f"target {label} could not be opened: {exc!r}")
         take_over(label, sink, self._counters, self._reporter)
@@ -301,6 +318,27 @@ def reopen_file(name: str, sink: logging.Handler, reporter: Reporter) -> None:
         reporter.report(f"reopen:{name}", f"could not reopen sink {name}: {exc!r}")
 
 
+class _TimedFile(logging.handlers.TimedRotatingFileHandler):
+    """The stdlib's timed rotation, its file opened and renamed in a held directory, no link followed."""
+
+    def __init__(self, directory: LogDirectory, file_mode: int, *args: Any) -> None:
+        self.directory, self.file_mode = directory, file_mode
+        super().__init__(*args)
+
+    def _open(self) -> Any:
+        fd = self.directory.open(
+            os.path.basename(self.baseFilename), os.O_WRONLY | os.O_APPEND | os.O_CREAT, self.file_mode
+        )
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+    def rotate(self, source: str, dest: str) -> None:
+        if callable(self.rotator) or os.path.dirname(source) != os.path.dirname(dest):
+            super().rotate(source, dest)
+            return
+        with contextlib.suppress(FileNotFoundError):  # as the stdlib: nothing to rotate
+            self.directory.replace(os.path.basename(source), os.path.basename(dest))
+
+
 def _standard(name: str) -> Tuple[int, str]:
     """The master's own stdout or stderr: its descriptor and its encoding (UTF-8 when it has none)."""
     standard = sys.stdout if name == "stdout" else sys.stderr
@@ -314,8 +352,15 @@ def _standard(name: str) -> Tuple[int, str]:
         return fd, "utf-8"
 
 
-def _make(spec: TargetSpec) -> Tuple[logging.Handler, Callable[[TargetLine], bool]]:
-    """The sink for ``spec``, and how a line is written to it."""
+def _make(
+    spec: TargetSpec, file_mode: int, directory: Optional[LogDirectory]
+) -> Tuple[logging.Handler, Callable[[TargetLine], bool]]:
+    """The sink for ``spec``, and how a line is written to it.
+
+    A file is created with ``file_mode`` and opened relative to ``directory``
+    when the owner's configuration named it (held since then), never through
+    a link (:mod:`forklog._master.log_directory`).
+    """
     errors = spec.errors or "backslashreplace"  # a lone surrogate is written escaped, not lost
     # A file's encoding by its stdlib name (checked by TargetSpec.check), never the
     # name as sent: the codec registry keeps every name it is asked for.
@@ -323,16 +368,13 @@ def _make(spec: TargetSpec) -> Tuple[logging.Handler, Callable[[TargetLine], boo
     if spec.kind in ("file", "rotating", "watched"):
         # forklog's file sink: size rotation like RotatingFileHandler's; it
         # also notices a moved or deleted file, as WatchedFileHandler does.
-        mode: Union[int, str] = "w" if spec.mode == "w" and spec.max_bytes <= 0 else 0o666
-        sink = RotatingFileSink(
-            spec.path,
-            mode,
-            spec.max_bytes,
-            spec.backup_count,
-            encoding,
-            False,  # opened now: the first batch rotates at maxBytes too
-            errors,
-        )
+        mode: Union[int, str] = "w" if spec.mode == "w" and spec.max_bytes <= 0 else file_mode
+        sink = RotatingFileSink(spec.path, mode, spec.max_bytes, spec.backup_count, encoding, True, errors)
+        sink.file_mode = file_mode
+        if directory is not None:
+            sink.directory = directory
+        with contextlib.suppress(OSError):  # opened now (the first batch rotates at maxBytes too)
+            sink._reopen()  # or counted, reported and tried again as records come
         sink.terminator = ""
         emit_line = sink.emit_line
         return sink, lambda line: emit_line(line.text)
@@ -340,7 +382,9 @@ def _make(spec: TargetSpec) -> Tuple[logging.Handler, Callable[[TargetLine], boo
     if spec.kind == "timed":
         at = spec.at_time
         at_time = None if at is None else datetime.time(at // 3600, at // 60 % 60, at % 60)
-        handler: logging.StreamHandler = logging.handlers.TimedRotatingFileHandler(  # type: ignore[type-arg]
+        handler: logging.StreamHandler = _TimedFile(  # type: ignore[type-arg]
+            directory or LogDirectory(os.path.dirname(spec.path), file_mode),
+            file_mode,
             spec.path,
             spec.when,
             spec.interval,
