@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import os
 import signal
+import subprocess
+import tarfile
 import threading
 from pathlib import Path
 from typing import Dict, List
 
 import psutil
+import pytest
 
-from tests.integration.gunicorn_proc import Accounting, Gunicorn, wait_for
+from tests.integration.gunicorn_proc import REPO, Accounting, Gunicorn, wait_for
+
+#: The main branch before the master worked relative to a held directory (issue 21,
+#: item 1): an old master of that code and a new one must still share one rotation lock.
+BEFORE_HELD_DIRECTORIES = "f49c59f"
 
 
 def rotated_in_order(log_file: Path) -> List[str]:
@@ -21,10 +30,30 @@ def rotated_in_order(log_file: Path) -> List[str]:
     return lines
 
 
-def test_usr2_two_masters_share_the_file(tmp_path: Path) -> None:
-    """Both masters write and rotate one file: no torn line, no record lost or doubled, no file clobbered."""
+def code_of(revision: str, into: Path) -> Path:
+    """The ``src`` directory of ``revision`` of this repository, extracted under ``into``."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", revision, "src"], check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
+
+
+@pytest.mark.parametrize("old_code", ["this code", BEFORE_HELD_DIRECTORIES])
+def test_usr2_two_masters_share_the_file(tmp_path: Path, old_code: str) -> None:
+    """Both masters write and rotate one file: no torn line, no record lost or doubled, no file clobbered.
+
+    The old master may run an older forklog (the one before rotation worked
+    relative to a held directory): the re-executed master imports this one.
+    """
+    code = tmp_path / "code"  # on PYTHONPATH: the old master's forklog, then the new one's
+    source = REPO / "src" if old_code == "this code" else code_of(old_code, tmp_path / "old")
+    code.symlink_to(source)
     server = Gunicorn(
-        tmp_path, ["-w", "2"], env={"FORKLOG_MAX_BYTES": "200000", "FORKLOG_BACKUP_COUNT": "1000"}
+        tmp_path,
+        ["-w", "2"],
+        env={"FORKLOG_MAX_BYTES": "200000", "FORKLOG_BACKUP_COUNT": "1000", "PYTHONPATH": str(code)},
     )
     results: Dict[str, int] = {}
     lock = threading.Lock()
@@ -46,6 +75,8 @@ def test_usr2_two_masters_share_the_file(tmp_path: Path) -> None:
         for thread in clients:
             thread.start()
         wait_for(lambda: len(results) >= 100, 30, "load on the old master")
+        code.unlink()
+        code.symlink_to(REPO / "src")  # what gunicorn re-executes imports this code
         server.signal(signal.SIGUSR2)
 
         def new_master_serving() -> bool:
@@ -76,4 +107,5 @@ def test_usr2_two_masters_share_the_file(tmp_path: Path) -> None:
     accounting.check(answered, 6, 5000)
     pids = {r["pid"] for r in accounting.records if "Starting gunicorn" in r["message"]}
     assert pids == {str(old.pid), str(new.pid)}, "both masters logged"
+    assert os.path.realpath(code) == str(REPO / "src")
     assert len(list(tmp_path.glob("app.log.*[0-9]"))) >= 5, "the file rotated while both wrote"
