@@ -71,11 +71,14 @@ def pack_fields(fields: Tuple[object, ...]) -> bytes:
         task_name = ""
     else:
         flags |= _HAS_TASK_NAME
-    exc = b"" if exception is None else marshal.dumps(exception, 4)
-    extra = b"" if extras is None else marshal.dumps(extras, 4)
+    exc = extra = b""
+    if exception is not None:
+        exc = marshal.dumps(exception, 4)
+    if extras is not None:
+        extra = marshal.dumps(extras, 4)
     texts = (name, levelname, message, pathname, func, thread_name, process_name, stack, task_name)
     try:
-        text = "".join(texts)
+        text = "".join(texts).encode("utf-8", "surrogatepass")
     except TypeError:
         raise TypeError(_not_texts(texts)) from None
     end1 = len(name)
@@ -86,12 +89,13 @@ def pack_fields(fields: Tuple[object, ...]) -> bytes:
     end6 = end5 + len(thread_name)
     end7 = end6 + len(process_name)
     end8 = end7 + len(stack)
-    end9 = end8 + len(task_name)
     head = _HEAD.pack(
         version, flags, levelno, created, msecs, relative, lineno, thread,
-        end1, end2, end3, end4, end5, end6, end7, end8, end9, len(exc), len(extra),
+        end1, end2, end3, end4, end5, end6, end7, end8, end8 + len(task_name), len(exc), len(extra),
     )  # fmt: skip
-    return head + exc + extra + text.encode("utf-8", "surrogatepass")
+    if exc or extra:
+        return b"".join((head, exc, extra, text))
+    return head + text
 
 
 _TEXT_NAMES = (
