@@ -2,7 +2,7 @@
 stderr gets a bounded number of lines, every lost record is counted, and the
 sink heals by itself when the fault clears.
 
-The faults are real: /dev/full, a file or directory the hub's process may not
+The faults are real: a link the sink refuses, a file or directory the hub's process may not
 write, the file deleted or renamed under it. root ignores permission bits,
 so when the tests run as root the hub runs in a forked child that became
 'nobody', in a directory root owns; otherwise plain chmod does it.
@@ -235,8 +235,9 @@ def check_accounts(final: Dict[str, Any], files: List[List[str]], after: int) ->
     assert len(set(ours(written))) == len(ours(written))
 
 
-def test_full_disk(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    """On /dev/full: the other sink gets everything, the losses are counted, then writing resumes."""
+def test_a_path_the_sink_refuses(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The path is a link (to /dev/full): the other sink gets everything, the losses are counted, then
+    writing resumes once the path is a regular file. A file sink opens no link (issue 21, item 1)."""
     path = tmp_path / "app.log"
     path.symlink_to("/dev/full")
     driver = Driver(str(path))
@@ -255,7 +256,7 @@ def test_full_disk(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     check_accounts(final, [written], after=100)
     faults = fault_lines(capfd.readouterr().err)
     assert 1 <= len(faults) <= 3, faults
-    assert "No space left on device" in faults[0]
+    assert "Too many levels of symbolic links" in faults[0]
 
 
 @pytest.mark.parametrize("how", ["deleted", "renamed away"])

@@ -296,7 +296,9 @@ class Targets:
                 self._reporter.write(f"forklog: closing sink {entry.name} failed: {exc!r}")
 
     def release_in_child(self) -> None:
-        """In a forked child: the targets' files are the master's (H25)."""
+        """In a forked child: the targets' files, and the directories held for them, are the master's."""
+        for directory in list(self._directories.values()):
+            directory.release_in_child()
         for entry in list(self._by_label.values()):
             forget_handler(entry.sink)
             _fork.release_descriptors(entry.sink)
