@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import marshal
 import struct
-from typing import Any, Tuple, cast
+from typing import Any, Tuple
 
 from forklog._wire import checked_marshal
 
-__all__ = ["pack_fields", "unpack_fields"]
+__all__ = ["pack", "pack_fields", "unpack_fields"]
 
 _HEAD = struct.Struct("<BBidddqQ11I")
 _HEAD_SIZE = _HEAD.size
@@ -33,31 +33,35 @@ _HAS_THREAD, _HAS_STACK, _HAS_TASK_NAME = 1, 2, 4
 
 
 def pack_fields(fields: Tuple[object, ...]) -> bytes:
-    """The bytes of :func:`forklog._wire.records.fields_of`' tuple.
+    """The bytes of :func:`forklog._wire.records.fields_of`' tuple (:func:`pack` of its items)."""
+    return pack(*fields)
+
+
+def pack(  # noqa: PLR0917 - a record's fields, in their order (forklog._wire.fields.Field)
+    version: Any,
+    name: Any,
+    levelno: Any,
+    levelname: Any,
+    message: Any,
+    created: Any,
+    msecs: Any,
+    relative: Any,
+    pathname: Any,
+    lineno: Any,
+    func: Any,
+    thread: Any,
+    thread_name: Any,
+    process_name: Any,
+    exception: Any,
+    stack: Any,
+    task_name: Any,
+    extras: Any,
+) -> bytes:
+    """The bytes of a record's fields, given in :class:`forklog._wire.fields.Field`'s order.
 
     Raises ``TypeError``, ``ValueError`` or ``struct.error`` (``OverflowError``
     for a number out of range) on fields of other types: the caller mends them.
     """
-    (
-        version,
-        name,
-        levelno,
-        levelname,
-        message,
-        created,
-        msecs,
-        relative,
-        pathname,
-        lineno,
-        func,
-        thread,
-        thread_name,
-        process_name,
-        exception,
-        stack,
-        task_name,
-        extras,
-    ) = cast(Tuple[Any, ...], fields)
     flags = 0
     if thread is None:
         thread = 0

@@ -43,7 +43,7 @@ from forklog._wire.fields import (
     Exc,
     Field,
 )
-from forklog._wire.packing import pack_fields, unpack_fields
+from forklog._wire.packing import pack, pack_fields, unpack_fields
 from forklog._wire.text import merged_message, plain, safe_repr, safe_str
 from forklog._wire.tracebacks import rendered
 from forklog._wire.truncation import truncated
@@ -125,7 +125,7 @@ def encode(record: logging.LogRecord, max_bytes: int = 1 << 20) -> bytes:
     """
     try:
         fields = fields_of(record)
-        payload = pack_fields(fields)
+        payload = pack(*fields)
     except Exception as exc:  # noqa: BLE001 - the slow path of a strange record
         fields = _careful_fields(record, exc)
         payload = pack_fields(fields)
