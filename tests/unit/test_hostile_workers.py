@@ -164,3 +164,61 @@ def test_an_escaping_console_with_colours_in_its_format_takes_no_worker_lines() 
     assert line_formatter(sink) is None
     sink.setFormatter(forklog.TextFormatter("%(message)s", escape_newlines=True))
     assert line_formatter(sink) is not None
+
+
+def test_forged_exit_markers_settle_nobody() -> None:
+    """Item 7 (part): 10,000 exit markers naming a live sibling: its account stays open, nothing stalls.
+
+    A writer's exit is asked by the owner's own threads, never read from
+    the pipe: the sibling's records before and after the attack are all
+    written, no loss is reported for it, and the bystander's record is
+    written within a second of the attack.
+    """
+    collect = Collect()
+    with forklog.Hub([collect]) as hub:
+        go_on_r, go_on_w = os.pipe()
+        sibling = os.fork()
+        if sibling == 0:
+            try:
+                forklog.init_worker(hub.queue)
+                for i in range(20):
+                    logging.getLogger("sibling").error("sibling before %d", i)
+                assert hub.queue.flush(1.0)
+                os.read(go_on_r, 1)
+                for i in range(20):
+                    logging.getLogger("sibling").error("sibling after %d", i)
+                hub.queue.leave(timeout=1.0)
+            finally:
+                os._exit(0)
+        try:
+            wait_for(lambda: "sibling before 19" in collect.messages(), 5.0, "the sibling's first records")
+        except AssertionError:
+            os.write(go_on_w, b"x")
+            raise
+
+        def attack() -> None:
+            board = hub.queue.scoreboard
+            assert board is not None
+            boots = b"".join(
+                boot.to_bytes(4, "little") for _slot, boot, _n in board.claimed().get(sibling, [])
+            )
+            forged = EXIT_MARK + sibling.to_bytes(4, "little") + boots
+            for _ in range(10_000):
+                if not hub.queue.send_control(forged, 0.1):
+                    break  # the pipe stays full: the hub is stalled (what the bystander finds out)
+
+        try:
+            in_child(attack)
+            a_bystander_is_heard(hub, collected(collect))
+        finally:
+            os.write(go_on_w, b"x")
+            os.waitpid(sibling, 0)
+        hub.process_exited(sibling)
+        stats = hub.stop(timeout=10)
+    messages = collect.messages()
+    assert [m for m in messages if m.startswith("sibling")] == [
+        *(f"sibling before {i}" for i in range(20)),
+        *(f"sibling after {i}" for i in range(20)),
+    ]
+    assert not [m for m in messages if m.startswith("forklog: lost")], messages
+    assert stats is not None and stats.lost == 0

@@ -183,6 +183,7 @@ class Hub:
                 targets=self.targets,
             )
             self._listener.reopen_sinks = self._reopen_sinks
+            self._listener.request_exit = self._receiver.request_exit
             if self._stats_interval > 0 or self._prometheus_file:
                 self._watch = self._listener.watch = StatsWatch(
                     self.stats,

@@ -22,7 +22,7 @@ from forklog._master.backlog import Backlog
 from forklog._master.counters import Counters
 from forklog._master.dispatch import Dispatch
 from forklog._master.ledger import process_is_gone
-from forklog._master.receiver import EXIT_MARK, boots_of
+from forklog._master.receiver import boots_of
 from forklog._master.report import own_record
 from forklog._master.targets import Targets
 from forklog._master.watch import StatsWatch
@@ -64,6 +64,8 @@ class Listener(Dispatch, threading.Thread):
         self._backlog = backlog
         self._owner = os.getpid()
         self._exit_sent: Dict[int, float] = {}
+        #: How an exit is asked of the receiver (Receiver.request_exit, set by the hub).
+        self.request_exit: Callable[[int, Optional[Set[int]]], bool] = lambda pid, boots: False
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned = 0
         #: Set by the hub when a stats record or a Prometheus file is wanted.
@@ -135,24 +137,22 @@ class Listener(Dispatch, threading.Thread):
         self.targets.flush()
 
     def exited(self, pid: int, timeout: float = 0.0) -> bool:
-        """Queue the marker that settles ``pid``'s account once its records are read.
+        """Ask the receiver to settle ``pid``'s account once its records are read (never a frame).
 
-        The marker names the incarnations (boots) of ``pid`` known now, when
-        it is gone: by the time the listener reaches the marker, a new
-        process may have the same pid and a scoreboard slot of its own, which
-        must not be settled or freed with the dead one's.
+        ``timeout`` is kept for callers: the request never waits. It names
+        the incarnations (boots) of ``pid`` known now, when it is gone: by the
+        time the listener settles it, a new process may have the same pid and
+        a scoreboard slot of its own, which must not be settled or freed with
+        the dead one's.
         """
         boots = set(self._counters.ledger.boots(pid))
         board = self._channel.scoreboard
         if board is not None:
             with contextlib.suppress(OSError):
                 boots.update(boot for _slot, boot, _count in board.claimed().get(pid, []))
-        marker = (
-            EXIT_MARK + pid.to_bytes(4, "little") + b"".join(b.to_bytes(4, "little") for b in sorted(boots))
-        )
-        if len(marker) > 1024:  # a pid with hundreds of incarnations: settle them all
-            marker = marker[: len(EXIT_MARK) + 4]
-        if self._channel.send_control(marker, timeout):
+        if len(boots) > 256:  # a pid with hundreds of incarnations: settle them all
+            boots = set()
+        if self.request_exit(pid, boots or None):
             self._exit_sent[pid] = time.monotonic()
             return True
         return False

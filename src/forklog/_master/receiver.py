@@ -1,4 +1,11 @@
-"""The receiver thread: drains the pipe into the backlog until it reads the stop marker."""
+"""The receiver thread: drains the pipe into the backlog until it reads the stop marker.
+
+A writer's exit is never a frame: any worker could send one, naming a live
+sibling (issue 21, item 7). The owner's own threads ask for it
+(:meth:`Receiver.request_exit`, from gunicorn's ``child_exit`` or the
+listener's liveness round), and the receiver queues the exit behind every
+byte the pipe held when it was asked: the dead process wrote nothing after.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import os
 import select
 import threading
 import time
-from typing import List, Optional, Set
+from typing import List, Optional, Set, Tuple
 
 from forklog._master import scheduling
 from forklog._master.backlog import DROPS, EXITED, Backlog, Item
@@ -18,7 +25,7 @@ from forklog._worker.channel import Channel
 
 __all__ = ["EXIT_MARK", "Receiver", "boots_of"]
 
-#: The control frame that tells the reader a process is gone: prefix + pid.
+#: The payload of an exit request: prefix + pid + its boots (see Receiver.request_exit).
 EXIT_MARK = b"exit"
 
 
@@ -47,6 +54,12 @@ class Receiver(threading.Thread):
         #: Writers of another wire version named so far in the current TELL_WINDOW.
         self._told = 0
         self._told_since = 0.0
+        #: Reads done and bytes read so far, and the exits asked for: (exit payload,
+        #: reads done when asked, bytes read by then plus what the pipe held).
+        self._reads = 0
+        self._read_total = 0
+        self._exits: List[Tuple[bytes, int, int]] = []
+        self._exits_lock = threading.Lock()
 
     #: Between reads the receiver sleeps, so that records gather: every
     #: wake-up of a master thread takes a CPU from a worker, often in the
@@ -99,6 +112,8 @@ class Receiver(threading.Thread):
                     data = os.read(self._fd, self.READ_MOST)
                 except (BlockingIOError, InterruptedError):
                     data = b""
+                self._reads += 1
+                self._read_total += len(data)
                 now = time.monotonic()
                 pause = self.pause(len(data), now - last_read, enough, most)
                 last_read = now
@@ -107,6 +122,8 @@ class Receiver(threading.Thread):
                     last_expire = now
                 if data and self._deliver(data):
                     return
+                if self._exits:
+                    self._release_exits(emptied=len(data) < self.READ_MOST)
             self.abandoned_bytes = framing.pipe_backlog(self._fd)
         except BaseException as exc:  # noqa: BLE001 - report, never die silently
             self._reporter.write(f"forklog: the receiver thread failed: {exc!r}")
@@ -141,17 +158,7 @@ class Receiver(threading.Thread):
                 if self.stop_token is not None and payload == self.stop_token:
                     stop = True
                     break
-                if (
-                    payload.startswith(EXIT_MARK)
-                    and (len(payload) - len(EXIT_MARK)) % 4 == 0
-                    and len(payload) > len(EXIT_MARK)
-                ):
-                    start = len(EXIT_MARK)
-                    gone = int.from_bytes(payload[start : start + 4], "little")
-                    boots = boots_of(payload[start + 4 :])
-                    frames.expire(pid=gone, boots=boots)
-                    items.append((EXITED, gone, 0, 0, payload[start + 4 :]))
-                elif payload.startswith(framing.DROPS_MARK):
+                if payload.startswith(framing.DROPS_MARK):
                     items.append((DROPS, writer, boot, seq, payload))  # in order with the writer's records
         if items and not self._backlog.put_many(items, self._past_deadline):
             return False
@@ -166,6 +173,49 @@ class Receiver(threading.Thread):
         if frames.foreign_frames != foreign:
             self._tell_foreign()
         return stop
+
+    #: Exit requests waiting at once, at most: more are settled at stop (and by liveness rounds).
+    MAX_EXITS = 4096
+
+    def request_exit(self, pid: int, boots: Optional[Set[int]]) -> bool:
+        """Queue ``pid``'s exit (its ``boots``, or all) behind what the pipe holds now.
+
+        Called by the owner's threads once the process is gone: everything it
+        wrote is in the pipe by then. The exit is queued once the receiver has
+        read that far (its bytes read pass what it had read plus what the pipe
+        held, with one more read's margin for a read under way), or the pipe
+        was found empty by a read that began after this call.
+        """
+        payload = (
+            EXIT_MARK
+            + pid.to_bytes(4, "little")
+            + b"".join(b.to_bytes(4, "little") for b in sorted(boots or ()))
+        )
+        target = self._read_total + framing.pipe_backlog(self._fd) + self.READ_MOST
+        with self._exits_lock:
+            if len(self._exits) >= self.MAX_EXITS:
+                return False
+            self._exits.append((payload, self._reads, target))
+        return True
+
+    def _release_exits(self, emptied: bool) -> None:
+        """Queue the exits whose process's every byte has been read (see request_exit)."""
+        with self._exits_lock:
+            ready = [
+                payload
+                for payload, reads, target in self._exits
+                if self._read_total >= target or (emptied and self._reads >= reads + 2)
+            ]
+            if not ready:
+                return
+            self._exits = [entry for entry in self._exits if entry[0] not in ready]
+        items: List[Item] = []
+        for payload in ready:
+            start = len(EXIT_MARK)
+            gone = int.from_bytes(payload[start : start + 4], "little")
+            self.frames.expire(pid=gone, boots=boots_of(payload[start + 4 :]))
+            items.append((EXITED, gone, 0, 0, payload[start + 4 :]))
+        self._backlog.put_many(items, self._past_deadline)
 
     def _say_refused(self) -> None:
         """Records the reader abandoned to stay within its bounds: said at a bounded rate."""
