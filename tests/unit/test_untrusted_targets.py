@@ -158,3 +158,34 @@ def test_a_file_target_refuses_an_encoding_that_loses_lines() -> None:
     for encoding in ("utf-8", "UTF-8", "latin-1", "cp1252", "utf-8-sig", "locale", "utf-16"):
         spec = TargetSpec("file", "/tmp/x.log", encoding=encoding)
         assert TargetSpec.from_bytes(spec.to_bytes()) == spec
+
+
+@pytest.mark.parametrize("other_user", [True, False], ids=["another user", "the same user"])
+def test_a_stream_line_of_another_user_is_escaped(
+    capfdbinary: pytest.CaptureFixture[bytes], other_user: bool
+) -> None:
+    """Item 9: a worker's adopted stderr line with ESC, BEL, CR and NUL: escaped when the workers run as
+    another user than the master, byte for byte the app's otherwise (colours are the app's to keep)."""
+    hostile = "\x1b[31mred\x07 \rover\x00written\nsecond line"
+    with forklog.Hub([Collect()]) as hub:
+        if other_user:
+            hub.targets.writer = NOBODY
+
+        def worker() -> None:
+            forklog.init_worker(hub.queue)
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger = logging.getLogger("coloured")
+            logger.addHandler(handler)
+            logger.error(hostile)
+            hub.queue.leave(timeout=1.0)
+
+        in_child(worker)
+        stats = hub.stop(timeout=10)
+    assert stats is not None and stats.written.get("<stderr>", 0) == 1
+    err = capfdbinary.readouterr().err
+    if other_user:
+        assert b"\\x1b[31mred\\x07 \\rover\\x00written\nsecond line\n" in err
+        assert b"\x1b" not in err and b"\x07" not in err
+    else:
+        assert (hostile + "\n").encode() in err

@@ -25,6 +25,10 @@ to open a file:
   of another user keeps such a handler and writes its file itself, as
   without forklog (:mod:`forklog._worker.adoption`); stdout and stderr are
   the master's own and are served;
+* a line for stdout or stderr from a worker of another user has its control
+  characters escaped (its line breaks kept): no ESC recolours the
+  operator's terminal; the owner's and same-user writers' lines are written
+  as the application made them;
 * stdout and stderr are shared by every writer, of any user: their sinks
   are made with the master's own settings (the encoding of its stream,
   ``backslashreplace``), whatever the spec says; a file target's encoding
@@ -58,6 +62,7 @@ from forklog._master.log_directory import LogDirectory
 from forklog._master.sinks import RotatingFileSink
 from forklog._stderr import Reporter
 from forklog._wire.adopted_lines import TargetLine, TargetSpec, text_encoding
+from forklog._wire.controls import escape_lines
 
 __all__ = ["Credentials", "Targets", "reopen_file", "take_over"]
 
@@ -81,6 +86,8 @@ class _Open(NamedTuple):
     name: str
     sink: logging.Handler
     write: Callable[[TargetLine], bool]
+    #: The master's stdout or stderr (an operator's terminal, maybe).
+    stream: bool = False
 
 
 def take_over(name: str, handler: logging.Handler, counters: Counters, reporter: Reporter) -> None:
@@ -152,6 +159,7 @@ class Targets:
         #: The permission bits of the files the targets create (the hub's
         #: ``file_mode``, not the stdlib's 0o666): set from the settings.
         self.file_mode = 0o640
+        self._owner = os.getpid()
         #: The user the writers run as, when it is not the master's: no file
         #: target they ask for is opened (see the module's threat model).
         self.writer: Optional[Credentials] = None
@@ -199,6 +207,11 @@ class Targets:
             name = self._refused.get(line.spec, "<refused>")
             counters.sink_failed[name] = counters.sink_failed.get(name, 0) + 1
             return
+        if entry.stream and self.writer is not None and pid != self._owner:
+            # A worker of another user: no control character of its reaches the
+            # master's terminal raw (its own line breaks kept); the owner's lines
+            # and a same-user writer's stay byte for byte the app's, colours too.
+            line = line._replace(text=escape_lines(line.text))
         try:
             written = entry.write(line)
         except Exception as exc:  # noqa: BLE001 - a sink never stops the listener
@@ -241,7 +254,7 @@ class Targets:
         counters = self._counters
         counters.written.setdefault(label, 0)
         counters.sink_errors.setdefault(label, 0)
-        entry = _Open(label, sink, write)
+        entry = _Open(label, sink, write, stream)
         self._by_label[label] = entry
         self._streams += stream
         return self._remember(data, entry)
