@@ -17,15 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.integration.gunicorn_proc import Gunicorn, wait_for
-from tests.integration.test_hostile_worker import CONF
+from tests.integration.test_hostile_worker import root_gunicorn
 
 NOBODY = 65534
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start gunicorn with --user nobody")
 def test_links_planted_by_a_worker_are_never_followed_by_the_root_master(tmp_path: Path) -> None:
     base = Path(tempfile.mkdtemp(prefix="forklog-links-"))
     try:
@@ -40,15 +37,11 @@ def test_links_planted_by_a_worker_are_never_followed_by_the_root_master(tmp_pat
         for directory in (app_dir, hub_dir):
             directory.mkdir()
             os.chown(directory, NOBODY, -1)
-        conf = tmp_path / "conf.py"
-        conf.write_text(CONF)
-        server = Gunicorn(
+        server = root_gunicorn(
             tmp_path,
-            ["-w", "2", "--user", "nobody", "--group", "nogroup", "--preload"],
-            conf=conf,
-            app="tests.apps.symlink_app:app",
-            health="/mark?id=ready",
-            env={
+            "tests.apps.symlink_app:app",
+            "/mark?id=ready",
+            {
                 "SYMLINK_APP_DIR": str(app_dir),
                 "SYMLINK_APP_TARGETS": f"{closed / 'cron'}:{sentinel}",
                 "FORKLOG_FILE": str(hub_dir / "app.log"),

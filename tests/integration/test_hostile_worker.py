@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Dict, Optional
 
 import pytest
 
@@ -21,19 +22,25 @@ from tests.integration.gunicorn_proc import Gunicorn, wait_for
 CONF = "from forklog.gunicorn import *  # noqa: F403\nimport hashlib\nimport random\n\nrandom.seed()\n"
 
 
-@pytest.mark.parametrize("attack", sorted(ATTACKS))
-def test_a_worker_attacking_the_master_leaves_it_serving_and_logging(tmp_path: Path, attack: str) -> None:
-    """Issue 21, items 2, 3 and 4 under gunicorn: the stop token, a time out of range, a cut scoreboard."""
+def root_gunicorn(tmp_path: Path, app: str, health: str, env: Optional[Dict[str, str]] = None) -> Gunicorn:
+    """gunicorn as the issue tried it: a root master, ``-w 2 --user nobody --group nogroup --preload``."""
     assert os.geteuid() == 0, "starts gunicorn with --user nobody: run the tests as root"
     conf = tmp_path / "conf.py"
     conf.write_text(CONF)
-    server = Gunicorn(
+    return Gunicorn(
         tmp_path,
         ["-w", "2", "--user", "nobody", "--group", "nogroup", "--preload"],
         conf=conf,
-        app="tests.apps.hostile_app:app",
-        health="/mark?ready",
+        app=app,
+        health=health,
+        env=env,
     )
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_a_worker_attacking_the_master_leaves_it_serving_and_logging(tmp_path: Path, attack: str) -> None:
+    """Issue 21, items 2, 3 and 4 under gunicorn: the stop token, a time out of range, a cut scoreboard."""
+    server = root_gunicorn(tmp_path, "tests.apps.hostile_app:app", "/mark?ready")
     try:
         server.start()
         server.get(attack)  # a worker that ends itself answers nothing

@@ -42,6 +42,18 @@ def send_forged(hub: forklog.Hub, specs: List[bytes]) -> None:
     hub.queue.leave(timeout=1.0)
 
 
+def log_to_stderr(hub: forklog.Hub, name: str, message: str) -> None:
+    """A worker: ``message`` through a ``StreamHandler(sys.stderr)`` of its own (adopted), then it leaves."""
+    forklog.init_worker(hub.queue)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    assert adoption.adopted(handler) == TargetSpec("stream", "stderr"), "not adopted"
+    logger.error(message)
+    hub.queue.leave(timeout=1.0)
+
+
 HOSTILE_STDERR = {
     "undefined": TargetSpec("stream", "stderr", encoding="undefined"),
     "ascii-strict": TargetSpec("stream", "stderr", encoding="ascii", errors="strict"),
@@ -66,17 +78,7 @@ def test_no_spec_decides_how_the_master_writes_its_stderr(
     with forklog.Hub([Collect()]) as hub:
         in_child(lambda: send_forged(hub, [HOSTILE_STDERR[hostile].to_bytes()]))
 
-        def bystander() -> None:
-            forklog.init_worker(hub.queue)
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            logger = logging.getLogger("bystander")
-            logger.addHandler(handler)
-            assert adoption.adopted(handler) == TargetSpec("stream", "stderr"), "not adopted"
-            logger.error(line)
-            hub.queue.leave(timeout=1.0)
-
-        in_child(bystander)
+        in_child(lambda: log_to_stderr(hub, "bystander", line))
         expected = (line + "\n").encode("utf-8")
         wait_for(lambda: expected in stderr_so_far(), 1.0, "the other worker's stderr line")
         stats = hub.stop(timeout=10)
@@ -171,16 +173,7 @@ def test_a_stream_line_of_another_user_is_escaped(
         if other_user:
             hub.targets.writer = NOBODY
 
-        def worker() -> None:
-            forklog.init_worker(hub.queue)
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            logger = logging.getLogger("coloured")
-            logger.addHandler(handler)
-            logger.error(hostile)
-            hub.queue.leave(timeout=1.0)
-
-        in_child(worker)
+        in_child(lambda: log_to_stderr(hub, "coloured", hostile))
         stats = hub.stop(timeout=10)
     assert stats is not None and stats.written.get("<stderr>", 0) == 1
     err = capfdbinary.readouterr().err
