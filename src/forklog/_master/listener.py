@@ -159,8 +159,8 @@ class Listener(Dispatch, threading.Thread):
 
     def _look_for_the_dead(self) -> None:
         # A pool child, or a worker whose host has no child_exit hook, can die
-        # without telling anyone: look for it, and send its exit marker down
-        # the pipe behind everything it wrote.
+        # without telling anyone: look for it, and ask for its exit behind
+        # everything it wrote (Receiver.request_exit).
         now = time.monotonic()
         board = self._channel.scoreboard
         try:
@@ -178,7 +178,7 @@ class Listener(Dispatch, threading.Thread):
     # -- settling the writers' accounts ---------------------------------------------
 
     def settle_exited(self, pid: int, payload: bytes) -> None:
-        """The exit marker of ``pid`` (see exited()): what it numbered and never arrived is lost."""
+        """``pid``'s exit, queued by the receiver (see exited()): what it numbered, not received, is lost."""
         self._exit_sent.pop(pid, None)
         boots = boots_of(payload)
         numbered, left = self._release_slots(pid, boots)

@@ -254,6 +254,6 @@ class Receiver(threading.Thread):
 
 
 def boots_of(data: bytes) -> Optional[Set[int]]:
-    """The boots an exit marker names, or None (all of the pid's)."""
+    """The boots an exit request names, or None (all of the pid's)."""
     boots = {int.from_bytes(data[i : i + 4], "little") for i in range(0, len(data) - len(data) % 4, 4)}
     return boots or None
