@@ -28,7 +28,7 @@ import pytest
 import forklog
 from forklog._master.sinks import RotatingFileSink
 from forklog._worker import channel as transport
-from tests.support import Collect, Stall, wait_for
+from tests.support import Collect, Stall, wait_for, wait_settled
 
 ROOT = Path(__file__).resolve().parents[2]
 #: How long a child may take to do its work and exit.
@@ -55,9 +55,8 @@ def _finish(process: Any, stderr: Path) -> None:
 
 def _settled(hub: forklog.Hub, pid: int) -> forklog.HubStats:
     """Settle ``pid``'s account (it has exited) and return the stats once the listener has."""
-    before = hub.stats().settled_processes
     hub.process_exited(pid)
-    wait_for(lambda: hub.stats().settled_processes > before, 20, f"pid {pid}'s account settled")
+    wait_settled(hub, pid)
     return hub.stats()
 
 
@@ -260,10 +259,9 @@ def shutdown_master(method: str, case: str, workdir: str) -> None:
         assert process.pid is not None
         pid = process.pid
     elapsed = time.monotonic() - started
-    before = hub.stats().settled_processes
     hub.process_exited(pid)
     # Raises (the master exits non-zero, its stderr in the test's failure) rather than report unsettled.
-    wait_for(lambda: hub.stats().settled_processes > before, 20, f"pid {pid}'s account settled")
+    wait_settled(hub, pid)
     stats = hub.stop(timeout=10)
     assert stats is not None
     report = {"pid": pid, "exitcode": exitcode, "elapsed": elapsed, "stats": dataclasses.asdict(stats)}
