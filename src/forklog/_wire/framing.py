@@ -42,6 +42,7 @@ __all__ = [
     "NO_SEQ",
     "PIPE_BUF",
     "PIPE_SIZES",
+    "WRITER_PIPE_SIZES",
     "decode_drops",
     "encode_drops",
     "frames",
@@ -157,6 +158,11 @@ def decode_drops(payload: bytes) -> Dict[str, int]:
 #: 4 MiB to root (a gunicorn master usually is) or under a raised
 #: ``fs.pipe-max-size``, and 1 MiB to any user by default.
 PIPE_SIZES = (4 << 20, 1 << 20)
+#: A writer's own pipe (each process that logs has one, forklog._wire.registration):
+#: four workers buffer about what one shared pipe did (python -m benchmarks
+#: --quick: a stop behind a stalled sink drains within its timeout), and any
+#: user gets it without a raised fs.pipe-max-size.
+WRITER_PIPE_SIZES = (256 << 10,)
 
 
 def grow_pipe(fd: int, sizes: Tuple[int, ...]) -> None:

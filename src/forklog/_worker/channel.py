@@ -142,9 +142,10 @@ class Channel(DropCounters):
         """A new pipe (and scoreboard), owned by the calling process."""
         self.keep_level, self.keep_wait, self.max_record_bytes = keep_level, keep_wait, max_record_bytes
         self.level, self.line_formatters, self.fields_with_lines = level, line_formatters, fields_with_lines
-        self.pipe_sizes = PIPE_SIZES if pipe_size is None else (pipe_size,)
         read_fd, write_fd = os.pipe()
-        grow_pipe(read_fd, self.pipe_sizes)
+        grow_pipe(read_fd, PIPE_SIZES if pipe_size is None else (pipe_size,))
+        #: The size of each writer's own pipe (the hub's pipe_size when given).
+        self.pipe_sizes = framing.WRITER_PIPE_SIZES if pipe_size is None else (pipe_size,)
         os.set_blocking(write_fd, False)
         os.set_blocking(read_fd, False)
         self.read_fd, self.write_fd, self.scoreboard = read_fd, write_fd, Scoreboard(slots=1)
@@ -215,7 +216,7 @@ class Channel(DropCounters):
         """
         old_write, old_board, old_release = self.write_fd, self.board, self._release
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        grow_pipe(read_fd, getattr(self, "pipe_sizes", PIPE_SIZES))
+        grow_pipe(read_fd, getattr(self, "pipe_sizes", framing.WRITER_PIPE_SIZES))
         os.set_blocking(write_fd, False)
         board = Scoreboard(slots=1)
         board.claim(0, self.pid, self.boot)

@@ -19,6 +19,7 @@ from multiprocessing import reduction
 from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple, Type
 
 from forklog import _fork
+from forklog._wire import framing
 from forklog._wire.scoreboard import Scoreboard
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def reduce(channel: Channel) -> Tuple[Callable[..., Channel], Tuple[Any, ...]]:
         "line_formatters": _picklable(channel.line_formatters),
         "fields_with_lines": channel.fields_with_lines,
         "owner_uid": channel.owner_uid,
-        "pipe_sizes": getattr(channel, "pipe_sizes", None) or (1 << 20,),
+        "pipe_sizes": getattr(channel, "pipe_sizes", None) or framing.WRITER_PIPE_SIZES,
     }
     return (_rebuild, (type(channel), reduction.DupFd(channel.register_fd), board_dup, options))
 
