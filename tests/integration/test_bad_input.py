@@ -219,7 +219,8 @@ def shutdown_master(method: str, case: str, workdir: str) -> None:
     sink = RotatingFileSink(out / "records.jsonl", maxBytes=0, encoding="utf-8", errors="backslashreplace")
     sink.setFormatter(forklog.JSONFormatter())
     # ERROR records (atexit, __del__) may wait for room in the pipe; the daemon's WARNINGs are dropped.
-    hub = forklog.Hub([("json", sink)], keep_wait=5.0).start()
+    # Pipes of 1 MiB: the daemon thread's first 100 records of 5 KB fit while the listener writes.
+    hub = forklog.Hub([("json", sink)], keep_wait=5.0, pipe_size=1 << 20).start()
     stderr = str(out / "child-stderr")
     started = time.monotonic()
     if method == "fork":

@@ -25,7 +25,7 @@ import time
 import weakref
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from forklog import _fork, formatters
+from forklog import _bounded, _fork, formatters
 from forklog._master import scheduling
 from forklog._master.backlog import Backlog
 from forklog._master.buffered import BufferedSink, Isolated, needs_isolation
@@ -280,6 +280,8 @@ class Hub:
         else:
             self._close_sinks(listener, deadline)
         self._counters.abandoned += abandoned
+        self._report_unwritten(receiver.unread_by_process, "still in its pipe")
+        self._report_unwritten(self._backlog.cleared, "queued")
         pipe_left = receiver.abandoned_bytes
         incomplete = receiver.frames.pending_partial
         if abandoned or pipe_left or incomplete or not marker_sent:
@@ -294,6 +296,15 @@ class Hub:
         atexit.unregister(self._stop_at_exit)  # a stopped hub (its sinks, their records) can be freed
         self.queue.close()
         return stats
+
+    def _report_unwritten(self, counts: Dict[int, int], where: str) -> None:
+        """Records a stop past its deadline left unwritten, by pid: lost, said on stderr, in the stats."""
+        lost = self._counters.ledger.lost_by_process
+        for pid, count in sorted(counts.items()):
+            _bounded.add(lost, pid, count, _bounded.by_pid)
+            self._reporter.write(
+                f"forklog: lost {count} records from pid {pid} ({where} when stop() timed out)"
+            )
 
     def _close_sinks(self, listener: Listener, deadline: float) -> None:
         # The buffered sinks first, each within what is left of the budget:

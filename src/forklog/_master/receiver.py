@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
+from forklog import _bounded
 from forklog._master import scheduling
 from forklog._master.backlog import DROPS, EXITED, Backlog, Item
 from forklog._master.counters import Counters
@@ -54,6 +55,9 @@ class Receiver(threading.Thread):
         self.frames = FrameReader(max_record_bytes=channel.max_record_bytes)
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned_bytes = 0
+        #: Records still in the writers' pipes when the stop's deadline came, by pid
+        #: (read and counted, never written: reported lost by Hub.stop).
+        self.unread_by_process: Dict[int, int] = {}
         #: Writers of another wire version named so far in the current TELL_WINDOW.
         self._told = 0
         self._told_since = 0.0
@@ -108,6 +112,7 @@ class Receiver(threading.Thread):
                 read = 0
                 for fd, _events in ready:
                     if fd == sources.registration_fd:
+                        read += 1  # a new pipe: a round that read nothing yet is not the last
                         if sources.accept():
                             self._reporter.report(
                                 "bound:writers",
@@ -135,11 +140,27 @@ class Receiver(threading.Thread):
                 if now - last_expire > 1.0:
                     self.frames.expire(now)
                     last_expire = now
-            self.abandoned_bytes = sources.backlog()
+            self._count_unread()
         except BaseException as exc:  # noqa: BLE001 - report, never die silently
             self._reporter.write(f"forklog: the receiver thread failed: {exc!r}")
         finally:
             self._backlog.close()
+
+    def _count_unread(self) -> None:
+        """The stop's deadline came: count (never write) the records the pipes still hold, by writer.
+
+        A pipe is read twice at most (what it holds now; a writer still
+        writing is not waited for); what is left after is ``abandoned_bytes``.
+        """
+        for source in list(self.sources.by_fd.values()):
+            for _ in range(2):
+                data = self.sources.read(source.fd, source.most)
+                if not data:
+                    break
+                for flags, pid, _boot, _seq, _payload in self.frames.feed(data, source):
+                    if not flags & framing.CONTROL:
+                        _bounded.add(self.unread_by_process, pid, 1, _bounded.by_pid)
+        self.abandoned_bytes = self.sources.backlog()
 
     def _ended(self, source: Source) -> None:
         """A writer's pipe ended (every write end closed): its exit, behind everything it wrote."""

@@ -159,10 +159,9 @@ def decode_drops(payload: bytes) -> Dict[str, int]:
 #: ``fs.pipe-max-size``, and 1 MiB to any user by default.
 PIPE_SIZES = (4 << 20, 1 << 20)
 #: A writer's own pipe (each process that logs has one, forklog._wire.registration):
-#: four workers buffer about what one shared pipe did (python -m benchmarks
-#: --quick: a stop behind a stalled sink drains within its timeout), and any
-#: user gets it without a raised fs.pipe-max-size.
-WRITER_PIPE_SIZES = (256 << 10,)
+#: 1 MiB, Linux's most for any user by default, so a burst of one writer
+#: fits as it did in the one shared pipe; 256 KiB past the user's pipe budget.
+WRITER_PIPE_SIZES = (1 << 20, 256 << 10)
 
 
 def grow_pipe(fd: int, sizes: Tuple[int, ...]) -> None:
