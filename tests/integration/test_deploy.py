@@ -214,8 +214,13 @@ def test_root_unit_command_keeps_the_logs_root_s_and_the_workers_www_data(tmp_pa
                 argv, cwd=local(service["WorkingDirectory"][0]), env=env, stderr=err, start_new_session=True
             )
         wait_for(lambda: get(port, "/health") == 200, 30, "the demo to answer")
-        workers = psutil.Process(proc.pid).children()
-        assert workers and {w.uids().effective for w in workers} == {pwd.getpwnam("www-data").pw_uid}
+        www_data = pwd.getpwnam("www-data").pw_uid
+
+        def workers_switched() -> bool:  # one worker may answer while another still boots as root
+            workers = psutil.Process(proc.pid).children()
+            return bool(workers) and {w.uids().effective for w in workers} == {www_data}
+
+        wait_for(workers_switched, 30, "every worker to run as www-data")
         subprocess.run(["/bin/kill", "-s", "HUP", str(proc.pid)], check=True, timeout=10)
         wait_for(lambda: "Handling signal: hup" in log_file.read_text(), 30, "the HUP in the log")
         wait_for(lambda: get(port, "/health") == 200, 30, "the demo to answer after HUP")
