@@ -284,7 +284,8 @@ def stalled(seconds: float, workers: int, tmp: Path) -> Dict[str, Any]:
         os.waitpid(pid, 0)
         hub.process_exited(pid)
     rss_after = _rss_now_kib()
-    stats = hub.stop(timeout=30)
+    # Four pipes of 1 MiB and the backlog, at 1 ms a record: about 30 s to drain.
+    stats = hub.stop(timeout=90)
     assert stats is not None
     results = [json.loads(out.read_text()) for out in outs]
     emitted = sum(r["emitted"] for r in results)

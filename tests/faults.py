@@ -60,9 +60,9 @@ def _records_filtered(rewrite: Callable[[int, Item], List[Item]]) -> None:
     seen = [0]
 
     @functools.wraps(feed)
-    def faulty(self: FrameReader, data: bytes) -> List[Item]:
+    def faulty(self: FrameReader, data: bytes, source: Any = None) -> List[Item]:
         out: List[Item] = []
-        for item in feed(self, data):
+        for item in feed(self, data, source):
             if item[0] & CONTROL:
                 out.append(item)
                 continue

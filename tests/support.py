@@ -184,3 +184,18 @@ def a_bystander_is_heard(hub: Any, arrived: Callable[[str], bool]) -> None:
     in_child(log)
     wait_for(lambda: arrived("bystander after the attack"), 1.0, "the other worker's record after the attack")
     assert hub.stats().listener_alive
+
+
+def wait_settled(hub: Any, pid: int, timeout: float = 20.0) -> None:
+    """Wait until ``pid`` (gone) is settled: its pipe ended and the listener closed its account.
+
+    Each writer's pipe ends with it and settles it by itself, maybe before
+    the test looks (forklog._master.sources).
+    """
+
+    def settled() -> bool:
+        receiver = hub._receiver
+        open_pipe = receiver is not None and any(s.pid == pid for s in receiver.sources.writers())
+        return not open_pipe and pid not in hub._counters.ledger.pids() and not len(hub._backlog)
+
+    wait_for(settled, timeout, f"pid {pid}'s account settled")

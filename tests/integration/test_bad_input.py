@@ -28,7 +28,7 @@ import pytest
 import forklog
 from forklog._master.sinks import RotatingFileSink
 from forklog._worker import channel as transport
-from tests.support import Collect, Stall, wait_for
+from tests.support import Collect, Stall, wait_for, wait_settled
 
 ROOT = Path(__file__).resolve().parents[2]
 #: How long a child may take to do its work and exit.
@@ -55,9 +55,8 @@ def _finish(process: Any, stderr: Path) -> None:
 
 def _settled(hub: forklog.Hub, pid: int) -> forklog.HubStats:
     """Settle ``pid``'s account (it has exited) and return the stats once the listener has."""
-    before = hub.stats().settled_processes
     hub.process_exited(pid)
-    wait_for(lambda: hub.stats().settled_processes > before, 20, f"pid {pid}'s account settled")
+    wait_settled(hub, pid)
     return hub.stats()
 
 
@@ -220,7 +219,8 @@ def shutdown_master(method: str, case: str, workdir: str) -> None:
     sink = RotatingFileSink(out / "records.jsonl", maxBytes=0, encoding="utf-8", errors="backslashreplace")
     sink.setFormatter(forklog.JSONFormatter())
     # ERROR records (atexit, __del__) may wait for room in the pipe; the daemon's WARNINGs are dropped.
-    hub = forklog.Hub([("json", sink)], keep_wait=5.0).start()
+    # Pipes of 1 MiB: the daemon thread's first 100 records of 5 KB fit while the listener writes.
+    hub = forklog.Hub([("json", sink)], keep_wait=5.0, pipe_size=1 << 20).start()
     stderr = str(out / "child-stderr")
     started = time.monotonic()
     if method == "fork":
@@ -260,10 +260,9 @@ def shutdown_master(method: str, case: str, workdir: str) -> None:
         assert process.pid is not None
         pid = process.pid
     elapsed = time.monotonic() - started
-    before = hub.stats().settled_processes
     hub.process_exited(pid)
     # Raises (the master exits non-zero, its stderr in the test's failure) rather than report unsettled.
-    wait_for(lambda: hub.stats().settled_processes > before, 20, f"pid {pid}'s account settled")
+    wait_settled(hub, pid)
     stats = hub.stop(timeout=10)
     assert stats is not None
     report = {"pid": pid, "exitcode": exitcode, "elapsed": elapsed, "stats": dataclasses.asdict(stats)}

@@ -284,7 +284,11 @@ def _flood(hub: forklog.Hub, cells: SharedCounters, slot: int, count: int) -> No
 def test_a_writer_killed_before_any_record_got_through_is_settled_at_stop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A writer whose every record was dropped, SIGKILLed with no child_exit: its records are counted lost."""
+    """A writer whose last records were dropped and never reported, SIGKILLed: they are counted lost at stop.
+
+    Each writer has a pipe of its own: the victim's fills while the master is stalled on the
+    first writer's, so it drops and is killed before it can report the drops.
+    """
     # No liveness round between the kill and the stop (a kill in the last second, no child_exit hook).
     monkeypatch.setattr(Listener, "LIVENESS_INTERVAL", 3600.0)
     tally = Tally()
@@ -293,7 +297,7 @@ def test_a_writer_killed_before_any_record_got_through_is_settled_at_stop(
     pids: List[int] = []
     try:
         tally.gate.clear()  # a stalled disk: the backlog, then the pipe, fill up
-        for slot, count in ((0, 20_000), (1, 300)):
+        for slot, count in ((0, 20_000), (1, 1000)):
             pid = os.fork()
             if pid == 0:
                 try:
@@ -312,7 +316,7 @@ def test_a_writer_killed_before_any_record_got_through_is_settled_at_stop(
         tally.gate.set()
         hub.stop(timeout=1)
     assert final is not None
-    assert not tally.by_pid.get(victim), "the victim was meant to get nothing through"
+    assert cells[3] > 0, "the victim was meant to die with drops it never reported"
     assert final.lost_by_process.get(victim), "the victim's drops, never reported, are reported lost"
     for slot, pid in enumerate(pids):
         check_writer(

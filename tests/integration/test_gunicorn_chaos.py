@@ -32,10 +32,12 @@ CLIENTS = 6
 #: Small enough that the load fills it in a few requests; big enough that
 #: one burst request's records, its 5 KB one included, fit an empty pipe.
 PIPE_SIZE = 16 << 10
-#: Far longer than any freeze of the master: a large record's later frames
-#: wait for room rather than give up (a record cut short that way would be a
-#: drop the worker counts after some of its frames reached the master).
-KEEP_WAIT = 30.0
+#: Shorter than a freeze of the master (kill_one's 3 s): each worker has a pipe
+#: of its own, so one that fills in the middle of a large record waits for room
+#: for the rest, serving nothing; past this it gives the record up, a drop it
+#: counts after some of its frames reached the master (which sets them aside),
+#: and becomes a victim that holds drops it has not reported.
+KEEP_WAIT = 1.0
 #: Requests after the storm, one at a time into an empty pipe: written whole.
 AFTER = 5
 

@@ -336,12 +336,10 @@ def test_a_signal_that_raises_during_a_log_call_is_not_swallowed(bench: Bench) -
 
 
 def writer_channel(hub: forklog.Hub) -> transport.Channel:
-    """A channel onto the hub's pipe with a scoreboard slot, as a spawned child gets it."""
+    """A channel registered with the hub, with a pipe and a slot of its own, as a spawned child gets it."""
     board = hub.queue.scoreboard
     assert board is not None
-    return transport.Channel._attach(
-        os.dup(hub.queue.write_fd), Scoreboard(fd=os.dup(board.fd)), board.reserve()
-    )
+    return transport.Channel._attach(os.dup(hub.queue.register_fd), Scoreboard(slots=1, fd=os.dup(board.fd)))
 
 
 def test_a_signal_handler_logging_inside_a_publish_does_not_rewind_the_scoreboard(tmp_path: Path) -> None:
@@ -349,8 +347,8 @@ def test_a_signal_handler_logging_inside_a_publish_does_not_rewind_the_scoreboar
     collect = Collect()
     with forklog.Hub([("collect", collect)]) as hub:
         channel = writer_channel(hub)
-        assert channel.scoreboard is not None
-        board = channel.scoreboard
+        assert channel.board is not None
+        board = channel.board
         real_publish = board.publish
         published: List[int] = []
 

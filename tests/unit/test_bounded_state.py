@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
+import signal
 import struct
 import threading
 import zlib
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
 import psutil
 import pytest
 
 import forklog
 from forklog._master.listener import Listener
-from forklog._wire import framing
+from forklog._wire import framing, registration
 from tests.support import in_child, wait_for
 
 #: The bounds the master documents (forklog._master.ledger, counters, frame_reader).
@@ -149,7 +151,7 @@ def hub_and_sink() -> Iterator[tuple[forklog.Hub, Heard]]:
 def test_forged_boots_and_pids_keep_the_writers_accounts_bounded(
     hub_and_sink: tuple[forklog.Hub, Heard],
 ) -> None:
-    """100k records, each of a new (pid, boot): the ledger keeps its bound, in all and per pid."""
+    """100k records, each claiming a new (pid, boot): all are the attacker's own (its pipe names it)."""
     hub, heard = hub_and_sink
     count = 100_000
     received = hub.stats().enqueued
@@ -167,10 +169,9 @@ def test_forged_boots_and_pids_keep_the_writers_accounts_bounded(
     grown = peak.growth()
     ledger = hub._counters.ledger
     assert len(ledger._writers) <= MAX_ACCOUNTS
-    assert len(ledger.boots(attacker)) <= MAX_BOOTS_PER_PID
+    assert len(ledger.boots(attacker)) <= 1, "a claimed boot is not the writer's"
+    assert not [pid for pid in ledger.pids() if pid >= 5_000_000], "a claimed pid is not the writer's"
     assert grown < 12 << 20, f"the master grew by {grown >> 20} MiB"
-    stats = hub.stats()
-    assert stats.refused_by_bound["writer_accounts"] >= count - MAX_ACCOUNTS
     another_worker_is_heard(hub, heard)
 
 
@@ -274,36 +275,53 @@ def test_drop_reports_naming_100k_levels_keep_the_level_table_bounded(
 def test_a_writer_of_another_wire_version_is_named_once_and_counted(
     hub_and_sink: tuple[forklog.Hub, Heard], capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """Frames of the next wire version: "pid P speaks wire vN, this hub vM" once; skipped, counted."""
+    """Frames of the next wire version: "pid P speaks wire vN, this hub vM" once; skipped, counted.
+
+    P is the writer's pid as its pipe names it, not the 424242 its frames claim.
+    """
     hub, heard = hub_and_sink
-    pid = 424242
+    claimed = 424242
     other = framing._VERSION + 1
     before = hub.stats()
     sent: List[bytes] = []
+    go_on_r, go_on_w = os.pipe()
 
-    def send(frames: List[bytes], then: str) -> None:
-        sent.extend(frames)
-        in_child(lambda: write_frames(hub.queue.write_fd, frames))
-        another_worker_is_heard(hub, heard, then)  # read behind the frames
+    def writer() -> None:
+        write_frames(
+            hub.queue.write_fd,
+            [
+                frame(FIRST | LAST, claimed, 1, s, payload=b"from the next release", version=other)
+                for s in range(3)
+            ],
+        )
+        os.read(go_on_r, 1)
+        write_frames(
+            hub.queue.write_fd,
+            [frame(FIRST | LAST, claimed, 1, s, payload=b"later", version=other) for s in range(3, 5)],
+        )
 
-    send(
-        [
-            frame(FIRST | LAST, pid, 1, seq, payload=b"from the next release", version=other)
-            for seq in range(3)
-        ],
-        "bystander 1",
+    pid = os.fork()
+    if pid == 0:
+        try:
+            writer()
+        finally:
+            os._exit(0)
+    sent.extend(
+        frame(FIRST | LAST, claimed, 1, s, payload=b"from the next release", version=other) for s in range(3)
     )
-    send(
-        [frame(FIRST | LAST, pid, 1, seq, payload=b"later", version=other) for seq in range(3, 5)],
-        "bystander 2",
-    )
+    sent.extend(frame(FIRST | LAST, claimed, 1, s, payload=b"later", version=other) for s in range(3, 5))
+    wait_for(lambda: hub.stats().foreign_by_process.get(pid, 0) == 3, 5, "the first frames")
+    os.write(go_on_w, b"x")
+    os.waitpid(pid, 0)
+    another_worker_is_heard(hub, heard, "bystander 2")
+
     err = capfd.readouterr().err
     assert err.count(f"pid {pid} speaks wire v{other}, this hub v{framing._VERSION}") == 1, err
     stats = hub.stats()
     assert stats.foreign_by_process == {pid: 5}
     assert stats.foreign_bytes == sum(len(one) for one in sent)
     assert stats.garbage_bytes == before.garbage_bytes, "counted as garbage"
-    assert stats.enqueued == before.enqueued + 2  # the bystanders' records alone
+    assert stats.enqueued == before.enqueued + 1  # the bystander's record alone
 
 
 def test_the_documented_bounds_are_the_modules() -> None:
@@ -332,3 +350,77 @@ def test_a_writer_refused_an_account_is_written_and_not_reported_lost(
     assert "records of pid 77 (boot 00000001) are written but not accounted" in capfd.readouterr().err
     assert ledger.close(77, {1: 5}) == 0, "its five records arrived: none lost"
     assert ledger.close(78, {1: 7}) == 2, "it numbered seven, five arrived"
+
+
+def test_registering_pipes_cannot_take_the_masters_descriptors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker forking children that each register pipes: the master keeps most of its descriptor limit.
+
+    Each registered pipe holds two of the master's descriptors. Under a
+    limit of 256, at most 64 pipes are taken (16 a pid); the rest are closed,
+    counted in ``refused_by_bound["writers"]`` and said; a worker registered
+    before the attack is heard, and once the attackers are gone their pipes
+    are freed: a new worker is heard too.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    monkeypatch.setattr(framing, "WRITER_PIPE_SIZES", (1 << 16,))
+    heard = Heard()
+    children: List[int] = []
+    try:
+        hub = forklog.Hub([heard], pipe_size=1 << 16).start()
+        try:
+            go_read, go_write = os.pipe()
+            release_read, release_write = os.pipe()
+
+            def bystander() -> None:  # registered before the attack, logs after it
+                forklog.init_worker(hub.queue)
+                os.read(go_read, 1)
+                logging.getLogger("bystander").error("bystander after the attack")
+                hub.queue.leave(timeout=1.0)
+                os._exit(0)
+
+            def attacker() -> None:  # registers 20 pipes, keeps them open until released
+                for _ in range(20):
+                    pipe_read, _pipe_write = os.pipe()
+                    board = os.memfd_create("board")
+                    os.ftruncate(board, 64)
+                    registration.send(hub.queue.register_fd, framing._VERSION, 1, pipe_read, board)
+                    os.close(pipe_read)
+                os.read(release_read, 1)
+                os._exit(0)
+
+            assert hub._receiver is not None
+            sources = hub._receiver.sources
+            children.append(fork(bystander))
+            wait_for(lambda: len(sources.writers()) >= 1, 5, "the bystander's pipe")
+            children += [fork(attacker) for _ in range(8)]
+            wait_for(lambda: sources.refused >= 8 * 20 - 64, 10, "the attackers' pipes refused")
+            assert len(sources.by_fd) <= 64 + 1, "more pipes than a quarter of the descriptor limit"
+            assert len(os.listdir("/proc/self/fd")) < 192, "the master's descriptors are nearly gone"
+            assert hub.stats().refused_by_bound["writers"] == sources.refused
+            os.write(go_write, b"g")
+            wait_for(lambda: "bystander after the attack" in heard.messages, 1.0, "the bystander's record")
+            os.write(release_write, b"r" * 8)
+            for pid in children:
+                os.waitpid(pid, 0)
+            children.clear()
+            wait_for(lambda: not sources.writers(), 5, "the attackers' pipes freed at their end")
+            another_worker_is_heard(hub, heard)
+        finally:
+            for pid in children:  # a failed assertion leaves them waiting
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            hub.stop(timeout=10)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def fork(target: Callable[[], None]) -> int:
+    """``target`` in a forked child that exits when it returns; the child's pid (the caller reaps it)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            target()
+        finally:
+            os._exit(1)
+    return pid

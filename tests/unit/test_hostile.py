@@ -133,9 +133,11 @@ def test_a_channel_rebuilt_in_a_child_and_dropped_closes_its_descriptors() -> No
             copy = pickle.loads(pickle.dumps(hub.queue))
             del copy
         gc.collect()
-        after = len(os.listdir("/proc/self/fd"))
+        # Each copy registered a pipe of its own with the hub (this process): the hub
+        # closes its ends when the copy's write end is gone.
+        # (<=: the first copy's pipe may end, and the hub close its ends, after ``before`` was taken.)
+        wait_for(lambda: len(os.listdir("/proc/self/fd")) <= before, 5, "every copy's descriptors closed")
         hub.stop()
-    assert after == before
 
 
 def test_a_missing_log_directory_is_made(tmp_path: Path, log: logging.Logger) -> None:
@@ -318,31 +320,3 @@ def test_drop_counts_stay_exact_while_the_counters_lock_is_held_for_good() -> No
         assert channel.dropped == {"INFO": 80_001}
     finally:
         channel.close()
-
-
-def test_a_reused_pid_keeps_its_scoreboard_slot_when_the_dead_one_is_settled(log: logging.Logger) -> None:
-    """The exit marker names the dead incarnation: a new process with its pid keeps its slot and account."""
-    child = os.fork()
-    if child == 0:
-        os._exit(0)
-    os.waitpid(child, 0)  # a pid that is gone, as a SIGKILLed writer's
-    stall = Stall(timeout=30)
-    with forklog.Hub([stall]) as hub:
-        board = hub.queue.scoreboard
-        assert board is not None
-        dead = board.reserve()
-        board.claim(dead, child, 1)
-        board.publish(dead, 3)  # numbered 3, none arrived: 3 lost
-        log.addHandler(hub.handler())
-        log.info("holds the listener")
-        wait_for(lambda: hub.stats().enqueued == 1, 10, "the listener to stall")
-        assert hub._listener is not None and hub._listener.exited(child, timeout=5)
-        reborn = board.reserve()
-        board.claim(reborn, child, 2)  # the pid comes back before the marker is read
-        board.publish(reborn, 7)
-        stall.go.set()
-        wait_for(lambda: hub.stats().settled_processes == 1, 10, "the dead incarnation settled")
-        assert board.claimed().get(child) == [(reborn, 2, 7)], "the live process's slot was freed"
-        assert hub.stats().lost_by_process == {child: 3}
-        board.release(reborn)
-        hub.stop()

@@ -24,6 +24,7 @@ from forklog import _wire as wire
 from forklog._master.ledger import process_is_gone
 from forklog._master.line_writer import line_formatter
 from forklog._master.receiver import EXIT_MARK
+from forklog._wire import framing
 from forklog._wire.lines import LINES, LINES_HEAD, MAX_LINES, decode_lines
 from forklog._wire.packing import pack_fields
 from tests.support import Collect, a_bystander_is_heard, in_child, wait_for
@@ -222,3 +223,57 @@ def test_forged_exit_markers_settle_nobody() -> None:
     ]
     assert not [m for m in messages if m.startswith("forklog: lost")], messages
     assert stats is not None and stats.lost == 0
+
+
+def test_a_frame_is_the_writer_its_pipe_names() -> None:
+    """Item 7: records, a drop report and losses forged under a live sibling's pid and a pid that never ran.
+
+    Each writer has a pipe of its own, registered with the kernel's pid: the
+    forged records are the attacker's, the sibling's counts stay its own, and
+    the pid that never ran appears nowhere.
+    """
+    collect = Collect()
+    never_ran = 4_000_000
+    with forklog.Hub([collect]) as hub:
+        go_on_r, go_on_w = os.pipe()
+        sibling = os.fork()
+        if sibling == 0:
+            try:
+                forklog.init_worker(hub.queue)
+                logging.getLogger("sibling").error("sibling before")
+                os.read(go_on_r, 1)
+                logging.getLogger("sibling").error("sibling after")
+                hub.queue.leave(timeout=1.0)
+            finally:
+                os._exit(0)
+        try:
+            wait_for(lambda: "sibling before" in collect.messages(), 5.0, "the sibling's first record")
+
+            def attack() -> None:
+                forklog.init_worker(hub.queue)
+                for pid in (sibling, never_ran):
+                    record = logging.LogRecord("forged", logging.ERROR, __file__, 1, f"as {pid}", (), None)
+                    for seq in (0, 500_000):  # a gap: 499,999 records "lost"
+                        payload = wire.encode(record)
+                        for frame in framing.frames(0, pid, 1, seq, payload):
+                            os.write(hub.queue.write_fd, frame)
+                    drops = framing.encode_drops({"ERROR": 876_542})
+                    os.write(
+                        hub.queue.write_fd, framing.frames(framing.CONTROL, pid, 1, framing.NO_SEQ, drops)[0]
+                    )
+                hub.queue.leave(timeout=1.0)
+
+            attacker = in_child(attack)
+            a_bystander_is_heard(hub, collected(collect))
+        finally:
+            os.write(go_on_w, b"x")
+            os.waitpid(sibling, 0)
+        wait_for(lambda: "sibling after" in collect.messages(), 5.0, "the sibling's record after the attack")
+        stats = hub.stop(timeout=10)
+    assert stats is not None
+    forged = [record for record in collect.records if record.name == "forged"]
+    assert [record.process for record in forged] == [attacker] * 4
+    for pid in (sibling, never_ran):
+        assert pid not in stats.dropped_by_process and pid not in stats.lost_by_process, stats
+    assert stats.dropped_by_process.get(attacker) == 2 * 876_542
+    assert not [m for m in collect.messages() if f"from pid {sibling}" in m or f"pid {never_ran}" in m]

@@ -53,6 +53,8 @@ def test_stop_in_another_process_does_nothing() -> None:
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert hub.running
+        # Each process has its own pipe: order holds within a process, so wait for the child's.
+        wait_for(lambda: len(collect.records) == 1, 5, "the child's record")
         log_through(hub, 3, "parent")
     assert collect.messages() == ["record 0", "record 0", "record 1", "record 2"]
     assert [r.process for r in collect.records] == [pid, os.getpid(), os.getpid(), os.getpid()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import stat
 from pathlib import Path
 from typing import Dict
@@ -25,7 +26,11 @@ def open_fds() -> Dict[int, str]:
 
 
 def test_the_hub_listens_on_nothing_anyone_can_open() -> None:
-    """A running hub holds only anonymous pipes and memory files: no socket, no path in the filesystem."""
+    """A running hub holds only anonymous pipes, memory files and an unnamed socket pair: no path, no address.
+
+    The socket pair is where writers register their pipes (issue 21, item 7): bound to no
+    address, so only a process that inherited its end (a child) can reach it.
+    """
     before = open_fds()
     with forklog.Hub([Collect()]) as hub:
         opened = {fd: target for fd, target in open_fds().items() if fd not in before}
@@ -33,8 +38,16 @@ def test_the_hub_listens_on_nothing_anyone_can_open() -> None:
         for fd, target in opened.items():
             # An unlinked file for the scoreboard where memfd is not used (FORKLOG_PORTABLE, macOS).
             unlinked = "forklog-scoreboard-" in target and target.endswith(" (deleted)")
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                sock = socket.socket(fileno=os.dup(fd))
+                try:
+                    assert sock.family == socket.AF_UNIX and sock.getsockname() in ("", b""), sock
+                    registrations = hub.queue.registrations
+                    assert registrations is not None and fd in (hub.queue.register_fd, registrations.fileno())
+                finally:
+                    sock.close()
+                continue
             assert target.startswith(("pipe:[", "/memfd:")) or unlinked, f"fd {fd} -> {target}"
-            assert not stat.S_ISSOCK(os.fstat(fd).st_mode)
 
 
 def test_a_payload_carrying_code_is_only_data(tmp_path: Path) -> None:

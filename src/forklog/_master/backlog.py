@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Callable, Deque, Final, List, Optional, Tuple
+from typing import Callable, Deque, Dict, Final, List, Optional, Tuple
+
+from forklog import _bounded
 
 __all__ = ["DROPS", "EXITED", "RECORD", "Backlog", "Item"]
 
@@ -40,6 +42,8 @@ class Backlog:
         #: Records the listener took in its last batch and has not finished
         #: handing to the sinks (see :meth:`depth`).
         self.in_hand = 0
+        #: Records dropped by :meth:`clear`, by pid.
+        self.cleared: Dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -97,8 +101,12 @@ class Backlog:
             self._cond.notify_all()
 
     def clear(self) -> int:
+        """Drop every item held (a stop past its deadline); how many, by pid in ``cleared``."""
         with self._cond:
             count = len(self._items)
+            for kind, pid, *_rest in self._items:
+                if kind == RECORD:
+                    _bounded.add(self.cleared, pid, 1, _bounded.by_pid)
             self._items.clear()
             self._bytes = 0
             self._cond.notify_all()

@@ -69,7 +69,7 @@ class Dispatch:
         self._reporter = reporter
         self._channel = channel
         self._dispatch_lock = dispatch_lock
-        #: Settles a writer's account when its exit comes (the listener's, see Receiver.request_exit).
+        #: Settles a writer's account when its pipe ends (see forklog._master.sources).
         self._on_exited = on_exited
         #: The sinks of the handlers the processes adopted (see forklog._master.targets).
         self.targets = targets if targets is not None else Targets(counters, reporter)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from forklog import _bounded
 from forklog._wire.framing import (
@@ -101,10 +101,16 @@ class FrameReader:
         self.foreign_news: Dict[int, int] = {}
         self._told: Dict[int, int] = {}
 
-    def feed(self, data: bytes) -> List[Tuple[int, int, int, int, bytes]]:
-        """``(flags, pid, boot, seq, payload)`` of each whole record in ``data``, in order."""
-        buf = self._buffer
+    def feed(self, data: bytes, source: Optional[Any] = None) -> List[Tuple[int, int, int, int, bytes]]:
+        """``(flags, pid, boot, seq, payload)`` of each whole record in ``data``, in order.
+
+        ``source``: the pipe ``data`` came from (:class:`forklog._master.sources.Source`),
+        its bytes kept apart from the other pipes'; its writer's pid and boot,
+        which the kernel named, replace what each frame's header claims.
+        """
+        buf = self._buffer if source is None else source.buffer
         buf += data
+        writer = None if source is None else (source.pid, source.boot)
         out: List[Tuple[int, int, int, int, bytes]] = []
         append = out.append
         pos = 0
@@ -133,7 +139,7 @@ class FrameReader:
                         and frame_end <= end
                         and crc32(view[pos + checked_from : frame_end]) == crc
                     ):
-                        self._foreign(pid, version, frame_end - pos)
+                        self._foreign(pid if writer is None else writer[0], version, frame_end - pos)
                         pos = frame_end
                         continue
                     self.garbage_bytes += 1
@@ -150,6 +156,8 @@ class FrameReader:
                     continue
                 payload = view[pos + HEADER_SIZE : frame_end].tobytes()
                 pos = frame_end
+                if writer is not None:
+                    pid, boot = writer
                 if flags & FIRST and flags & LAST:
                     append((flags, pid, boot, seq, payload))
                 else:

@@ -25,7 +25,7 @@ import time
 import weakref
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from forklog import _fork, formatters
+from forklog import _bounded, _fork, formatters
 from forklog._master import scheduling
 from forklog._master.backlog import Backlog
 from forklog._master.buffered import BufferedSink, Isolated, needs_isolation
@@ -136,6 +136,7 @@ class Hub:
         self._state = "new"  # new -> running -> stopped
         self._dispatch_lock = scheduling.DispatchLock()
         self._quiesced = False
+        self._sources_locked = False
         self._reporter = Reporter()
         self._counters = Counters([name for name, _h in self._sinks])
         self._backlog = Backlog(queue_size, max_backlog_bytes)
@@ -183,7 +184,7 @@ class Hub:
                 targets=self.targets,
             )
             self._listener.reopen_sinks = self._reopen_sinks
-            self._listener.request_exit = self._receiver.request_exit
+            self._listener.live_writers = self._receiver.sources.writers
             if self._stats_interval > 0 or self._prometheus_file:
                 self._watch = self._listener.watch = StatsWatch(
                     self.stats,
@@ -279,6 +280,8 @@ class Hub:
         else:
             self._close_sinks(listener, deadline)
         self._counters.abandoned += abandoned
+        self._report_unwritten(receiver.unread_by_process, "still in its pipe")
+        self._report_unwritten(self._backlog.cleared, "queued")
         pipe_left = receiver.abandoned_bytes
         incomplete = receiver.frames.pending_partial
         if abandoned or pipe_left or incomplete or not marker_sent:
@@ -293,6 +296,15 @@ class Hub:
         atexit.unregister(self._stop_at_exit)  # a stopped hub (its sinks, their records) can be freed
         self.queue.close()
         return stats
+
+    def _report_unwritten(self, counts: Dict[int, int], where: str) -> None:
+        """Records a stop past its deadline left unwritten, by pid: lost, said on stderr, in the stats."""
+        lost = self._counters.ledger.lost_by_process
+        for pid, count in sorted(counts.items()):
+            _bounded.add(lost, pid, count, _bounded.by_pid)
+            self._reporter.write(
+                f"forklog: lost {count} records from pid {pid} ({where} when stop() timed out)"
+            )
 
     def _close_sinks(self, listener: Listener, deadline: float) -> None:
         # The buffered sinks first, each within what is left of the budget:
@@ -374,8 +386,10 @@ class Hub:
         Its account is settled when the listener reaches this point of the
         queue, after everything the process wrote; a loss is reported then.
         """
-        if self._owner == os.getpid() and self._listener is not None:
-            self._listener.exited(pid, timeout=0.1)
+        # Nothing to do: its pipe's end, read after everything it wrote, settles
+        # it (forklog._master.sources); no frame and no call can settle a writer
+        # before its records are in. Kept for hosts that call it.
+        return
 
     def stats(self) -> HubStats:
         counters = self._counters
@@ -399,7 +413,11 @@ class Hub:
             incomplete_by_process=dict(frames.abandoned_records) if frames else {},
             garbage_bytes=frames.garbage_bytes if frames else 0,
             queue_depth=self._backlog.depth(),
-            pipe_bytes=framing.pipe_backlog(read_fd) if read_fd is not None else 0,
+            pipe_bytes=receiver.sources.backlog()
+            if receiver is not None
+            else framing.pipe_backlog(read_fd)
+            if read_fd is not None
+            else 0,
             abandoned=counters.abandoned,
             lost_by_process=dict(counters.ledger.lost_by_process),
             settled_processes=counters.settled,
@@ -410,7 +428,11 @@ class Hub:
             listener_faults=counters.listener_faults,
             foreign_by_process=dict(frames.foreign_by_process) if frames else {},
             foreign_bytes=frames.foreign_bytes if frames else 0,
-            refused_by_bound={**counters.refused_by_bound(), **(dict(frames.refused) if frames else {})},
+            refused_by_bound={
+                **counters.refused_by_bound(),
+                **(dict(frames.refused) if frames else {}),
+                **({"writers": receiver.sources.refused} if receiver and receiver.sources.refused else {}),
+            },
             resent_by_sink={
                 name: int(getattr(handler, "resent", 0))
                 for name, handler in self._sinks
@@ -423,8 +445,15 @@ class Hub:
     def _quiesce(self) -> None:
         if self.running:
             self._quiesced = self._dispatch_lock.acquire_for_fork(FORK_QUIESCE_TIMEOUT)
+            receiver = self._receiver
+            # No writer's pipe half taken in while the child copies the descriptors.
+            if receiver is not None and receiver.sources.lock.acquire(timeout=FORK_QUIESCE_TIMEOUT):
+                self._sources_locked = True
 
     def _resume(self) -> None:
+        if self._sources_locked and self._receiver is not None:
+            self._sources_locked = False
+            self._receiver.sources.lock.release()
         if self._quiesced:
             self._quiesced = False
             self._dispatch_lock.release()
@@ -435,6 +464,9 @@ class Hub:
             forget_handler(handler)
             _fork.release_descriptors(handler)
         self.targets.release_in_child()
+        if self._receiver is not None:
+            self._receiver.sources.release_in_child()
+        self._sources_locked = False
         self._dispatch_lock = scheduling.DispatchLock()
         self._lifecycle = threading.Lock()
         self._quiesced = False

@@ -138,7 +138,7 @@ class Ledger:
         ``numbered`` is what the scoreboard says each incarnation (boot) of
         ``pid`` numbered; it covers records dropped or cut short at the end,
         which no later record's number reveals. ``only``: settle just these
-        incarnations (those known dead when the exit was asked for; a new
+        incarnations (the one whose pipe ended; a new
         process may have the pid by now).
         """
         numbered = numbered or {}

@@ -10,20 +10,19 @@ dies on the first unexpected exception).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from forklog._master import scheduling
 from forklog._master.backlog import Backlog
 from forklog._master.counters import Counters
 from forklog._master.dispatch import Dispatch
 from forklog._master.ledger import process_is_gone
-from forklog._master.receiver import boots_of
 from forklog._master.report import own_record
+from forklog._master.sources import Source, decode_exit
 from forklog._master.targets import Targets
 from forklog._master.watch import StatsWatch
 from forklog._stderr import Reporter
@@ -63,9 +62,8 @@ class Listener(Dispatch, threading.Thread):
         )
         self._backlog = backlog
         self._owner = os.getpid()
-        self._exit_sent: Dict[int, float] = {}
-        #: How an exit is asked of the receiver (Receiver.request_exit, set by the hub).
-        self.request_exit: Callable[[int, Optional[Set[int]]], bool] = lambda pid, boots: False
+        #: The writers whose pipe is still open, at stop (Receiver.sources.writers, set by the hub).
+        self.live_writers: Callable[[], List[Source]] = list
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned = 0
         #: Set by the hub when a stats record or a Prometheus file is wanted.
@@ -96,7 +94,6 @@ class Listener(Dispatch, threading.Thread):
             return True
         if now >= self._next_check:
             self._next_check = now + self.LIVENESS_INTERVAL
-            self._look_for_the_dead()
             with self._dispatch_lock:
                 self.report_sink_drops()
                 self._say_unrouted()
@@ -136,76 +133,16 @@ class Listener(Dispatch, threading.Thread):
                     self._counters.sink_failure(self._reporter, name, "to flush", exc, failed=0)
         self.targets.flush()
 
-    def exited(self, pid: int, timeout: float = 0.0) -> bool:
-        """Ask the receiver to settle ``pid``'s account once its records are read (never a frame).
-
-        ``timeout`` is kept for callers: the request never waits. It names
-        the incarnations (boots) of ``pid`` known now, when it is gone: by the
-        time the listener settles it, a new process may have the same pid and
-        a scoreboard slot of its own, which must not be settled or freed with
-        the dead one's.
-        """
-        boots = set(self._counters.ledger.boots(pid))
-        board = self._channel.scoreboard
-        if board is not None:
-            with contextlib.suppress(OSError):
-                boots.update(boot for _slot, boot, _count in board.claimed().get(pid, []))
-        if len(boots) > 256:  # a pid with hundreds of incarnations: settle them all
-            boots = set()
-        if self.request_exit(pid, boots or None):
-            self._exit_sent[pid] = time.monotonic()
-            return True
-        return False
-
-    def _look_for_the_dead(self) -> None:
-        # A pool child, or a worker whose host has no child_exit hook, can die
-        # without telling anyone: look for it, and ask for its exit behind
-        # everything it wrote (Receiver.request_exit).
-        now = time.monotonic()
-        board = self._channel.scoreboard
-        try:
-            pids = set(self._counters.ledger.pids())
-            if board is not None:
-                pids.update(board.claimed())
-            for pid in sorted(pids):
-                if pid == self._owner or now - self._exit_sent.get(pid, -60.0) < 30.0:
-                    continue
-                if process_is_gone(pid):
-                    self.exited(pid)
-        except Exception as exc:  # noqa: BLE001
-            self._reporter.report("liveness", f"could not check for dead writers: {exc!r}")
-
-    # -- settling the writers' accounts ---------------------------------------------
-
     def settle_exited(self, pid: int, payload: bytes) -> None:
-        """``pid``'s exit, queued by the receiver (see exited()): what it numbered, not received, is lost."""
-        self._exit_sent.pop(pid, None)
-        boots = boots_of(payload)
-        numbered, left = self._release_slots(pid, boots)
-        lost = self._counters.ledger.close(pid, numbered, boots)
+        """A writer's pipe ended (forklog._master.sources): what it numbered and never arrived is lost."""
+        exit_ = decode_exit(payload)
+        if exit_ is None:
+            return
+        boot, numbered, left = exit_
+        lost = self._counters.ledger.close(pid, {boot: numbered}, {boot})
         if lost is not None:
             self._counters.settled += 1
             self._report_loss(pid, lost, "exited" if left else "killed")
-
-    def _release_slots(self, pid: int, boots: Optional[Set[int]] = None) -> Tuple[Dict[int, int], bool]:
-        """What the scoreboard says ``pid`` numbered, by boot, and whether it left by the exit path.
-
-        Its slots are freed. ``boots``: only these incarnations' slots (see
-        exited()); all if None. "Left" needs a slot whose writer set the exit
-        mark (``Channel.leave``) and none without it; a writer with no slot
-        (forked by a worker) never counts as having left.
-        """
-        board = self._channel.scoreboard
-        numbered: Dict[int, int] = {}
-        marks: List[bool] = []
-        if board is not None:
-            for slot, boot, count, marked in board.entries().get(pid, []):
-                if boots and boot not in boots:
-                    continue  # a live process that has the dead one's pid now
-                numbered[boot] = count
-                marks.append(marked)
-                board.release(slot)
-        return numbered, bool(marks) and all(marks)
 
     def _report_loss(self, pid: int, lost: int, why: str) -> None:
         if not lost:
@@ -220,28 +157,28 @@ class Listener(Dispatch, threading.Thread):
     def _settle_live_writers(self) -> None:
         """At stop: what every writer numbered and never arrived is lost too.
 
-        Every writer: those the ledger knows (a record of theirs arrived) and
-        those only the scoreboard knows. A writer whose every record was
-        dropped on a full pipe, then SIGKILLed before a liveness round or a
-        ``child_exit`` said so, is in the scoreboard alone; its records are
-        counted here, never left unreported.
+        Every writer: those whose pipe is still open (their table says what
+        they numbered: a writer whose every record was dropped on a full
+        pipe is counted here, never left unreported), and those the ledger
+        knows of whose pipe ended without an account closed.
         """
         ledger = self._counters.ledger
-        board = self._channel.scoreboard
         with self._dispatch_lock:
-            pids = set(ledger.pids())
-            if board is not None:
-                try:
-                    pids.update(board.claimed())
-                except OSError as exc:
-                    self._reporter.report("liveness", f"could not read the scoreboard: {exc!r}")
-            for pid in sorted(pids - {self._owner}):
-                numbered, left = self._release_slots(pid)
-                lost = ledger.close(pid, numbered)
+            open_pipes = self.live_writers()
+            for source in open_pipes:
+                exit_ = decode_exit(source.exit_payload())
+                if exit_ is None or source.pid == self._owner:
+                    continue
+                boot, numbered, left = exit_
+                lost = ledger.close(source.pid, {boot: numbered}, {boot})
                 if lost is None:
                     continue
-                gone = process_is_gone(pid)
+                gone = process_is_gone(source.pid)
                 if gone:
                     self._counters.settled += 1
                 why = ("exited" if left else "killed") if gone else "still running when the hub stopped"
-                self._report_loss(pid, lost, why)
+                self._report_loss(source.pid, lost, why)
+            for pid in sorted(set(ledger.pids()) - {self._owner}):
+                lost = ledger.close(pid, {})
+                if lost is not None:
+                    self._report_loss(pid, lost, "killed" if process_is_gone(pid) else "still running")

@@ -1,31 +1,33 @@
-"""The receiver thread: drains the pipe into the backlog until it reads the stop marker.
+"""The receiver thread: drains the writers' pipes into the backlog until it reads the stop marker.
 
-A writer's exit is never a frame: any worker could send one, naming a live
-sibling (issue 21, item 7). The owner's own threads ask for it
-(:meth:`Receiver.request_exit`, from gunicorn's ``child_exit`` or the
-listener's liveness round), and the receiver queues the exit behind every
-byte the pipe held when it was asked: the dead process wrote nothing after.
+Each writer has a pipe of its own (:mod:`forklog._master.sources`): a
+frame's writer is the pipe it came on, and a writer's exit is the end of
+its pipe, queued behind everything it wrote; no frame can claim either
+(issue 21, item 7). The stop marker is honoured from the owner's own pipe
+only, and only once ``Hub.stop`` made it; the pipes are then read until a
+round finds them all empty (or the deadline comes).
 """
 
 from __future__ import annotations
 
 import os
-import select
 import threading
 import time
-from typing import List, Optional, Set, Tuple
+from typing import Dict, List, Optional
 
+from forklog import _bounded
 from forklog._master import scheduling
 from forklog._master.backlog import DROPS, EXITED, Backlog, Item
 from forklog._master.counters import Counters
 from forklog._master.frame_reader import FrameReader
+from forklog._master.sources import MAX_PER_PID, Source, Sources
 from forklog._stderr import Reporter
 from forklog._wire import framing
 from forklog._worker.channel import Channel
 
-__all__ = ["EXIT_MARK", "Receiver", "boots_of"]
+__all__ = ["EXIT_MARK", "Receiver"]
 
-#: The payload of an exit request: prefix + pid + its boots (see Receiver.request_exit).
+#: What a forged exit marker starts with: the hub reads no exit from a frame (kept for the tests).
 EXIT_MARK = b"exit"
 
 
@@ -42,6 +44,8 @@ class Receiver(threading.Thread):
         super().__init__(name="forklog-receiver", daemon=True)
         assert channel.read_fd is not None
         self._fd = channel.read_fd
+        own = Source(channel.read_fd, os.getpid(), channel.boot, -1, owner=True)
+        self.sources = Sources(own, channel.registrations)
         self._backlog = backlog
         self._counters = counters
         self._reporter = reporter
@@ -51,15 +55,12 @@ class Receiver(threading.Thread):
         self.frames = FrameReader(max_record_bytes=channel.max_record_bytes)
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned_bytes = 0
+        #: Records still in the writers' pipes when the stop's deadline came, by pid
+        #: (read and counted, never written: reported lost by Hub.stop).
+        self.unread_by_process: Dict[int, int] = {}
         #: Writers of another wire version named so far in the current TELL_WINDOW.
         self._told = 0
         self._told_since = 0.0
-        #: Reads done and bytes read so far, and the exits asked for: (exit payload,
-        #: reads done when asked, bytes read by then plus what the pipe held).
-        self._reads = 0
-        self._read_total = 0
-        self._exits: List[Tuple[bytes, int, int]] = []
-        self._exits_lock = threading.Lock()
 
     #: Between reads the receiver sleeps, so that records gather: every
     #: wake-up of a master thread takes a CPU from a worker, often in the
@@ -87,48 +88,88 @@ class Receiver(threading.Thread):
 
     def run(self) -> None:
         scheduling.background()
-        poller = select.poll()
-        poller.register(self._fd, select.POLLIN)
+        sources = self.sources
         capacity = framing.pipe_capacity(self._fd)
         enough = capacity // self.GATHER_SHARE
         most = self.GATHER_MOST * min(1.0, capacity / (1 << 20))
         last_expire = last_read = time.monotonic()
         pause = 0.0
-        data = b""
+        read = 0
+        stopping = False
         try:
             while not self._past_deadline():
                 # Each system call here gives up the GIL and waits to win it
                 # back, while the listener or the master's own code computes,
                 # often far longer than the call (tens of ms while gunicorn
                 # forks workers at a HUP and every CPU is busy). So one read
-                # takes the whole pipe, and the pipe is polled only when the
-                # last read found it empty: a full pipe read 16 KiB at a time
-                # paid that wait per chunk, and workers dropped records.
-                try:
-                    if not data:  # the last read found the pipe empty: wait for a write
-                        poller.poll(250)
-                    if pause:
-                        time.sleep(pause)
-                    data = os.read(self._fd, self.READ_MOST)
-                except (BlockingIOError, InterruptedError):
-                    data = b""
-                self._reads += 1
-                self._read_total += len(data)
+                # takes what a pipe holds, and the pipes are waited on only
+                # when the last round found them empty: a full pipe read 16 KiB
+                # at a time paid that wait per chunk, and workers dropped records.
+                ready = sources.poller.poll(0 if read or stopping else 250)
+                if pause and not stopping:
+                    time.sleep(pause)
+                    ready = sources.poller.poll(0)
+                read = 0
+                for fd, _events in ready:
+                    if fd == sources.registration_fd:
+                        read += 1  # a new pipe: a round that read nothing yet is not the last
+                        if sources.accept():
+                            self._reporter.report(
+                                "bound:writers",
+                                f"refused {sources.refused} writers' pipes past the bounds "
+                                f"({sources.most:,} pipes, {MAX_PER_PID} a pid): "
+                                "their records do not reach the hub",
+                            )
+                        continue
+                    source = sources.by_fd.get(fd)
+                    if source is None:
+                        continue
+                    data = sources.read(fd, min(source.most, self.READ_MOST))
+                    if data is None:
+                        continue
+                    if not data:
+                        self._ended(source)
+                        continue
+                    read += len(data)
+                    if self._deliver(data, source):
+                        stopping = True
                 now = time.monotonic()
-                pause = self.pause(len(data), now - last_read, enough, most)
+                if stopping and not read:
+                    return  # every pipe read to its end, as far as the stop goes
+                pause = self.pause(read, now - last_read, enough, most)
                 last_read = now
                 if now - last_expire > 1.0:
                     self.frames.expire(now)
                     last_expire = now
-                if data and self._deliver(data):
-                    return
-                if self._exits:
-                    self._release_exits(emptied=len(data) < self.READ_MOST)
-            self.abandoned_bytes = framing.pipe_backlog(self._fd)
+            self._count_unread()
         except BaseException as exc:  # noqa: BLE001 - report, never die silently
             self._reporter.write(f"forklog: the receiver thread failed: {exc!r}")
         finally:
             self._backlog.close()
+
+    def _count_unread(self) -> None:
+        """The stop's deadline came: count (never write) the records the pipes still hold, by writer.
+
+        A pipe is read twice at most (what it holds now; a writer still
+        writing is not waited for); what is left after is ``abandoned_bytes``.
+        """
+        for source in list(self.sources.by_fd.values()):
+            for _ in range(2):
+                data = self.sources.read(source.fd, source.most)
+                if not data:
+                    break
+                for flags, pid, _boot, _seq, _payload in self.frames.feed(data, source):
+                    if not flags & framing.CONTROL:
+                        _bounded.add(self.unread_by_process, pid, 1, _bounded.by_pid)
+        self.abandoned_bytes = self.sources.backlog()
+
+    def _ended(self, source: Source) -> None:
+        """A writer's pipe ended (every write end closed): its exit, behind everything it wrote."""
+        if source.owner:
+            return
+        payload = self.sources.close(source)
+        self.frames.expire(pid=source.pid, boots={source.boot})
+        self._backlog.put_many([(EXITED, source.pid, source.boot, 0, payload)], self._past_deadline)
 
     @classmethod
     def pause(cls, read: int, interval: float, enough: int, most: float) -> float:
@@ -140,13 +181,13 @@ class Receiver(threading.Thread):
         # The time the pipe takes to hold `enough` at the rate of the last read.
         return max(cls.GATHER_LEAST, min(most, enough * interval / read))
 
-    def _deliver(self, data: bytes) -> bool:
-        """Queue the records in ``data``; True once the stop marker is seen."""
+    def _deliver(self, data: bytes, source: Source) -> bool:
+        """Queue the records in ``data``, from ``source``'s pipe; True once the stop marker is seen."""
         frames = self.frames
         before = (frames.garbage_bytes, frames.bad_frames)
         controls, refusals, foreign = frames.control_frames, frames.refusals, frames.foreign_frames
         stop = False
-        items: List[Item] = frames.feed(data)
+        items: List[Item] = frames.feed(data, source)
         if frames.control_frames != controls:  # not only records: look at each
             records = items
             items = []
@@ -155,7 +196,7 @@ class Receiver(threading.Thread):
                 if not flags & framing.CONTROL:
                     items.append(item)
                     continue
-                if self.stop_token is not None and payload == self.stop_token:
+                if source.owner and self.stop_token is not None and payload == self.stop_token:
                     stop = True
                     break
                 if payload.startswith(framing.DROPS_MARK):
@@ -173,49 +214,6 @@ class Receiver(threading.Thread):
         if frames.foreign_frames != foreign:
             self._tell_foreign()
         return stop
-
-    #: Exit requests waiting at once, at most: more are settled at stop (and by liveness rounds).
-    MAX_EXITS = 4096
-
-    def request_exit(self, pid: int, boots: Optional[Set[int]]) -> bool:
-        """Queue ``pid``'s exit (its ``boots``, or all) behind what the pipe holds now.
-
-        Called by the owner's threads once the process is gone: everything it
-        wrote is in the pipe by then. The exit is queued once the receiver has
-        read that far (its bytes read pass what it had read plus what the pipe
-        held, with one more read's margin for a read under way), or the pipe
-        was found empty by a read that began after this call.
-        """
-        payload = (
-            EXIT_MARK
-            + pid.to_bytes(4, "little")
-            + b"".join(b.to_bytes(4, "little") for b in sorted(boots or ()))
-        )
-        target = self._read_total + framing.pipe_backlog(self._fd) + self.READ_MOST
-        with self._exits_lock:
-            if len(self._exits) >= self.MAX_EXITS:
-                return False
-            self._exits.append((payload, self._reads, target))
-        return True
-
-    def _release_exits(self, emptied: bool) -> None:
-        """Queue the exits whose process's every byte has been read (see request_exit)."""
-        with self._exits_lock:
-            ready = [
-                payload
-                for payload, reads, target in self._exits
-                if self._read_total >= target or (emptied and self._reads >= reads + 2)
-            ]
-            if not ready:
-                return
-            self._exits = [entry for entry in self._exits if entry[0] not in ready]
-        items: List[Item] = []
-        for payload in ready:
-            start = len(EXIT_MARK)
-            gone = int.from_bytes(payload[start : start + 4], "little")
-            self.frames.expire(pid=gone, boots=boots_of(payload[start + 4 :]))
-            items.append((EXITED, gone, 0, 0, payload[start + 4 :]))
-        self._backlog.put_many(items, self._past_deadline)
 
     def _say_refused(self) -> None:
         """Records the reader abandoned to stay within its bounds: said at a bounded rate."""
@@ -251,9 +249,3 @@ class Receiver(threading.Thread):
                 "are skipped and counted (HubStats.foreign_by_process); run one forklog version "
                 "in the hub and its writers"
             )
-
-
-def boots_of(data: bytes) -> Optional[Set[int]]:
-    """The boots an exit request names, or None (all of the pid's)."""
-    boots = {int.from_bytes(data[i : i + 4], "little") for i in range(0, len(data) - len(data) % 4, 4)}
-    return boots or None

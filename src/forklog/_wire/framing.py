@@ -42,6 +42,7 @@ __all__ = [
     "NO_SEQ",
     "PIPE_BUF",
     "PIPE_SIZES",
+    "WRITER_PIPE_SIZES",
     "decode_drops",
     "encode_drops",
     "frames",
@@ -157,6 +158,10 @@ def decode_drops(payload: bytes) -> Dict[str, int]:
 #: 4 MiB to root (a gunicorn master usually is) or under a raised
 #: ``fs.pipe-max-size``, and 1 MiB to any user by default.
 PIPE_SIZES = (4 << 20, 1 << 20)
+#: A writer's own pipe (each process that logs has one, forklog._wire.registration):
+#: 1 MiB, Linux's most for any user by default, so a burst of one writer
+#: fits as it did in the one shared pipe; 256 KiB past the user's pipe budget.
+WRITER_PIPE_SIZES = (1 << 20, 256 << 10)
 
 
 def grow_pipe(fd: int, sizes: Tuple[int, ...]) -> None:

@@ -1,48 +1,37 @@
-"""A shared-memory scoreboard: how many records each writer has numbered.
+"""A writer's table: how many records it has numbered, and whether it left by forklog's exit path.
 
-A SIGKILLed process cannot say what it dropped or was about to send. The
+A SIGKILLed process cannot say what it dropped or was about to send. Its
 pipe tells the master what *arrived*; this table tells it what was *sent*:
-every writer has a slot, in memory shared with the master, where it
-publishes the number of records it has numbered so far (each record takes
-the next number before it is written, dropped or not). When the writer is
-gone, the master compares that number with what arrived and what the writer
-reported as dropped; the difference is reported as lost, never silently.
+the writer publishes the number of records it has numbered so far (each
+record takes the next number before it is written, dropped or not). When
+its pipe ends, the master compares that number with what arrived and what
+the writer reported as dropped; the difference is reported as lost, never
+silently.
 
-Slots are handed out by the owner only (a cross-process allocator would need
-a lock a SIGKILL could wedge): at ``fork()`` in the owner's ``before`` hook,
-and when the channel is pickled for a spawn or forkserver child. A process
-forked by a worker (not by the owner) has no slot; its losses are still
-counted from the numbers that arrive, but drops it never got to report
-cannot be. The table lives in a ``memfd``, so spawn and forkserver children
-map the same memory through a passed descriptor.
+Each writer makes a one-slot table of its own (a ``memfd``) and hands it to
+the master with its pipe (:mod:`forklog._wire.registration`): no worker can
+write another's, so a worker can lie about itself only (issue 21, item 7).
+The owner keeps a table too, for one word every writer reads: whether the
+master wants each record's fields (see ``fields_wanted``).
 
-Each slot is ``pid, boot, numbered, left`` (u32, u32, u64, u64). Only its
-writer changes ``numbered`` and ``left``; the owner reads them once the
-writer is gone, so no lock is needed. ``left`` is the *exit mark*: the
-writer sets it when it leaves through forklog's exit path
-(``Channel.leave``: gunicorn's ``worker_exit``, a pool child's finalizer),
-so the master can tell a writer that exited from one that was killed or
-crashed. A writer sets it about itself, so it is a label, never evidence:
-the accounting does not depend on it. Slots are read and written with ``pread``/``pwrite``, not
-through a shared ``mmap`` (both are coherent on Linux). An earlier note
-blamed "stores invisible to the parent" on some virtual machines; the cause
-found since is the owner's: settling a dead writer freed every slot claimed
-under its pid, a slot a new process with the same pid had just claimed
-included, so that process's counts vanished. Exit markers now name the dead
-incarnations (``Listener.exited``). That it explains every case once seen
-is not proven. A writer publishes only when it matters (a record dropped, or a
-record of several frames begun), so a log call pays no extra system call.
+A slot is ``pid, boot, numbered, left`` (u32, u32, u64, u64). ``left`` is
+the *exit mark*: the writer sets it when it leaves through forklog's exit
+path (``Channel.leave``: gunicorn's ``worker_exit``, a pool child's
+finalizer), so the master can tell a writer that exited from one that was
+killed or crashed. A writer sets it about itself, so it is a label, never
+evidence: the accounting does not depend on it. Slots are read and written
+with ``pread``/``pwrite``. A writer publishes only when it matters (a record
+dropped, or a record of several frames begun), so a log call pays no extra
+system call.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import struct
 import tempfile
-import threading
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 __all__ = ["Scoreboard"]
 
@@ -64,23 +53,9 @@ class Scoreboard:
             fd = _anonymous_file()
             os.ftruncate(fd, slots * _SLOT.size + _FLAG.size)
             os.pwrite(fd, _FLAG.pack(1), slots * _SLOT.size)
-            self._free: Deque[int] = collections.deque(range(slots))
-        else:
-            self._free = collections.deque()
         self.fd = fd
-        self._lock = threading.Lock()
 
     # -- the owner ------------------------------------------------------------
-
-    def reserve(self) -> int:
-        """A free slot for a child about to be created, or -1 if none is left."""
-        with self._lock:
-            return self._free.popleft() if self._free else -1
-
-    def release(self, index: int) -> None:
-        with self._lock:
-            os.pwrite(self.fd, _SLOT.pack(0, 0, 0, 0), index * _SLOT.size)
-            self._free.append(index)
 
     def claimed(self) -> Dict[int, List[Tuple[int, int, int]]]:
         """pid -> [(slot, boot, numbered)] for every slot a writer has claimed."""

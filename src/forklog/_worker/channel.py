@@ -18,8 +18,12 @@ Why a pipe and not ``multiprocessing.Queue`` (DESIGN H1, H2, H13, H18, H19):
   checked and put back together in the master; frames of different
   processes and threads interleave freely.
 
-The master creates the channel and keeps the read end; children get the
-write end by ``fork()`` or pickled (:mod:`forklog._worker.inheritance`).
+The master creates the channel: its own pipe, and the socket pair on which
+every other process registers a pipe of its own (:mod:`forklog._wire.registration`):
+a frame's writer is the pipe it came on, never what its header claims
+(issue 21, item 7). Children get the writers' end of the socket by
+``fork()`` or pickled (:mod:`forklog._worker.inheritance`), and register at
+once.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from forklog import _wire as wire
 from forklog import formatters
 from forklog._hub_thread import on_hub_thread
 from forklog._stderr import feedback_reporter
-from forklog._wire import adopted_lines, framing
+from forklog._wire import adopted_lines, framing, registration
 from forklog._wire.framing import (
     _CRC,
     _HEAD,
@@ -102,17 +106,27 @@ class Channel(DropCounters):
     #: (syslog, OTLP): the lines then carry the fields too, while the
     #: scoreboard says those sinks take records (see _want_fields).
     fields_with_lines: bool = False
-    #: The read end, in the owner only.
+    #: The read end of the owner's own pipe, in the owner only.
     read_fd: Optional[int]
+    #: This process's own pipe's write end.
     write_fd: int
+    #: The writers' end of the registration socket pair (see forklog._wire.registration).
+    register_fd: int
+    #: The master's end, in the owner only (the receiver reads it).
+    registrations: Optional[Any]
+    #: The owner's table: the word telling writers whether fields are wanted.
     scoreboard: Optional[Scoreboard]
+    #: This writer's own one-slot scoreboard (None in the owner), registered with its pipe.
+    board: Optional[Scoreboard]
     #: The effective uid of the hub's owner: a process of another user
     #: keeps its file handlers (see forklog._worker.adoption).
     owner_uid: int
     #: Records logged on the hub's own threads, kept out of the hub (see _feedback).
     feedback: int = 0
-    #: Closes the descriptors of a channel attached in a child (see _attach).
+    #: Closes this process's pipe and slot when the channel is dropped (see _register).
     _release: Optional[weakref.finalize] = None  # type: ignore[type-arg]
+    #: Closes what a channel attached in a child was given (see _attach).
+    _release_given: Optional[weakref.finalize] = None  # type: ignore[type-arg]
 
     def __init__(
         self,
@@ -130,38 +144,48 @@ class Channel(DropCounters):
         self.level, self.line_formatters, self.fields_with_lines = level, line_formatters, fields_with_lines
         read_fd, write_fd = os.pipe()
         grow_pipe(read_fd, PIPE_SIZES if pipe_size is None else (pipe_size,))
+        #: The size of each writer's own pipe (the hub's pipe_size when given).
+        self.pipe_sizes = framing.WRITER_PIPE_SIZES if pipe_size is None else (pipe_size,)
         os.set_blocking(write_fd, False)
         os.set_blocking(read_fd, False)
-        self.read_fd, self.write_fd, self.scoreboard = read_fd, write_fd, Scoreboard()
+        self.read_fd, self.write_fd, self.scoreboard = read_fd, write_fd, Scoreboard(slots=1)
+        master, writers = registration.make_pair()
+        self.registrations, self.register_fd = master, writers.detach()
+        self.board = None
         self.owner_uid = os.geteuid()
+        self._release = None
         self._reset_process_state()
         inheritance.register(self)
 
     @classmethod
     def _attach(
-        cls, write_fd: int, scoreboard: Optional[Scoreboard], slot: int, owner_uid: int = -1, **policy: Any
+        cls, register_fd: int, scoreboard: Optional[Scoreboard], owner_uid: int = -1, **policy: Any
     ) -> Channel:
-        """A channel onto an existing pipe, in a child being created (see forklog._worker.inheritance).
+        """A channel onto an owner's hub, in a child being created (see forklog._worker.inheritance).
 
         ``policy``: the owner's keep_level, keep_wait, max_record_bytes,
-        level, line_formatters and fields_with_lines. The channel owns the
-        descriptors it is given: dropped without close(), it closes them
-        (not at exit, where logging.shutdown() still flushes through it).
+        level, pipe_sizes, line_formatters and fields_with_lines. The channel
+        registers a pipe of its own at once. It owns the descriptors it is
+        given: dropped without close(), it closes them (not at exit, where
+        logging.shutdown() still flushes through it).
         """
         channel = cls.__new__(cls)
         channel.__dict__.update(policy)
-        channel.read_fd, channel.write_fd, channel.scoreboard = None, write_fd, scoreboard
+        channel.read_fd, channel.write_fd, channel.scoreboard = None, -1, scoreboard
+        channel.register_fd, channel.registrations, channel.board = register_fd, None, None
         channel.owner_uid = os.geteuid() if owner_uid < 0 else owner_uid
+        channel._release = None
+        # What it was given is its own too: closed when it is dropped, as its pipe is.
         board_fd = scoreboard.fd if scoreboard is not None else -1
-        channel._release = weakref.finalize(channel, framing.close_fds, write_fd, board_fd)
-        channel._release.atexit = False
-        channel._reset_process_state(slot)
+        channel._release_given = weakref.finalize(channel, framing.close_fds, register_fd, board_fd)
+        channel._release_given.atexit = False
+        channel._reset_process_state()
         inheritance.register(channel)
         return channel
 
     # -- process-local state ------------------------------------------------
 
-    def _reset_process_state(self, slot: int = -1) -> None:
+    def _reset_process_state(self) -> None:
         self.pid = os.getpid()
         self.boot = int.from_bytes(os.urandom(4), "little")
         #: Every record this process sends takes the next number, dropped ones
@@ -180,28 +204,52 @@ class Channel(DropCounters):
         self._fields_checked = 0.0
         #: The master's end is closed (its hub stopped): nothing will read what is sent.
         self.hub_gone = False
-        self._slot = slot if self.scoreboard is not None else -1
-        if self._slot >= 0:
-            assert self.scoreboard is not None
-            self.scoreboard.claim(self._slot, self.pid, self.boot)
+        self._slot = -1
+        if self.read_fd is None:  # not the owner: a pipe and a slot of this process's own
+            self._register()
+
+    def _register(self) -> None:
+        """Make this process's own pipe and slot, and hand them to the master (forklog._wire.registration).
+
+        The descriptors this process inherited for writing (its parent's
+        pipe, its parent's slot) are closed: it never writes as another.
+        """
+        old_write, old_board, old_release = self.write_fd, self.board, self._release
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        grow_pipe(read_fd, getattr(self, "pipe_sizes", framing.WRITER_PIPE_SIZES))
+        os.set_blocking(write_fd, False)
+        board = Scoreboard(slots=1)
+        board.claim(0, self.pid, self.boot)
+        try:
+            if not registration.send(self.register_fd, _VERSION, self.boot, read_fd, board.fd):
+                self.hub_gone = True  # its writes find no reader (EPIPE): nothing waits on them
+        finally:
+            os.close(read_fd)
+        self.write_fd, self.board, self._slot = write_fd, board, 0
+        self._release = weakref.finalize(self, framing.close_fds, write_fd, board.fd)
+        self._release.atexit = False
+        if old_release is not None:
+            old_release.detach()
+        framing.close_fds(old_write)
+        if old_board is not None:
+            old_board.close()
 
     @property
     def is_owner(self) -> bool:
         """True in the process that created the channel and reads it."""
         return self.read_fd is not None and self.pid == os.getpid()
 
-    def _reserve_slot(self) -> int:
-        if self.is_owner and self.scoreboard is not None:
-            return self.scoreboard.reserve()
-        return -1
-
-    def _after_fork(self, slot: int) -> None:
-        """In a forked child: fresh counters; the read end is the master's alone."""
-        self._reset_process_state(slot)
+    def _after_fork(self) -> None:
+        """In a forked child: the master's ends closed, then fresh counters and a pipe of its own."""
         if self.read_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.read_fd)
             self.read_fd = None
+        if self.registrations is not None:
+            with contextlib.suppress(OSError):
+                self.registrations.close()
+            self.registrations = None
+        self._reset_process_state()
 
     def __reduce__(self) -> Tuple[Callable[..., Channel], Tuple[Any, ...]]:
         return inheritance.reduce(self)
@@ -409,18 +457,24 @@ class Channel(DropCounters):
 
     def close(self) -> None:
         """Close this process's descriptors. Only the owner calls this, at the very end."""
-        if self._release is not None:
-            self._release.detach()
-        for fd in (self.read_fd, self.write_fd):
+        for release in (self._release, self._release_given):
+            if release is not None:
+                release.detach()
+        for fd in (self.read_fd, self.write_fd, self.register_fd):
             if fd is not None and fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        if self.registrations is not None:
+            with contextlib.suppress(OSError):
+                self.registrations.close()
+            self.registrations = None
         self.read_fd = None
-        self.write_fd = -1
+        self.write_fd = self.register_fd = -1
         self._slot = -1
-        if self.scoreboard is not None:
-            self.scoreboard.close()
-            self.scoreboard = None
+        for board in (self.scoreboard, self.board):
+            if board is not None:
+                board.close()
+        self.scoreboard = self.board = None
 
 
 def _renderers(line_formatters: Tuple[logging.Formatter, ...]) -> List[Any]:

@@ -42,7 +42,8 @@ _LOCK_WAIT = 0.5
 class DropCounters:
     """The drop counters of :class:`~forklog._worker.channel.Channel` and their sections."""
 
-    scoreboard: Optional[Scoreboard]
+    #: This writer's own slot's table (forklog._wire.registration), slot 0; None in the owner.
+    board: Optional[Scoreboard]
     _slot: int
     write_fd: int
     pid: int
@@ -114,7 +115,7 @@ class DropCounters:
             self._dropped[levelname] = self._dropped.get(levelname, 0) + count
             self._dropped_total += count
         elif count > self._published:
-            board = self.scoreboard
+            board = self.board
             if self._slot >= 0 and board is not None:
                 self._published = count
                 with contextlib.suppress(OSError):
@@ -219,7 +220,7 @@ class DropCounters:
         True if no drop is left unreported.
         """
         flushed = self.flush(timeout)
-        board = self.scoreboard
+        board = self.board
         if self._slot >= 0 and board is not None and self.pid == os.getpid():
             with contextlib.suppress(OSError):
                 board.mark_left(self._slot)

@@ -1,24 +1,25 @@
 """How a channel reaches a child process: inherited by ``fork()``, pickled for spawn and forkserver.
 
-* **fork** (gunicorn, the ``fork`` start method, a raw ``os.fork()``): the
-  owner reserves a scoreboard slot for the child before the fork; in the
-  child every live channel starts its counters afresh, takes that slot and
-  closes the read end, which is the master's alone (DESIGN H6).
+* **fork** (gunicorn, the ``fork`` start method, a raw ``os.fork()``): in
+  the child every live channel closes the master's ends (DESIGN H6), starts
+  its counters afresh and registers a pipe of its own
+  (:mod:`forklog._wire.registration`).
 * **spawn, forkserver**: like ``multiprocessing.connection.Connection``, the
-  write end (and the scoreboard) is duplicated into the child being created
-  and the channel rebuilt there with the same drop policy (H12).
+  writers' end of the registration socket (and the owner's table) is
+  duplicated into the child being created, and the channel rebuilt there
+  with the same drop policy (H12), registering its own pipe.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
-import threading
 import weakref
 from multiprocessing import reduction
 from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple, Type
 
 from forklog import _fork
+from forklog._wire import framing
 from forklog._wire.scoreboard import Scoreboard
 
 if TYPE_CHECKING:
@@ -28,40 +29,23 @@ __all__ = ["reduce", "register"]
 
 _live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
-# Scoreboard slots reserved by the owner for the child being forked, handed
-# over in the child. Thread-local: the child continues the forking thread.
-_forking = threading.local()
-
 
 def register(channel: Channel) -> None:
     """Have ``channel`` follow this process's forks."""
     _live_channels.add(channel)
     # On first use, not at import: importing forklog has no side effects.
-    _fork.on_fork(
-        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
-    )
-
-
-def _before_fork() -> None:
-    _forking.slots = {id(ch): ch._reserve_slot() for ch in list(_live_channels)}
-
-
-def _after_fork_in_parent() -> None:
-    _forking.slots = {}
+    _fork.on_fork(after_in_child=_after_fork_in_child)
 
 
 def _after_fork_in_child() -> None:
-    slots = getattr(_forking, "slots", {})
-    _forking.slots = {}
     for channel in list(_live_channels):
-        channel._after_fork(slots.get(id(channel), -1))
+        channel._after_fork()
 
 
 def reduce(channel: Channel) -> Tuple[Callable[..., Channel], Tuple[Any, ...]]:
     """``channel.__reduce__``: its descriptors duplicated into the child being created."""
-    slot = channel._reserve_slot()
     board = channel.scoreboard
-    board_dup = reduction.DupFd(board.fd) if slot >= 0 and board is not None else None
+    board_dup = reduction.DupFd(board.fd) if board is not None else None
     options = {
         "keep_level": channel.keep_level,
         "keep_wait": channel.keep_wait,
@@ -70,8 +54,9 @@ def reduce(channel: Channel) -> Tuple[Callable[..., Channel], Tuple[Any, ...]]:
         "line_formatters": _picklable(channel.line_formatters),
         "fields_with_lines": channel.fields_with_lines,
         "owner_uid": channel.owner_uid,
+        "pipe_sizes": getattr(channel, "pipe_sizes", None) or framing.WRITER_PIPE_SIZES,
     }
-    return (_rebuild, (type(channel), reduction.DupFd(channel.write_fd), board_dup, slot, options))
+    return (_rebuild, (type(channel), reduction.DupFd(channel.register_fd), board_dup, options))
 
 
 def _picklable(line_formatters: Tuple[logging.Formatter, ...]) -> Tuple[logging.Formatter, ...]:
@@ -83,6 +68,6 @@ def _picklable(line_formatters: Tuple[logging.Formatter, ...]) -> Tuple[logging.
     return line_formatters
 
 
-def _rebuild(kind: Type[Channel], dup: Any, board: Any, slot: int, options: Dict[str, Any]) -> Channel:
-    scoreboard = Scoreboard(fd=board.detach()) if board is not None else None
-    return kind._attach(dup.detach(), scoreboard, slot if board is not None else -1, **options)
+def _rebuild(kind: Type[Channel], dup: Any, board: Any, options: Dict[str, Any]) -> Channel:
+    scoreboard = Scoreboard(slots=1, fd=board.detach()) if board is not None else None
+    return kind._attach(dup.detach(), scoreboard, **options)
