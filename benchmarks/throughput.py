@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 import forklog
 
@@ -303,117 +303,6 @@ def stalled(seconds: float, workers: int, tmp: Path) -> Dict[str, Any]:
     }
 
 
-def stages(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
-    """The CPU per record (µs, median of ``repeats``), stage by stage, in this thread.
-
-    The records are the benchmark's (1% with a traceback), encoded by a
-    worker's own code, cut into frames and read back; the listener writes
-    them to a file as in a hub, with its fast lane off and on.
-    """
-    from forklog import _wire as wire  # noqa: PLC0415
-    from forklog._master import scheduling  # noqa: PLC0415
-    from forklog._master.backlog import Backlog  # noqa: PLC0415
-    from forklog._master.counters import Counters  # noqa: PLC0415
-    from forklog._master.frame_reader import FrameReader  # noqa: PLC0415
-    from forklog._master.listener import Listener  # noqa: PLC0415
-    from forklog._stderr import Reporter  # noqa: PLC0415
-    from forklog._wire import framing  # noqa: PLC0415
-    from forklog._worker.channel import _renderers  # noqa: PLC0415
-
-    made: List[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            made.append(record)
-
-    log = logging.Logger("bench")
-    log.addHandler(Keep())
-    call = _app_log_call(log)
-    for i in range(records):
-        call(i)
-    payloads = [wire.encode(record) for record in made]
-    formatter = forklog.TextFormatter(FORMAT)
-    renderers = _renderers((formatter,))
-    lines = [wire.encode_lines(record, renderers, 4242, True) or wire.encode(record) for record in made]
-    data = b"".join(
-        b"".join(framing.frames(0, 4242, 1, seq, payload)) for seq, payload in enumerate(payloads)
-    )
-    line_items = [(framing.FIRST | framing.LAST, 4242, 1, seq, payload) for seq, payload in enumerate(lines)]
-    items: List[Any] = []
-    decoded: List[logging.LogRecord] = []
-    tmp = Path(tempfile.mkdtemp(prefix="forklog-stages-"))
-
-    def frames() -> None:
-        reader = FrameReader()
-        items[:] = [
-            item
-            for start in range(0, len(data), 1 << 20)
-            for item in reader.feed(data[start : start + (1 << 20)])
-        ]
-
-    def backlog() -> None:
-        queue = Backlog(records + 1, 1 << 40)
-        for start in range(0, len(items), 2000):
-            queue.put_many(items[start : start + 2000])
-        while queue.get_batch(256, 0):
-            pass
-
-    def decode() -> None:
-        decoded[:] = [wire.decode(payload, 4242) for payload in payloads]
-
-    def listener(fast: bool, made_lines: bool = False) -> Callable[[], None]:
-        def run() -> None:
-            sink = forklog.RotatingFileSink(tmp / f"{fast}.log", maxBytes=1 << 40, backupCount=1)
-            sink.setFormatter(forklog.TextFormatter(FORMAT))
-            flush, sink.flush = sink.flush, lambda: None  # type: ignore[method-assign]
-            the_listener = Listener(
-                Backlog(1, 1),
-                [("file", sink)],
-                Counters(["file"]),
-                Reporter(),
-                dispatch_lock=scheduling.DispatchLock(),
-                channel=None,  # type: ignore[arg-type]
-            )
-            the_listener.FAST_LANE = fast
-            batch = items
-            if made_lines:
-                the_listener.lines.use({"file": (0, sink.formatter)})  # type: ignore[dict-item]
-                batch = line_items
-            for start in range(0, len(batch), 256):
-                the_listener.dispatch_batch(batch[start : start + 256])
-                flush()
-            sink.close()
-            os.unlink(sink.baseFilename)
-
-        return run
-
-    traced = [record for record in made if record.exc_info]
-    steps: List[Tuple[str, Callable[[], object]]] = [
-        ("worker: encode fields", lambda: [wire.encode(record) for record in made]),
-        # The tracebacks' part of the above, source lines included (they travel from the worker).
-        ("worker: tracebacks (1% of records)", lambda: [wire.encode(record) for record in traced]),
-        ("worker: make lines", lambda: [wire.encode_lines(record, renderers, 4242, True) for record in made]),
-        ("receiver: frames", frames),
-        ("receiver+listener: backlog", backlog),
-        # What marshal.loads was before issue 21 (item 5): the fields read from their layout.
-        ("decode fields", lambda: [wire.decode_fields(payload) for payload in payloads]),
-        ("decode to a LogRecord", decode),
-        ("TextFormatter.format", lambda: [formatter.format(record) for record in decoded]),
-        ("listener, LogRecord path", listener(False)),
-        ("listener, fast lane", listener(True)),
-        ("listener, lines made by workers", listener(True, made_lines=True)),
-    ]
-    out = []
-    for name, step in steps:
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - started)
-        out.append((name, statistics.median(times) / records * 1e6))
-    return out
-
-
 def _rss_now_kib() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
@@ -465,13 +354,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--records", type=int, default=None, help="records per worker")
     parser.add_argument("--runs", type=int, default=None)
     parser.add_argument("--setups", nargs="*", default=None, choices=SETUPS)
-    parser.add_argument("--stages", action="store_true", help="the master's cost per record, by stage")
+    parser.add_argument("--stages", action="store_true", help="the cost per record, stage by stage")
+    parser.add_argument(
+        "--against", metavar="REV", default=None, help="with --stages: beside a git revision's code"
+    )
     args = parser.parse_args(argv)
     if args.stages:
-        print(f"CPU per record, µs (median of 7; Python {sys.version.split()[0]}):")
-        for name, micros in stages(args.records or 40_000):
-            print(f"  {name:<34}{micros:6.2f}")
-        return 0
+        from benchmarks import stages  # noqa: PLC0415
+
+        return stages.main(args.records or 40_000, args.against)
     workers_list = args.workers or ([1, 4] if args.quick else [1, 2, 4, 8])
     # --quick offers fewer records than the hub holds (queue_size plus the pipe):
     # below capacity, forklog must not lose one.

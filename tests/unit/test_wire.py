@@ -43,6 +43,18 @@ def test_message_is_merged_with_args() -> None:
     assert record.funcName == "handler" and record.process == 4242
 
 
+def test_texts_holding_nuls_travel_whole() -> None:
+    """The texts are joined by NULs when none holds one; a NUL in any text, in any field, travels too."""
+    for field in ("name", "msg", "pathname", "funcName", "threadName", "processName", "stack_info"):
+        record = make("plain")
+        setattr(record, field, f"a\x00{field}\x00b")
+        back = roundtrip(record)
+        assert getattr(back, field) == f"a\x00{field}\x00b"
+        others = [f for f in ("name", "pathname", "funcName", "threadName", "processName") if f != field]
+        assert [getattr(back, f) for f in others] == [getattr(record, f) for f in others]
+    assert roundtrip(make("plain")).getMessage() == "plain"
+
+
 def test_traceback_and_stack_travel_as_separate_fields() -> None:
     """H9: exc_info and stack_info stay out of the message, as text fields."""
     try:

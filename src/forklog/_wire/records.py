@@ -38,7 +38,6 @@ from forklog._wire.fields import (
     EXC_MESSAGE_ATTR,
     EXC_TYPE_ATTR,
     FORMAT_VERSION,
-    LATEST_TIME,
     STANDARD_ATTRS,
     Exc,
     Field,
@@ -239,48 +238,11 @@ def decode(payload: bytes, pid: int) -> logging.LogRecord:
     return record_from_fields(decode_fields(payload), pid)
 
 
-def decode_fields(payload: bytes) -> Tuple[Any, ...]:
-    """The 18 fields of :func:`encode`'s bytes, as a tuple, checked for shape only. Raises ``ValueError``.
-
-    The listener's fast lane renders a line straight from them;
-    :func:`record_from_fields` makes the ``LogRecord``. An exception's frames are checked here
-    (:func:`forklog._wire.tracebacks.check`): frames of another shape make
-    the record undecodable, never a fault where the traceback is written.
-    """
-    fields = unpack_fields(payload)
-    # The layout makes the numbers ints and floats (a level a C int); the times a
-    # formatter takes are checked inline (the fast lane's path: no call).
-    version, _name, _levelno, _levelname, _message, created, msecs, relative = fields[:8]
-    if version != FORMAT_VERSION or not (
-        0.0 <= created <= LATEST_TIME  # nan fails every comparison
-        and -_FINITE < msecs < _FINITE
-        and -_FINITE < relative < _FINITE
-    ):
-        raise ValueError("record payload of an unknown shape")
-    exception = fields[Field.EXCEPTION]
-    if exception is not None and type(exception) is not str:
-        _check_exception(exception, len(payload))
-    return fields
-
-
-#: Milliseconds and relative times a formatter takes (``%(msecs)d`` of ``inf`` raises).
-_FINITE = 1e15
-# decode_fields reads the first eight fields by position.
-assert (Field.VERSION, Field.LEVELNO, Field.CREATED, Field.MSECS, Field.RELATIVE_CREATED) == (0, 2, 5, 6, 7)
-
-
-def _check_exception(exception: object, size: int) -> None:
-    """Raise ``ValueError`` unless the exception field has a shape :func:`_exception` writes."""
-    if type(exception) is not tuple or not all(
-        type(part) is str for part in exception[Exc.TYPE : Exc.FRAMES]
-    ):
-        raise ValueError("record payload of an unknown shape")
-    if len(exception) == Exc.WITH_FRAMES and exception[Exc.TEXT] is None:
-        tracebacks.check(exception[Exc.FRAMES], size)
-    elif len(exception) != Exc.FRAMES or not (
-        exception[Exc.TEXT] is None or type(exception[Exc.TEXT]) is str
-    ):
-        raise ValueError("record payload of an unknown shape")
+#: The 18 fields of :func:`encode`'s bytes, as a tuple, checked for shape
+#: (:func:`forklog._wire.packing.unpack_fields`). Raises ``ValueError``.
+#: The listener's fast lane renders a line straight from them;
+#: :func:`record_from_fields` makes the ``LogRecord``.
+decode_fields = unpack_fields
 
 
 def file_names(pathname: str) -> Tuple[str, str]:
