@@ -50,9 +50,9 @@ def measure(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
     from forklog._master.counters import Counters  # noqa: PLC0415
     from forklog._master.frame_reader import FrameReader  # noqa: PLC0415
     from forklog._master.listener import Listener  # noqa: PLC0415
+    from forklog._renderers import record_renderers  # noqa: PLC0415
     from forklog._stderr import Reporter  # noqa: PLC0415
     from forklog._wire import framing  # noqa: PLC0415
-    from forklog._worker.channel import _renderers  # noqa: PLC0415
 
     decode_fields = getattr(wire, "decode_fields", marshal.loads)  # marshal before issue 21
 
@@ -69,7 +69,7 @@ def measure(records: int = 40_000, repeats: int = 7) -> List[Tuple[str, float]]:
         call(i)
     payloads = [wire.encode(record) for record in made]
     formatter = forklog.TextFormatter(FORMAT)
-    renderers = _renderers((formatter,))
+    renderers = record_renderers((formatter,))
     lines = [wire.encode_lines(record, renderers, 4242, True) or wire.encode(record) for record in made]
     data = b"".join(
         b"".join(framing.frames(0, 4242, 1, seq, payload)) for seq, payload in enumerate(payloads)

@@ -42,9 +42,9 @@ from gunicorn.config import Config
 import forklog.gunicorn as fg
 from forklog._master.buffered import BufferedSink, needs_isolation
 from forklog._master.line_writer import line_formatter
+from forklog._renderers import same_lines
 from forklog._wire import adopted_lines
 from forklog._worker.handler import ForkHandler
-from forklog.formatters import same_lines
 from forklog.settings import Settings
 
 __all__ = ["check", "load_config"]

@@ -27,7 +27,7 @@ import pytest
 
 import forklog
 from forklog._master.sinks import RotatingFileSink
-from forklog._worker import channel as transport
+from forklog._wire import framing
 from tests.support import Collect, Stall, wait_for, wait_settled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,7 +160,7 @@ def test_a_signal_handler_logs_while_the_main_thread_logs(method: str, tmp_path:
     assert stats.lost == 0, f"lost without a kill: {stats}"
     assert len(mine) + stats.dropped == counts["sent"] + counts["fired"], stats
     assert stats.bad_records == 0
-    if transport.PIPE_BUF >= 4096:
+    if framing.PIPE_BUF >= 4096:
         assert cut == 0, "a record of one frame cannot be cut short"
 
 

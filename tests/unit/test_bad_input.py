@@ -26,6 +26,7 @@ import forklog
 from forklog import _wire as wire
 from forklog._master.frame_reader import FrameReader
 from forklog._master.sinks import RotatingFileSink
+from forklog._wire import framing
 from forklog._wire.scoreboard import Scoreboard
 from forklog._worker import channel as transport
 from tests.support import Bad, Collect, Recursive, wait_for
@@ -400,13 +401,13 @@ def test_drops_of_records_with_odd_level_names_are_reported() -> None:
         # The reader catches up: the next record goes out, and the summary right behind it.
         assert channel.read_fd is not None
         reader = FrameReader()
-        while transport.pipe_backlog(channel.read_fd):
+        while framing.pipe_backlog(channel.read_fd):
             list(reader.feed(os.read(channel.read_fd, 1 << 16)))
         logger.removeFilter(rename)
         logger.info("after")
         after, report = reader.feed(os.read(channel.read_fd, 1 << 16))
         assert wire.decode(after[4], after[1]).getMessage() == "after"
-        assert transport.decode_drops(report[4]) == {"INFO": 1, "UNKNOWN": 1, "5": 1}
+        assert framing.decode_drops(report[4]) == {"INFO": 1, "UNKNOWN": 1, "5": 1}
         assert channel.dropped == {}
     finally:
         channel.close()

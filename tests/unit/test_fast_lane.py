@@ -27,10 +27,10 @@ from forklog._master import scheduling as threads
 from forklog._master.backlog import DROPS, RECORD, Backlog
 from forklog._master.counters import Counters
 from forklog._master.listener import Listener
+from forklog._renderers import line_renderer
 from forklog._stderr import Reporter
+from forklog._wire import framing
 from forklog._wire.packing import pack_fields
-from forklog._worker import channel as transport
-from forklog.formatters import line_renderer
 
 PID = 4242
 ALL_ATTRS = (
@@ -308,11 +308,11 @@ def test_the_listener_writes_the_same_bytes_with_and_without_the_lane(tmp_path: 
     """The listener writes the same bytes, counts and drops with the fast lane as without it."""
     items: List[Any] = [(RECORD, PID, 1, seq, payload) for seq, payload in enumerate(PAYLOADS * 3)]
     # The hub's own records and payloads encode() never writes take the slow path.
-    summary = transport.encode_drops({"INFO": 3})
+    summary = framing.encode_drops({"INFO": 3})
     odd = list(wire.decode_fields(PAYLOADS[0]))
     odd[wire.Field.EXCEPTION] = 42  # no exception field encode() writes
     items += [
-        (DROPS, PID, 1, transport.NO_SEQ, summary),
+        (DROPS, PID, 1, framing.NO_SEQ, summary),
         (RECORD, PID, 1, len(items), b"not a record"),
         (RECORD, PID, 1, len(items) + 1, pack_fields(tuple(odd))),
     ]

@@ -26,9 +26,9 @@ import forklog
 from forklog import JSONFormatter, RotatingFileSink, TextFormatter
 from forklog import _wire as wire
 from forklog._master.line_writer import LINES_BYTE
-from forklog._wire import tracebacks
+from forklog._renderers import line_renderer, record_renderer
+from forklog._wire import framing, tracebacks
 from forklog._worker import channel as transport
-from forklog.formatters import line_renderer, record_renderer
 from tests.support import wait_for
 
 from .test_fast_lane import FORMATTERS, PID, RECORDS
@@ -374,7 +374,7 @@ def test_a_damaged_lines_payload_in_a_batch_is_counted_and_the_rest_written(tmp_
     payloads = [wire.encode_lines(_record("line %d", (i,)), [render], PID) for i in range(4)]
     assert all(payloads)
     damaged = payloads[1][:3]  # type: ignore[index]
-    whole = transport.FIRST | transport.LAST
+    whole = framing.FIRST | framing.LAST
     batch = [(whole, PID, 1, seq, p) for seq, p in enumerate([payloads[0], damaged, payloads[2]])]
     batch.append((whole, PID, 1, 3, wire.encode(_record("fields %d", (3,)))))  # in its place
     batch.append((whole, PID, 1, 4, payloads[3]))

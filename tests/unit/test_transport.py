@@ -25,7 +25,7 @@ def test_large_records_are_reassembled_across_interleaved_frames() -> None:
     big_b = wire.encode(record("b" * 9_000))
     frames_a = _frame.frames(0, 11, 1, 0, big_a)
     frames_b = _frame.frames(0, 22, 1, 0, big_b)
-    assert all(len(f) <= transport.PIPE_BUF for f in frames_a + frames_b)
+    assert all(len(f) <= _frame.PIPE_BUF for f in frames_a + frames_b)
     interleaved = [f for pair in itertools.zip_longest(frames_a, frames_b, fillvalue=b"") for f in pair]
     reader = FrameReader()
     out = list(reader.feed(b"".join(interleaved)))
@@ -67,7 +67,7 @@ def test_a_large_record_cut_short_by_a_full_pipe_is_its_writers_drop_not_a_loss(
         assert reader.pending_partial == 1  # the frames that got out, set aside as incomplete
         assert channel.flush(1.0)  # the drop count goes out
         (report,) = reader.feed(os.read(channel.read_fd, 1 << 20))
-        assert transport.decode_drops(report[4]) == {"INFO": 1}
+        assert _frame.decode_drops(report[4]) == {"INFO": 1}
         reader.expire(time.monotonic() + 1)
         assert reader.abandoned_records == {channel.pid: 1}
         ledger = Ledger()
@@ -98,15 +98,15 @@ def test_full_pipe_drops_below_keep_level_at_once_and_counts() -> None:
         assert channel.read_fd is not None
         reader = FrameReader()
         fillers = []
-        while transport.pipe_backlog(channel.read_fd):
+        while _frame.pipe_backlog(channel.read_fd):
             fillers += list(reader.feed(os.read(channel.read_fd, 1 << 16)))
         assert len(fillers) == sent
         assert channel.send_record(record("after"))
         after, report = reader.feed(os.read(channel.read_fd, 1 << 16))
         assert wire.decode(after[4], after[1]).getMessage() == "after"
         # The counts go as a control frame: no application record can pass for one (H27).
-        assert report[0] & transport.CONTROL and report[3] == transport.NO_SEQ
-        assert transport.decode_drops(report[4]) == {"INFO": 2, "ERROR": 1}
+        assert report[0] & _frame.CONTROL and report[3] == _frame.NO_SEQ
+        assert _frame.decode_drops(report[4]) == {"INFO": 2, "ERROR": 1}
         assert channel.dropped == {}
     finally:
         channel.close()

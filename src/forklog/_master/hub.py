@@ -25,7 +25,7 @@ import time
 import weakref
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from forklog import _bounded, _fork, formatters
+from forklog import _bounded, _fork, _renderers
 from forklog._master import scheduling
 from forklog._master.backlog import Backlog
 from forklog._master.buffered import BufferedSink, Isolated, needs_isolation
@@ -33,7 +33,7 @@ from forklog._master.counters import Counters
 from forklog._master.listener import Listener
 from forklog._master.receiver import Receiver
 from forklog._master.sinks import Sink, named_sinks
-from forklog._master.stats import HubStats
+from forklog._master.stats import HubStats, snapshot
 from forklog._master.targets import Targets, forget_handler, reopen_file, take_over
 from forklog._master.watch import StatsWatch
 from forklog._stderr import Reporter
@@ -227,7 +227,7 @@ class Hub:
             if formatter is None:
                 return  # a sink that needs the record: every record travels as fields
             position = next(
-                (i for i, known in enumerate(chosen) if formatters.same_lines(known, formatter)), len(chosen)
+                (i for i, known in enumerate(chosen) if _renderers.same_lines(known, formatter)), len(chosen)
             )
             if position == len(chosen):
                 chosen.append(formatter)
@@ -392,52 +392,14 @@ class Hub:
         return
 
     def stats(self) -> HubStats:
-        counters = self._counters
-        receiver = self._receiver
-        frames = receiver.frames if receiver is not None else None
-        read_fd = self.queue.read_fd
-        return HubStats(
-            enqueued=counters.received,
-            written=dict(counters.written),
-            dropped_by_level=dict(counters.dropped_by_level),
-            dropped_by_process=dict(counters.dropped_by_process),
-            sink_errors=dict(counters.sink_errors),
-            dropped_by_sink={
-                **{name: counters.sink_dropped(name, handler) for name, handler in self._sinks},
-                **self.targets.dropped(),
-            },
-            sink_pending={
-                name: handler.pending for name, handler in self._sinks if isinstance(handler, BufferedSink)
-            },
-            bad_records=counters.bad_records,
-            incomplete_by_process=dict(frames.abandoned_records) if frames else {},
-            garbage_bytes=frames.garbage_bytes if frames else 0,
-            queue_depth=self._backlog.depth(),
-            pipe_bytes=receiver.sources.backlog()
-            if receiver is not None
-            else framing.pipe_backlog(read_fd)
-            if read_fd is not None
-            else 0,
-            abandoned=counters.abandoned,
-            lost_by_process=dict(counters.ledger.lost_by_process),
-            settled_processes=counters.settled,
-            listener_alive=self._listener is not None and self._listener.is_alive(),
-            listener_lag=counters.lag,
-            unrouted=counters.unrouted,
-            feedback=self.queue.feedback,
-            listener_faults=counters.listener_faults,
-            foreign_by_process=dict(frames.foreign_by_process) if frames else {},
-            foreign_bytes=frames.foreign_bytes if frames else 0,
-            refused_by_bound={
-                **counters.refused_by_bound(),
-                **(dict(frames.refused) if frames else {}),
-                **({"writers": receiver.sources.refused} if receiver and receiver.sources.refused else {}),
-            },
-            resent_by_sink={
-                name: int(getattr(handler, "resent", 0))
-                for name, handler in self._sinks
-                if isinstance(getattr(handler, "resent", None), int)
-            },
+        return snapshot(
+            self._counters,
+            receiver=self._receiver,
+            backlog=self._backlog,
+            listener=self._listener,
+            sinks=self._sinks,
+            targets=self.targets,
+            channel=self.queue,
         )
 
     # -- fork ------------------------------------------------------------------

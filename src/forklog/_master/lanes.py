@@ -1,7 +1,7 @@
 """The listener's fast lanes: a sink's line made straight from the decoded fields.
 
 For a file or stream sink with no filters and a formatter forklog can
-reproduce (:func:`forklog.formatters.line_renderer`), the listener writes
+reproduce (:func:`forklog._renderers.line_renderer`), the listener writes
 the line without making a ``LogRecord``; a buffered sink's lane only
 refuses early, counting the drop from the fields when its buffer is full.
 A lane returns None when it wrote the line, :data:`NOT_WRITTEN` when the
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from forklog import formatters
+from forklog import _renderers
 from forklog._master.buffered import BufferedSink
 from forklog._master.sinks import RotatingFileSink
 from forklog._wire import Field
@@ -42,15 +42,15 @@ class FastLanes:
     """Makes each sink's lane, keeping the renderers made for the formatters."""
 
     def __init__(self) -> None:
-        self._renderers: Dict[int, Tuple[Tuple[Any, ...], Optional[formatters.Renderer]]] = {}
+        self._renderers: Dict[int, Tuple[Tuple[Any, ...], Optional[_renderers.Renderer]]] = {}
 
-    def renderer(self, formatter: logging.Formatter) -> Optional[formatters.Renderer]:
-        key = formatters.renderer_key(formatter)
+    def renderer(self, formatter: logging.Formatter) -> Optional[_renderers.Renderer]:
+        key = _renderers.renderer_key(formatter)
         cached = self._renderers.get(id(formatter))
         if cached is not None and cached[0] == key:
             return cached[1]
         try:
-            renderer = formatters.line_renderer(formatter)
+            renderer = _renderers.line_renderer(formatter)
         except Exception:  # noqa: BLE001 - a formatter set up in a way not foreseen: the slow path
             renderer = None
         if len(self._renderers) > 64:

@@ -20,8 +20,8 @@ import collections
 import logging
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
+from forklog import _renderers, formatters
 from forklog import _wire as wire
-from forklog import formatters
 from forklog._master.backlog import EXITED
 from forklog._master.buffered import BufferedSink
 from forklog._master.counters import Counters
@@ -86,7 +86,7 @@ class LineWriter:
     def use(self, index: Dict[str, Tuple[int, logging.Formatter]]) -> None:
         """Sinks whose lines the emitting processes make: name -> (index in a payload, formatter)."""
         self._index = {
-            name: (position, formatters.renderer_key(formatter))
+            name: (position, _renderers.renderer_key(formatter))
             for name, (position, formatter) in index.items()
         }
 
@@ -105,7 +105,7 @@ class LineWriter:
         if known is None or isinstance(sink, BufferedSink):
             return None
         position, key = known
-        if sink.filters or formatters.renderer_key(self.formatter_of(sink)) != key:
+        if sink.filters or _renderers.renderer_key(self.formatter_of(sink)) != key:
             if name not in self._stale:
                 self._stale.add(name)
                 self._reporter.report(
@@ -301,16 +301,16 @@ def line_formatter(sink: logging.Handler) -> Optional[logging.Formatter]:
 
     They can for an unfiltered file or stream sink (a ``RotatingFileSink``,
     a ``StreamHandler``, a ``FileHandler``) whose formatter the listener
-    reproduces (:func:`forklog.formatters.line_renderer`) from what a worker
-    has (:func:`forklog.formatters.record_renderer`).
+    reproduces (:func:`forklog._renderers.line_renderer`) from what a worker
+    has (:func:`forklog._renderers.record_renderer`).
     """
     if isinstance(sink, BufferedSink) or sink.filters or _writer(sink) is None:
         return None
     formatter = LineWriter.formatter_of(sink)
     try:
         made = (
-            formatters.line_renderer(formatter) is not None
-            and formatters.record_renderer(formatter) is not None
+            _renderers.line_renderer(formatter) is not None
+            and _renderers.record_renderer(formatter) is not None
         )
     except Exception:  # noqa: BLE001 - a formatter set up in a way not foreseen
         return None

@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict
+import logging
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+
+from forklog._master.buffered import BufferedSink
+from forklog._wire import framing
+
+if TYPE_CHECKING:
+    from forklog._master.backlog import Backlog
+    from forklog._master.counters import Counters
+    from forklog._master.listener import Listener
+    from forklog._master.receiver import Receiver
+    from forklog._master.targets import Targets
+    from forklog._worker.channel import Channel
 
 __all__ = ["HubStats"]
 
@@ -85,3 +97,59 @@ class HubStats:
     @property
     def lost(self) -> int:
         return sum(self.lost_by_process.values())
+
+
+def snapshot(
+    counters: Counters,
+    *,
+    receiver: Optional[Receiver],
+    backlog: Backlog,
+    listener: Optional[Listener],
+    sinks: List[Tuple[str, logging.Handler]],
+    targets: Targets,
+    channel: Channel,
+) -> HubStats:
+    """The hub's counters now (``Hub.stats()``)."""
+    frames = receiver.frames if receiver is not None else None
+    read_fd = channel.read_fd
+    return HubStats(
+        enqueued=counters.received,
+        written=dict(counters.written),
+        dropped_by_level=dict(counters.dropped_by_level),
+        dropped_by_process=dict(counters.dropped_by_process),
+        sink_errors=dict(counters.sink_errors),
+        dropped_by_sink={
+            **{name: counters.sink_dropped(name, handler) for name, handler in sinks},
+            **targets.dropped(),
+        },
+        sink_pending={name: handler.pending for name, handler in sinks if isinstance(handler, BufferedSink)},
+        bad_records=counters.bad_records,
+        incomplete_by_process=dict(frames.abandoned_records) if frames else {},
+        garbage_bytes=frames.garbage_bytes if frames else 0,
+        queue_depth=backlog.depth(),
+        pipe_bytes=receiver.sources.backlog()
+        if receiver is not None
+        else framing.pipe_backlog(read_fd)
+        if read_fd is not None
+        else 0,
+        abandoned=counters.abandoned,
+        lost_by_process=dict(counters.ledger.lost_by_process),
+        settled_processes=counters.settled,
+        listener_alive=listener is not None and listener.is_alive(),
+        listener_lag=counters.lag,
+        unrouted=counters.unrouted,
+        feedback=channel.feedback,
+        listener_faults=counters.listener_faults,
+        foreign_by_process=dict(frames.foreign_by_process) if frames else {},
+        foreign_bytes=frames.foreign_bytes if frames else 0,
+        refused_by_bound={
+            **counters.refused_by_bound(),
+            **(dict(frames.refused) if frames else {}),
+            **({"writers": receiver.sources.refused} if receiver and receiver.sources.refused else {}),
+        },
+        resent_by_sink={
+            name: int(getattr(handler, "resent", 0))
+            for name, handler in sinks
+            if isinstance(getattr(handler, "resent", None), int)
+        },
+    )

@@ -48,7 +48,7 @@ def encode_lines(
 
     When every sink of a hub is a file or a stream whose formatter the
     listener can reproduce, the emitting process makes the lines itself
-    (:func:`forklog.formatters.record_renderer`, one per distinct
+    (:func:`forklog._renderers.record_renderer`, one per distinct
     formatter) and the master only writes them. A record with an exception
     sends its chain of frames too, each with its source line, when
     ``with_traceback`` (every formatter puts the traceback after the line):

@@ -28,7 +28,10 @@ import stat
 import struct
 from typing import List, NamedTuple, Optional, Tuple
 
-__all__ = ["Registration", "make_pair", "receive", "send"]
+from forklog._wire import framing
+from forklog._wire.scoreboard import Scoreboard
+
+__all__ = ["Registration", "make_pair", "receive", "register", "send"]
 
 _MAGIC = b"forklog-writer"
 _BODY = struct.Struct("<III")  # wire version, pid (as the writer says it), boot
@@ -57,6 +60,23 @@ def make_pair() -> Tuple[socket.socket, socket.socket]:
         master.setsockopt(socket.SOL_SOCKET, _PASSCRED, 1)
     master.setblocking(False)
     return master, writers
+
+
+def register(writers_fd: int, sizes: Tuple[int, ...], pid: int, boot: int) -> Tuple[int, Scoreboard, bool]:
+    """A pipe and a one-slot table of this process's own, handed to the master.
+
+    (the pipe's write end, non-blocking; the table, its slot claimed; whether
+    the master took them). The read end is closed here: the master holds it.
+    """
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    framing.grow_pipe(read_fd, sizes)
+    os.set_blocking(write_fd, False)
+    board = Scoreboard(slots=1)
+    board.claim(0, pid, boot)
+    try:
+        return write_fd, board, send(writers_fd, framing._VERSION, boot, read_fd, board.fd)
+    finally:
+        os.close(read_fd)
 
 
 def send(writers_fd: int, version: int, boot: int, pipe: int, board: int) -> bool:

@@ -41,6 +41,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from forklog import _wire as wire
 from forklog import formatters
 from forklog._hub_thread import on_hub_thread
+from forklog._renderers import record_renderers
 from forklog._stderr import feedback_reporter
 from forklog._wire import adopted_lines, framing, registration
 from forklog._wire.framing import (
@@ -49,18 +50,13 @@ from forklog._wire.framing import (
     _MAGIC,
     _VERSION,
     CONTROL,
-    DROPS_MARK,
     FIRST,
     LAST,
     MAX_PAYLOAD,
     NO_SEQ,
-    PIPE_BUF,
     PIPE_SIZES,
-    decode_drops,
     encode_drops,
     grow_pipe,
-    pipe_backlog,
-    pipe_capacity,
     wait_writable,
     writable,
 )
@@ -68,19 +64,7 @@ from forklog._wire.scoreboard import Scoreboard
 from forklog._worker import inheritance
 from forklog._worker.drops import DropCounters, level_key
 
-__all__ = [
-    "CONTROL",
-    "DROPS_MARK",
-    "FIRST",
-    "LAST",
-    "NO_SEQ",
-    "PIPE_BUF",
-    "Channel",
-    "decode_drops",
-    "encode_drops",
-    "pipe_backlog",
-    "pipe_capacity",
-]
+__all__ = ["Channel"]
 
 
 class Channel(DropCounters):
@@ -215,16 +199,9 @@ class Channel(DropCounters):
         pipe, its parent's slot) are closed: it never writes as another.
         """
         old_write, old_board, old_release = self.write_fd, self.board, self._release
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        grow_pipe(read_fd, getattr(self, "pipe_sizes", framing.WRITER_PIPE_SIZES))
-        os.set_blocking(write_fd, False)
-        board = Scoreboard(slots=1)
-        board.claim(0, self.pid, self.boot)
-        try:
-            if not registration.send(self.register_fd, _VERSION, self.boot, read_fd, board.fd):
-                self.hub_gone = True  # its writes find no reader (EPIPE): nothing waits on them
-        finally:
-            os.close(read_fd)
+        sizes = getattr(self, "pipe_sizes", framing.WRITER_PIPE_SIZES)
+        write_fd, board, registered = registration.register(self.register_fd, sizes, self.pid, self.boot)
+        self.hub_gone = not registered  # its writes then find no reader (EPIPE): nothing waits on them
         self.write_fd, self.board, self._slot = write_fd, board, 0
         self._release = weakref.finalize(self, framing.close_fds, write_fd, board.fd)
         self._release.atexit = False
@@ -281,7 +258,7 @@ class Channel(DropCounters):
         if self.line_formatters:
             renderers = self._renderers
             if renderers is None:
-                renderers = self._renderers = _renderers(self.line_formatters)
+                renderers = self._renderers = record_renderers(self.line_formatters)
                 # A JSON line holds its traceback inside: the master cannot add it after.
                 self._with_traceback = not any(
                     isinstance(formatter, formatters.JSONFormatter) for formatter in self.line_formatters
@@ -429,20 +406,12 @@ class Channel(DropCounters):
 
     def _send_drops(self, counts: Dict[str, int]) -> bool:
         """The drop counts as one control frame (H27: an application's record can never pass for one)."""
-        frame = framing.frames(CONTROL, self.pid, self.boot, NO_SEQ, encode_drops(counts))[0]
-        try:
-            os.write(self.write_fd, frame)
-            return True
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError as exc:
-            self._gone(exc)
-            return False
+        return self.send_control(encode_drops(counts), 0.0, NO_SEQ)
 
-    def send_control(self, payload: bytes, timeout: float) -> bool:
-        """Send a control frame to the reader (the stop marker), waiting up to ``timeout``."""
+    def send_control(self, payload: bytes, timeout: float, seq: int = 0) -> bool:
+        """Send a control frame to the reader (the stop marker, drop counts), waiting up to ``timeout``."""
         deadline = time.monotonic() + timeout
-        frame = framing.frames(CONTROL, self.pid, self.boot, 0, payload)[0]
+        frame = framing.frames(CONTROL, self.pid, self.boot, seq, payload)[0]
         while True:
             try:
                 os.write(self.write_fd, frame)
@@ -452,7 +421,8 @@ class Channel(DropCounters):
                 if remaining <= 0:
                     return False
                 wait_writable(self.write_fd, min(remaining, 0.05))
-            except OSError:
+            except OSError as exc:
+                self._gone(exc)
                 return False
 
     def close(self) -> None:
@@ -475,17 +445,3 @@ class Channel(DropCounters):
             if board is not None:
                 board.close()
         self.scoreboard = self.board = None
-
-
-def _renderers(line_formatters: Tuple[logging.Formatter, ...]) -> List[Any]:
-    """The renderers of ``line_formatters``; none at all if one of them has none."""
-    renderers = []
-    for formatter in line_formatters:
-        try:
-            render = formatters.record_renderer(formatter)
-        except Exception:  # noqa: BLE001
-            render = None
-        if render is None:
-            return []
-        renderers.append(render)
-    return renderers
