@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from typing import Any, Callable, Collection, List, Optional, Sequence
 
+import psutil
+
 
 class Collect(logging.Handler):
     """A sink that keeps every record it is given (in the hub's process)."""
@@ -199,3 +201,25 @@ def wait_settled(hub: Any, pid: int, timeout: float = 20.0) -> None:
         return not open_pipe and pid not in hub._counters.ledger.pids() and not len(hub._backlog)
 
     wait_for(settled, timeout, f"pid {pid}'s account settled")
+
+
+class PeakRss:
+    """The highest resident size of this process (the master) while it runs, sampled every millisecond."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self.base: int = self._process.memory_info().rss
+        self.peak: int = self.base
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.001):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def growth(self) -> int:
+        """Stop sampling: how far above the start the peak went, in bytes."""
+        self._done.set()
+        self._thread.join()
+        return self.peak - self.base

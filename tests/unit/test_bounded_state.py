@@ -15,17 +15,15 @@ import os
 import resource
 import signal
 import struct
-import threading
 import zlib
 from typing import Callable, Iterator, List
 
-import psutil
 import pytest
 
 import forklog
 from forklog._master.listener import Listener
 from forklog._wire import framing, registration
-from tests.support import in_child, wait_for
+from tests.support import PeakRss, in_child, wait_for
 
 #: The bounds the master documents (forklog._master.ledger, counters, frame_reader).
 MAX_ACCOUNTS = 4096
@@ -106,28 +104,6 @@ def another_worker_is_heard(hub: forklog.Hub, heard: Heard, text: str = "bystand
     in_child(log)
     wait_for(lambda: text in heard.messages, 1.0, "the other worker's record after the attack")
     assert hub.stats().listener_alive
-
-
-class PeakRss:
-    """The highest resident size of this process (the master) while it runs, sampled every millisecond."""
-
-    def __init__(self) -> None:
-        self._process = psutil.Process()
-        self.base: int = self._process.memory_info().rss
-        self.peak: int = self.base
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        while not self._done.wait(0.001):
-            self.peak = max(self.peak, self._process.memory_info().rss)
-
-    def growth(self) -> int:
-        """Stop sampling: how far above the start the peak went, in bytes."""
-        self._done.set()
-        self._thread.join()
-        return self.peak - self.base
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from forklog import _wire as wire
 from forklog._wire import framing
 from forklog.formatters import TextFormatter
 from forklog.settings import CONSOLE_FORMAT
-from tests.support import Collect, in_child
+from tests.support import Collect, a_bystander_is_heard, in_child
 
 #: A raw byte the console must never show: C0 but TAB and LF, and DEL.
 RAW = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
@@ -74,7 +74,9 @@ def test_a_worker_cannot_write_control_characters_to_the_console(
         sinks.append(Collect())  # a sink that takes records: the master formats every line
     with forklog.Hub(sinks) as hub:
         in_child(lambda: log_nasty(hub))
+        a_bystander_is_heard(hub, lambda text: text.encode() in path.read_bytes())
     lines = records_of(path.read_bytes())
+    assert lines.pop() == "ERROR    bystander | bystander after the attack"
     assert lines[0] == f"INFO     unit | {NASTY_ESCAPED}"
     assert lines[1] == f"INFO     evil{NASTY_ESCAPED} | name"
     assert lines[2] == "ERROR    unit | caught"

@@ -15,7 +15,7 @@ import pytest
 
 import forklog
 from forklog._master import hub as hub_module
-from tests.support import Collect, Stall, wait_for
+from tests.support import Collect, Stall, in_child, wait_for
 
 
 @pytest.fixture
@@ -320,3 +320,27 @@ def test_drop_counts_stay_exact_while_the_counters_lock_is_held_for_good() -> No
         assert channel.dropped == {"INFO": 80_001}
     finally:
         channel.close()
+
+
+def test_a_hard_link_in_the_log_directory_is_never_written(tmp_path: Path) -> None:
+    """A worker's hard link to another file, named as the log (where protected_hardlinks is off): refused."""
+    secret = tmp_path / "secret"
+    secret.write_text("root's own\n")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    os.link(secret, logs / "app.log")
+    before = secret.stat()
+    sink = forklog.RotatingFileSink(logs / "app.log", maxBytes=1 << 20, backupCount=1)
+
+    def worker() -> None:
+        forklog.init_worker(hub.queue)
+        logging.getLogger("w").error("into the link")
+        hub.queue.leave(timeout=1.0)
+
+    with forklog.Hub([sink]) as hub:
+        in_child(worker)
+        stats = hub.stop(timeout=10)
+    assert secret.read_text() == "root's own\n"
+    assert (secret.stat().st_mtime_ns, secret.stat().st_size) == (before.st_mtime_ns, before.st_size)
+    assert stats is not None and stats.enqueued == 1
+    assert stats.sink_errors["rotatingfilesink"] >= 1, stats

@@ -25,7 +25,7 @@ import pytest
 
 import forklog
 from forklog._wire import tracebacks
-from tests.support import Collect, in_child, wait_for
+from tests.support import Collect, PeakRss, in_child, wait_for
 
 # -- what the master opens ------------------------------------------------------
 
@@ -239,12 +239,15 @@ def test_frames_naming_dev_zero_read_nothing(
     outputs = Outputs(tmp_path, path)
     try:
         with forklog.Hub(outputs.sinks) as hub:
+            peak = PeakRss()
             in_child(lambda: log_with_frames_naming(hub, "/dev/zero"))
             another_worker_is_heard(hub, outputs)
+            grown = peak.growth()
             texts = outputs.texts()
             stats = hub.stop(timeout=10)
     finally:
         outputs.close()
+    assert grown < 16 << 20, f"the master grew by {grown >> 20} MiB"
     assert stats is not None and stats.bad_records == 0
     for text in texts:
         assert 'File "/dev/zero", line 1, in ' in text

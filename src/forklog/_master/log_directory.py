@@ -80,12 +80,14 @@ class LogDirectory:
         return fd
 
     def open(self, name: str, flags: int, mode: int = 0o640) -> int:
-        """A regular file of the directory, opened never through a link; ``OSError`` for anything else."""
+        """A regular file of the directory, of one name, opened never through a link; else ``OSError``."""
         fd = os.open(name, flags | _SAFE, mode, dir_fd=self.fd())
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file", os.path.join(self.path, name))
+            if st.st_nlink > 1:  # a worker's hard link to a file it cannot write (no protected_hardlinks)
+                raise OSError(errno.EMLINK, "a file with other links", os.path.join(self.path, name))
             if flags & os.O_NONBLOCK == 0:
                 os.set_blocking(fd, True)
         except BaseException:
