@@ -125,3 +125,26 @@ def test_gzip_ignores_a_symlink_at_the_old_temporary_name(tmp_path: Path) -> Non
     assert gzip.decompress((logs / "app.log.1.gz").read_bytes()) == b"old line\n"
     names = sorted(p.name for p in logs.iterdir())
     assert names == sorted(["app.log", "app.log.1.gz", "app.log.lock", link.name]), "no temporary left"
+
+
+def test_prometheus_file_stays_in_the_directory_held_at_start(tmp_path: Path) -> None:
+    """The directory swapped for a link to a root-only one after start: nothing is written there."""
+    out = tmp_path / "textfile"
+    out.mkdir()
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    before = closed.stat()
+    hub = forklog.Hub([("collect", Collect())], prometheus_file=str(out / "forklog.prom"), stats_interval=0.1)
+    hub.start()
+    try:
+        wait_for((out / "forklog.prom").exists, 10, "the first Prometheus file")
+        first = (out / "forklog.prom").stat().st_ino
+        out.rename(tmp_path / "moved")
+        out.symlink_to(closed)
+        moved = tmp_path / "moved" / "forklog.prom"
+        # Each write replaces the file: a new inode is a write made after the swap.
+        wait_for(lambda: moved.stat().st_ino != first, 10, "a write in the held directory after the swap")
+    finally:
+        hub.stop()
+    assert list(closed.iterdir()) == [], "the master wrote through the planted directory link"
+    assert closed.stat().st_mtime_ns == before.st_mtime_ns

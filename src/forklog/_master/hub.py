@@ -426,6 +426,8 @@ class Hub:
             forget_handler(handler)
             _fork.release_descriptors(handler)
         self.targets.release_in_child()
+        if self._watch is not None:
+            self._watch.release_in_child()
         if self._receiver is not None:
             self._receiver.sources.release_in_child()
         self._sources_locked = False

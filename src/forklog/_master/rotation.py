@@ -16,7 +16,7 @@ may have renamed ``app.log.1`` to ``app.log.2`` while it was being
 compressed, and the ``.gz`` must take the name the file has at the end.
 
 Temporary files (the ``.gz`` being written, the Prometheus file) are made by
-:func:`create_beside`: in the target's directory, under a random name,
+:func:`create_in`: in the target's held directory, under a random name,
 created exclusively and never through a symlink, since the master often runs
 as root in a directory another user can write to.
 """
@@ -37,7 +37,7 @@ from typing import Callable, Deque, Iterator, List, Optional, Tuple
 from forklog._master import scheduling
 from forklog._master.log_directory import LogDirectory
 
-__all__ = ["Compressor", "check_when", "create_beside", "locked", "next_rollover", "shift_backups"]
+__all__ = ["Compressor", "check_when", "create_in", "locked", "next_rollover", "shift_backups"]
 
 #: A file's identity: (st_dev, st_ino).
 Key = Tuple[int, int]
@@ -68,31 +68,20 @@ def next_rollover(now: float, when: str, interval: int, utc: bool) -> float:
     return datetime.datetime.combine(day, datetime.time(0), tzinfo=zone).timestamp()
 
 
-#: Names tried by :func:`create_beside` before it gives up (as ``tempfile.TMP_MAX``).
+#: Names tried by :func:`create_in` before it gives up (as ``tempfile.TMP_MAX``).
 _CREATE_ATTEMPTS = 100
 
 
-def create_beside(target: str, tag: str, mode: int) -> Tuple[int, str]:
-    """A new file for writing beside ``target``, to be renamed onto it: (fd, path).
-
-    ``<target>.<tag>-<random>.tmp``, in ``target``'s directory (so the rename
-    stays on one file system), created with ``O_EXCL | O_NOFOLLOW``: a name
-    another user planted (a symlink, a file) is never opened, and cannot be
-    guessed in advance. ``mode`` is filtered by the umask, as ``open`` does.
-    The caller removes the file if it does not rename it.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    for _attempt in range(_CREATE_ATTEMPTS):
-        path = f"{target}.{tag}-{secrets.token_hex(8)}.tmp"
-        try:
-            return os.open(path, flags, mode), path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"{target}: no free temporary name beside it after {_CREATE_ATTEMPTS} tries")
-
-
 def create_in(directory: LogDirectory, base: str, tag: str, mode: int) -> Tuple[int, str]:
-    """:func:`create_beside`, relative to the held ``directory``: (fd, name)."""
+    """A new file for writing in ``directory``, to be renamed onto ``base``: (fd, name).
+
+    ``<base>.<tag>-<random>.tmp``, beside its target (so the rename stays on
+    one file system), created with ``O_EXCL | O_NOFOLLOW`` relative to the
+    held directory: a name another user planted (a symlink, a file) is never
+    opened, and cannot be guessed in advance. ``mode`` is filtered by the
+    umask, as ``open`` does. The caller removes the file if it does not
+    rename it.
+    """
     for _attempt in range(_CREATE_ATTEMPTS):
         name = f"{base}.{tag}-{secrets.token_hex(8)}.tmp"
         try:

@@ -22,8 +22,9 @@ import os
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
+from forklog._master.log_directory import LogDirectory
 from forklog._master.report import own_record
-from forklog._master.rotation import create_beside
+from forklog._master.rotation import create_in
 from forklog._master.stats import HubStats
 from forklog._stderr import Reporter
 
@@ -50,6 +51,11 @@ class StatsWatch:
         self._reporter = reporter
         self.interval = interval
         self.prometheus_file = prometheus_file
+        #: The Prometheus file's directory, held from the start (before any worker
+        #: runs): the file is written and renamed relative to it, never by path.
+        self._directory = (
+            LogDirectory(os.path.dirname(prometheus_file), 0o640, create=False) if prometheus_file else None
+        )
         self._file_interval = interval if interval > 0 else PROMETHEUS_DEFAULT_INTERVAL
         now = time.monotonic()
         self._next_record = now + interval if interval > 0 else float("inf")
@@ -71,26 +77,32 @@ class StatsWatch:
             self.write_prometheus(stats)
 
     def write_prometheus(self, stats: HubStats) -> None:
-        path = self.prometheus_file
-        if path is None:
+        path, directory = self.prometheus_file, self._directory
+        if path is None or directory is None:
             return
         data = prometheus_text(stats).encode("utf-8")
+        name = os.path.basename(path)
         temporary: Optional[str] = None
         placed = False
         try:
             # Beside the file, a random name, O_EXCL | O_NOFOLLOW: the directory may be
             # /tmp or another user's. 0o666 under the umask: the mode open(..., "w") gives.
-            fd, temporary = create_beside(path, "prom", 0o666)
+            fd, temporary = create_in(directory, name, "prom", 0o666)
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
-            os.replace(temporary, path)
+            directory.replace(temporary, name)
             placed = True
         except OSError as exc:
             self._reporter.report("prometheus", f"could not write {path}: {exc!r}")
         finally:
             if not placed and temporary is not None:
                 with contextlib.suppress(OSError):
-                    os.unlink(temporary)
+                    directory.unlink(temporary)
+
+    def release_in_child(self) -> None:
+        """In a forked child: the directory's descriptor is the master's."""
+        if self._directory is not None:
+            self._directory.release_in_child()
 
 
 def stats_record(stats: HubStats) -> logging.LogRecord:
