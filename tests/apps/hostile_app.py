@@ -62,4 +62,4 @@ def app(environ: dict, start_response: Callable[..., object]) -> Iterable[bytes]
     elif path == "/mark":
         log.warning("mark %s", environ.get("QUERY_STRING", ""))
     start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"ok\n"]
+    return [f"{os.getpid()}\n".encode()]  # the worker that served it

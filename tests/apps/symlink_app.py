@@ -56,4 +56,4 @@ def app(environ: dict, start_response: Callable[..., object]) -> Iterable[bytes]
     elif path == "/mark":
         mark.warning("mark %s", query.get("id", [""])[0])
     start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"ok\n"]
+    return [f"{os.getpid()}\n".encode()]  # the worker that served it

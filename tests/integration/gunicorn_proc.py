@@ -169,6 +169,20 @@ class Gunicorn:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def served_by(self, path: str, timeout: float = 10.0) -> int:
+        """GET ``path`` from an app answering with its worker's pid: that pid, or 0 if no answer."""
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                body = response.read()
+                return int(body) if response.status == 200 and body.strip().isdigit() else 0
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException):
+            return 0
+
     def get(self, path: str, timeout: float = 10.0, headers: Optional[Dict[str, str]] = None) -> int:
         """GET ``path``; the HTTP status, or 0 if the request failed."""
         try:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from tests.integration.gunicorn_proc import Gunicorn, wait_for
-from tests.integration.test_hostile_worker import root_gunicorn
+from tests.integration.test_hostile_worker import another_worker_is_heard, master_peak, root_gunicorn
 
 NOBODY = 65534
 
@@ -33,6 +33,7 @@ def test_links_planted_by_a_worker_are_never_followed_by_the_root_master(tmp_pat
         sentinel.write_text("root's own\n")
         sentinel.chmod(0o600)
         before = sentinel.stat()
+        closed_before = closed.stat()
         app_dir, hub_dir = base / "app", base / "logs"
         for directory in (app_dir, hub_dir):
             directory.mkdir()
@@ -53,20 +54,31 @@ def test_links_planted_by_a_worker_are_never_followed_by_the_root_master(tmp_pat
             server.start()
             assert server.get("/log?n=10") == 200
             wait_for((app_dir / "app.log").exists, 5, "the app's file")
-            assert server.get("/plant") == 200
+            peak = master_peak(server)
+            attacker = server.served_by("/plant")
+            assert attacker, "the worker planting the links did not answer"
             deadline = time.monotonic() + 2.5  # past the sinks' check of their path, once a second
             while time.monotonic() < deadline:
                 assert server.get("/log?n=40") == 200  # 40 lines of 4000 bytes a file: rotations
                 assert server.get("/mark?id=during") == 200
-            assert server.get("/mark?id=after") == 200
-            wait_for(
-                lambda: "mark after" in server.stderr(), 1.0, "a record after the attack, on the console"
+            another_worker_is_heard(
+                server,
+                attacker,
+                "after the links were planted",
+                lambda mark_id: f"mark {mark_id}" in server.stderr(),
             )
+            grown = master_peak(server) - peak
+            assert grown < 16 << 20, f"the master's peak RSS grew by {grown >> 20} MiB"
             assert server.alive(), "gunicorn's master is gone"
             assert server.stop() == 0
         finally:
             server.kill_group()
         assert sorted(os.listdir(closed)) == ["secret"], "the root master created a file through a link"
+        closed_after = closed.stat()
+        assert (closed_after.st_ino, closed_after.st_mtime_ns) == (
+            closed_before.st_ino,
+            closed_before.st_mtime_ns,
+        )
         after = sentinel.stat()
         assert sentinel.read_text() == "root's own\n", "the root master wrote through a link"
         assert (after.st_ino, after.st_mtime_ns, after.st_size) == (
