@@ -24,4 +24,7 @@ except SettingsError as exc:
 forklog.gunicorn.configure(handlers=settings.handlers, **settings.hub_options())
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
+# gunicorn logs no access lines unless this is set; forklog keeps that rule.
+# Here they go to the hub's sinks ("-": through the hub, not gunicorn's stdout).
+accesslog = "-"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

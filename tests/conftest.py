@@ -11,8 +11,11 @@ import pytest
 @pytest.fixture(autouse=True)
 def restore_root_logger() -> Iterator[None]:
     """Tests that call init_worker in the test process get the root logger back as it was."""
+    from forklog._worker import adoption, fallback
+
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    fallback.reset()  # what an earlier test configured is not this one's application
     yield
     for handler in list(root.handlers):
         if handler not in handlers:
@@ -22,9 +25,8 @@ def restore_root_logger() -> Iterator[None]:
             root.addHandler(handler)
     root.setLevel(level)
     # init_worker attached this process to a hub: later tests' handlers are their own.
-    from forklog._worker import adoption
-
     adoption.detach()
+    fallback.reset()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -291,7 +291,10 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> i
     say("hooks:")
     for line in _table(hook_rows):
         say(line)
-    access = "on (forklog turns it on)" if cfg.accesslog is None and fg._master.access_log else cfg.accesslog
+    if cfg.accesslog is None:
+        access = "on (configure(access_log=True))" if fg._master.access_log else "off (unset, as in gunicorn)"
+    else:
+        access = cfg.accesslog
     say(f"gunicorn: loglevel {cfg.loglevel}, errorlog {cfg.errorlog}, accesslog {access}")
     options = fg._hub_options()
     order = [field.name for field in dataclasses.fields(Settings)]

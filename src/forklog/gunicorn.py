@@ -59,7 +59,7 @@ from forklog._master.hub import Hub, Sink
 from forklog._master.sinks import RotatingFileSink
 from forklog._master.targets import Credentials
 from forklog._stderr import Reporter
-from forklog._worker import adoption
+from forklog._worker import adoption, fallback
 from forklog._worker.capture import LineLogger
 from forklog._worker.handler import ForkHandler
 from forklog.settings import Settings, SettingsError
@@ -84,7 +84,7 @@ class _Master:
 
     handlers: Optional[Callable[[], Sequence[Sink]]] = None
     hub_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    access_log: bool = True
+    access_log: bool = False
     stop_timeout: Optional[float] = None  # None: Settings' (FORKLOG_STOP_TIMEOUT, else 10 s)
     hub: Optional[Hub] = None
     handler: Optional[ForkHandler] = None
@@ -99,7 +99,7 @@ _lock = threading.Lock()
 def configure(
     handlers: Optional[Callable[[], Sequence[Sink]]] = None,
     *,
-    access_log: bool = True,
+    access_log: bool = False,
     stop_timeout: Optional[float] = None,
     **hub_options: Any,
 ) -> None:
@@ -111,8 +111,10 @@ def configure(
     The default reads the ``FORKLOG_*`` variables (:class:`forklog.Settings`),
     and so do the hub's options and ``stop_timeout`` then, unless given.
     ``hub_options`` go to :class:`forklog.Hub` (``Settings.hub_options()``
-    gives all of them, ``stop_timeout`` included). A hub that is already
-    running keeps its sinks: changes take effect at the next start.
+    gives all of them, ``stop_timeout`` included). ``access_log=True`` turns
+    gunicorn's access log on when the config leaves ``accesslog`` unset (as
+    plain gunicorn, it is off unless set). A hub that is already running
+    keeps its sinks: changes take effect at the next start.
     """
     with _lock:
         _master.handlers = handlers
@@ -211,13 +213,13 @@ def _ensure_hub(cfg: Any = None, uses_logconfig: bool = False) -> Hub:
 
 
 def _install(handler: logging.Handler, level: int) -> None:
-    """Make ``handler`` the only handler of gunicorn's loggers, and root's if it has none.
+    """Make ``handler`` the only handler of gunicorn's loggers, and root's while the app configures nothing.
 
     The lists are changed in place, never replaced: UvicornWorker aliases
-    uvicorn's handler lists to gunicorn's, and follows along. The root
-    logger keeps the handlers the application gave it (adopted: they write
-    through the hub too); the hub's handler is root's only when it has no
-    other, so records reach the handlers they would reach without forklog.
+    uvicorn's handler lists to gunicorn's, and follows along. Root is the
+    application's: the hub's handler is root's only until the application
+    configures logging itself (:mod:`forklog._worker.fallback`), and root's
+    level is never one forklog changed from the application's.
     """
     for name in GUNICORN_LOGGERS:
         logger = logging.getLogger(name)
@@ -229,12 +231,9 @@ def _install(handler: logging.Handler, level: int) -> None:
         logger.propagate = False  # the root logger may have the same handler
     root = logging.getLogger()
     for old in list(root.handlers):
-        if getattr(old, "_gunicorn", False) or (isinstance(old, ForkHandler) and old is not handler):
+        if getattr(old, "_gunicorn", False):
             root.removeHandler(old)
-    if not root.handlers:
-        root.addHandler(handler)
-    if handler in root.handlers and root.level > level:
-        root.setLevel(level)
+    fallback.install(handler, level)
 
 
 def _say_if_sinkless(hub_: Hub) -> None:
@@ -269,9 +268,9 @@ class Logger(glogging.Logger):  # type: ignore[misc]
     def setup(self, cfg: Any) -> None:
         logconfig = _uses_logconfig(cfg)
         if _master.access_log and cfg.accesslog is None and not logconfig:
-            # forklog turns the access log on by default; gunicorn skips access
-            # lines unless this is set. Its own handler for it is never made.
-            # (A logging config turns them on in gunicorn itself.)
+            # configure(access_log=True): gunicorn skips access lines unless
+            # this is set. Its own handler for it is never made. (A logging
+            # config turns them on in gunicorn itself.)
             cfg.set("accesslog", "-")
         # The hub first: every file or stream handler a logging config makes
         # from here on (logconfig_dict, logconfig_json, logconfig, an app

@@ -208,7 +208,7 @@ def test_a_config_without_forklog_fails_the_check(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     assert "  logger_class  not forklog's: gunicorn.glogging.Logger\n" in result.stdout
     assert "  post_fork     gunicorn's default: forklog's is not installed\n" in result.stdout
-    assert "gunicorn: loglevel debug, errorlog -, accesslog on (forklog turns it on)\n" in result.stdout
+    assert "gunicorn: loglevel debug, errorlog -, accesslog off (unset, as in gunicorn)\n" in result.stdout
     assert result.stdout.endswith(
         "FAIL: the config installs none of forklog's hooks: nothing goes through a hub\n"
         f"  fix: add `from forklog.gunicorn import *` to {conf}\n"

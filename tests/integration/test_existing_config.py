@@ -15,6 +15,7 @@ import os
 from forklog.gunicorn import *  # noqa: F403
 
 workers = 3
+accesslog = "-"
 MARKS = os.environ["MARKS"]
 
 

@@ -52,6 +52,7 @@ options = dict(settings.hub_options(), pipe_size={pipe_size}, keep_wait={keep_wa
 forklog.gunicorn.configure(handlers=settings.handlers, **options)
 # tests/apps/counting_app.py counts a worker's calls from its first record on.
 preload_app = True
+accesslog = "-"
 """
 
 SIGKILLED = "Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?"

@@ -40,6 +40,7 @@ from forklog.gunicorn import *  # noqa: F403
 
 settings = Settings.from_env()
 forklog.gunicorn.configure(handlers=settings.handlers, **settings.hub_options())
+accesslog = "-"
 """
 )
 

@@ -182,7 +182,7 @@ def _log_and_keep(queue: transport.Channel, out: str, count: int) -> None:
             if record.levelno >= logging.WARNING:
                 expected["warnings"].append(text.format(record))
 
-    logging.getLogger().addHandler(Keep())
+    logging.getLogger("lines.child").addHandler(Keep())  # not root: root is the hub's
     # How many records left as lines (the channel's encode_lines made them), not as fields.
     made = [0]
     encode = wire.encode_lines
@@ -261,11 +261,12 @@ def _log_exceptions(queue: transport.Channel, out: str, count: int) -> None:
             record.process = os.getpid()
             exc_info, record.exc_info = record.exc_info, None
             line = text.format(record)
+            record.exc_info, record.exc_text = exc_info, None  # for the hub's handler, on root, next
             if exc_info and exc_info[1] is not None:
                 line += "\n" + tracebacks.render(tracebacks.extract(exc_info[1]) or [])
             expected.append(line)
 
-    logging.getLogger().addHandler(Keep())
+    logging.getLogger("lines.child").addHandler(Keep())
     log = logging.getLogger("lines.child")
 
     def fail(depth: int) -> None:

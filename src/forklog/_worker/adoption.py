@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import logging.config
 import os
 import sys
 import threading
@@ -37,6 +38,7 @@ from typing import Any, Callable, Optional, Set
 
 from forklog import _fork
 from forklog._wire import adopted_lines
+from forklog._worker import fallback
 from forklog._worker.channel import Channel
 
 __all__ = ["adopt", "adopted", "attach", "attached"]
@@ -51,6 +53,7 @@ _trust: Optional[Callable[[bytes], None]] = None
 _lock = threading.RLock()
 _original_add_handler = logging.Logger.addHandler
 _original_basic_config = logging.basicConfig
+_original_set_level = logging.Logger.setLevel
 
 
 def attached() -> Optional[Channel]:
@@ -188,34 +191,36 @@ def _add_handler(self: logging.Logger, hdlr: logging.Handler) -> None:
     if _channel is not None:
         with _lock:
             adopt(hdlr)
+        fallback.noticed(self, hdlr)
+
+
+def _set_level(self: logging.Logger, level: Any) -> None:
+    _original_set_level(self, level)
+    fallback.level_noticed(self)
 
 
 def _basic_config(**kwargs: Any) -> None:
     """``basicConfig`` that does not count forklog's own handler on the root logger.
 
-    A process attached to a hub has the hub's handler on root; the stdlib's
-    ``basicConfig`` would see a configured root and do nothing. When the
-    application names a destination (``filename``, ``stream`` or
-    ``handlers``), it is configuring its logging: the hub's handler makes
-    way, as if it were not there, and the new handler is adopted.
+    The hub's handler is root's while the application configures nothing
+    (:mod:`forklog._worker.fallback`); the stdlib's ``basicConfig`` would see
+    a configured root and do nothing. It makes way, as if it were not there:
+    the handler ``basicConfig`` adds is the application configuring its
+    logging, and is adopted. If it adds none (it raised), the hub's stays.
     """
-    from forklog._worker.handler import ForkHandler  # noqa: PLC0415 - a cycle otherwise
-
     root = logging.getLogger()
-    ours = [h for h in root.handlers if isinstance(h, ForkHandler)]
-    wants = any(key in kwargs for key in ("filename", "stream", "handlers"))
-    if _channel is not None and wants and ours and len(ours) == len(root.handlers):
-        with _lock:
-            for handler in ours:
-                root.removeHandler(handler)
-            try:
-                _original_basic_config(**kwargs)
-            finally:
-                if not root.handlers:  # it raised (a path it cannot open), or added nothing: restore
-                    for handler in ours:
-                        _original_add_handler(root, handler)
+    ours = [h for h in root.handlers if fallback.is_forklogs(h)]
+    if _channel is None or not ours or len(ours) != len(root.handlers):
+        _original_basic_config(**kwargs)
         return
-    _original_basic_config(**kwargs)
+    with _lock:
+        for handler in ours:
+            root.handlers.remove(handler)
+        try:
+            _original_basic_config(**kwargs)
+        finally:
+            if not root.handlers:  # it raised (a path it cannot open): as it was
+                root.handlers.extend(ours)
 
 
 @functools.cache
@@ -223,7 +228,10 @@ def _install_hooks() -> None:
     # Installed once, on first attach, never at import (importing forklog has
     # no side effects). Class-level: every logger, the root one included.
     logging.Logger.addHandler = _add_handler  # type: ignore[method-assign]
+    logging.Logger.setLevel = _set_level  # type: ignore[method-assign]
     logging.basicConfig = _basic_config
+    for name in ("dictConfig", "fileConfig"):  # looked up when called (Django's import_string)
+        setattr(logging.config, name, fallback.configuring(getattr(logging.config, name)))
     _fork.on_fork(after_in_child=_after_fork_in_child)
 
 

@@ -16,7 +16,7 @@ import logging.handlers
 import multiprocessing.util
 from typing import Union
 
-from forklog._worker import adoption, context
+from forklog._worker import adoption, context, fallback
 from forklog._worker.channel import Channel
 
 __all__ = ["ForkHandler", "init_worker"]
@@ -80,24 +80,22 @@ class ForkHandler(logging.handlers.QueueHandler):
 
 
 def init_worker(queue: Channel, *, level: Union[int, str, None] = None) -> ForkHandler:
-    """Make the hub's handler the only handler of the root logger in this process.
+    """Send this process's records to the hub: its handlers adopted, the hub's on root if it has none.
 
     Usable as ``Pool(initializer=forklog.init_worker, initargs=(hub.queue,))``
     or ``ProcessPoolExecutor(initializer=..., initargs=...)`` under the fork,
-    spawn and forkserver start methods. ``level`` sets the root logger's
-    level; by default it is the lowest level of the hub's sinks, so every
-    record some sink wants leaves the worker. The handlers it replaces are
-    removed, not closed: after a fork they belong to the parent.
+    spawn and forkserver start methods. The file and stream handlers the
+    application configured (before, and from now on) write through the hub
+    (:mod:`forklog._worker.adoption`). While it configures none, the hub's
+    handler is root's and root's level the lowest level of the hub's sinks,
+    so every record some sink wants leaves the worker
+    (:mod:`forklog._worker.fallback`); ``level`` sets root's level instead.
     """
     handler = ForkHandler(queue)
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level if level is not None else queue.level)
-    # Handlers the child's application configures from now on (and those on
-    # its other loggers) write through the hub (forklog._worker.adoption).
     adoption.attach(queue)
+    if level is not None:
+        logging.getLogger().setLevel(level)
+    fallback.install(handler, queue.level)
     # Pool children under fork and forkserver leave by os._exit(), so atexit
     # never runs there; multiprocessing's finalizers do.
     multiprocessing.util.Finalize(handler, queue.leave, args=(EXIT_FLUSH_TIMEOUT,), exitpriority=100)

@@ -1,0 +1,60 @@
+"""A WSGI app whose logging is one of the shapes real projects use, picked by ``SHAPE`` at import.
+
+For issue 22: the same app under plain gunicorn (the stdlib's behaviour, the
+reference) and under forklog must put the same lines in the same places.
+``/log?id=R&n=N`` logs N DEBUG, N INFO and N WARNING records of logger
+``shape.app``, each naming the request.
+
+* ``basicconfig``: ``logging.basicConfig(level=INFO, format=...)`` at import,
+  the most common line of a small app (stderr);
+* ``root-by-hand``: a ``FileHandler`` added to root and root's level INFO;
+* ``queue-listener``: the app's own ``QueueHandler`` on root and a
+  ``QueueListener`` writing ``SHAPE_FILE``, started at import;
+* ``nothing``: no logging configured at all.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import logging.handlers
+import os
+import queue
+from typing import Any, Callable, Dict, Iterable, List, Tuple
+from urllib.parse import parse_qs
+
+SHAPE = os.environ.get("SHAPE", "nothing")
+FILE = os.environ.get("SHAPE_FILE", "")
+FORMAT = "SHAPE %(levelname)s %(name)s %(message)s"
+
+if SHAPE == "basicconfig":
+    logging.basicConfig(level=logging.INFO, format=FORMAT)
+elif SHAPE == "root-by-hand":
+    _handler = logging.FileHandler(FILE)
+    _handler.setFormatter(logging.Formatter(FORMAT))
+    logging.getLogger().addHandler(_handler)
+    logging.getLogger().setLevel(logging.INFO)
+elif SHAPE == "queue-listener":
+    _queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _file = logging.FileHandler(FILE)
+    _file.setFormatter(logging.Formatter(FORMAT))
+    _listener = logging.handlers.QueueListener(_queue, _file)
+    _listener.start()
+    atexit.register(_listener.stop)
+    logging.getLogger().addHandler(logging.handlers.QueueHandler(_queue))
+    logging.getLogger().setLevel(logging.INFO)
+
+log = logging.getLogger("shape.app")
+StartResponse = Callable[[str, List[Tuple[str, str]]], object]
+
+
+def app(environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    if environ.get("PATH_INFO") == "/log":
+        rid = query.get("id", [""])[0]
+        for i in range(int(query.get("n", ["1"])[0])):
+            log.debug("debug %s-%d", rid, i)
+            log.info("info %s-%d", rid, i)
+            log.warning("warning %s-%d", rid, i)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok\n"]

@@ -1,0 +1,93 @@
+"""Issue 22: an app's own logging, under forklog, puts the lines plain gunicorn puts, where it puts them.
+
+The same app (tests/apps/stdlib_shapes_app.py), the same requests, under
+plain gunicorn (the reference: the stdlib's behaviour) and under a config
+that is ``from forklog.gunicorn import *``. Counted per place (the console,
+the app's file, forklog's own file) and per level: the same lines, once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Dict, Tuple
+
+import pytest
+
+from tests.integration.gunicorn_proc import Gunicorn
+
+PLAIN = "workers = 2\n"
+FORKLOG = "from forklog.gunicorn import *  # noqa: F403\nworkers = 2\n"
+REQUESTS, PER_REQUEST = 20, 5
+#: A line of the app's format: "SHAPE <level> shape.app <level> <request>-<i>".
+SHAPE_LINE = re.compile(r"^SHAPE (?P<level>[A-Z]+) shape\.app (?P<text>\w+ r\d+-\d+)$")
+#: One of the app's records in forklog's own formats (console, logs/app.log).
+FORKLOG_LINE = re.compile(r"shape\.app.*\b(debug|info|warning) r\d+-\d+")
+
+
+def run(tmp_path: Path, conf: str, shape: str, preload: bool) -> Dict[str, Counter[Tuple[str, str]]]:
+    """Serve the requests, stop gunicorn, and count the app's lines in each place, by (level, text)."""
+    tmp_path.mkdir()
+    (tmp_path / "conf.py").write_text(conf)
+    app_file = tmp_path / "shape.log"
+    server = Gunicorn(
+        tmp_path,
+        ["--preload"] if preload else [],
+        conf=tmp_path / "conf.py",
+        app="tests.apps.stdlib_shapes_app:app",
+        env={"SHAPE": shape, "SHAPE_FILE": str(app_file)},
+    )
+    try:
+        server.start()
+        for r in range(REQUESTS):
+            assert server.get(f"/log?id=r{r}&n={PER_REQUEST}") == 200
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    places: Dict[str, Counter[Tuple[str, str]]] = {}
+    for place, path in (("console", server.stderr_path), ("app file", app_file)):
+        text = path.read_text(errors="replace") if path.exists() else ""
+        places[place] = Counter(
+            (m["level"], m["text"]) for m in map(SHAPE_LINE.match, text.splitlines()) if m is not None
+        )
+    # The app's records in forklog's own formats, on the console or in its file: none in either run.
+    own = server.stderr().splitlines() + (server.log_lines() if server.log_file.exists() else [])
+    places["forklog's formats"] = Counter(("-", line) for line in own if FORKLOG_LINE.search(line))
+    places["access"] = Counter(("-", line) for line in own if '"GET /log?id=' in line)
+    return places
+
+
+@pytest.mark.parametrize(
+    ("shape", "preload"),
+    [
+        ("basicconfig", False),
+        ("basicconfig", True),
+        ("root-by-hand", False),
+        ("root-by-hand", True),
+        ("queue-listener", False),
+    ],
+)
+def test_an_app_configuring_its_own_logging_gets_the_stdlibs_lines(
+    tmp_path: Path, shape: str, preload: bool
+) -> None:
+    """Item 1: forklog's handler never sits beside the app's, and root's level stays the app's."""
+    plain = run(tmp_path / "plain", PLAIN, shape, preload)
+    forked = run(tmp_path / "forklog", FORKLOG, shape, preload)
+    expected = REQUESTS * PER_REQUEST * 2  # INFO and WARNING; DEBUG is below the app's level
+    assert sum(plain["console"].values()) + sum(plain["app file"].values()) == expected, plain
+    for place in plain:
+        assert forked[place] == plain[place], f"{place}: forklog {sum(forked[place].values())} lines, " + (
+            f"plain gunicorn {sum(plain[place].values())}"
+        )
+    assert (
+        max(forked["console"].values(), default=1) == 1 and max(forked["app file"].values(), default=1) == 1
+    )
+
+
+@pytest.mark.parametrize("shape", ["nothing", "basicconfig"])
+def test_the_access_log_stays_off_unless_the_config_sets_it(tmp_path: Path, shape: str) -> None:
+    """Item 7: plain gunicorn logs no access line unless ``accesslog`` is set; nor does forklog's import."""
+    plain = run(tmp_path / "plain", PLAIN, shape, preload=False)
+    forked = run(tmp_path / "forklog", FORKLOG, shape, preload=False)
+    assert plain["access"] == forked["access"] == Counter()
