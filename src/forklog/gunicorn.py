@@ -59,8 +59,9 @@ from forklog._master.hub import Hub, Sink
 from forklog._master.sinks import RotatingFileSink
 from forklog._master.targets import Credentials
 from forklog._stderr import Reporter
+from forklog._wire import adopted_lines
 from forklog._worker import adoption, fallback
-from forklog._worker.capture import LineLogger
+from forklog._worker.capture import ErrorsStream, LineLogger
 from forklog._worker.handler import ForkHandler
 from forklog.settings import Settings, SettingsError
 
@@ -236,6 +237,26 @@ def _install(handler: logging.Handler, level: int) -> None:
     fallback.install(handler, level)
 
 
+def _serve_wsgi_errors(hub_: Hub) -> None:
+    """``wsgi.errors`` reaches the error log file once: the hub's handler gets a stream onto its sink.
+
+    gunicorn writes ``environ["wsgi.errors"]`` to the ``stream`` of each
+    handler of ``gunicorn.error`` (stderr first when ``errorlog`` is "-");
+    the hub's handler has none, so with an ``errorlog`` file every write
+    was lost.
+    """
+    handler = _master.handler
+    sink = dict(hub_.sinks).get("errorlog")
+    if handler is None or not isinstance(sink, RotatingFileSink):
+        return
+    spec = adopted_lines.spec_of(sink)
+    if spec is None:
+        return
+    data = spec.to_bytes()
+    hub_.targets.serve(data, "errorlog", sink)
+    handler.stream = ErrorsStream(hub_.queue, data)  # type: ignore[attr-defined]
+
+
 def _say_if_sinkless(hub_: Hub) -> None:
     """Name at start a configuration that would lose records: the hub's handler in use, and no sink."""
     handler = _master.handler
@@ -279,6 +300,7 @@ class Logger(glogging.Logger):  # type: ignore[misc]
         # sinks; the re-run config's handlers write to the same targets (H20).
         hub_ = _ensure_hub(cfg, uses_logconfig=logconfig)
         hub_.targets.writer = _writer_credentials(cfg)
+        _serve_wsgi_errors(hub_)
         adoption.attach(hub_.queue, trust=hub_.targets.trust)
         super().setup(cfg)
         _reinstall(cfg)

@@ -3,7 +3,8 @@
 For issue 22: the same app under plain gunicorn (the stdlib's behaviour, the
 reference) and under forklog must put the same lines in the same places.
 ``/log?id=R&n=N`` logs N DEBUG, N INFO and N WARNING records of logger
-``shape.app``, each naming the request.
+``shape.app``, each naming the request; ``/errors?id=R&n=N`` writes N lines
+to ``wsgi.errors``.
 
 * ``basicconfig``: ``logging.basicConfig(level=INFO, format=...)`` at import,
   the most common line of a small app (stderr);
@@ -56,5 +57,9 @@ def app(environ: Dict[str, Any], start_response: StartResponse) -> Iterable[byte
             log.debug("debug %s-%d", rid, i)
             log.info("info %s-%d", rid, i)
             log.warning("warning %s-%d", rid, i)
+    elif environ.get("PATH_INFO") == "/errors":  # the WSGI error stream, gunicorn's error log
+        rid = query.get("id", [""])[0]
+        for i in range(int(query.get("n", ["1"])[0])):
+            environ["wsgi.errors"].write(f"wsgi-errors {rid}-{i}\n")
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok\n"]

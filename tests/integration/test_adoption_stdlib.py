@@ -26,18 +26,24 @@ SHAPE_LINE = re.compile(r"^SHAPE (?P<level>[A-Z]+) shape\.app (?P<text>\w+ r\d+-
 FORKLOG_LINE = re.compile(r"shape\.app.*\b(debug|info|warning) r\d+-\d+")
 
 
-def run(tmp_path: Path, conf: str, shape: str, preload: bool) -> Dict[str, Counter[Tuple[str, str]]]:
-    """Serve the requests, stop gunicorn, and count the app's lines in each place, by (level, text)."""
+def serve(tmp_path: Path, conf: str, shape: str, preload: bool = False, listening: bool = True) -> Gunicorn:
+    """The app of ``shape`` under ``conf`` (not started); ``listening=False``: gunicorn logs elsewhere."""
     tmp_path.mkdir()
     (tmp_path / "conf.py").write_text(conf)
-    app_file = tmp_path / "shape.log"
-    server = Gunicorn(
+    return Gunicorn(
         tmp_path,
         ["--preload"] if preload else [],
         conf=tmp_path / "conf.py",
         app="tests.apps.stdlib_shapes_app:app",
-        env={"SHAPE": shape, "SHAPE_FILE": str(app_file)},
+        env={"SHAPE": shape, "SHAPE_FILE": str(tmp_path / "shape.log")},
+        listening=listening,
     )
+
+
+def run(tmp_path: Path, conf: str, shape: str, preload: bool) -> Dict[str, Counter[Tuple[str, str]]]:
+    """Serve the requests, stop gunicorn, and count the app's lines in each place, by (level, text)."""
+    server = serve(tmp_path, conf, shape, preload)
+    app_file = tmp_path / "shape.log"
     try:
         server.start()
         for r in range(REQUESTS):
@@ -91,3 +97,23 @@ def test_the_access_log_stays_off_unless_the_config_sets_it(tmp_path: Path, shap
     plain = run(tmp_path / "plain", PLAIN, shape, preload=False)
     forked = run(tmp_path / "forklog", FORKLOG, shape, preload=False)
     assert plain["access"] == forked["access"] == Counter()
+
+
+def test_wsgi_errors_reach_the_error_log_once(tmp_path: Path) -> None:
+    """Item 5: ``environ["wsgi.errors"].write()`` with ``errorlog`` a file: every line in it, once."""
+    counts = {}
+    for name, conf in (("plain", PLAIN), ("forklog", FORKLOG)):
+        errorlog = tmp_path / name / "gerr.log"
+        server = serve(tmp_path / name, conf + f"errorlog = {str(errorlog)!r}\n", "nothing", listening=False)
+        try:
+            server.start()
+            for r in range(REQUESTS):
+                assert server.get(f"/errors?id=r{r}&n={PER_REQUEST}") == 200
+            assert server.stop() == 0
+        finally:
+            server.kill_group()
+        lines = errorlog.read_text(errors="replace").splitlines()
+        counts[name] = Counter(line for line in lines if line.startswith("wsgi-errors "))
+        assert not [line for line in server.stderr().splitlines() if "wsgi-errors" in line], name
+    assert len(counts["plain"]) == REQUESTS * PER_REQUEST and max(counts["plain"].values()) == 1
+    assert counts["forklog"] == counts["plain"]

@@ -116,8 +116,8 @@ class Receiver(threading.Thread):
                         if sources.accept():
                             self._reporter.report(
                                 "bound:writers",
-                                f"refused {sources.refused} writers' pipes past the bounds "
-                                f"({sources.most:,} pipes, {MAX_PER_PID} a pid): "
+                                f"refused {sources.refused} writers' pipes, past the bounds "
+                                f"({sources.most:,} pipes, {MAX_PER_PID} a pid) or malformed: "
                                 "their records do not reach the hub",
                             )
                         continue

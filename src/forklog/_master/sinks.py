@@ -240,8 +240,15 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
         False (and nothing done) if the line cannot be encoded: the caller
         then hands the record to :meth:`emit`, which counts and reports it.
         """
+        return self.write_text(line + self.terminator)
+
+    def write_text(self, text: str) -> bool:
+        """Append ``text`` as it is (its own line breaks, or none), rotating as :meth:`emit_line` does.
+
+        False (and nothing done) if it cannot be encoded.
+        """
         try:
-            data = (line + self.terminator).encode(self._codec, self._errors)
+            data = text.encode(self._codec, self._errors)
         except Exception:  # noqa: BLE001 - emit() does it again, with the record
             return False
         if self.backupCount > 0:

@@ -98,12 +98,12 @@ class Sources:
         return self._registrations.fileno() if self._registrations is not None else -1
 
     def accept(self, most: int = 64) -> int:
-        """Take in the writers that registered; how many were refused by a bound."""
+        """Take in the writers that registered; how many were refused (past a bound, or malformed)."""
         if self._registrations is None:
             return 0
-        refused = 0
         with self.lock:
-            for writer in registration.receive(self._registrations, most):
+            writers, refused = registration.receive(self._registrations, most)
+            for writer in writers:
                 if len(self.by_fd) > self.most or self._per_pid.get(writer.pid, 0) >= MAX_PER_PID:
                     framing.close_fds(writer.pipe, writer.board)
                     refused += 1

@@ -147,6 +147,8 @@ class Targets:
         self._open_bytes = 0
         #: The targets opened, by label: at most MAX_TARGETS files, and the two streams.
         self._by_label: Dict[str, _Open] = {}
+        #: Targets one of the hub's own sinks writes (see serve): never opened twice.
+        self._served: Dict[bytes, _Open] = {}
         self._streams = 0
         #: Refused specs, with the name their drops are counted under; at most
         #: MAX_SPECS of them and MAX_SPEC_TABLE_BYTES.
@@ -178,6 +180,15 @@ class Targets:
                 if where not in self._directories:
                     self._directories[where] = LogDirectory(where, self.file_mode)
 
+    def serve(self, spec: bytes, name: str, sink: RotatingFileSink) -> None:
+        """Text sent for ``spec`` goes to ``sink``, one of the hub's own sinks, as it is (no terminator).
+
+        gunicorn's ``wsgi.errors`` writes an app's text to its error log's
+        stream: in a worker, that stream sends it here, and the hub's sink for
+        the error log appends it, the one writer of that file.
+        """
+        self._served[spec] = _Open(name, sink, lambda line: sink.write_text(line.text))
+
     def sinks(self) -> List[Tuple[str, logging.Handler]]:
         return [(entry.name, entry.sink) for entry in list(self._by_label.values())]
 
@@ -202,7 +213,7 @@ class Targets:
     def write(self, line: TargetLine, pid: int) -> None:
         """Append ``line`` to its target's sink, opening it on first use; a failure is counted."""
         counters = self._counters
-        entry = self._open.get(line.spec) or self._open_target(line.spec, pid)
+        entry = self._open.get(line.spec) or self._served.get(line.spec) or self._open_target(line.spec, pid)
         if entry is None:
             name = self._refused.get(line.spec, "<refused>")
             counters.sink_failed[name] = counters.sink_failed.get(name, 0) + 1

@@ -38,8 +38,10 @@ _BODY = struct.Struct("<III")  # wire version, pid (as the writer says it), boot
 _CREDS = struct.Struct("iII")  # struct ucred: pid, uid, gid
 _PASSCRED = getattr(socket, "SO_PASSCRED", None)
 _SCM_CREDENTIALS = getattr(socket, "SCM_CREDENTIALS", None)
-#: The longest a writer waits for room to register (a master that stopped reading).
-SEND_TIMEOUT = 1.0
+#: The longest a writer waits for room to register: the socket holds few datagrams
+#: (``net.unix.max_dgram_qlen``, 10 here) while the master takes them in; a master
+#: that stopped reading costs a new writer this once.
+SEND_TIMEOUT = 5.0
 
 
 class Registration(NamedTuple):
@@ -93,15 +95,20 @@ def send(writers_fd: int, version: int, boot: int, pipe: int, board: int) -> boo
     return False
 
 
-def receive(master: socket.socket, most: int) -> List[Registration]:
-    """The registrations waiting on ``master``, at most ``most``; anything malformed is closed and skipped."""
+def receive(master: socket.socket, most: int) -> Tuple[List[Registration], int]:
+    """The registrations waiting on ``master`` (at most ``most``), and how many were malformed.
+
+    A malformed one (its descriptors cut short by the master's limit, a
+    wrong shape) has its descriptors closed, and is counted, never kept.
+    """
     out: List[Registration] = []
+    malformed = 0
     room = socket.CMSG_SPACE(2 * 4)
     if _SCM_CREDENTIALS is not None:
         room += socket.CMSG_SPACE(_CREDS.size)
     while len(out) < most:
         try:
-            data, ancillary, _flags, _address = master.recvmsg(64, room)
+            data, ancillary, flags, _address = master.recvmsg(64, room)
         except (BlockingIOError, InterruptedError):
             break
         except OSError:
@@ -118,14 +125,15 @@ def receive(master: socket.socket, most: int) -> List[Registration]:
                 fds += list(numbers)
             elif kind == _SCM_CREDENTIALS and len(item) >= _CREDS.size:
                 pid, uid, _gid = _CREDS.unpack_from(item)
-        registration = _checked(data, fds, pid, uid)
+        registration = None if flags & socket.MSG_CTRUNC else _checked(data, fds, pid, uid)
         if registration is None:
+            malformed += 1
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             continue
         out.append(registration)
-    return out
+    return out, malformed
 
 
 def _checked(data: bytes, fds: List[int], pid: Optional[int], uid: int) -> Optional[Registration]:
