@@ -11,6 +11,9 @@ to ``wsgi.errors``.
 * ``root-by-hand``: a ``FileHandler`` added to root and root's level INFO;
 * ``queue-listener``: the app's own ``QueueHandler`` on root and a
   ``QueueListener`` writing ``SHAPE_FILE``, started at import;
+* ``retarget``: a ``FileHandler`` on ``shape.app`` pointed at another file
+  at import (``baseFilename`` changed, then ``close()``: the stdlib opens
+  the new name on the next record);
 * ``nothing``: no logging configured at all.
 """
 
@@ -44,6 +47,14 @@ elif SHAPE == "queue-listener":
     atexit.register(_listener.stop)
     logging.getLogger().addHandler(logging.handlers.QueueHandler(_queue))
     logging.getLogger().setLevel(logging.INFO)
+
+elif SHAPE == "retarget":
+    _first = logging.FileHandler(FILE + ".first")
+    _first.setFormatter(logging.Formatter(FORMAT))
+    logging.getLogger("shape.app").addHandler(_first)
+    logging.getLogger("shape.app").setLevel(logging.INFO)
+    _first.baseFilename = FILE
+    _first.close()
 
 log = logging.getLogger("shape.app")
 StartResponse = Callable[[str, List[Tuple[str, str]]], object]

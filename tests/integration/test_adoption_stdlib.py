@@ -52,7 +52,8 @@ def run(tmp_path: Path, conf: str, shape: str, preload: bool) -> Dict[str, Count
     finally:
         server.kill_group()
     places: Dict[str, Counter[Tuple[str, str]]] = {}
-    for place, path in (("console", server.stderr_path), ("app file", app_file)):
+    first = app_file.with_name(app_file.name + ".first")
+    for place, path in (("console", server.stderr_path), ("app file", app_file), ("first file", first)):
         text = path.read_text(errors="replace") if path.exists() else ""
         places[place] = Counter(
             (m["level"], m["text"]) for m in map(SHAPE_LINE.match, text.splitlines()) if m is not None
@@ -72,16 +73,20 @@ def run(tmp_path: Path, conf: str, shape: str, preload: bool) -> Dict[str, Count
         ("root-by-hand", False),
         ("root-by-hand", True),
         ("queue-listener", False),
+        ("retarget", False),
+        ("retarget", True),
     ],
 )
 def test_an_app_configuring_its_own_logging_gets_the_stdlibs_lines(
     tmp_path: Path, shape: str, preload: bool
 ) -> None:
-    """Item 1: forklog's handler never sits beside the app's, and root's level stays the app's."""
+    """Items 1 and 2: forklog's handler never sits beside the app's, root's level stays the app's,
+    and a handler pointed at another file writes there."""
     plain = run(tmp_path / "plain", PLAIN, shape, preload)
     forked = run(tmp_path / "forklog", FORKLOG, shape, preload)
     expected = REQUESTS * PER_REQUEST * 2  # INFO and WARNING; DEBUG is below the app's level
     assert sum(plain["console"].values()) + sum(plain["app file"].values()) == expected, plain
+    assert not plain["first file"], plain
     for place in plain:
         assert forked[place] == plain[place], f"{place}: forklog {sum(forked[place].values())} lines, " + (
             f"plain gunicorn {sum(plain[place].values())}"

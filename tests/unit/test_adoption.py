@@ -159,10 +159,10 @@ from forklog._worker import adoption
 
 hub = forklog.Hub([logging.StreamHandler(sys.stdout)]).start()
 forklog.init_worker(hub.queue)
+logging.getLogger("x").warning("before the stop")
 handler = logging.FileHandler(sys.argv[1])
 handler.setFormatter(logging.Formatter("adopted %(message)s"))
 logging.getLogger("own").addHandler(handler)
-logging.getLogger("x").warning("before the stop")
 hub.stop()
 logging.getLogger("x").warning("after the stop")
 logging.getLogger("own").warning("adopted after the stop")
@@ -287,3 +287,43 @@ def test_a_basicconfig_that_raises_leaves_the_hubs_handler(tmp_path: Path) -> No
             logging.basicConfig(filename=str(tmp_path / "no" / "such" / "dir" / "x.log"))
         assert root.handlers == [handler]
         hub.stop()
+
+
+def test_a_handler_pointed_elsewhere_writes_there(tmp_path: Path) -> None:
+    """Issue 22, item 2: a new ``baseFilename`` then ``close()``, or ``setStream()``, as the stdlib does it.
+
+    The adopted file handler's lines follow its new name through the master;
+    a stream handler given a stream the master cannot write (a ``StringIO``)
+    is given back its own ``emit`` and writes it itself.
+    """
+    first, second, seen = tmp_path / "first.log", tmp_path / "second.log", tmp_path / "seen"
+
+    def child() -> None:
+        forklog.init_worker(hub.queue)
+        files = logging.FileHandler(first)
+        files.setFormatter(logging.Formatter("%(message)s"))
+        log = logging.getLogger("moved")
+        log.addHandler(files)
+        log.warning("to the first")
+        files.baseFilename = str(second)
+        files.close()
+        log.warning("to the second")
+        stream = logging.StreamHandler(sys.stderr)
+        log.addHandler(stream)
+        buffer = io.StringIO()
+        stream.setStream(buffer)
+        log.warning("to the buffer")
+        seen.write_text(f"{adoption.adopted(stream)} {buffer.getvalue()!r}")
+        hub.queue.leave(timeout=1.0)
+
+    with forklog.Hub([Collect()]) as hub:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                child()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+    assert first.read_text() == "to the first\n"
+    assert second.read_text() == "to the second\nto the buffer\n"
+    assert seen.read_text() == "None 'to the buffer\\n'"

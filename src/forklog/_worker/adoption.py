@@ -127,6 +127,10 @@ def adopt(handler: logging.Handler) -> bool:
     handler.acquire()
     try:
         handler._forklog_target = data  # type: ignore[attr-defined]
+        # What the target was made from: a new file name or stream is a new target (see _emit).
+        watched = "baseFilename" if isinstance(handler, logging.FileHandler) else "stream"
+        handler._forklog_watch = watched  # type: ignore[attr-defined]
+        handler._forklog_made_from = getattr(handler, watched)  # type: ignore[attr-defined]
         handler.emit = types.MethodType(_emit, handler)  # type: ignore[method-assign]
         if isinstance(handler, logging.FileHandler):
             # Its file is the master's to write. In the owner, what the
@@ -160,6 +164,10 @@ def _no_flush(self: logging.Handler) -> None:
 
 def _emit(self: logging.Handler, record: logging.LogRecord) -> None:
     """An adopted handler's ``emit``: format here, the master writes the line."""
+    moved = getattr(self, self._forklog_watch) is not self._forklog_made_from  # type: ignore[attr-defined]
+    if moved and not _retarget(self):
+        self.emit(record)  # no longer adopted: the handler's own emit, as without forklog
+        return
     try:
         text = self.format(record)
     except RecursionError:
@@ -173,6 +181,30 @@ def _emit(self: logging.Handler, record: logging.LogRecord) -> None:
     sent = channel is not None and channel.send_text(target, record, text, terminator)
     if not sent and (channel is None or channel.hub_gone):
         last_resort(text + terminator)
+
+
+def _retarget(handler: logging.Handler) -> bool:
+    """The app pointed ``handler`` elsewhere (a new ``baseFilename`` then ``close()``, ``setStream()``).
+
+    The stdlib's handler then writes to the new file or stream: so does the
+    adopted one, through the master, when the new target can be adopted;
+    otherwise (a stream that is not stdout or stderr, a file the master opens
+    for no worker of another user) it is given back its own ``emit`` and
+    writes it itself, as without forklog. False then.
+    """
+    with _lock:
+        watched = handler._forklog_watch  # type: ignore[attr-defined]
+        now = getattr(handler, watched)
+        if now is handler._forklog_made_from:  # type: ignore[attr-defined]
+            return True  # another thread did it
+        if watched == "baseFilename" and isinstance(now, str) and not os.path.isabs(now):
+            handler.baseFilename = now = os.path.abspath(now)  # type: ignore[attr-defined]
+        for name in ("_forklog_target", "emit", "flush", "_forklog_made_from"):
+            handler.__dict__.pop(name, None)
+        if adopt(handler):
+            return True
+        handler.__dict__.pop("_forklog_watch", None)
+        return False
 
 
 def last_resort(text: str) -> None:

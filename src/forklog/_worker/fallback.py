@@ -7,12 +7,12 @@ configures logging itself, forklog steps aside and the stdlib's rules are
 the whole story (issue 22, item 1):
 
 * ``dictConfig``, ``fileConfig``, ``basicConfig``, or a handler the
-  application adds to root (its own ``addHandler`` at import, a
+  application adds to any logger (its own ``addHandler`` at import, a
   ``QueueHandler`` of its own) take the hub's handler off root for good, in
-  this process and in the processes it forks; a ``NullHandler``, gunicorn's
-  own handlers and forklog's are not the application configuring anything,
-  and neither is a handler added to one named logger by code (its records
-  still propagate to root, as without forklog);
+  this process and in the processes it forks: from then on a record finds
+  the handlers it would find without forklog, and one that finds none goes
+  to ``logging.lastResort`` as in the stdlib. A ``NullHandler``, gunicorn's
+  own handlers and forklog's are not the application configuring anything;
 * ``basicConfig`` sees root as the application left it (the hub's handler
   does not count), so it configures what it would without forklog;
 * forklog lowers root's level only from the stdlib's untouched default
@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 __all__ = ["configured", "configuring", "install", "is_forklogs", "noticed", "reset", "root_level_set"]
 
@@ -76,7 +76,7 @@ def install(handler: logging.Handler, level: int) -> bool:
     global _handler, _lowered  # noqa: PLW0603 - module state: logging's is too
     root = logging.getLogger()
     with _lock:
-        if not _configured and any(_configures(h) for h in root.handlers):
+        if not _configured and any(_configures(h) for h in _every_handler()):
             _step_aside()
         if _configured:
             return False
@@ -93,8 +93,8 @@ def install(handler: logging.Handler, level: int) -> bool:
 
 
 def noticed(logger: logging.Logger, handler: logging.Handler) -> None:
-    """``logger.addHandler(handler)`` happened: on root, the application configures logging (unless ours)."""
-    if not _configured and logger is logging.getLogger() and _configures(handler):
+    """``logger.addHandler(handler)`` happened: the application configures logging (unless it is ours)."""
+    if not _configured and _configures(handler):
         with _lock:
             _step_aside()
 
@@ -147,6 +147,13 @@ def _set_root_level(level: int) -> None:
         logging.getLogger().setLevel(level)
     finally:
         _setting.active = False
+
+
+def _every_handler() -> Iterator[logging.Handler]:
+    yield from logging.getLogger().handlers
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            yield from logger.handlers
 
 
 def reset() -> None:
