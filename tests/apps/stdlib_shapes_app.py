@@ -14,6 +14,9 @@ to ``wsgi.errors``.
 * ``retarget``: a ``FileHandler`` on ``shape.app`` pointed at another file
   at import (``baseFilename`` changed, then ``close()``: the stdlib opens
   the new name on the next record);
+* ``twice-file-first`` / ``twice-rotating-first``: a ``FileHandler`` and a
+  ``RotatingFileHandler(maxBytes=20000, backupCount=20)`` on one file, in
+  either order, on ``shape.app``;
 * ``nothing``: no logging configured at all.
 """
 
@@ -55,6 +58,14 @@ elif SHAPE == "retarget":
     logging.getLogger("shape.app").setLevel(logging.INFO)
     _first.baseFilename = FILE
     _first.close()
+elif SHAPE.startswith("twice-"):
+    _plain = logging.FileHandler(FILE)
+    _rotating = logging.handlers.RotatingFileHandler(FILE, maxBytes=20000, backupCount=20)
+    _pair = [_plain, _rotating] if SHAPE == "twice-file-first" else [_rotating, _plain]
+    for _each in _pair:
+        _each.setFormatter(logging.Formatter(FORMAT))
+        logging.getLogger("shape.app").addHandler(_each)
+    logging.getLogger("shape.app").setLevel(logging.INFO)
 
 log = logging.getLogger("shape.app")
 StartResponse = Callable[[str, List[Tuple[str, str]]], object]

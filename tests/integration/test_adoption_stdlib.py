@@ -122,3 +122,30 @@ def test_wsgi_errors_reach_the_error_log_once(tmp_path: Path) -> None:
         assert not [line for line in server.stderr().splitlines() if "wsgi-errors" in line], name
     assert len(counts["plain"]) == REQUESTS * PER_REQUEST and max(counts["plain"].values()) == 1
     assert counts["forklog"] == counts["plain"]
+
+
+@pytest.mark.parametrize("order", ["twice-file-first", "twice-rotating-first"])
+def test_one_file_of_two_handlers_rotates_whatever_their_order(tmp_path: Path, order: str) -> None:
+    """Item 4: a FileHandler and a RotatingFileHandler on one path: rotated in either order, said once.
+
+    (Plain gunicorn is no reference here: two handlers of one file in one
+    process, one renaming it under the other, is the race forklog removes.)
+    """
+    server = serve(tmp_path / "forklog", FORKLOG, order)
+    per_request = 20  # 1,600 lines of about 40 bytes: several files of 20,000
+    try:
+        server.start()
+        for r in range(REQUESTS):
+            assert server.get(f"/log?id=r{r}&n={per_request}") == 200
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    files = sorted((tmp_path / "forklog").glob("shape.log*"))
+    lines = [line for path in files for line in path.read_text().splitlines()]
+    counts = Counter(SHAPE_LINE.match(line)["text"] for line in lines if SHAPE_LINE.match(line))  # type: ignore[index]
+    assert len(counts) == REQUESTS * per_request * 2, "a record missing"
+    assert set(counts.values()) == {2}, "each record once per handler"
+    assert [p.name for p in files if p.name != "shape.log"], "the file never rotated"
+    assert all(p.stat().st_size <= 20000 for p in files)
+    said = [line for line in server.stderr().splitlines() if "is configured by two handlers" in line]
+    assert len(said) == 1 and "RotatingFileHandler(maxBytes=20000, backupCount=20)" in said[0], said

@@ -47,21 +47,21 @@ to open a file:
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-import datetime
 import logging
 import logging.handlers
 import os
 import sys
-from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple, Union
+from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple
 
 from forklog import _fork
+from forklog._master import twice
 from forklog._master.counters import Counters
 from forklog._master.log_directory import LogDirectory
 from forklog._master.sinks import RotatingFileSink
+from forklog._master.target_sinks import make_sink
 from forklog._stderr import Reporter
-from forklog._wire.adopted_lines import TargetLine, TargetSpec, text_encoding
+from forklog._wire.adopted_lines import TargetLine, TargetSpec
 from forklog._wire.controls import escape_lines
 
 __all__ = ["Credentials", "Targets", "reopen_file", "take_over"]
@@ -147,6 +147,8 @@ class Targets:
         self._open_bytes = 0
         #: The targets opened, by label: at most MAX_TARGETS files, and the two streams.
         self._by_label: Dict[str, _Open] = {}
+        #: Each file's settings, as the master writes it (see forklog._master.twice).
+        self._settings: Dict[str, TargetSpec] = {}
         #: Targets one of the hub's own sinks writes (see serve): never opened twice.
         self._served: Dict[bytes, _Open] = {}
         self._streams = 0
@@ -179,6 +181,16 @@ class Targets:
                 where = os.path.dirname(target.path)
                 if where not in self._directories:
                     self._directories[where] = LogDirectory(where, self.file_mode)
+
+    def _say_twice(self, spec: TargetSpec, sink: Optional[logging.Handler]) -> None:
+        """A second configuration of an open file: the rule, and said once per file."""
+        first = self._settings.get(spec.label)
+        if first is None or first == spec or len(self._settings) >= MAX_TARGETS:
+            return
+        kept, said = twice.merge(first, spec, sink)
+        self._settings[spec.label] = kept
+        if said is not None:
+            self._reporter.report(f"twice:{spec.label}", said)
 
     def serve(self, spec: bytes, name: str, sink: RotatingFileSink) -> None:
         """Text sent for ``spec`` goes to ``sink``, one of the hub's own sinks, as it is (no terminator).
@@ -244,7 +256,8 @@ class Targets:
         same = self._by_label.get(label)
         if same is not None:
             # One sink per target: a second configuration of the same file
-            # (other rotation settings, another encoding) writes to the first.
+            # (other rotation settings, another encoding) writes to the first (forklog._master.twice).
+            self._say_twice(spec, same.sink)
             return self._remember(data, same)
         stream = spec.kind == "stream"
         if not stream and len(self._by_label) - self._streams >= MAX_TARGETS:
@@ -258,7 +271,7 @@ class Targets:
                 "logconfig_dict); its records are dropped",
             )
         try:
-            sink, write = _make(spec, self.file_mode, self._directories.get(os.path.dirname(spec.path)))
+            sink, write = make_sink(spec, self.file_mode, self._directories.get(os.path.dirname(spec.path)))
         except Exception as exc:  # noqa: BLE001 - bad settings: reported, counted
             return self._refuse(data, label, f"target {label} could not be opened: {exc!r}")
         take_over(label, sink, self._counters, self._reporter)
@@ -267,6 +280,7 @@ class Targets:
         counters.sink_errors.setdefault(label, 0)
         entry = _Open(label, sink, write, stream)
         self._by_label[label] = entry
+        self._settings.setdefault(label, spec)
         self._streams += stream
         return self._remember(data, entry)
 
@@ -342,102 +356,3 @@ def reopen_file(name: str, sink: logging.Handler, reporter: Reporter) -> None:
             sink.release()
     except Exception as exc:  # noqa: BLE001
         reporter.report(f"reopen:{name}", f"could not reopen sink {name}: {exc!r}")
-
-
-class _TimedFile(logging.handlers.TimedRotatingFileHandler):
-    """The stdlib's timed rotation, its file opened and renamed in a held directory, no link followed."""
-
-    def __init__(self, directory: LogDirectory, file_mode: int, *args: Any) -> None:
-        self.directory, self.file_mode = directory, file_mode
-        super().__init__(*args)
-
-    def _open(self) -> Any:
-        fd = self.directory.open(
-            os.path.basename(self.baseFilename), os.O_WRONLY | os.O_APPEND | os.O_CREAT, self.file_mode
-        )
-        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
-
-    def rotate(self, source: str, dest: str) -> None:
-        if callable(self.rotator) or os.path.dirname(source) != os.path.dirname(dest):
-            super().rotate(source, dest)
-            return
-        with contextlib.suppress(FileNotFoundError):  # as the stdlib: nothing to rotate
-            self.directory.replace(os.path.basename(source), os.path.basename(dest))
-
-
-def _standard(name: str) -> Tuple[int, str]:
-    """The master's own stdout or stderr: its descriptor and its encoding (UTF-8 when it has none)."""
-    standard = sys.stdout if name == "stdout" else sys.stderr
-    fd = 1 if name == "stdout" else 2
-    with contextlib.suppress(Exception):  # replaced by an object without a descriptor
-        fd = standard.fileno()
-    encoding = getattr(standard, "encoding", None)
-    try:
-        return fd, codecs.lookup(encoding).name if isinstance(encoding, str) else "utf-8"
-    except LookupError:
-        return fd, "utf-8"
-
-
-def _make(
-    spec: TargetSpec, file_mode: int, directory: Optional[LogDirectory]
-) -> Tuple[logging.Handler, Callable[[TargetLine], bool]]:
-    """The sink for ``spec``, and how a line is written to it.
-
-    A file is created with ``file_mode`` and opened relative to ``directory``
-    when the owner's configuration named it (held since then), never through
-    a link (:mod:`forklog._master.log_directory`).
-    """
-    errors = spec.errors or "backslashreplace"  # a lone surrogate is written escaped, not lost
-    # A file's encoding by its stdlib name (checked by TargetSpec.check), never the
-    # name as sent: the codec registry keeps every name it is asked for.
-    encoding = text_encoding(spec.encoding) if spec.encoding is not None else None
-    if spec.kind in ("file", "rotating", "watched"):
-        # forklog's file sink: size rotation like RotatingFileHandler's; it
-        # also notices a moved or deleted file, as WatchedFileHandler does.
-        mode: Union[int, str] = "w" if spec.mode == "w" and spec.max_bytes <= 0 else file_mode
-        sink = RotatingFileSink(spec.path, mode, spec.max_bytes, spec.backup_count, encoding, True, errors)
-        sink.file_mode = file_mode
-        if directory is not None:
-            sink.directory = directory
-        with contextlib.suppress(OSError):  # opened now (the first batch rotates at maxBytes too)
-            sink._reopen()  # or counted, reported and tried again as records come
-        sink.terminator = ""
-        emit_line = sink.emit_line
-        return sink, lambda line: emit_line(line.text)
-    message_only = logging.Formatter("%(message)s")
-    if spec.kind == "timed":
-        at = spec.at_time
-        at_time = None if at is None else datetime.time(at // 3600, at // 60 % 60, at % 60)
-        handler: logging.StreamHandler = _TimedFile(  # type: ignore[type-arg]
-            directory or LogDirectory(os.path.dirname(spec.path), file_mode),
-            file_mode,
-            spec.path,
-            spec.when,
-            spec.interval,
-            spec.backup_count,
-            encoding,
-            True,
-            spec.utc,
-            at_time,
-            errors,
-        )
-    else:
-        # The master's stdout or stderr, through a descriptor of this sink's
-        # own: a child forked mid-batch lets go of it (release_descriptors)
-        # and never flushes what the sink buffered into the process's stream.
-        # Shared by every writer: written with the master's settings, never a spec's.
-        fd, encoding = _standard(spec.path)
-        stream = open(  # noqa: SIM115 - closed with the sink
-            os.dup(fd), "w", encoding=encoding, errors="backslashreplace", closefd=True
-        )
-        handler = logging.StreamHandler(stream)
-    handler.setFormatter(message_only)
-    handler.terminator = ""
-    emit = handler.emit
-
-    def write(line: TargetLine) -> bool:
-        record = logging.LogRecord("forklog.target", line.levelno, "", 0, line.text, None, None)
-        emit(record)
-        return True
-
-    return handler, write
