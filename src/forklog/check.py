@@ -34,12 +34,13 @@ import logging.handlers
 import os
 import sys
 import traceback
-from typing import Any, Callable, List, Optional, Sequence, Set, TextIO, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, TextIO, Tuple
 
 from gunicorn import util
 from gunicorn.config import Config
 
 import forklog.gunicorn as fg
+from forklog._master import twice
 from forklog._master.buffered import BufferedSink, needs_isolation
 from forklog._master.line_writer import line_formatter
 from forklog._renderers import same_lines
@@ -332,9 +333,10 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> i
         say("handlers the config attaches (adoption):")
         for line in _adoption_lines(attached):
             say(line)
+    found_handlers: Handlers = []
     if app is not None:
         try:
-            found = _app_handlers(cfg, app, {id(handler) for _owner, handler in attached})
+            found = found_handlers = _app_handlers(cfg, app, {id(handler) for _owner, handler in attached})
         except LoadError as exc:
             problems.append(
                 (str(exc), "check the module path, --chdir and --pythonpath, then run the app alone")
@@ -348,6 +350,8 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> i
                 bypassing += [h for _o, h in found if _adoption(h)[0] == BYPASSES]
             else:
                 say(f"app {app}: attaches no handler")
+    for line in _routing_lines(attached + found_handlers):
+        say(line)
     if bypassing:
         problems.append(
             (
@@ -363,6 +367,30 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> i
     if not problems:
         say("ok")
     return 1 if problems else 0
+
+
+def _routing_lines(handlers: Handlers) -> List[str]:
+    """Where the app's own records go (forklog._worker.fallback), and files two handlers name (twice)."""
+    configures = any(not getattr(h, "_gunicorn", False) for _o, h in handlers)  # forklog's are not here
+    lines = [
+        "the app's records: where its own handlers send them, as without forklog "
+        "(the hub's sinks get gunicorn's and forklog's lines)"
+        if configures
+        else "the app's records: the hub's sinks (the app configures no logging of its own)"
+    ]
+    first: Dict[str, adopted_lines.TargetSpec] = {}
+    for _owner, handler in handlers:
+        with contextlib.suppress(Exception):
+            spec = adopted_lines.spec_of(handler)
+            if spec is None or spec.kind == "stream":
+                continue
+            if spec.label not in first:
+                first[spec.label] = spec
+                continue
+            first[spec.label], said = twice.merge(first[spec.label], spec, None)
+            if said is not None:
+                lines.append(said.removeprefix("forklog: "))
+    return lines
 
 
 def _handler_lines(handlers: Handlers) -> List[str]:

@@ -9,6 +9,9 @@ from urllib.parse import parse_qs
 
 audit = logging.getLogger("app.audit")
 views = logging.getLogger("app.views")
+# The app's own level: once it configures a handler, root is back at the stdlib's WARNING.
+audit.setLevel(logging.INFO)
+views.setLevel(logging.INFO)
 
 # A handler the app's own config names (ADOPTING_APP_FILE): delay=True, as an
 # app does when the file may not be openable yet.

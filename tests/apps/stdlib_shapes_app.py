@@ -17,16 +17,20 @@ to ``wsgi.errors``.
 * ``twice-file-first`` / ``twice-rotating-first``: a ``FileHandler`` and a
   ``RotatingFileHandler(maxBytes=20000, backupCount=20)`` on one file, in
   either order, on ``shape.app``;
+* ``cookbook-gzip``: the logging cookbook's ``namer``/``rotator`` on a
+  ``RotatingFileHandler(maxBytes=4000, backupCount=30)``: gzipped backups;
 * ``nothing``: no logging configured at all.
 """
 
 from __future__ import annotations
 
 import atexit
+import gzip
 import logging
 import logging.handlers
 import os
 import queue
+import shutil
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 from urllib.parse import parse_qs
 
@@ -65,6 +69,21 @@ elif SHAPE.startswith("twice-"):
     for _each in _pair:
         _each.setFormatter(logging.Formatter(FORMAT))
         logging.getLogger("shape.app").addHandler(_each)
+    logging.getLogger("shape.app").setLevel(logging.INFO)
+elif SHAPE == "cookbook-gzip":
+
+    def _namer(name: str) -> str:
+        return name + ".gz"
+
+    def _rotator(source: str, dest: str) -> None:
+        with open(source, "rb") as plain, gzip.open(dest, "wb") as packed:
+            shutil.copyfileobj(plain, packed)
+        os.remove(source)
+
+    _gzipped = logging.handlers.RotatingFileHandler(FILE, maxBytes=4000, backupCount=30)
+    _gzipped.setFormatter(logging.Formatter(FORMAT))
+    _gzipped.namer, _gzipped.rotator = _namer, _rotator
+    logging.getLogger("shape.app").addHandler(_gzipped)
     logging.getLogger("shape.app").setLevel(logging.INFO)
 
 log = logging.getLogger("shape.app")

@@ -8,10 +8,11 @@ the app's file, forklog's own file) and per level: the same lines, once.
 
 from __future__ import annotations
 
+import gzip
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 
@@ -149,3 +150,49 @@ def test_one_file_of_two_handlers_rotates_whatever_their_order(tmp_path: Path, o
     assert all(p.stat().st_size <= 20000 for p in files)
     said = [line for line in server.stderr().splitlines() if "is configured by two handlers" in line]
     assert len(said) == 1 and "RotatingFileHandler(maxBytes=20000, backupCount=20)" in said[0], said
+
+
+def _gzip_run(tmp_path: Path, conf: str, args: List[str]) -> Tuple[List[str], Counter[str], str]:
+    """The cookbook's gzip rotation, 1,600 lines: (the files' names, the lines in them, the output)."""
+    server = serve(tmp_path, conf, "cookbook-gzip")
+    server.argv[-1:-1] = args
+    try:
+        server.start()
+        for r in range(REQUESTS):
+            assert server.get(f"/log?id=r{r}&n=40") == 200
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    names: List[str] = []
+    lines: Counter[str] = Counter()
+    for path in sorted(tmp_path.glob("shape.log*")):
+        if path.suffix == ".lock":
+            continue  # forklog's rotation lock (README, "<log>.lock files")
+        names.append(path.name)
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        lines.update(data.decode().splitlines())
+    return names, lines, server.stderr()
+
+
+def test_the_cookbooks_gzip_rotator_is_the_masters_when_it_has_it(tmp_path: Path) -> None:
+    """Item 3: ``--preload``: the master has the app's namer and rotator: the stdlib's backup names and lines.
+
+    The reference is plain gunicorn with one worker (with several, the
+    stdlib's own run is the race forklog removes).
+    """
+    plain = _gzip_run(tmp_path / "plain", PLAIN, ["-w", "1"])
+    forked = _gzip_run(tmp_path / "forklog", FORKLOG, ["--preload"])
+    assert len(plain[0]) > 5 and all(name.endswith(".gz") for name in plain[0][1:]), plain[0]
+    assert forked[0] == plain[0], "the backups' names"
+    assert forked[1] == plain[1] and len(plain[1]) == REQUESTS * 40 * 2, "the lines, once each"
+
+
+def test_a_rotator_only_the_worker_has_is_said(tmp_path: Path) -> None:
+    """Item 3: without ``--preload`` the functions live in the worker: default names, and it is said."""
+    names, lines, output = _gzip_run(tmp_path / "forklog", FORKLOG, [])
+    assert len(lines) == REQUESTS * 40 * 2 and set(lines.values()) == {1}
+    assert not [name for name in names if name.endswith(".gz")]
+    said = [
+        line for line in output.splitlines() if "has its own namer/rotator, which only the worker has" in line
+    ]
+    assert said, output[-2000:]

@@ -10,6 +10,8 @@ import textwrap
 from pathlib import Path
 from typing import Dict, Optional
 
+import pytest
+
 from tests.integration.gunicorn_proc import REPO
 
 
@@ -255,3 +257,24 @@ def test_check_says_file_handlers_stay_in_workers_of_another_user(tmp_path: Path
         r"^  stays +root +RotatingFileHandler .*workers run as another user", result.stdout, re.M
     )
     assert re.search(r"^  adopted +root +StreamHandler +WARNING +<stderr>", result.stdout, re.M)
+
+
+@pytest.mark.parametrize(
+    ("shape", "says"),
+    [
+        ("nothing", "the app's records: the hub's sinks (the app configures no logging of its own)"),
+        ("basicconfig", "the app's records: where its own handlers send them, as without forklog"),
+        (
+            "twice-file-first",
+            "is configured by two handlers, FileHandler and RotatingFileHandler(maxBytes=20000, "
+            "backupCount=20); the master writes it once, as RotatingFileHandler(maxBytes=20000, "
+            "backupCount=20)",
+        ),
+    ],
+)
+def test_check_says_where_the_apps_records_go(tmp_path: Path, shape: str, says: str) -> None:
+    """Issue 22, item 8: the app's own records, and a file named by two handlers, as the hub will do it."""
+    env = clean_env(SHAPE=shape, SHAPE_FILE=str(tmp_path / "shape.log"))
+    result = run_check("gunicorn_conf.py", "tests.apps.stdlib_shapes_app:app", cwd=REPO, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert says in result.stdout, result.stdout

@@ -362,11 +362,33 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
                 current = None
             rotated_elsewhere = mine is not None and current is not None and key_of(mine) != key_of(current)
             if current is not None and not rotated_elsewhere and self.backupCount > 0:
+                if self.namer is not None or self.rotator is not None:
+                    self._rotate_by_path()
+                    self._reopen()
+                    return
                 leftovers = rotation.shift_backups(directory, name, self.backupCount)
                 directory.replace(name, name + ".1")
                 if self.compress:
                     self._compress(key_of(current), leftovers)
             self._reopen()
+
+    def _rotate_by_path(self) -> None:
+        """The app's ``namer``/``rotator`` (the cookbook's gzip), called as ``RotatingFileHandler`` does.
+
+        Set only where the master has the app's functions and the directory
+        is its own (forklog._master.customized): they work by path.
+        """
+        base = self.baseFilename
+        for i in range(self.backupCount - 1, 0, -1):
+            source, dest = self.rotation_filename(f"{base}.{i}"), self.rotation_filename(f"{base}.{i + 1}")
+            if os.path.exists(source):
+                if os.path.exists(dest):
+                    os.remove(dest)
+                os.rename(source, dest)
+        dest = self.rotation_filename(base + ".1")
+        if os.path.exists(dest):
+            os.remove(dest)
+        self.rotate(base, dest)
 
     def _compress(self, key: Key, leftovers: List[str]) -> None:
         if self._compressor is None:

@@ -55,7 +55,7 @@ import sys
 from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple
 
 from forklog import _fork
-from forklog._master import twice
+from forklog._master import customized, twice
 from forklog._master.counters import Counters
 from forklog._master.log_directory import LogDirectory
 from forklog._master.sinks import RotatingFileSink
@@ -147,6 +147,8 @@ class Targets:
         self._open_bytes = 0
         #: The targets opened, by label: at most MAX_TARGETS files, and the two streams.
         self._by_label: Dict[str, _Open] = {}
+        #: The app's own rotation functions and names, by spec (see forklog._master.customized).
+        self._custom: Dict[bytes, customized.Custom] = {}
         #: Each file's settings, as the master writes it (see forklog._master.twice).
         self._settings: Dict[str, TargetSpec] = {}
         #: Targets one of the hub's own sinks writes (see serve): never opened twice.
@@ -168,15 +170,22 @@ class Targets:
         #: target they ask for is opened (see the module's threat model).
         self.writer: Optional[Credentials] = None
 
-    def trust(self, spec: bytes) -> None:
+    def trust(self, spec: bytes, custom: Optional[customized.Custom] = None) -> None:
         """A target the owner's own configuration names: opened without the checks.
 
         Its directory is opened now, in the owner, before any worker can
-        change the path to it; its file later, relative to it.
+        change the path to it; its file later, relative to it. ``custom``:
+        the handler's own namer, rotator, timed suffix (forklog._master.customized).
         """
         self._trusted.add(spec)
         with contextlib.suppress(ValueError):
             target = TargetSpec.from_bytes(spec)
+            if custom and customized.directory_is_own(target.path):
+                self._custom[spec] = custom
+            elif custom:
+                self._reporter.report(
+                    f"custom:{target.path}", customized.not_own_directory(target.path, custom)
+                )
             if target.kind != "stream" and len(self._directories) < MAX_TARGETS:
                 where = os.path.dirname(target.path)
                 if where not in self._directories:
@@ -274,6 +283,7 @@ class Targets:
             sink, write = make_sink(spec, self.file_mode, self._directories.get(os.path.dirname(spec.path)))
         except Exception as exc:  # noqa: BLE001 - bad settings: reported, counted
             return self._refuse(data, label, f"target {label} could not be opened: {exc!r}")
+        customized.apply(sink, self._custom.get(data))
         take_over(label, sink, self._counters, self._reporter)
         counters = self._counters
         counters.written.setdefault(label, 0)

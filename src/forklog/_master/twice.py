@@ -40,7 +40,7 @@ def describe(spec: TargetSpec) -> str:
         text = "WatchedFileHandler"
     else:
         text = "FileHandler"
-    if spec.encoding is not None:
+    if spec.encoding not in (None, "locale"):
         text += f" encoding={spec.encoding}"
     return text
 

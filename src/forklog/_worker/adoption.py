@@ -34,9 +34,10 @@ import os
 import sys
 import threading
 import types
-from typing import Any, Callable, Optional, Set
+from typing import Any, Callable, Dict, Optional, Set
 
 from forklog import _fork
+from forklog._master import customized
 from forklog._wire import adopted_lines
 from forklog._worker import fallback
 from forklog._worker.channel import Channel
@@ -49,7 +50,7 @@ __all__ = ["adopt", "adopted", "attach", "attached"]
 _channel: Optional[Channel] = None
 #: In the hub's owner: says a target is the owner's own (see Targets.trust).
 #: A child never inherits it (_after_fork_in_child).
-_trust: Optional[Callable[[bytes], None]] = None
+_trust: Optional[Callable[[bytes, Dict[str, Any]], None]] = None
 _lock = threading.RLock()
 _original_add_handler = logging.Logger.addHandler
 _original_basic_config = logging.basicConfig
@@ -61,7 +62,7 @@ def attached() -> Optional[Channel]:
     return _channel
 
 
-def attach(channel: Channel, trust: Optional[Callable[[bytes], None]] = None) -> None:
+def attach(channel: Channel, trust: Optional[Callable[[bytes, Dict[str, Any]], None]] = None) -> None:
     """Adopt the file and stream handlers on every logger, now and whenever one is added.
 
     ``trust`` is given in the hub's owner only: targets the owner's own
@@ -122,8 +123,11 @@ def adopt(handler: logging.Handler) -> bool:
             "itself; to have the master write it, configure it in the master (--preload or logconfig_dict)\n",
         )
         return False
+    custom = customized.custom_of(handler)  # namer, rotator, a timed suffix: kept by the master if it can
     if trust is not None:
-        trust(data)
+        trust(data, custom)
+    elif custom:
+        _say_once(spec.path + "\0custom", customized.worker_only(spec.path, custom))
     handler.acquire()
     try:
         handler._forklog_target = data  # type: ignore[attr-defined]
