@@ -253,7 +253,7 @@ def _describe(handler: logging.Handler) -> Tuple[str, str, str, str]:
             target += f" (rotates at {handler.maxBytes} bytes, keeps {handler.backupCount})"
     elif isinstance(handler, logging.StreamHandler):
         target = str(getattr(handler.stream, "name", handler.stream))
-    only = [f.name for f in handler.filters if type(f) is logging.Filter and f.name]
+    only = [f.name for f in handler.filters if isinstance(f, logging.Filter) and f.name]
     if only:
         target += f" (only {', '.join(only)})"
     formatter = handler.formatter

@@ -165,9 +165,16 @@ def _gunicorn_sinks(cfg: Any, *, create: bool = True) -> List[Sink]:
             )
             sink.setLevel(logging.DEBUG)
             sink.setFormatter(logging.Formatter(fmt, datefmt))
-            sink.addFilter(logging.Filter(logger))
+            sink.addFilter(_ErrorLog(logger) if name == "errorlog" else logging.Filter(logger))
             sinks.append((name, sink))
     return sinks
+
+
+class _ErrorLog(logging.Filter):
+    """gunicorn's error log takes forklog's own reports too (drops, losses): they go where its errors go."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == "forklog" or super().filter(record)
 
 
 def _uses_logconfig(cfg: Any) -> bool:

@@ -41,17 +41,22 @@ def serve(tmp_path: Path, conf: str, shape: str, preload: bool = False, listenin
     )
 
 
+def drive(server: Gunicorn, path: str) -> None:
+    """Start ``server``, GET ``path`` (``{r}``: the request's number) REQUESTS times, stop it (status 0)."""
+    try:
+        server.start()
+        for r in range(REQUESTS):
+            assert server.get(path.format(r=r)) == 200
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+
+
 def run(tmp_path: Path, conf: str, shape: str, preload: bool) -> Dict[str, Counter[Tuple[str, str]]]:
     """Serve the requests, stop gunicorn, and count the app's lines in each place, by (level, text)."""
     server = serve(tmp_path, conf, shape, preload)
     app_file = tmp_path / "shape.log"
-    try:
-        server.start()
-        for r in range(REQUESTS):
-            assert server.get(f"/log?id=r{r}&n={PER_REQUEST}") == 200
-        assert server.stop() == 0
-    finally:
-        server.kill_group()
+    drive(server, f"/log?id=r{{r}}&n={PER_REQUEST}")
     places: Dict[str, Counter[Tuple[str, str]]] = {}
     first = app_file.with_name(app_file.name + ".first")
     for place, path in (("console", server.stderr_path), ("app file", app_file), ("first file", first)):
@@ -111,13 +116,7 @@ def test_wsgi_errors_reach_the_error_log_once(tmp_path: Path) -> None:
     for name, conf in (("plain", PLAIN), ("forklog", FORKLOG)):
         errorlog = tmp_path / name / "gerr.log"
         server = serve(tmp_path / name, conf + f"errorlog = {str(errorlog)!r}\n", "nothing", listening=False)
-        try:
-            server.start()
-            for r in range(REQUESTS):
-                assert server.get(f"/errors?id=r{r}&n={PER_REQUEST}") == 200
-            assert server.stop() == 0
-        finally:
-            server.kill_group()
+        drive(server, f"/errors?id=r{{r}}&n={PER_REQUEST}")
         lines = errorlog.read_text(errors="replace").splitlines()
         counts[name] = Counter(line for line in lines if line.startswith("wsgi-errors "))
         assert not [line for line in server.stderr().splitlines() if "wsgi-errors" in line], name
@@ -134,13 +133,7 @@ def test_one_file_of_two_handlers_rotates_whatever_their_order(tmp_path: Path, o
     """
     server = serve(tmp_path / "forklog", FORKLOG, order)
     per_request = 20  # 1,600 lines of about 40 bytes: several files of 20,000
-    try:
-        server.start()
-        for r in range(REQUESTS):
-            assert server.get(f"/log?id=r{r}&n={per_request}") == 200
-        assert server.stop() == 0
-    finally:
-        server.kill_group()
+    drive(server, f"/log?id=r{{r}}&n={per_request}")
     files = sorted((tmp_path / "forklog").glob("shape.log*"))
     lines = [line for path in files for line in path.read_text().splitlines()]
     counts = Counter(SHAPE_LINE.match(line)["text"] for line in lines if SHAPE_LINE.match(line))  # type: ignore[index]
@@ -156,13 +149,7 @@ def _gzip_run(tmp_path: Path, conf: str, args: List[str]) -> Tuple[List[str], Co
     """The cookbook's gzip rotation, 1,600 lines: (the files' names, the lines in them, the output)."""
     server = serve(tmp_path, conf, "cookbook-gzip")
     server.argv[-1:-1] = args
-    try:
-        server.start()
-        for r in range(REQUESTS):
-            assert server.get(f"/log?id=r{r}&n=40") == 200
-        assert server.stop() == 0
-    finally:
-        server.kill_group()
+    drive(server, "/log?id=r{r}&n=40")
     names: List[str] = []
     lines: Counter[str] = Counter()
     for path in sorted(tmp_path.glob("shape.log*")):

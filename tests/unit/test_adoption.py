@@ -6,11 +6,13 @@ import contextlib
 import io
 import logging
 import logging.handlers
+import multiprocessing
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 from typing import Iterator, List, Tuple
 
@@ -20,7 +22,7 @@ import forklog
 from forklog._master.targets import Credentials
 from forklog._wire import adopted_lines as _target
 from forklog._worker import adoption
-from tests.support import Collect, wait_for
+from tests.support import Collect, in_child, wait_for
 
 NOBODY = Credentials(65534, frozenset({65534}))
 
@@ -317,13 +319,46 @@ def test_a_handler_pointed_elsewhere_writes_there(tmp_path: Path) -> None:
         hub.queue.leave(timeout=1.0)
 
     with forklog.Hub([Collect()]) as hub:
-        pid = os.fork()
-        if pid == 0:
-            try:
-                child()
-            finally:
-                os._exit(0)
-        os.waitpid(pid, 0)
+        in_child(child)
     assert first.read_text() == "to the first\n"
     assert second.read_text() == "to the second\nto the buffer\n"
     assert seen.read_text() == "None 'to the buffer\\n'"
+
+
+def _basic_job(index: int) -> int:
+    """A pool job configuring logging as a small script does: basicConfig(level, format), stderr."""
+    logging.basicConfig(level=logging.INFO, format="BASIC %(levelname)s %(message)s")
+    log = logging.getLogger("basic.job")
+    for i in range(20):
+        log.info("job=%d i=%d", index, i)
+        log.debug("job=%d hidden", index)
+    return os.getpid()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_basicconfig_in_a_pool_child_prints_what_the_stdlib_prints(
+    method: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 22, item 1, in a pool child: basicConfig's lines on stderr, once, and none in the hub's sinks."""
+    ctx = multiprocessing.get_context(method)
+
+    def basic_lines() -> Counter[str]:
+        return Counter(line for line in capfd.readouterr().err.splitlines() if line.startswith("BASIC "))
+
+    capfd.readouterr()
+    with ctx.Pool(2) as pool:
+        pool.map(_basic_job, range(10), chunksize=1)
+    plain = basic_lines()
+    collect = Collect()
+    with forklog.Hub([collect]) as hub:
+        with ctx.Pool(2, initializer=forklog.init_worker, initargs=(hub.queue,)) as pool:
+            pool.map(_basic_job, range(10), chunksize=1)
+            pool.close()
+            pool.join()
+        hub.stop()
+    forked = basic_lines()
+    assert len(plain) == 200 and set(plain.values()) == {1}, plain
+    assert forked == plain
+    assert not [r for r in collect.records if r.name == "basic.job"], (
+        "the app's records reached the hub's sinks"
+    )
