@@ -34,17 +34,16 @@ import logging.handlers
 import os
 import sys
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, TextIO, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Set, TextIO, Tuple
 
 from gunicorn import util
 from gunicorn.config import Config
 
 import forklog.gunicorn as fg
-from forklog._master import twice
+from forklog._check_adoption import BYPASSES, adoption_of, routing_lines
 from forklog._master.buffered import BufferedSink, needs_isolation
 from forklog._master.line_writer import line_formatter
 from forklog._renderers import same_lines
-from forklog._wire import adopted_lines
 from forklog._worker.handler import ForkHandler
 from forklog.settings import Settings
 
@@ -172,33 +171,10 @@ def _pairs(sinks: Sequence[Any]) -> Handlers:
     return pairs
 
 
-#: What adoption does with a handler, and why, for the report.
-ADOPTED, STAYS, BYPASSES = "adopted", "stays", "bypasses"
-
-
-def _adoption(handler: logging.Handler, across_users: bool = False) -> Tuple[str, str]:
-    """(what adoption does with ``handler``, why), as forklog._worker.adoption decides it.
-
-    ``across_users``: the handler is made in a worker that runs as another
-    user than the master, which opens no file such a worker names.
-    """
-    try:
-        spec = adopted_lines.spec_of(handler)
-    except Exception:  # noqa: BLE001 - a handler of a strange shape
-        spec = None
-    if spec is not None and across_users and spec.kind != "stream":
-        return STAYS, "workers run as another user: each writes it itself; --preload lets the master"
-    if spec is not None:
-        return ADOPTED, "the master writes it"
-    if isinstance(handler, logging.StreamHandler):
-        return BYPASSES, "writes a file or stream by means of its own"
-    return STAYS, "not a local file or stream: runs in each process"
-
-
 def _adoption_lines(handlers: List[Tuple[str, logging.Handler]], across_users: bool = False) -> List[str]:
     rows = []
     for owner, handler in handlers:
-        what, why = _adoption(handler, across_users)
+        what, why = adoption_of(handler, across_users)
         cls, level, target, _formatter = _describe(handler)
         rows.append((what, owner or "root", cls, level, target, f"({why})"))
     return _table(rows)
@@ -328,7 +304,7 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> i
             )
         )
     attached = _all_handlers()
-    bypassing = [h for _o, h in attached if _adoption(h)[0] == BYPASSES]
+    bypassing = [h for _o, h in attached if adoption_of(h)[0] == BYPASSES]
     if attached:
         say("handlers the config attaches (adoption):")
         for line in _adoption_lines(attached):
@@ -347,10 +323,11 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> i
                 say(f"app {app}: handlers it attaches in each worker (adoption):")
                 for line in _adoption_lines(found, across):
                     say(line)
-                bypassing += [h for _o, h in found if _adoption(h)[0] == BYPASSES]
+                bypassing += [h for _o, h in found if adoption_of(h)[0] == BYPASSES]
             else:
                 say(f"app {app}: attaches no handler")
-    for line in _routing_lines(attached + found_handlers):
+    in_master = [(o, h) for o, h in attached] + (found_handlers if cfg.preload_app else [])
+    for line in routing_lines(attached + found_handlers, in_master):
         say(line)
     if bypassing:
         problems.append(
@@ -367,30 +344,6 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> i
     if not problems:
         say("ok")
     return 1 if problems else 0
-
-
-def _routing_lines(handlers: Handlers) -> List[str]:
-    """Where the app's own records go (forklog._worker.fallback), and files two handlers name (twice)."""
-    configures = any(not getattr(h, "_gunicorn", False) for _o, h in handlers)  # forklog's are not here
-    lines = [
-        "the app's records: where its own handlers send them, as without forklog "
-        "(the hub's sinks get gunicorn's and forklog's lines)"
-        if configures
-        else "the app's records: the hub's sinks (the app configures no logging of its own)"
-    ]
-    first: Dict[str, adopted_lines.TargetSpec] = {}
-    for _owner, handler in handlers:
-        with contextlib.suppress(Exception):
-            spec = adopted_lines.spec_of(handler)
-            if spec is None or spec.kind == "stream":
-                continue
-            if spec.label not in first:
-                first[spec.label] = spec
-                continue
-            first[spec.label], said = twice.merge(first[spec.label], spec, None)
-            if said is not None:
-                lines.append(said.removeprefix("forklog: "))
-    return lines
 
 
 def _handler_lines(handlers: Handlers) -> List[str]:

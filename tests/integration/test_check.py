@@ -264,6 +264,7 @@ def test_check_says_file_handlers_stay_in_workers_of_another_user(tmp_path: Path
     [
         ("nothing", "the app's records: the hub's sinks (the app configures no logging of its own)"),
         ("basicconfig", "the app's records: where its own handlers send them, as without forklog"),
+        ("cookbook-gzip", "has its own namer/rotator, which only the worker has; the master rotates"),
         (
             "twice-file-first",
             "is configured by two handlers, FileHandler and RotatingFileHandler(maxBytes=20000, "

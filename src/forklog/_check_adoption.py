@@ -1,0 +1,74 @@
+"""What ``python -m forklog check`` says of the handlers a config and an app attach (see forklog.check).
+
+Each handler's fate under adoption (:mod:`forklog._worker.adoption`), where
+the app's own records go (:mod:`forklog._worker.fallback`), a file two
+handlers name (:mod:`forklog._master.twice`) and a rotation of the app's own
+(:mod:`forklog._master.customized`): what the hub will do, said before it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Dict, List, Tuple
+
+from forklog._master import customized, twice
+from forklog._wire import adopted_lines
+
+__all__ = ["ADOPTED", "BYPASSES", "STAYS", "adoption_of", "routing_lines"]
+
+Handlers = List[Tuple[str, logging.Handler]]
+
+
+#: What adoption does with a handler, and why, for the report.
+ADOPTED, STAYS, BYPASSES = "adopted", "stays", "bypasses"
+
+
+def adoption_of(handler: logging.Handler, across_users: bool = False) -> Tuple[str, str]:
+    """(what adoption does with ``handler``, why), as forklog._worker.adoption decides it.
+
+    ``across_users``: the handler is made in a worker that runs as another
+    user than the master, which opens no file such a worker names.
+    """
+    try:
+        spec = adopted_lines.spec_of(handler)
+    except Exception:  # noqa: BLE001 - a handler of a strange shape
+        spec = None
+    if spec is not None and across_users and spec.kind != "stream":
+        return STAYS, "workers run as another user: each writes it itself; --preload lets the master"
+    if spec is not None:
+        return ADOPTED, "the master writes it"
+    if isinstance(handler, logging.StreamHandler):
+        return BYPASSES, "writes a file or stream by means of its own"
+    return STAYS, "not a local file or stream: runs in each process"
+
+
+def routing_lines(handlers: Handlers, in_master: Handlers) -> List[str]:
+    """Where the app's records go, files two handlers name, rotations of the app's own: one line each."""
+    configures = any(not getattr(h, "_gunicorn", False) for _o, h in handlers)  # forklog's are not here
+    lines = [
+        "the app's records: where its own handlers send them, as without forklog "
+        "(the hub's sinks get gunicorn's and forklog's lines)"
+        if configures
+        else "the app's records: the hub's sinks (the app configures no logging of its own)"
+    ]
+    first: Dict[str, adopted_lines.TargetSpec] = {}
+    for _owner, handler in handlers:
+        with contextlib.suppress(Exception):
+            spec = adopted_lines.spec_of(handler)
+            if spec is None or spec.kind == "stream":
+                continue
+            if spec.label not in first:
+                first[spec.label] = spec
+                continue
+            first[spec.label], said = twice.merge(first[spec.label], spec, None)
+            if said is not None:
+                lines.append(said.removeprefix("forklog: "))
+    for owner, handler in handlers:
+        custom = customized.custom_of(handler)
+        path = getattr(handler, "baseFilename", "")
+        if custom and (owner, handler) not in in_master:
+            lines.append(customized.worker_only(path, custom).removeprefix("forklog: ").rstrip())
+        elif custom and not customized.directory_is_own(path):
+            lines.append(customized.not_own_directory(path, custom).removeprefix("forklog: "))
+    return lines
