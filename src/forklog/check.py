@@ -309,7 +309,7 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> i
         say("handlers the config attaches (adoption):")
         for line in _adoption_lines(attached):
             say(line)
-    found_handlers: Handlers = []
+    found_handlers: Optional[Handlers] = None  # not known without the app
     if app is not None:
         try:
             found = found_handlers = _app_handlers(cfg, app, {id(handler) for _owner, handler in attached})
@@ -326,9 +326,13 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> i
                 bypassing += [h for _o, h in found if adoption_of(h)[0] == BYPASSES]
             else:
                 say(f"app {app}: attaches no handler")
-    in_master = [(o, h) for o, h in attached] + (found_handlers if cfg.preload_app else [])
-    for line in routing_lines(attached + found_handlers, in_master):
-        say(line)
+    if found_handlers is None and not attached:
+        say("the app's records: not known without the app (python -m forklog check CONFIG MODULE:APP)")
+    else:
+        found_handlers = found_handlers or []
+        in_master = [*attached, *(found_handlers if cfg.preload_app else [])]
+        for line in routing_lines(attached + found_handlers, in_master):
+            say(line)
     if bypassing:
         problems.append(
             (

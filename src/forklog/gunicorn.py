@@ -23,7 +23,8 @@ What runs where (``notes/gunicorn-internals.md`` has the hook order):
   in a worker, writes through the hub. Without a logging config
   (``logconfig_dict``, ``logconfig_json``, ``logconfig``) it makes the hub's
   handler the only handler of ``gunicorn.error`` and ``gunicorn.access``,
-  and root's when root has none of the app's, again on every HUP (gunicorn
+  and root's while the app configures no logging of its own
+  (:mod:`forklog._worker.fallback`), again on every HUP (gunicorn
   re-runs ``setup()`` then and would re-add its stderr handler, H20); with
   one, gunicorn's loggers are as gunicorn and the config make them, their
   handlers adopted. It owns USR1: the master reopens the hub's files and the
@@ -264,6 +265,36 @@ def _serve_wsgi_errors(hub_: Hub) -> None:
     handler.stream = ErrorsStream(hub_.queue, data)  # type: ignore[attr-defined]
 
 
+def _wrap_wsgi_errors() -> None:
+    """``wsgi.errors`` when a logging config gives ``gunicorn.error`` its handlers: to each adopted file.
+
+    gunicorn builds ``environ["wsgi.errors"]`` from the ``stream`` of each
+    handler of ``gunicorn.error``; an adopted file handler holds none (the
+    master writes its file), and gunicorn would call ``None.write``. The
+    wrapper writes to that handler's target through the hub instead.
+    """
+    from gunicorn.http import wsgi  # noqa: PLC0415 - gunicorn's, loaded once it serves
+
+    original = wsgi.WSGIErrorsWrapper.__init__
+    if getattr(original, "forklog", False):
+        return
+
+    def init(self: Any, cfg: Any) -> None:
+        original(self, cfg)
+        # gunicorn's own choice of handlers (stderr first for errorlog "-"), each adopted one's target.
+        handlers = logging.getLogger("gunicorn.error").handlers
+        handlers = handlers[1:] if cfg.errorlog == "-" else handlers
+        channel = adoption.attached()
+        for handler in handlers:
+            target = handler.__dict__.get("_forklog_target")
+            if channel is not None and isinstance(target, bytes) and isinstance(handler, logging.FileHandler):
+                self.streams[self.streams.index(None)] = ErrorsStream(channel, target)
+        self.streams = [stream for stream in self.streams if stream is not None]
+
+    init.forklog = True  # type: ignore[attr-defined]
+    wsgi.WSGIErrorsWrapper.__init__ = init
+
+
 def _say_if_sinkless(hub_: Hub) -> None:
     """Name at start a configuration that would lose records: the hub's handler in use, and no sink."""
     handler = _master.handler
@@ -308,6 +339,8 @@ class Logger(glogging.Logger):  # type: ignore[misc]
         hub_ = _ensure_hub(cfg, uses_logconfig=logconfig)
         hub_.targets.writer = _writer_credentials(cfg)
         _serve_wsgi_errors(hub_)
+        if logconfig:
+            _wrap_wsgi_errors()
         adoption.attach(hub_.queue, trust=hub_.targets.trust)
         super().setup(cfg)
         _reinstall(cfg)
@@ -377,7 +410,7 @@ def on_starting(server: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """Worker: the hub's handler is the only handler (it already was since the fork).
+    """Worker: gunicorn's loggers keep the hub's handler; root's is the app's (forklog._worker.fallback).
 
     With gunicorn's ``capture_output``, the worker's ``print()`` and
     ``sys.stderr`` writes become records too (:mod:`forklog._worker.capture`).

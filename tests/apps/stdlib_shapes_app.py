@@ -19,6 +19,8 @@ to ``wsgi.errors``.
   either order, on ``shape.app``;
 * ``cookbook-gzip``: the logging cookbook's ``namer``/``rotator`` on a
   ``RotatingFileHandler(maxBytes=4000, backupCount=30)``: gzipped backups;
+* ``named-only``: a handler on another logger only (as Django's defaults):
+  ``shape.app``'s records find none, and go to the stdlib's ``lastResort``;
 * ``nothing``: no logging configured at all.
 """
 
@@ -85,6 +87,8 @@ elif SHAPE == "cookbook-gzip":
     _gzipped.namer, _gzipped.rotator = _namer, _rotator
     logging.getLogger("shape.app").addHandler(_gzipped)
     logging.getLogger("shape.app").setLevel(logging.INFO)
+elif SHAPE == "named-only":
+    logging.getLogger("shape.other").addHandler(logging.FileHandler(FILE))
 
 log = logging.getLogger("shape.app")
 StartResponse = Callable[[str, List[Tuple[str, str]]], object]
@@ -97,6 +101,11 @@ def app(environ: Dict[str, Any], start_response: StartResponse) -> Iterable[byte
         for i in range(int(query.get("n", ["1"])[0])):
             log.debug("debug %s-%d", rid, i)
             log.info("info %s-%d", rid, i)
+            log.warning("warning %s-%d", rid, i)
+    elif environ.get("PATH_INFO") == "/print":  # stdout and stderr, gunicorn's capture_output
+        rid = query.get("id", [""])[0]
+        for i in range(int(query.get("n", ["1"])[0])):
+            print(f"print {rid}-{i}", flush=True)
             log.warning("warning %s-%d", rid, i)
     elif environ.get("PATH_INFO") == "/errors":  # the WSGI error stream, gunicorn's error log
         rid = query.get("id", [""])[0]

@@ -110,17 +110,43 @@ def test_the_access_log_stays_off_unless_the_config_sets_it(tmp_path: Path, shap
     assert plain["access"] == forked["access"] == Counter()
 
 
-def test_wsgi_errors_reach_the_error_log_once(tmp_path: Path) -> None:
-    """Item 5: ``environ["wsgi.errors"].write()`` with ``errorlog`` a file: every line in it, once."""
+LOGCONFIG = """
+logconfig_dict = {{
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {{
+        "console": {{"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+        "errors": {{"class": "logging.FileHandler", "filename": {path!r}}},
+    }},
+    "root": {{"level": "INFO", "handlers": []}},
+    "loggers": {{
+        "gunicorn.error": {{"handlers": ["console", "errors"], "level": "INFO", "propagate": False}},
+    }},
+}}
+"""
+
+
+@pytest.mark.parametrize("how", ["errorlog", "logconfig_dict"])
+def test_wsgi_errors_reach_the_error_log_once(tmp_path: Path, how: str) -> None:
+    """Item 5: ``environ["wsgi.errors"].write()``: to an errorlog file, or a logging config's file handler."""
     counts = {}
     for name, conf in (("plain", PLAIN), ("forklog", FORKLOG)):
         errorlog = tmp_path / name / "gerr.log"
-        server = serve(tmp_path / name, conf + f"errorlog = {str(errorlog)!r}\n", "nothing", listening=False)
+        extra = (
+            f"errorlog = {str(errorlog)!r}\n" if how == "errorlog" else LOGCONFIG.format(path=str(errorlog))
+        )
+        server = serve(tmp_path / name, conf + extra, "nothing", listening=False)
         drive(server, f"/errors?id=r{{r}}&n={PER_REQUEST}")
-        lines = errorlog.read_text(errors="replace").splitlines()
-        counts[name] = Counter(line for line in lines if line.startswith("wsgi-errors "))
-        assert not [line for line in server.stderr().splitlines() if "wsgi-errors" in line], name
-    assert len(counts["plain"]) == REQUESTS * PER_REQUEST and max(counts["plain"].values()) == 1
+        in_file = errorlog.read_text(errors="replace").splitlines() if errorlog.exists() else []
+        counts[name] = {
+            "errorlog": Counter(line for line in in_file if line.startswith("wsgi-errors ")),
+            "console": Counter(
+                line for line in server.stderr().splitlines() if line.startswith("wsgi-errors ")
+            ),
+        }
+    # errorlog "-" (the logging config's case): stderr, and each handler of gunicorn.error but the first.
+    assert len(counts["plain"]["errorlog"]) == REQUESTS * PER_REQUEST, counts["plain"]
+    assert all(max(place.values(), default=1) == 1 for place in counts["plain"].values())
     assert counts["forklog"] == counts["plain"]
 
 
@@ -183,3 +209,22 @@ def test_a_rotator_only_the_worker_has_is_said(tmp_path: Path) -> None:
         line for line in output.splitlines() if "has its own namer/rotator, which only the worker has" in line
     ]
     assert said, output[-2000:]
+
+
+def test_capture_output_with_the_apps_own_logging_writes_what_plain_gunicorn_writes(tmp_path: Path) -> None:
+    """``capture_output``: prints and ``lastResort``'s lines reach the error log, once, with no recursion.
+
+    The app configures a handler on another logger only, so its records find
+    none: the stdlib writes them to ``sys.stderr``, which ``capture_output``
+    made forklog's line logger, which found no handler either.
+    """
+    counts = {}
+    for name, conf in (("plain", PLAIN), ("forklog", FORKLOG)):
+        errorlog = tmp_path / name / "gerr.log"
+        extra = f"errorlog = {str(errorlog)!r}\ncapture_output = True\n"
+        server = serve(tmp_path / name, conf + extra, "named-only", listening=False)
+        drive(server, f"/print?id=r{{r}}&n={PER_REQUEST}")
+        wanted = re.compile(r"^(print|warning) r\d+-\d+$")
+        counts[name] = Counter(line for line in errorlog.read_text().splitlines() if wanted.match(line))
+    assert len(counts["plain"]) == REQUESTS * PER_REQUEST * 2 and set(counts["plain"].values()) == {1}
+    assert counts["forklog"] == counts["plain"]

@@ -346,7 +346,7 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
         self._write_out()  # the lines before the rotation belong to the old file
         try:
             self.doRollover()
-        except OSError:
+        except Exception:  # noqa: BLE001 - the file system, or an app's own rotator: tried again later
             self._rotate_retry_at = now + self.RETRY_INTERVAL
             self.handleError(record)
 

@@ -14,8 +14,10 @@ extensions) still goes where gunicorn sent it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import os
 import threading
 from typing import Any, Optional, Union
 
@@ -37,6 +39,7 @@ class LineLogger(io.TextIOBase):
         self._lock = threading.RLock()
         self._original = original
         self._buffer = _Bytes(self)
+        self._busy = _Busy()
 
     @property
     def name(self) -> str:
@@ -76,17 +79,47 @@ class LineLogger(io.TextIOBase):
                 lines.append(self._pending)
                 self._pending = ""
         for line in lines:
-            self.logger.log(self.level, "%s", line.rstrip("\r"))
+            self._log(line.rstrip("\r"))
         return len(text)
 
     def flush(self) -> None:
         with self._lock:
             line, self._pending = self._pending, ""
         if line:
+            self._log(line)
+
+    def _log(self, line: str) -> None:
+        """One line as a record; to the stream this one replaces when no handler would take it.
+
+        Once the application configured logging, the hub's handler may be on
+        no logger this record passes: the stdlib's ``lastResort`` would take
+        it and write to ``sys.stderr``, this stream, again. The line goes
+        where plain gunicorn sends it instead (its descriptor: the error log
+        under ``capture_output``), and so does a write made while a line of
+        this stream is being logged.
+        """
+        if self._busy.active or not self.logger.hasHandlers():
+            self._write_original(line + "\n")
+            return
+        self._busy.active = True
+        try:
             self.logger.log(self.level, "%s", line)
+        finally:
+            self._busy.active = False
+
+    def _write_original(self, text: str) -> None:
+        original = self._original
+        with contextlib.suppress(Exception):
+            if original is not None:
+                original.write(text)
+                original.flush()
 
     def isatty(self) -> bool:
         return False
+
+
+class _Busy(threading.local):
+    active = False
 
 
 class _Bytes(io.BufferedIOBase):
@@ -129,7 +162,10 @@ class ErrorsStream:
         text = data.decode("utf-8", "backslashreplace") if isinstance(data, bytes) else str(data)
         if text:
             record = logging.LogRecord("wsgi.errors", logging.ERROR, "", 0, text, None, None)
-            self._channel.send_text(self._spec, record, text, "")
+            sent = self._channel.send_text(self._spec, record, text, "")
+            if not sent and self._channel.hub_gone:  # the hub has stopped: stderr, not nowhere
+                with contextlib.suppress(Exception):
+                    os.write(2, text.encode("utf-8", "backslashreplace"))
         return len(data)
 
     def flush(self) -> None:
