@@ -56,13 +56,13 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError("forklog.gunicorn needs gunicorn: pip install 'forklog[gunicorn]'") from exc
 
+from forklog import _wsgi_errors as wsgi_errors
 from forklog._master.hub import Hub, Sink
 from forklog._master.sinks import RotatingFileSink
 from forklog._master.targets import Credentials
 from forklog._stderr import Reporter
-from forklog._wire import adopted_lines
 from forklog._worker import adoption, fallback
-from forklog._worker.capture import ErrorsStream, LineLogger
+from forklog._worker.capture import LineLogger
 from forklog._worker.handler import ForkHandler
 from forklog.settings import Settings, SettingsError
 
@@ -245,56 +245,6 @@ def _install(handler: logging.Handler, level: int) -> None:
     fallback.install(handler, level)
 
 
-def _serve_wsgi_errors(hub_: Hub) -> None:
-    """``wsgi.errors`` reaches the error log file once: the hub's handler gets a stream onto its sink.
-
-    gunicorn writes ``environ["wsgi.errors"]`` to the ``stream`` of each
-    handler of ``gunicorn.error`` (stderr first when ``errorlog`` is "-");
-    the hub's handler has none, so with an ``errorlog`` file every write
-    was lost.
-    """
-    handler = _master.handler
-    sink = dict(hub_.sinks).get("errorlog")
-    if handler is None or not isinstance(sink, RotatingFileSink):
-        return
-    spec = adopted_lines.spec_of(sink)
-    if spec is None:
-        return
-    data = spec.to_bytes()
-    hub_.targets.serve(data, "errorlog", sink)
-    handler.stream = ErrorsStream(hub_.queue, data)  # type: ignore[attr-defined]
-
-
-def _wrap_wsgi_errors() -> None:
-    """``wsgi.errors`` when a logging config gives ``gunicorn.error`` its handlers: to each adopted file.
-
-    gunicorn builds ``environ["wsgi.errors"]`` from the ``stream`` of each
-    handler of ``gunicorn.error``; an adopted file handler holds none (the
-    master writes its file), and gunicorn would call ``None.write``. The
-    wrapper writes to that handler's target through the hub instead.
-    """
-    from gunicorn.http import wsgi  # noqa: PLC0415 - gunicorn's, loaded once it serves
-
-    original = wsgi.WSGIErrorsWrapper.__init__
-    if getattr(original, "forklog", False):
-        return
-
-    def init(self: Any, cfg: Any) -> None:
-        original(self, cfg)
-        # gunicorn's own choice of handlers (stderr first for errorlog "-"), each adopted one's target.
-        handlers = logging.getLogger("gunicorn.error").handlers
-        handlers = handlers[1:] if cfg.errorlog == "-" else handlers
-        channel = adoption.attached()
-        for handler in handlers:
-            target = handler.__dict__.get("_forklog_target")
-            if channel is not None and isinstance(target, bytes) and isinstance(handler, logging.FileHandler):
-                self.streams[self.streams.index(None)] = ErrorsStream(channel, target)
-        self.streams = [stream for stream in self.streams if stream is not None]
-
-    init.forklog = True  # type: ignore[attr-defined]
-    wsgi.WSGIErrorsWrapper.__init__ = init
-
-
 def _say_if_sinkless(hub_: Hub) -> None:
     """Name at start a configuration that would lose records: the hub's handler in use, and no sink."""
     handler = _master.handler
@@ -338,9 +288,9 @@ class Logger(glogging.Logger):  # type: ignore[misc]
         # sinks; the re-run config's handlers write to the same targets (H20).
         hub_ = _ensure_hub(cfg, uses_logconfig=logconfig)
         hub_.targets.writer = _writer_credentials(cfg)
-        _serve_wsgi_errors(hub_)
+        wsgi_errors.serve(hub_, _master.handler)
         if logconfig:
-            _wrap_wsgi_errors()
+            wsgi_errors.wrap()
         adoption.attach(hub_.queue, trust=hub_.targets.trust)
         super().setup(cfg)
         _reinstall(cfg)

@@ -17,11 +17,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import threading
 from typing import Any, Optional, Union
 
-__all__ = ["ErrorsStream", "LineLogger"]
+__all__ = ["LineLogger"]
 
 #: A line longer than this is logged in pieces rather than held forever.
 MAX_LINE = 64 * 1024
@@ -142,31 +141,3 @@ class _Bytes(io.BufferedIOBase):
 
     def fileno(self) -> int:
         return self._owner.fileno()
-
-
-class ErrorsStream:
-    """The ``stream`` of the hub's handler on ``gunicorn.error``: ``wsgi.errors``' way to the error log.
-
-    gunicorn's ``WSGIErrorsWrapper`` writes an app's text to the ``stream``
-    of each handler of ``gunicorn.error``. The hub's handler has this one
-    when ``errorlog`` is a file: the text goes as it is to the master, whose
-    error log sink appends it (``Targets.serve``), once, in order with the
-    worker's other lines.
-    """
-
-    def __init__(self, channel: Any, spec: bytes) -> None:
-        self._channel = channel
-        self._spec = spec
-
-    def write(self, data: Union[str, bytes]) -> int:
-        text = data.decode("utf-8", "backslashreplace") if isinstance(data, bytes) else str(data)
-        if text:
-            record = logging.LogRecord("wsgi.errors", logging.ERROR, "", 0, text, None, None)
-            sent = self._channel.send_text(self._spec, record, text, "")
-            if not sent and self._channel.hub_gone:  # the hub has stopped: stderr, not nowhere
-                with contextlib.suppress(Exception):
-                    os.write(2, text.encode("utf-8", "backslashreplace"))
-        return len(data)
-
-    def flush(self) -> None:
-        """Each write is sent whole; nothing waits here."""
