@@ -55,6 +55,8 @@ class Receiver(threading.Thread):
         self.frames = FrameReader(max_record_bytes=channel.max_record_bytes)
         self.deadline: Optional[float] = None  # set by Hub.stop
         self.abandoned_bytes = 0
+        #: Read rounds done: every byte read in a round is queued by its end (the tests wait on it).
+        self.rounds = 0
         #: Records still in the writers' pipes when the stop's deadline came, by pid
         #: (read and counted, never written: reported lost by Hub.stop).
         self.unread_by_process: Dict[int, int] = {}
@@ -141,6 +143,7 @@ class Receiver(threading.Thread):
                 if now - last_expire > 1.0:
                     self.frames.expire(now)
                     last_expire = now
+                self.rounds += 1
             self._count_unread()
         except BaseException as exc:  # noqa: BLE001 - report, never die silently
             self._reporter.write(f"forklog: the receiver thread failed: {exc!r}")
