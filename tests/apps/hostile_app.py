@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from typing import Callable, Iterable, List
 
 import forklog.gunicorn
@@ -60,6 +61,9 @@ def app(environ: dict, start_response: Callable[..., object]) -> Iterable[bytes]
     if attack is not None:
         attack()
     elif path == "/mark":
-        log.warning("mark %s", environ.get("QUERY_STRING", ""))
+        query = environ.get("QUERY_STRING", "")
+        log.warning("mark %s", query.split("&hold=")[0])
+        if "&hold=" in query:  # the worker stays busy: the next request goes to the other
+            time.sleep(float(query.split("&hold=")[1]))
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"{os.getpid()}\n".encode()]  # the worker that served it

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import time
 from typing import Callable, Iterable
 from urllib.parse import parse_qs
 
@@ -55,5 +56,6 @@ def app(environ: dict, start_response: Callable[..., object]) -> Iterable[bytes]
             log.info("app line %d %s", i, "x" * 100)
     elif path == "/mark":
         mark.warning("mark %s", query.get("id", [""])[0])
+        time.sleep(float(query.get("hold", ["0"])[0]))  # busy: the next request goes to the other
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"{os.getpid()}\n".encode()]  # the worker that served it
