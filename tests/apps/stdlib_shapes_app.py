@@ -21,6 +21,8 @@ to ``wsgi.errors``.
   ``RotatingFileHandler(maxBytes=4000, backupCount=30)``: gzipped backups;
 * ``named-only``: a handler on another logger only (as Django's defaults):
   ``shape.app``'s records find none, and go to the stdlib's ``lastResort``;
+* ``timed-bak``: a ``TimedRotatingFileHandler`` rotating every second, its
+  backups named by its own ``suffix`` (``*.bak``) and ``extMatch``;
 * ``nothing``: no logging configured at all.
 """
 
@@ -32,6 +34,7 @@ import logging
 import logging.handlers
 import os
 import queue
+import re
 import shutil
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 from urllib.parse import parse_qs
@@ -89,6 +92,13 @@ elif SHAPE == "cookbook-gzip":
     logging.getLogger("shape.app").setLevel(logging.INFO)
 elif SHAPE == "named-only":
     logging.getLogger("shape.other").addHandler(logging.FileHandler(FILE))
+elif SHAPE == "timed-bak":
+    _timed = logging.handlers.TimedRotatingFileHandler(FILE, when="S", interval=1, backupCount=50)
+    _timed.suffix = "%Y%m%d-%H%M%S.bak"
+    _timed.extMatch = re.compile(r"^\d{8}-\d{6}\.bak$", re.ASCII)
+    _timed.setFormatter(logging.Formatter(FORMAT))
+    logging.getLogger("shape.app").addHandler(_timed)
+    logging.getLogger("shape.app").setLevel(logging.INFO)
 
 log = logging.getLogger("shape.app")
 StartResponse = Callable[[str, List[Tuple[str, str]]], object]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -228,3 +229,33 @@ def test_capture_output_with_the_apps_own_logging_writes_what_plain_gunicorn_wri
         counts[name] = Counter(line for line in errorlog.read_text().splitlines() if wanted.match(line))
     assert len(counts["plain"]) == REQUESTS * PER_REQUEST * 2 and set(counts["plain"].values()) == {1}
     assert counts["forklog"] == counts["plain"]
+
+
+def _timed_run(tmp_path: Path, conf: str, args: List[str]) -> Tuple[List[str], Counter[str]]:
+    """Lines logged across 2.5 s, a timed rotation each second: (the backups' names, every line)."""
+    server = serve(tmp_path, conf, "timed-bak")
+    server.argv[-1:-1] = args
+    try:
+        server.start()
+        deadline = time.monotonic() + 2.5  # past two rotations, whatever the start's second
+        r = 0
+        while time.monotonic() < deadline:
+            assert server.get(f"/log?id=r{r}&n=2") == 200
+            r += 1
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    names = sorted(path.name for path in tmp_path.glob("shape.log.*") if path.suffix != ".lock")
+    lines: Counter[str] = Counter()
+    for path in tmp_path.glob("shape.log*"):
+        lines.update(line for line in path.read_text().splitlines() if SHAPE_LINE.match(line))
+    return names, lines
+
+
+def test_a_timed_handlers_own_suffix_names_the_masters_backups(tmp_path: Path) -> None:
+    """Item 3: ``suffix``/``extMatch`` of the app's ``TimedRotatingFileHandler``, ``--preload``: ``*.bak``."""
+    backup = re.compile(r"^shape\.log\.\d{8}-\d{6}\.bak$")
+    for name, conf, args in (("plain", PLAIN, ["-w", "1"]), ("forklog", FORKLOG, ["--preload"])):
+        names, lines = _timed_run(tmp_path / name, conf, args)
+        assert len(names) >= 2 and all(backup.match(n) for n in names), (name, names)
+        assert set(lines.values()) == {1}, f"{name}: a line twice"
