@@ -158,6 +158,17 @@ def check_writer(
 
 def in_child(target: Callable[[], None]) -> int:
     """Run ``target`` in a forked child and reap it; it must not raise. The child's pid."""
+    pid = forked(target)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"the child {pid} failed"
+    return pid
+
+
+def forked(target: Callable[[], None]) -> int:
+    """Run ``target`` in a forked child, not waited for: the child's pid (the caller reaps it).
+
+    The child exits 0 when ``target`` returns, 1 when it raises.
+    """
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -166,8 +177,6 @@ def in_child(target: Callable[[], None]) -> int:
             code = 0
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, f"the child {pid} failed"
     return pid
 
 

@@ -16,14 +16,14 @@ import resource
 import signal
 import struct
 import zlib
-from typing import Callable, Iterator, List
+from typing import Iterator, List
 
 import pytest
 
 import forklog
 from forklog._master.listener import Listener
 from forklog._wire import framing, registration
-from tests.support import PeakRss, in_child, wait_for
+from tests.support import PeakRss, forked, in_child, wait_for
 
 #: The bounds the master documents (forklog._master.ledger, counters, frame_reader).
 MAX_ACCOUNTS = 4096
@@ -276,12 +276,7 @@ def test_a_writer_of_another_wire_version_is_named_once_and_counted(
             [frame(FIRST | LAST, claimed, 1, s, payload=b"later", version=other) for s in range(3, 5)],
         )
 
-    pid = os.fork()
-    if pid == 0:
-        try:
-            writer()
-        finally:
-            os._exit(0)
+    pid = forked(writer)
     sent.extend(
         frame(FIRST | LAST, claimed, 1, s, payload=b"from the next release", version=other) for s in range(3)
     )
@@ -371,9 +366,9 @@ def test_registering_pipes_cannot_take_the_masters_descriptors(monkeypatch: pyte
 
             assert hub._receiver is not None
             sources = hub._receiver.sources
-            children.append(fork(bystander))
+            children.append(forked(bystander))
             wait_for(lambda: len(sources.writers()) >= 1, 5, "the bystander's pipe")
-            children += [fork(attacker) for _ in range(8)]
+            children += [forked(attacker) for _ in range(8)]
             # The registrations that reached the socket (a full one makes a sender wait, then give up).
             sent = sum(os.read(sent_read, 1)[0] for _ in range(8))
             assert sent > 64, f"only {sent} registrations sent: the bound was never reached"
@@ -401,14 +396,3 @@ def test_registering_pipes_cannot_take_the_masters_descriptors(monkeypatch: pyte
             hub.stop(timeout=10)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-def fork(target: Callable[[], None]) -> int:
-    """``target`` in a forked child that exits when it returns; the child's pid (the caller reaps it)."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            target()
-        finally:
-            os._exit(1)
-    return pid

@@ -27,7 +27,7 @@ from forklog._master.receiver import EXIT_MARK
 from forklog._wire import framing
 from forklog._wire.lines import LINES, LINES_HEAD, MAX_LINES, decode_lines
 from forklog._wire.packing import pack_fields
-from tests.support import Collect, a_bystander_is_heard, in_child, wait_for
+from tests.support import Collect, a_bystander_is_heard, forked, in_child, wait_for
 
 
 def collected(collect: Collect) -> Callable[[str], bool]:
@@ -178,19 +178,18 @@ def test_forged_exit_markers_settle_nobody() -> None:
     collect = Collect()
     with forklog.Hub([collect]) as hub:
         go_on_r, go_on_w = os.pipe()
-        sibling = os.fork()
-        if sibling == 0:
-            try:
-                forklog.init_worker(hub.queue)
-                for i in range(20):
-                    logging.getLogger("sibling").error("sibling before %d", i)
-                assert hub.queue.flush(1.0)
-                os.read(go_on_r, 1)
-                for i in range(20):
-                    logging.getLogger("sibling").error("sibling after %d", i)
-                hub.queue.leave(timeout=1.0)
-            finally:
-                os._exit(0)
+
+        def sibling_logs() -> None:
+            forklog.init_worker(hub.queue)
+            for i in range(20):
+                logging.getLogger("sibling").error("sibling before %d", i)
+            assert hub.queue.flush(1.0)
+            os.read(go_on_r, 1)
+            for i in range(20):
+                logging.getLogger("sibling").error("sibling after %d", i)
+            hub.queue.leave(timeout=1.0)
+
+        sibling = forked(sibling_logs)
         try:
             wait_for(lambda: "sibling before 19" in collect.messages(), 5.0, "the sibling's first records")
         except AssertionError:
@@ -236,16 +235,15 @@ def test_a_frame_is_the_writer_its_pipe_names() -> None:
     never_ran = 4_000_000
     with forklog.Hub([collect]) as hub:
         go_on_r, go_on_w = os.pipe()
-        sibling = os.fork()
-        if sibling == 0:
-            try:
-                forklog.init_worker(hub.queue)
-                logging.getLogger("sibling").error("sibling before")
-                os.read(go_on_r, 1)
-                logging.getLogger("sibling").error("sibling after")
-                hub.queue.leave(timeout=1.0)
-            finally:
-                os._exit(0)
+
+        def sibling_logs() -> None:
+            forklog.init_worker(hub.queue)
+            logging.getLogger("sibling").error("sibling before")
+            os.read(go_on_r, 1)
+            logging.getLogger("sibling").error("sibling after")
+            hub.queue.leave(timeout=1.0)
+
+        sibling = forked(sibling_logs)
         try:
             wait_for(lambda: "sibling before" in collect.messages(), 5.0, "the sibling's first record")
 
