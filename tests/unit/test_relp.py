@@ -219,3 +219,36 @@ def test_a_session_never_wraps_its_transaction_numbers(pair: Tuple[socket.socket
     with pytest.raises(RelpError, match="used up"):
         session.send([b"a", b"b", b"c"])
     assert session.sent == 0
+
+
+def test_answers_waiting_behind_a_broken_send_count_as_answered(
+    pair: Tuple[socket.socket, socket.socket],
+) -> None:
+    """rsyslog restarted: its last answers arrive just after a read, then the send breaks; they count.
+
+    Counted as unanswered, those messages would be sent again on the next
+    connection and arrive twice (seen in CI as one duplicate after a
+    graceful rsyslogd restart). The server's side runs inside the client's
+    read here, so the answers land exactly between that read and the send.
+    """
+    client_end, server_end = pair
+    session = RelpClient(client_end, timeout=5, window=2)
+    reads = 0
+    read = session._read
+
+    def read_then_server_answers_and_closes(deadline: float, quick: bool = True) -> List[Frame]:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            frames = read_frames(server_end, 2)
+            server_end.sendall(frame(frames[0].txnr, b"rsp", b"200 OK"))
+        answers = read(deadline, quick)
+        if reads == 1:
+            server_end.sendall(frame(frames[1].txnr, b"rsp", b"200 OK") + b"0 serverclose 0\n")
+            server_end.close()
+        return answers
+
+    session._read = read_then_server_answers_and_closes  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        session.send([b"a", b"b", b"c", b"d"])
+    assert (session.answered, session.sent) == (2, 3)

@@ -198,7 +198,7 @@ class RelpClient:
             # 1,000,000,000 after 999,999,999): the caller starts a new one.
             raise RelpError("RELP: the session's transaction numbers are used up")
         self.answered = self.sent = 0
-        self.refused = refused = []
+        self.refused = []
         waiting: Deque[int] = collections.deque()  # the txnrs sent and not answered, in order
         count = len(messages)
         while self.answered < count:
@@ -210,19 +210,48 @@ class RelpClient:
                     waiting.append(txnr)
                     chunk.append(frame(txnr, b"syslog", message))
                 self.sent += len(chunk)
-                self._send_all(b"".join(chunk))
+                try:
+                    self._send_all(b"".join(chunk))
+                except OSError:
+                    # A server ending the session (rsyslog restarted) answers
+                    # what it took, then closes: those answers may wait unread
+                    # behind the broken send. Counted as answered, they are
+                    # not sent again on the next connection.
+                    self._take(self._pending(), waiting)
+                    raise
             # Nothing more to send before answers come: acknowledge them at once (see _read).
             quick = self.sent == count or len(waiting) >= self.window
-            for found in self._read(time.monotonic() + self.timeout, quick):
-                if not waiting or found.txnr != waiting[0]:
-                    raise RelpError(
-                        f"RELP: an answer to {found.txnr}, expected {waiting[0] if waiting else 'none'}"
-                    )
-                waiting.popleft()
-                if status(found.data) != 200:
-                    refused.append(self.answered)
-                self.answered += 1
-        return refused
+            self._take(self._read(time.monotonic() + self.timeout, quick), waiting)
+        return self.refused
+
+    def _take(self, answers: List[Frame], waiting: Deque[int]) -> None:
+        """Match ``answers`` to the transactions ``waiting``, in order, and count them."""
+        for found in answers:
+            if not waiting or found.txnr != waiting[0]:
+                expected = waiting[0] if waiting else "none"
+                raise RelpError(f"RELP: an answer to {found.txnr}, expected {expected}")
+            waiting.popleft()
+            if status(found.data) != 200:
+                self.refused.append(self.answered)
+            self.answered += 1
+
+    def _pending(self) -> List[Frame]:
+        """The answers already received and not yet read, without waiting for more."""
+        answers: List[Frame] = []
+        self.sock.setblocking(False)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                answers.extend(found for found in self._parser.feed(data) if found.command == b"rsp")
+        except OSError:
+            # Nothing more (BlockingIOError), the connection's error (raised
+            # anyway), or a garbled tail (RelpError): what was whole is kept.
+            pass
+        finally:
+            self.sock.settimeout(self.timeout)
+        return answers
 
     def room(self) -> int:
         """How many more commands this session can number."""
