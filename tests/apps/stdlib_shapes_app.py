@@ -14,6 +14,13 @@ to ``wsgi.errors``.
 * ``retarget``: a ``FileHandler`` on ``shape.app`` pointed at another file
   at import (``baseFilename`` changed, then ``close()``: the stdlib opens
   the new name on the next record);
+* ``set-stream``: a ``StreamHandler`` on ``shape.app`` made for stderr,
+  then ``setStream(sys.stdout)`` at import: the lines go to stdout;
+* ``retarget-in-worker``: ``retarget``'s handler made at import, pointed at
+  ``SHAPE_FILE`` by each worker at its first request (the handler the
+  master adopted under ``--preload`` moves in a worker of another user);
+* ``structlog``: structlog's stdlib recipe (``filter_by_level``,
+  ``ProcessorFormatter`` on a root ``StreamHandler``, root at INFO);
 * ``twice-file-first`` / ``twice-rotating-first``: a ``FileHandler`` and a
   ``RotatingFileHandler(maxBytes=20000, backupCount=20)`` on one file, in
   either order, on ``shape.app``;
@@ -36,7 +43,8 @@ import os
 import queue
 import re
 import shutil
-from typing import Any, Callable, Dict, Iterable, List, Tuple
+import sys
+from typing import Any, Callable, Dict, Iterable, List, MutableMapping, Tuple
 from urllib.parse import parse_qs
 
 SHAPE = os.environ.get("SHAPE", "nothing")
@@ -60,13 +68,42 @@ elif SHAPE == "queue-listener":
     logging.getLogger().addHandler(logging.handlers.QueueHandler(_queue))
     logging.getLogger().setLevel(logging.INFO)
 
-elif SHAPE == "retarget":
+elif SHAPE in ("retarget", "retarget-in-worker"):
     _first = logging.FileHandler(FILE + ".first")
     _first.setFormatter(logging.Formatter(FORMAT))
     logging.getLogger("shape.app").addHandler(_first)
     logging.getLogger("shape.app").setLevel(logging.INFO)
-    _first.baseFilename = FILE
-    _first.close()
+    if SHAPE == "retarget":
+        _first.baseFilename = FILE
+        _first.close()
+elif SHAPE == "set-stream":
+    _stream = logging.StreamHandler(sys.stderr)
+    _stream.setFormatter(logging.Formatter(FORMAT))
+    logging.getLogger("shape.app").addHandler(_stream)
+    logging.getLogger("shape.app").setLevel(logging.INFO)
+    _stream.setStream(sys.stdout)
+elif SHAPE == "structlog":
+    import structlog
+
+    def _render(_logger: object, _name: str, event: MutableMapping[str, Any]) -> str:
+        return f"SHAPE {event['level'].upper()} {event['logger']} {event['event']}"
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    _console = logging.StreamHandler()
+    _console.setFormatter(structlog.stdlib.ProcessorFormatter(processor=_render))
+    logging.getLogger().addHandler(_console)
+    logging.getLogger().setLevel(logging.INFO)
 elif SHAPE.startswith("twice-"):
     _plain = logging.FileHandler(FILE)
     _rotating = logging.handlers.RotatingFileHandler(FILE, maxBytes=20000, backupCount=20)
@@ -100,7 +137,7 @@ elif SHAPE == "timed-bak":
     logging.getLogger("shape.app").addHandler(_timed)
     logging.getLogger("shape.app").setLevel(logging.INFO)
 
-log = logging.getLogger("shape.app")
+log: Any = structlog.get_logger("shape.app") if SHAPE == "structlog" else logging.getLogger("shape.app")
 StartResponse = Callable[[str, List[Tuple[str, str]]], object]
 
 
@@ -108,6 +145,9 @@ def app(environ: Dict[str, Any], start_response: StartResponse) -> Iterable[byte
     query = parse_qs(environ.get("QUERY_STRING", ""))
     if environ.get("PATH_INFO") == "/log":
         rid = query.get("id", [""])[0]
+        if SHAPE == "retarget-in-worker" and _first.baseFilename != FILE:
+            _first.baseFilename = FILE  # this worker's first request: the stdlib reopens at the next record
+            _first.close()
         for i in range(int(query.get("n", ["1"])[0])):
             log.debug("debug %s-%d", rid, i)
             log.info("info %s-%d", rid, i)

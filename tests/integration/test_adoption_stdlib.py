@@ -9,35 +9,47 @@ the app's file, forklog's own file) and per level: the same lines, once.
 from __future__ import annotations
 
 import gzip
+import os
 import re
+import shutil
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from tests.integration.gunicorn_proc import Gunicorn
+from tests.integration.gunicorn_proc import Gunicorn, wait_for
 
 PLAIN = "workers = 2\n"
 FORKLOG = "from forklog.gunicorn import *  # noqa: F403\nworkers = 2\n"
 REQUESTS, PER_REQUEST = 20, 5
 #: A line of the app's format: "SHAPE <level> shape.app <level> <request>-<i>".
 SHAPE_LINE = re.compile(r"^SHAPE (?P<level>[A-Z]+) shape\.app (?P<text>\w+ r\d+-\d+)$")
+NOBODY = 65534
 #: One of the app's records in forklog's own formats (console, logs/app.log).
 FORKLOG_LINE = re.compile(r"shape\.app.*\b(debug|info|warning) r\d+-\d+")
 
 
-def serve(tmp_path: Path, conf: str, shape: str, preload: bool = False, listening: bool = True) -> Gunicorn:
+def serve(
+    tmp_path: Path,
+    conf: str,
+    shape: str,
+    args: Sequence[str] = (),
+    *,
+    listening: bool = True,
+    shape_file: Optional[Path] = None,
+) -> Gunicorn:
     """The app of ``shape`` under ``conf`` (not started); ``listening=False``: gunicorn logs elsewhere."""
     tmp_path.mkdir()
     (tmp_path / "conf.py").write_text(conf)
     return Gunicorn(
         tmp_path,
-        ["--preload"] if preload else [],
+        args,
         conf=tmp_path / "conf.py",
         app="tests.apps.stdlib_shapes_app:app",
-        env={"SHAPE": shape, "SHAPE_FILE": str(tmp_path / "shape.log")},
+        env={"SHAPE": shape, "SHAPE_FILE": str(shape_file or tmp_path / "shape.log")},
         listening=listening,
     )
 
@@ -53,23 +65,54 @@ def drive(server: Gunicorn, path: str) -> None:
         server.kill_group()
 
 
-def run(tmp_path: Path, conf: str, shape: str, preload: bool) -> Dict[str, Counter[Tuple[str, str]]]:
-    """Serve the requests, stop gunicorn, and count the app's lines in each place, by (level, text)."""
-    server = serve(tmp_path, conf, shape, preload)
-    app_file = tmp_path / "shape.log"
+def run(
+    tmp_path: Path, conf: str, shape: str, args: Sequence[str] = (), app_file: Optional[Path] = None
+) -> Dict[str, Counter[Tuple[str, str]]]:
+    """Serve the requests, stop gunicorn, and count the app's lines in each place, by (level, text).
+
+    stdout goes to a file of its own, so that a line on the wrong one of the two shows.
+    """
+    app_file = app_file or tmp_path / "shape.log"
+    server = serve(tmp_path, conf, shape, args, shape_file=app_file)
+    stdout = tmp_path / "stdout"
+    server.argv = ["/bin/sh", "-c", 'exec "$@" >"$0"', str(stdout), *server.argv]
     drive(server, f"/log?id=r{{r}}&n={PER_REQUEST}")
     places: Dict[str, Counter[Tuple[str, str]]] = {}
     first = app_file.with_name(app_file.name + ".first")
-    for place, path in (("console", server.stderr_path), ("app file", app_file), ("first file", first)):
+    for place, path in (
+        ("stderr", server.stderr_path),
+        ("stdout", stdout),
+        ("app file", app_file),
+        ("first file", first),
+    ):
         text = path.read_text(errors="replace") if path.exists() else ""
         places[place] = Counter(
             (m["level"], m["text"]) for m in map(SHAPE_LINE.match, text.splitlines()) if m is not None
         )
     # The app's records in forklog's own formats, on the console or in its file: none in either run.
-    own = server.stderr().splitlines() + (server.log_lines() if server.log_file.exists() else [])
+    own = server.stderr().splitlines() + stdout.read_text(errors="replace").splitlines()
+    own += server.log_lines() if server.log_file.exists() else []
     places["forklog's formats"] = Counter(("-", line) for line in own if FORKLOG_LINE.search(line))
     places["access"] = Counter(("-", line) for line in own if '"GET /log?id=' in line)
+    # Item 6: forklog's lock files are for the files it rotates by size (README, "<log>.lock files").
+    locks = [path.name for path in (tmp_path.glob("*.lock")) if path.name != "app.log.lock"]
+    places["locks"] = Counter(("-", name) for name in locks)
     return places
+
+
+def same_places(
+    plain: Dict[str, Counter[Tuple[str, str]]], forked: Dict[str, Counter[Tuple[str, str]]]
+) -> None:
+    """The app's lines, once each, in the places plain gunicorn put them."""
+    expected = REQUESTS * PER_REQUEST * 2  # INFO and WARNING; DEBUG is below the app's level
+    written = ("stderr", "stdout", "app file")
+    assert sum(sum(plain[place].values()) for place in written) == expected, plain
+    assert not plain["first file"], plain
+    for place, lines in plain.items():
+        assert forked[place] == lines, f"{place}: forklog {sum(forked[place].values())} lines, " + (
+            f"plain gunicorn {sum(lines.values())}"
+        )
+    assert all(max(forked[place].values(), default=1) == 1 for place in written)
 
 
 @pytest.mark.parametrize(
@@ -80,34 +123,73 @@ def run(tmp_path: Path, conf: str, shape: str, preload: bool) -> Dict[str, Count
         ("root-by-hand", False),
         ("root-by-hand", True),
         ("queue-listener", False),
+        ("structlog", True),
         ("retarget", False),
         ("retarget", True),
+        ("set-stream", False),
     ],
 )
 def test_an_app_configuring_its_own_logging_gets_the_stdlibs_lines(
     tmp_path: Path, shape: str, preload: bool
 ) -> None:
-    """Items 1 and 2: forklog's handler never sits beside the app's, root's level stays the app's,
-    and a handler pointed at another file writes there."""
-    plain = run(tmp_path / "plain", PLAIN, shape, preload)
-    forked = run(tmp_path / "forklog", FORKLOG, shape, preload)
-    expected = REQUESTS * PER_REQUEST * 2  # INFO and WARNING; DEBUG is below the app's level
-    assert sum(plain["console"].values()) + sum(plain["app file"].values()) == expected, plain
-    assert not plain["first file"], plain
-    for place in plain:
-        assert forked[place] == plain[place], f"{place}: forklog {sum(forked[place].values())} lines, " + (
-            f"plain gunicorn {sum(plain[place].values())}"
-        )
-    assert (
-        max(forked["console"].values(), default=1) == 1 and max(forked["app file"].values(), default=1) == 1
-    )
+    """Items 1, 2 and 6: forklog's handler never sits beside the app's, root's level stays the app's,
+    a handler pointed at another file or stream writes there, and no lock file is made for a file
+    that is not rotated."""
+    args = ["--preload"] if preload else []
+    plain = run(tmp_path / "plain", PLAIN, shape, args)
+    forked = run(tmp_path / "forklog", FORKLOG, shape, args)
+    same_places(plain, forked)
+
+
+def test_a_handler_a_worker_of_another_user_points_elsewhere_stays_in_that_worker(tmp_path: Path) -> None:
+    """Item 2, another user: the master adopted the handler (``--preload``); a ``nobody`` worker points
+    it at a new file. The master opens no path such a worker names: the worker writes it, as the stdlib
+    does, and says so once."""
+    assert os.geteuid() == 0, "starts gunicorn with --user nobody: run the tests as root"
+    args = ["-w", "2", "--user", "nobody", "--group", "nogroup", "--preload"]
+    base = Path(tempfile.mkdtemp(prefix="forklog-retarget-"))
+    try:
+        base.chmod(0o755)
+        counts = {}
+        for name, conf in (("plain", PLAIN), ("forklog", FORKLOG)):
+            app_dir = base / name
+            app_dir.mkdir()
+            os.chown(app_dir, NOBODY, -1)
+            counts[name] = run(tmp_path / name, conf, "retarget-in-worker", args, app_dir / "shape.log")
+            assert (app_dir / "shape.log").stat().st_uid == NOBODY, "the worker made the new file"
+    finally:
+        shutil.rmtree(base)
+    same_places(counts["plain"], counts["forklog"])
+    said = [
+        line
+        for output in (tmp_path / "forklog" / "xprocess").rglob("*.log")
+        for line in output.read_text(errors="replace").splitlines()
+        if "stays in this process and writes the file itself" in line
+    ]
+    assert 1 <= len(said) <= 2, said  # once per worker that moved it
+
+
+def test_forklogs_own_records_go_where_gunicorns_error_log_goes(tmp_path: Path) -> None:
+    """Item 1: the app has its own logging; forklog's own records (here its stats) reach ``errorlog``,
+    while gunicorn runs: a record of the hub's own, written between batches, waits in no buffer."""
+    errorlog = tmp_path / "forklog" / "gerr.log"
+    conf = FORKLOG + f"errorlog = {str(errorlog)!r}\n"
+    server = serve(tmp_path / "forklog", conf, "basicconfig", listening=False)
+    server.env["FORKLOG_STATS_INTERVAL"] = "0.2"
+    try:
+        server.start()
+        assert server.get(f"/log?id=r0&n={PER_REQUEST}") == 200
+        wait_for(lambda: "forklog: stats: " in errorlog.read_text(errors="replace"), 10, "a stats record")
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
 
 
 @pytest.mark.parametrize("shape", ["nothing", "basicconfig"])
 def test_the_access_log_stays_off_unless_the_config_sets_it(tmp_path: Path, shape: str) -> None:
     """Item 7: plain gunicorn logs no access line unless ``accesslog`` is set; nor does forklog's import."""
-    plain = run(tmp_path / "plain", PLAIN, shape, preload=False)
-    forked = run(tmp_path / "forklog", FORKLOG, shape, preload=False)
+    plain = run(tmp_path / "plain", PLAIN, shape)
+    forked = run(tmp_path / "forklog", FORKLOG, shape)
     assert plain["access"] == forked["access"] == Counter()
 
 
@@ -174,8 +256,7 @@ def test_one_file_of_two_handlers_rotates_whatever_their_order(tmp_path: Path, o
 
 def _gzip_run(tmp_path: Path, conf: str, args: List[str]) -> Tuple[List[str], Counter[str], str]:
     """The cookbook's gzip rotation, 1,600 lines: (the files' names, the lines in them, the output)."""
-    server = serve(tmp_path, conf, "cookbook-gzip")
-    server.argv[-1:-1] = args
+    server = serve(tmp_path, conf, "cookbook-gzip", args)
     drive(server, "/log?id=r{r}&n=40")
     names: List[str] = []
     lines: Counter[str] = Counter()
@@ -233,8 +314,7 @@ def test_capture_output_with_the_apps_own_logging_writes_what_plain_gunicorn_wri
 
 def _timed_run(tmp_path: Path, conf: str, args: List[str]) -> Tuple[List[str], Counter[str]]:
     """Lines logged across 2.5 s, a timed rotation each second: (the backups' names, every line)."""
-    server = serve(tmp_path, conf, "timed-bak")
-    server.argv[-1:-1] = args
+    server = serve(tmp_path, conf, "timed-bak", args)
     try:
         server.start()
         deadline = time.monotonic() + 2.5  # past two rotations, whatever the start's second

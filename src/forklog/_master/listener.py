@@ -92,14 +92,18 @@ class Listener(Dispatch, threading.Thread):
         if self.deadline is not None and now >= self.deadline:
             self.abandoned = backlog.clear()
             return True
+        # Records of the hub's own written here, between batches, are flushed
+        # at once: a report must not wait in a buffer for the next record.
         if now >= self._next_check:
             self._next_check = now + self.LIVENESS_INTERVAL
             with self._dispatch_lock:
                 self.report_sink_drops()
                 self._say_unrouted()
                 self.tell_writers(again=True)
-        if self.watch is not None:
-            self.watch.tick(now)
+                self._flush_batched()
+        if self.watch is not None and self.watch.tick(now):
+            with self._dispatch_lock:
+                self._flush_batched()
         if self.reopen_pending and self.reopen_sinks is not None:
             self.reopen_pending = False
             with self._dispatch_lock:

@@ -65,16 +65,19 @@ class StatsWatch:
     def active(self) -> bool:
         return self.interval > 0 or self.prometheus_file is not None
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> bool:
+        """The stats record and the Prometheus file, when due: True if a record was written."""
         if now < self._next_record and now < self._next_file:
-            return
+            return False
         stats = self._stats()
-        if now >= self._next_record:
+        wrote = now >= self._next_record
+        if wrote:
             self._next_record = now + self.interval
             self._write(stats_record(stats))
         if now >= self._next_file:
             self._next_file = now + self._file_interval
             self.write_prometheus(stats)
+        return wrote
 
     def write_prometheus(self, stats: HubStats) -> None:
         path, directory = self.prometheus_file, self._directory
