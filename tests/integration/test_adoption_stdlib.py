@@ -155,7 +155,10 @@ def test_a_handler_a_worker_of_another_user_points_elsewhere_stays_in_that_worke
             app_dir = base / name
             app_dir.mkdir()
             os.chown(app_dir, NOBODY, -1)
-            counts[name] = run(tmp_path / name, conf, "retarget-in-worker", args, app_dir / "shape.log")
+            # A Python under /root (pyenv) is unreadable to nobody: what the workers import lazily
+            # (random.seed's hashlib on 3.13), the master imports first.
+            imports = conf + "import hashlib  # noqa: F401\n"
+            counts[name] = run(tmp_path / name, imports, "retarget-in-worker", args, app_dir / "shape.log")
             assert (app_dir / "shape.log").stat().st_uid == NOBODY, "the worker made the new file"
     finally:
         shutil.rmtree(base)
