@@ -9,19 +9,8 @@ worker, and again on every HUP; forklog keeps one hub.
 """
 
 import os
-import sys
 
-import forklog.gunicorn
-from forklog import Settings, SettingsError
 from forklog.gunicorn import *  # noqa: F403 - the hooks and logger_class
-
-try:
-    settings = Settings.from_env()
-except SettingsError as exc:
-    # Every bad variable at once, without a traceback; gunicorn exits with 1.
-    sys.exit(f"forklog: bad settings in the environment:\n{exc}")
-
-forklog.gunicorn.configure(handlers=settings.handlers, **settings.hub_options())
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 # gunicorn logs no access lines unless this is set; forklog keeps that rule.

@@ -208,11 +208,16 @@ def _ensure_hub(cfg: Any = None, uses_logconfig: bool = False) -> Hub:
     with _lock:
         current = _master.hub
         if current is None or current.owner_pid not in (None, os.getpid()):
-            options = _hub_options()
-            # A logging config of the user's own replaces forklog's default
-            # sinks; its handlers, gunicorn's own among them, are adopted.
-            factory = _master.handlers or (list if uses_logconfig else _default_handlers)
-            sinks = list(factory()) + ([] if uses_logconfig else _gunicorn_sinks(cfg))
+            try:
+                options = _hub_options()
+                # A logging config of the user's own replaces forklog's default
+                # sinks; its handlers, gunicorn's own among them, are adopted.
+                factory = _master.handlers or (list if uses_logconfig else _default_handlers)
+                sinks = list(factory()) + ([] if uses_logconfig else _gunicorn_sinks(cfg))
+            except SettingsError as exc:
+                # Every bad variable at once, without a traceback, whatever the
+                # config: gunicorn exits with 1 before it forks a worker.
+                raise SystemExit(f"forklog: bad settings in the environment:\n{exc}") from None
             current = Hub(sinks, **options)
             with contextlib.suppress(SettingsError):  # reported where the sinks are made
                 current.targets.file_mode = Settings.from_env().file_mode

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import pytest
+
 from tests.integration.gunicorn_proc import REPO, Gunicorn
 
 
@@ -47,10 +49,16 @@ def run_to_exit(server: Gunicorn, timeout: float) -> Tuple[int, str, float]:
         proc.wait(5)
 
 
-def test_readme_example_stops_gunicorn_at_once(tmp_path: Path) -> None:
-    """The README's bad variables make gunicorn exit 1 at start with every problem, no worker booted."""
+@pytest.mark.parametrize("config", ["gunicorn_conf.py", "one line"])
+def test_readme_example_stops_gunicorn_at_once(tmp_path: Path, config: str) -> None:
+    """The README's bad variables make gunicorn exit 1 at start with every problem, no worker booted:
+    with this repository's config, and with a config that is ``from forklog.gunicorn import *`` alone."""
     env, shown = readme_example()
-    server = Gunicorn(tmp_path, env=env)
+    conf = REPO / config
+    if config == "one line":
+        conf = tmp_path / "one_line_conf.py"
+        conf.write_text("from forklog.gunicorn import *  # noqa: F403\n")
+    server = Gunicorn(tmp_path, env=env, conf=conf)
     status, err, took = run_to_exit(server, timeout=60)
     assert status == 1, err
     assert took < 30
