@@ -18,10 +18,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--update", metavar="FILE", type=Path, help="rewrite the table between FILE's settings-table markers"
     )
     check = commands.add_parser(
-        "check", help="what a gunicorn config does with logs; exit status 1 if a handler bypasses the hub"
+        "check",
+        help="what gunicorn, started with these arguments, does with logs; exit status 1 on a problem",
+        description="Takes gunicorn's own arguments: python -m forklog check -c gunicorn_conf.py "
+        "--user www-data -w 4 myproject.wsgi (or CONFIG [APP] [flags]). The app, when given, is imported.",
     )
-    check.add_argument("config", help="the gunicorn config file, as given to gunicorn -c")
-    check.add_argument("app", nargs="?", help="the app, as given to gunicorn (module:app): imported")
+    check.add_argument("gunicorn", nargs="*", help="gunicorn's arguments")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check"] and not {"-h", "--help"} & set(argv):
+        # gunicorn's flags are gunicorn's to parse (forklog.check.parse_command_line).
+        return _check(argv[1:])
     args = parser.parse_args(argv)
 
     if args.command == "settings":
@@ -31,15 +37,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             text = args.update.read_text(encoding="utf-8")
             args.update.write_text(settings.replace_table(text, settings.markdown_table()), encoding="utf-8")
         return 0
+    return _check(args.gunicorn)
+
+
+def _check(gunicorn_args: List[str]) -> int:
     try:  # gunicorn is an extra: only this command needs it
-        from forklog.check import check as run_check  # noqa: PLC0415
+        from forklog.check import main as run_check  # noqa: PLC0415
     except ImportError as exc:
         print(
             f"python -m forklog check needs gunicorn: pip install 'forklog[gunicorn]' ({exc})",
             file=sys.stderr,
         )
         return 2
-    return run_check(args.config, args.app)
+    return run_check(gunicorn_args)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from forklog._master import customized, twice
 from forklog._wire import adopted_lines
 
-__all__ = ["ADOPTED", "BYPASSES", "STAYS", "adoption_of", "routing_lines"]
+__all__ = ["ADOPTED", "BYPASSES", "STAYS", "adoption_of", "routing_lines", "workers_writing"]
 
 Handlers = List[Tuple[str, logging.Handler]]
 
@@ -72,3 +72,23 @@ def routing_lines(handlers: Handlers, in_master: Handlers) -> List[str]:
         elif custom and not customized.directory_is_own(path):
             lines.append(customized.not_own_directory(path, custom).removeprefix("forklog: "))
     return lines
+
+
+def workers_writing(handlers: Handlers, workers: int, user: str) -> Optional[Tuple[str, str]]:
+    """(problem, fix) when file handlers stay in several workers of another user: each writes the file.
+
+    Each worker then appends to and rotates the file on its own: the
+    interleaving and the rotation race that forklog exists to remove.
+    """
+    files = [h for _owner, h in handlers if isinstance(h, logging.FileHandler)]
+    paths = sorted({h.baseFilename for h in files if adoption_of(h, across_users=True)[0] == STAYS})
+    if not paths or workers < 2:
+        return None
+    return (
+        f"{len(paths)} file handler(s) stay in the workers: {workers} workers running as {user} each "
+        f"write and rotate {', '.join(paths)} themselves (lines of one worker can land in a file "
+        "another has just rotated away)",
+        "add --preload (or preload_app = True): the app then configures logging in the master, which "
+        "writes those files alone; keep their directory the master's (root's, not writable by the "
+        "workers' user), so that the master also uses the handler's own namer and rotator there",
+    )

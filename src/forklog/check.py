@@ -1,8 +1,8 @@
-"""``python -m forklog check gunicorn_conf.py [module:app]``: what a gunicorn config will do with logs.
+"""``python -m forklog check -c gunicorn_conf.py [flags] [module:app]``: what gunicorn will do with logs.
 
-The config is loaded the way gunicorn loads it (its ``Config``, the file
-executed as the module ``__config__``, then ``GUNICORN_CMD_ARGS``), and the
-report says:
+It takes gunicorn's own arguments (or the short form ``CONFIG [APP] [flags]``);
+the config is loaded the way gunicorn loads it (forklog._check_config: the
+file, then ``GUNICORN_CMD_ARGS``, then the flags), and the report says:
 
 * which of forklog's hooks (and ``logger_class``) the config installs;
 * gunicorn's logging settings and the hub's options;
@@ -15,9 +15,11 @@ report says:
   handler that writes a file or stream by means of its own (an ``emit`` of
   its own, a stream that is not stdout or stderr) *bypasses* the hub.
 
-Exit status 1 when a handler bypasses the hub, when the config installs
-none of forklog's hooks, or when it does not load, each with its fix on
-the next line; 0 otherwise.
+Exit status 1, each problem with its fix on the next line, when: a
+handler bypasses the hub; the config installs none of forklog's hooks; it
+does not load; a ``FORKLOG_*`` variable is bad; the app's file handlers
+stay in several workers of another user (``--user`` without
+``--preload``), each of which would write and rotate the file. 0 otherwise.
 
 Nothing is started: no hub, no thread, no fork. Sinks are built without
 opening their files, except those a config's own ``handlers`` function
@@ -28,71 +30,30 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import logging
 import logging.handlers
 import os
+import pwd
 import sys
-import traceback
 from typing import Any, Callable, List, Optional, Sequence, Set, TextIO, Tuple
 
 from gunicorn import util
-from gunicorn.config import Config
 
 import forklog.gunicorn as fg
-from forklog._check_adoption import BYPASSES, adoption_of, routing_lines
+from forklog._check_adoption import BYPASSES, adoption_of, routing_lines, workers_writing
+from forklog._check_config import LoadError, load_config, parse_command_line
 from forklog._master.buffered import BufferedSink, needs_isolation
 from forklog._master.line_writer import line_formatter
 from forklog._renderers import same_lines
 from forklog._worker.handler import ForkHandler
-from forklog.settings import Settings
+from forklog.settings import Settings, SettingsError
 
-__all__ = ["check", "load_config"]
+__all__ = ["check", "load_config", "main"]
 
 #: forklog's hooks, as the README lists them.
 HOOKS = ("on_starting", "post_fork", "worker_exit", "child_exit", "worker_abort", "on_exit")
 
 Handlers = List[Tuple[str, logging.Handler]]
-
-
-class LoadError(Exception):
-    """The config, or the app, could not be loaded; the message says why."""
-
-
-def load_config(path: str) -> Any:
-    """A gunicorn ``Config`` loaded from ``path`` as ``gunicorn -c path`` loads it."""
-    if not os.path.exists(path):
-        raise LoadError(f"{path!r} doesn't exist")
-    cfg = Config()
-    # As gunicorn.app.base.Application.get_config_from_filename does.
-    spec = importlib.util.spec_from_file_location("__config__", path)
-    if spec is None or spec.loader is None:
-        raise LoadError(f"{path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["__config__"] = module
-    try:
-        spec.loader.exec_module(module)
-    except SystemExit as exc:  # the shipped config exits with a message on bad settings
-        raise LoadError(f"{path} exited: {exc.code}") from None
-    except Exception as exc:
-        raise LoadError(f"{path} raised:\n{traceback.format_exc().rstrip()}") from exc
-    for key, value in vars(module).items():
-        if key in cfg.settings:
-            try:
-                cfg.set(key.lower(), value)
-            except Exception as exc:
-                raise LoadError(f"{path}: invalid value for {key}: {value!r} ({exc})") from exc
-    env_args = cfg.parser().parse_args(cfg.get_cmd_args_from_env())
-    for key, value in vars(env_args).items():
-        if value is not None and key != "args":
-            cfg.set(key.lower(), value)
-    try:
-        if hasattr(cfg, "validate"):  # gunicorn 25+: settings checked against each other
-            cfg.validate()
-        cfg.logger_class  # noqa: B018 - resolved here so a bad one is a load error
-    except Exception as exc:
-        raise LoadError(f"{path}: {exc}") from exc
-    return cfg
 
 
 # -- what the report says about each part --------------------------------------------------
@@ -229,6 +190,8 @@ def _describe(handler: logging.Handler) -> Tuple[str, str, str, str]:
             target += f" (rotates at {handler.maxBytes} bytes, keeps {handler.backupCount})"
     elif isinstance(handler, logging.StreamHandler):
         target = str(getattr(handler.stream, "name", handler.stream))
+    elif isinstance(getattr(handler, "destination", None), str):  # syslog, OTLP
+        target = handler.destination  # type: ignore[attr-defined]
     only = [f.name for f in handler.filters if isinstance(f, logging.Filter) and f.name]
     if only:
         target += f" (only {', '.join(only)})"
@@ -251,19 +214,41 @@ def _table(rows: Sequence[Sequence[str]], indent: str = "  ") -> List[str]:
 # -- the command -----------------------------------------------------------------------------
 
 
-def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> int:
-    """Print what ``config`` (and ``app``) will do with logs; 1 if something bypasses the hub."""
+def main(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
+    """``python -m forklog check`` with gunicorn's command line: ``-c CONFIG [flags] [APP]``."""
+    try:
+        config, app, flags = parse_command_line(argv)
+    except LoadError as exc:
+        print(f"FAIL: {exc}", file=out)
+        return 1
+    return check(config, app, out, flags)
+
+
+def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout, flags: Any = None) -> int:
+    """Print what ``config`` (and ``app``) will do with logs; 1 if something bypasses the hub.
+
+    ``flags``: gunicorn's command-line flags (:func:`parse_command_line`), over the file's settings.
+    """
 
     def say(line: str) -> None:
         print(line, file=out)
 
     try:
-        cfg = load_config(config)
+        cfg = load_config(config, flags)
     except LoadError as exc:
         say(f"config {config}: does not load: {exc}")
         say("  fix: run `python " + config + "` alone to see the error, or correct the variable it names")
         return 1
     say(f"config: {config}")
+    if fg._master.handlers is None:  # the hub's sinks and options come from FORKLOG_*
+        try:
+            Settings.from_env()
+        except SettingsError as exc:
+            say("FAIL: bad settings in the environment (gunicorn would exit with 1 at start):")
+            for line in str(exc).splitlines():
+                say(f"  {line}")
+            say("  fix: correct each variable named (python -m forklog settings lists them all)")
+            return 1
     hook_rows, any_ours = _hooks(cfg)
     say("hooks:")
     for line in _table(hook_rows):
@@ -312,17 +297,25 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout) -> i
     found_handlers: Optional[Handlers] = None  # not known without the app
     if app is not None:
         try:
+            for name in fg.GUNICORN_LOGGERS:  # they exist in a worker before the app is imported
+                logging.getLogger(name).disabled = False
             found = found_handlers = _app_handlers(cfg, app, {id(handler) for _owner, handler in attached})
         except LoadError as exc:
             problems.append(
                 (str(exc), "check the module path, --chdir and --pythonpath, then run the app alone")
             )
         else:
+            disabled = _disabled(app)
+            if disabled is not None:
+                problems.append(disabled)
             if found:
                 across = fg._writer_credentials(cfg) is not None and not cfg.preload_app
                 say(f"app {app}: handlers it attaches in each worker (adoption):")
                 for line in _adoption_lines(found, across):
                     say(line)
+                staying = workers_writing(found, cfg.workers, _user_name(cfg.uid)) if across else None
+                if staying is not None:
+                    problems.append(staying)
                 bypassing += [h for _o, h in found if adoption_of(h)[0] == BYPASSES]
             else:
                 say(f"app {app}: attaches no handler")
@@ -364,6 +357,13 @@ def _handler_lines(handlers: Handlers) -> List[str]:
     return lines
 
 
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def _show_option(key: str, value: Any) -> str:
     return str(logging.getLevelName(value)) if key == "keep_level" else str(value)
 
@@ -380,6 +380,24 @@ def _app_handlers(cfg: Any, app: str, before: Set[int]) -> Handlers:
     except (Exception, SystemExit) as exc:
         raise LoadError(f"app {app} does not import: {type(exc).__name__}: {exc}") from exc
     return [(owner, handler) for owner, handler in _all_handlers() if id(handler) not in before]
+
+
+def _disabled(app: str) -> Optional[Tuple[str, str]]:
+    """(problem, fix) when importing the app disabled gunicorn's loggers, which exist before it in a worker.
+
+    ``dictConfig`` disables every logger that exists and that it does not
+    name unless ``disable_existing_loggers`` is false, and it is true unless
+    said otherwise (Flask's documented config leaves it so): gunicorn's error
+    and access lines are then lost, under plain gunicorn as under forklog.
+    """
+    off = [name for name in fg.GUNICORN_LOGGERS if logging.getLogger(name).disabled]
+    if not off:
+        return None
+    return (
+        f"the app's logging config disables {' and '.join(off)} (dictConfig's disable_existing_loggers, "
+        "true unless set): their lines (worker errors, access lines) are lost, as under plain gunicorn",
+        f'add "disable_existing_loggers": False to the dict the app ({app}) gives dictConfig',
+    )
 
 
 def _who_makes_lines(sinks: List[Tuple[str, logging.Handler]]) -> str:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -170,7 +170,7 @@ FRAMEWORK_CONF = "from forklog.gunicorn import *  # noqa: F403\n"
 
 
 def test_frameworks_that_work_pass_the_check(tmp_path: Path) -> None:
-    """Django without LOGGING (console, mail_admins), Flask's default handler, --preload: no false alarm."""
+    """Django without LOGGING (console, mail_admins), Django's LOGGING with --preload: no false alarm."""
     conf = tmp_path / "conf.py"
     conf.write_text(FRAMEWORK_CONF)
     django = run_check(
@@ -184,9 +184,6 @@ def test_frameworks_that_work_pass_the_check(tmp_path: Path) -> None:
     assert re.search(
         r"^  stays +django +AdminEmailHandler +ERROR .*runs in each process", django.stdout, re.M
     )
-    flask = run_check(str(conf), "tests.apps.flask_app:app", cwd=REPO)
-    assert flask.returncode == 0, flask.stdout + flask.stderr
-    assert re.search(r"^  adopted +root +StreamHandler +NOTSET +<stderr>", flask.stdout, re.M)
     preload = tmp_path / "preload.py"
     preload.write_text(FRAMEWORK_CONF + "preload_app = True\n")
     production = run_check(
@@ -200,6 +197,27 @@ def test_frameworks_that_work_pass_the_check(tmp_path: Path) -> None:
     assert production.returncode == 0, production.stdout + production.stderr
     assert re.search(r"^  adopted +root +RotatingFileHandler +INFO", production.stdout, re.M)
     assert production.stdout.endswith("ok\n")
+
+
+def test_flasks_documented_dictconfig_disabling_gunicorns_loggers_fails_the_check(tmp_path: Path) -> None:
+    """Issue 23, item 6: Flask's documented ``dictConfig`` leaves ``disable_existing_loggers`` true, which
+    disables gunicorn's loggers in each worker (their lines are lost, under plain gunicorn too): a FAIL
+    with the fix, not "accesslog on" and ok. The same config with the flag false passes."""
+    conf = tmp_path / "conf.py"
+    conf.write_text(FRAMEWORK_CONF + 'accesslog = "-"\n')
+    flask = run_check(str(conf), "tests.apps.flask_app:app", cwd=REPO)
+    assert flask.returncode == 1, flask.stdout + flask.stderr
+    assert re.search(r"^  adopted +root +StreamHandler +NOTSET +<stderr>", flask.stdout, re.M)
+    assert (
+        "FAIL: the app's logging config disables gunicorn.error and gunicorn.access (dictConfig's "
+        "disable_existing_loggers, true unless set)"
+    ) in flask.stdout
+    assert '  fix: add "disable_existing_loggers": False to the dict the app' in flask.stdout
+    fixed = tmp_path / "flask_fixed.py"
+    source = (REPO / "tests" / "apps" / "flask_app.py").read_text()
+    fixed.write_text(source.replace('"version": 1,', '"version": 1, "disable_existing_loggers": False,'))
+    good = run_check(str(conf), "flask_fixed:app", "--chdir", str(tmp_path), cwd=REPO)
+    assert good.returncode == 0 and good.stdout.endswith("ok\n"), good.stdout + good.stderr
 
 
 def test_a_config_without_forklog_fails_the_check(tmp_path: Path) -> None:
@@ -218,13 +236,15 @@ def test_a_config_without_forklog_fails_the_check(tmp_path: Path) -> None:
 
 
 def test_bad_settings_or_a_missing_app_fail_the_check(tmp_path: Path) -> None:
-    """A config that stops on a bad variable, or an app that does not import, exits 1 saying why."""
+    """A bad variable, or an app that does not import, exits 1 saying why."""
     result = run_check("gunicorn_conf.py", cwd=REPO, env=clean_env(FORKLOG_LEVEL="LOUD"))
     assert result.returncode == 1
-    assert result.stdout.startswith(
-        "config gunicorn_conf.py: does not load: gunicorn_conf.py exited: forklog:"
-    )
-    assert "FORKLOG_LEVEL='LOUD': expected a level name" in result.stdout
+    assert result.stdout.splitlines()[:3] == [
+        "config: gunicorn_conf.py",
+        "FAIL: bad settings in the environment (gunicorn would exit with 1 at start):",
+        "  FORKLOG_LEVEL='LOUD': expected a level name (CRITICAL, ERROR, WARNING, INFO, DEBUG, NOTSET) "
+        "or a number >= 0",
+    ]
     result = run_check("gunicorn_conf.py", "no_such_module:app", cwd=REPO)
     assert result.returncode == 1
     assert "FAIL: app no_such_module:app does not import: ModuleNotFoundError" in result.stdout
@@ -242,21 +262,53 @@ def test_check_says_whether_the_workers_make_the_lines() -> None:
     assert "workers make the lines: yes, 2 per record, and the fields while syslog take(s) records\n" in (
         with_syslog.stdout
     )
+    # Issue 23, item 5: where the syslog sink sends, not "-".
+    assert re.search(r"^  syslog +SyslogSink +INFO +tcp://127\.0\.0\.1:9$", with_syslog.stdout, re.M)
 
 
-def test_check_says_file_handlers_stay_in_workers_of_another_user(tmp_path: Path) -> None:
-    """With gunicorn's user set, the app's file handlers stay in the workers: the master opens none."""
-    conf = tmp_path / "conf.py"
-    conf.write_text(FRAMEWORK_CONF + 'user = "nobody"\ngroup = "nogroup"\n')
+@pytest.mark.parametrize(
+    ("flags", "fails"),
+    [(["-w", "4"], True), (["-w", "4", "--preload"], False), (["-w", "1"], False)],
+)
+def test_check_takes_gunicorns_flags_and_fails_files_several_workers_write(
+    tmp_path: Path, flags: List[str], fails: bool
+) -> None:
+    """Issue 23, item 2: ``--user`` on gunicorn's command line (as systemd units give it): the app's file
+    handlers stay in the workers, and with several workers each writes and rotates the file: a FAIL,
+    with the fix. With ``--preload`` the master adopts them; with one worker, one process writes."""
     env = clean_env(
         DJANGO_SETTINGS_MODULE="tests.apps.djsite.settings", DJANGO_LOG_FILE=str(tmp_path / "d.log")
     )
-    result = run_check(str(conf), "tests.apps.djsite.wsgi:application", cwd=REPO, env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(
-        r"^  stays +root +RotatingFileHandler .*workers run as another user", result.stdout, re.M
-    )
-    assert re.search(r"^  adopted +root +StreamHandler +WARNING +<stderr>", result.stdout, re.M)
+    args = ["-c", "gunicorn_conf.py", "--user", "nobody", "--group", "nogroup", *flags]
+    result = run_check(*args, "tests.apps.djsite.wsgi:application", cwd=REPO, env=env)
+    out = result.stdout
+    assert result.returncode == (1 if fails else 0), out + result.stderr
+    if "--preload" in flags:
+        assert re.search(r"^  adopted +root +RotatingFileHandler .*the master writes it", out, re.M), out
+    else:
+        assert re.search(r"^  stays +root +RotatingFileHandler .*workers run as another user", out, re.M), out
+    assert re.search(r"^  adopted +root +StreamHandler +WARNING +<stderr>", out, re.M), out
+    if fails:
+        assert (
+            f"FAIL: 1 file handler(s) stay in the workers: 4 workers running as nobody each write and "
+            f"rotate {tmp_path / 'd.log'} themselves"
+        ) in out, out
+        assert "  fix: add --preload (or preload_app = True)" in out
+    else:
+        assert "FAIL" not in out and out.endswith("ok\n"), out
+
+
+def test_check_takes_the_config_from_gunicorns_flags_as_gunicorn_does(tmp_path: Path) -> None:
+    """``-c`` or the short form; the command line over the file; a bad flag value is a clear FAIL."""
+    short = run_check("gunicorn_conf.py", "app:app", "-w", "3", cwd=REPO)
+    flags = run_check("-w", "3", "-c", "gunicorn_conf.py", "app:app", cwd=REPO)
+    assert short.returncode == flags.returncode == 0, short.stdout + flags.stdout
+    assert short.stdout == flags.stdout
+    bad = run_check("-c", "gunicorn_conf.py", "--workers", "many", cwd=REPO)
+    assert bad.returncode != 0 and "many" in bad.stdout + bad.stderr
+    (tmp_path / "gunicorn.conf.py").write_text("from forklog.gunicorn import *  # noqa: F403\n")
+    default = run_check(cwd=tmp_path)
+    assert default.returncode == 0 and default.stdout.startswith("config: gunicorn.conf.py\n"), default.stdout
 
 
 @pytest.mark.parametrize(
