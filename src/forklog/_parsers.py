@@ -163,6 +163,31 @@ class _SyslogURL(_Kind):
         return "-" if value is None else str(value)
 
 
+class _Facility(_Kind):
+    expected = "expected a syslog facility name (user, daemon, local0 ... local7, ...) or a number 0-23"
+
+    def parse(self, value: Any) -> str:
+        from forklog._master.rfc5424 import FACILITIES, facility_code  # noqa: PLC0415
+
+        text = str(value).strip().lower()
+        code = facility_code(int(text) if text.isdigit() else text)  # ValueError if it is none
+        return next((name for name, number in FACILITIES.items() if number == code), str(code))
+
+
+class _AppName(_Kind):
+    expected = "expected 1 to 48 printable ASCII characters without spaces, or nothing (the program's name)"
+
+    def parse(self, value: Any) -> Optional[str]:
+        if value is None or value == "":
+            return None
+        if isinstance(value, str) and len(value) <= 48 and all(33 <= ord(ch) <= 126 for ch in value):
+            return value
+        raise ValueError
+
+    def show(self, value: Any) -> str:
+        return "-" if value is None else str(value)
+
+
 class _OTLPEndpoint(_Kind):
     expected = "expected an http:// or https:// URL (needs pip install 'forklog[otlp]'), or nothing"
 

@@ -343,6 +343,11 @@ class OTLPSink(BufferedSink):
         self._wake.set()  # a Retry-After no longer holds back the last delivery
         super().close()
 
+    @property
+    def destination(self) -> str:
+        """Where the records go: the endpoint's URL."""
+        return str(self.endpoint)
+
     def __repr__(self) -> str:
         return f"<OTLPSink {self.endpoint} ({logging.getLevelName(self.level)})>"
 

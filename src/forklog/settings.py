@@ -31,8 +31,10 @@ from forklog._master.log_directory import directory_mode, make_directories
 from forklog._master.sinks import RotatingFileSink
 from forklog._parsers import (
     _LEVELS_EXPECTED,
+    _AppName,
     _Bool,
     _Choice,
+    _Facility,
     _Int,
     _Kind,
     _Level,
@@ -166,6 +168,13 @@ class Settings:
         "FORKLOG_CONSOLE_FORMAT",
         "the console's format; `json` for containers whose platform collects stdout",
     )
+    adopted_files: str = _setting(
+        "files",
+        _Choice("files", "console"),
+        "FORKLOG_ADOPTED_FILES",
+        "where the app's own file handlers write: their `files`, or the `console` (containers): each "
+        "line as the app formatted it, or with a JSON console its `message`",
+    )
     keep_level: int = _setting(
         logging.ERROR,
         _Level(),
@@ -198,6 +207,15 @@ class Settings:
         "also send to syslog (RFC 5424; octet-counted over TCP, answered over RELP), e.g. `relp://127.0.0.1:2514`",
     )
     syslog_level: int = _setting(logging.INFO, _Level(), "FORKLOG_SYSLOG_LEVEL", "the syslog sink's level")
+    syslog_facility: str = _setting(
+        "user", _Facility(), "FORKLOG_SYSLOG_FACILITY", "the syslog messages' facility, e.g. `local0`"
+    )
+    syslog_app_name: Optional[str] = _setting(
+        None,
+        _AppName(),
+        "FORKLOG_SYSLOG_APP_NAME",
+        "the syslog messages' APP-NAME (unset: the program's name)",
+    )
     otlp_endpoint: Optional[str] = _setting(
         None,
         _OTLPEndpoint(),
@@ -230,6 +248,14 @@ class Settings:
             except (ValueError, TypeError) as exc:
                 why = f" ({exc})" if isinstance(exc, _Why) else ""
                 problems.append(Problem(field.name, value, kind.expected + why))
+        if not problems and self.adopted_files == "console" and self.console == "off":
+            problems.append(
+                Problem(
+                    "adopted_files",
+                    self.adopted_files,
+                    "expected a console to write to (FORKLOG_CONSOLE is off)",
+                )
+            )
         if problems:
             raise SettingsError(problems)
 
@@ -358,7 +384,13 @@ class Settings:
         if self.syslog is not None:
             from forklog.syslog import SyslogSink  # noqa: PLC0415 - only when asked for
 
-            sinks.append(("syslog", SyslogSink.from_url(self.syslog, level=self.syslog_level)))
+            sink = SyslogSink.from_url(
+                self.syslog,
+                level=self.syslog_level,
+                facility=self.syslog_facility,
+                app_name=self.syslog_app_name,
+            )
+            sinks.append(("syslog", sink))
         if self.otlp_endpoint is not None:
             from forklog.otlp import OTLPSink  # noqa: PLC0415 - the optional extra
 

@@ -144,6 +144,8 @@ class SyslogSink(BufferedSink, Rfc5424):
         #: RELP: messages sent again after a broken connection (each may
         #: have arrived twice: the server took it, its answer was lost).
         self.resent = 0
+        if self.transport == "relp":
+            self.again_note = "one the server took before the break may arrive twice, counted in stats resent"
         self._relp: Optional[RelpClient] = None
         self._relp_broken = False
         # RELP: records sent on a connection that broke before their answer, by id.
@@ -354,6 +356,11 @@ class SyslogSink(BufferedSink, Rfc5424):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+    @property
+    def destination(self) -> str:
+        """Where the messages go, as the setting gives it: ``relp://127.0.0.1:2514``."""
+        return self._where()
 
     def _where(self) -> str:
         if self._path is not None:

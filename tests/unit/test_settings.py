@@ -184,7 +184,7 @@ def test_from_dict_unknown_keys_suggest_the_closest() -> None:
         Settings.from_dict({"levle": "INFO", "colour": "red", "max_bytes": -1})
     lines = str(info.value).splitlines()
     assert lines[0].startswith(
-        "levle='INFO': unknown setting; did you mean level? expected one of: backup_count,"
+        "levle='INFO': unknown setting; did you mean level? expected one of: adopted_files, backup_count,"
     )
     assert lines[1].startswith("colour='red': unknown setting; expected one of: ")
     assert lines[2] == "max_bytes=-1: expected an integer >= 1"
@@ -345,6 +345,34 @@ def test_syslog_and_otlp_sinks_from_variables() -> None:
     syslog.close()
     otlp.close()
     assert "syslog" not in dict(Settings(file="-").handlers())
+
+
+def test_the_syslog_sinks_facility_and_app_name_from_variables() -> None:
+    """Issue 23, item 5: FORKLOG_SYSLOG_FACILITY and FORKLOG_SYSLOG_APP_NAME set what SyslogSink takes."""
+    from forklog import SyslogSink
+
+    base = {"FORKLOG_FILE": "-", "FORKLOG_SYSLOG": "tcp://127.0.0.1:5514"}
+    sink = dict(
+        Settings.from_env(
+            {**base, "FORKLOG_SYSLOG_FACILITY": "local3", "FORKLOG_SYSLOG_APP_NAME": "shop"}
+        ).handlers()
+    )["syslog"]
+    assert isinstance(sink, SyslogSink) and (sink.facility, sink.app_name) == (19, "shop")
+    sink.close()
+    plain = dict(Settings.from_env(base).handlers())["syslog"]
+    reference = SyslogSink(("127.0.0.1", 5514))  # the code's defaults: user, the program's name
+    assert isinstance(plain, SyslogSink) and (plain.facility, plain.app_name) == (
+        reference.facility,
+        reference.app_name,
+    )
+    plain.close()
+    reference.close()
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {**base, "FORKLOG_SYSLOG_FACILITY": "kitchen", "FORKLOG_SYSLOG_APP_NAME": "my shop"}
+        )
+    assert "FORKLOG_SYSLOG_FACILITY='kitchen': expected a syslog facility name" in str(caught.value)
+    assert "FORKLOG_SYSLOG_APP_NAME='my shop': expected 1 to 48 printable ASCII" in str(caught.value)
 
 
 def test_bad_syslog_and_otlp_addresses_are_named() -> None:

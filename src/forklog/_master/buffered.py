@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from typing import Counter, Deque, Dict, List, Optional, Tuple, Union
+from typing import Callable, Counter, Deque, Dict, List, Optional, Tuple, Union
 
 from forklog import _bounded
 from forklog._master import scheduling
@@ -87,6 +87,9 @@ class BufferedSink(logging.Handler):
         self._refusals: Counter[Tuple[str, int]] = collections.Counter()
         #: Failed deliveries (each retried).
         self.failures = 0
+        #: Says a failed delivery and what became of its records (the hub sets
+        #: it: forklog._master.targets.take_over); otherwise ``handleError``.
+        self.say_delivery: Optional[Callable[[str], None]] = None
 
     # -- the listener's side -------------------------------------------------
 
@@ -241,15 +244,16 @@ class BufferedSink(logging.Handler):
                 self.delivered += done
                 del batch[:done]
                 self.failures += 1
-                self._report_failure(batch[0] if batch else None)
-                self._disconnect_quietly()
                 with self._cond:
                     abandoned = batch is not self._batch  # close() gave up on it and counted it
+                backoff = min(self.max_backoff, backoff * 2 if backoff else 0.1)
                 if (
                     abandoned
                     or not self.retry
                     or (close_deadline is not None and time.monotonic() >= close_deadline)
                 ):
+                    self._report_delivery(batch, f"to deliver: {len(batch)} records dropped (counted)")
+                    self._disconnect_quietly()
                     with self._cond:
                         if not abandoned:
                             for record in batch:
@@ -258,7 +262,9 @@ class BufferedSink(logging.Handler):
                             self._in_flight = 0
                         batch = []
                     continue
-                backoff = min(self.max_backoff, backoff * 2 if backoff else 0.1)
+                held = f"{len(batch)} records held, sent again in {backoff:.1f} s"
+                self._report_delivery(batch, f"to deliver: {held} ({self.again_note})")
+                self._disconnect_quietly()
                 retry_at = time.monotonic() + backoff
                 if close_deadline is not None:
                     retry_at = min(retry_at, close_deadline)
@@ -286,6 +292,17 @@ class BufferedSink(logging.Handler):
             with self._cond:
                 self._count_drop(record)
             return False
+
+    #: What a record sent again may do (a subclass that knows says more).
+    again_note = "a record sent again may arrive twice"
+
+    def _report_delivery(self, batch: List[logging.LogRecord], what: str) -> None:
+        """Say a failed delivery (the exception being handled) and what became of ``batch``."""
+        say = self.say_delivery
+        if say is None:
+            self._report_failure(batch[0] if batch else None)
+        else:
+            say(what)
 
     def _report_failure(self, record: Optional[logging.LogRecord]) -> None:
         # handleError reads the exception being handled; the hub replaces it

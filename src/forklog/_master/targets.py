@@ -56,6 +56,7 @@ from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Set, T
 
 from forklog import _fork
 from forklog._master import customized, twice
+from forklog._master.buffered import BufferedSink
 from forklog._master.counters import Counters
 from forklog._master.log_directory import LogDirectory
 from forklog._master.sinks import RotatingFileSink
@@ -103,6 +104,12 @@ def take_over(name: str, handler: logging.Handler, counters: Counters, reporter:
         counters.sink_failure(reporter, name, "to write a record", sys.exc_info()[1], failed=0)
 
     handler.handleError = handle_error  # type: ignore[method-assign]
+    if isinstance(handler, BufferedSink):
+
+        def say_delivery(what: str) -> None:
+            counters.sink_failure(reporter, name, what, sys.exc_info()[1], failed=0)
+
+        handler.say_delivery = say_delivery
     if isinstance(handler, logging.FileHandler) and handler.errors is None:
         # A lone surrogate (bytes decoded with surrogateescape upstream) is
         # written escaped, not lost with an error per record.
