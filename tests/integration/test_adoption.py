@@ -276,3 +276,66 @@ def test_a_config_that_would_lose_records_is_named_at_start(tmp_path: Path) -> N
     stderr = server.stderr()
     assert "forklog: the hub has no sink, yet loggers gunicorn.access, gunicorn.error, root send" in stderr
     assert "records reached the hub and no sink took them" in stderr
+
+
+@pytest.mark.parametrize("console_format", ["json", "text"])
+def test_adopted_file_handlers_write_to_the_console_in_containers(
+    tmp_path: Path, console_format: str
+) -> None:
+    """Issue 23, item 3: ``FORKLOG_ADOPTED_FILES=console``: Django's LOGGING file lines, 500 tracebacks
+    among them, reach the console once each, and none the file. A text console gets the app's line
+    unchanged; a JSON console one object per record, the app's line (traceback and all) as its
+    ``message``, beside the record's level, logger and pid."""
+    django_log = tmp_path / "django.log"
+    server = Gunicorn(
+        tmp_path,
+        conf=_conf(tmp_path),
+        app="tests.apps.djsite.wsgi:application",
+        env={
+            "DJANGO_LOG_FILE": str(django_log),
+            "DJANGO_SETTINGS_MODULE": "tests.apps.djsite.settings",
+            "FORKLOG_ADOPTED_FILES": "console",
+            "FORKLOG_CONSOLE": "stdout",
+            "FORKLOG_CONSOLE_FORMAT": console_format,
+        },
+    )
+    ids, booms = [f"r{i}" for i in range(40)], [f"b{i}" for i in range(5)]
+    try:
+        server.start()
+        statuses = run_load(server, [f"/log?id={rid}" for rid in ids] + [f"/boom?id={b}" for b in booms])
+        assert Counter(statuses.values()) == {200: len(ids), 500: len(booms)}
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+    # The handler made its (empty) file when dictConfig built it in the worker, as without forklog.
+    assert django_log.read_bytes() == b"", "a line was written to the file"
+    output = server.stderr()  # stdout and stderr, as xprocess keeps them
+    if console_format == "json":
+        objects = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        lines = []
+        for obj in objects:
+            head = DJANGO_HEAD.match(str(obj["message"]).split("\n", 1)[0])
+            if head is None or obj["logger"] not in ("shop.orders", "django.request"):
+                continue
+            assert (obj["level"], obj["logger"], str(obj["pid"])) == (
+                head["level"],
+                head["logger"],
+                head["pid"],
+            )
+            lines.append(str(obj["message"]))
+    else:
+        lines = []
+        for line in output.splitlines():
+            if DJANGO_HEAD.match(line):
+                lines.append(line)
+            elif lines and not line.startswith(("{", "[", "20")):
+                lines[-1] += "\n" + line  # a traceback's lines follow their record's head
+    placed = Counter(
+        m[1] for m in (re.search(r" INFO shop\.orders \d+ order placed id=(\S+)$", x) for x in lines) if m
+    )
+    assert placed == Counter(ids), "each INFO line once (only the file handler takes INFO)"
+    failed = [x for x in lines if " ERROR shop.orders " in x and "lookup failed" in x]
+    assert {x.rsplit("\n", 1)[-1] for x in failed} == {f"KeyError: 'missing-{rid}'" for rid in ids}
+    assert all("\nTraceback (most recent call last):\n" in x for x in failed), "a traceback lost its lines"
+    request = [x for x in lines if " ERROR django.request " in x]
+    assert {x.rsplit("\n", 1)[-1] for x in request} >= {f"ValueError: boom-{b}" for b in booms}

@@ -34,13 +34,15 @@ import os
 import sys
 import threading
 import types
-from typing import Any, Callable, Dict, Optional, Set
+from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from forklog import _fork
 from forklog._master import customized
 from forklog._wire import adopted_lines
 from forklog._worker import fallback
 from forklog._worker.channel import Channel
+from forklog.formatters import JSONFormatter
+from forklog.settings import Settings, SettingsError
 
 __all__ = ["adopt", "adopted", "attach", "attached"]
 
@@ -51,6 +53,10 @@ _channel: Optional[Channel] = None
 #: In the hub's owner: says a target is the owner's own (see Targets.trust).
 #: A child never inherits it (_after_fork_in_child).
 _trust: Optional[Callable[[bytes, Dict[str, Any]], None]] = None
+#: FORKLOG_ADOPTED_FILES=console (containers): file handlers write to this
+#: standard stream instead, each line as it is, or as the ``message`` of a
+#: JSON object (a JSON console). Read at :func:`attach`.
+_to_console: Optional[Tuple[str, bool]] = None
 _lock = threading.RLock()
 _original_add_handler = logging.Logger.addHandler
 _original_basic_config = logging.basicConfig
@@ -69,10 +75,11 @@ def attach(channel: Channel, trust: Optional[Callable[[bytes, Dict[str, Any]], N
     configuration names are opened without the checks a target asked for
     through the pipe gets.
     """
-    global _channel, _trust  # noqa: PLW0603 - see the module state above
+    global _channel, _trust, _to_console  # noqa: PLW0603 - see the module state above
     with _lock:
         _channel = channel
         _trust = trust
+        _to_console = _console_instead()
         _install_hooks()
         manager = logging.Logger.manager
         loggers = [logging.getLogger()] + [
@@ -81,6 +88,17 @@ def attach(channel: Channel, trust: Optional[Callable[[bytes, Dict[str, Any]], N
         for logger in loggers:
             for handler in list(logger.handlers):
                 adopt(handler)
+
+
+def _console_instead() -> Optional[Tuple[str, bool]]:
+    """(stream, as JSON) when FORKLOG_ADOPTED_FILES sends file handlers' lines to the console."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError:
+        return None  # said where the hub's sinks are made, in the master
+    if settings.adopted_files != "console":
+        return None
+    return settings.console, settings.console_format == "json"
 
 
 def detach() -> None:
@@ -104,10 +122,14 @@ def adopt(handler: logging.Handler) -> bool:
         return "_forklog_target" in handler.__dict__
     if handler.__dict__.get("_forklog_sink"):
         return False  # one of the hub's own sinks, on a logger too: the listener writes it
+    as_json = False
     try:
         spec = adopted_lines.spec_of(handler)
         if spec is None:
             return False
+        console = _to_console
+        if console is not None and spec.kind != "stream":
+            spec, as_json = adopted_lines.TargetSpec("stream", console[0]), console[1]
         spec.check()
         data = spec.to_bytes()
     except Exception:  # noqa: BLE001 - a handler of a strange shape stays as it is
@@ -123,7 +145,7 @@ def adopt(handler: logging.Handler) -> bool:
             "itself; to have the master write it, configure it in the master (--preload or logconfig_dict)\n",
         )
         return False
-    custom = customized.custom_of(handler)  # namer, rotator, a timed suffix: kept by the master if it can
+    custom = {} if spec.kind == "stream" else customized.custom_of(handler)  # kept by the master if it can
     if trust is not None:
         trust(data, custom)
     elif custom:
@@ -131,6 +153,7 @@ def adopt(handler: logging.Handler) -> bool:
     handler.acquire()
     try:
         handler._forklog_target = data  # type: ignore[attr-defined]
+        handler._forklog_json = as_json  # type: ignore[attr-defined]
         # What the target was made from: a new file name or stream is a new target (see _emit).
         watched = "baseFilename" if isinstance(handler, logging.FileHandler) else "stream"
         handler._forklog_watch = watched  # type: ignore[attr-defined]
@@ -180,6 +203,8 @@ def _emit(self: logging.Handler, record: logging.LogRecord) -> None:
         self.handleError(record)
         return
     terminator = getattr(self, "terminator", "\n")
+    if self.__dict__.get("_forklog_json"):
+        text, terminator = _json_line(record, text), "\n"
     channel = _channel
     target = self._forklog_target  # type: ignore[attr-defined]
     sent = channel is not None and channel.send_text(target, record, text, terminator)
@@ -209,6 +234,16 @@ def _retarget(handler: logging.Handler) -> bool:
             return True
         handler.__dict__.pop("_forklog_watch", None)
         return False
+
+
+_JSON = JSONFormatter()
+
+
+def _json_line(record: logging.LogRecord, text: str) -> str:
+    """The line the app's handler made, as the ``message`` of the JSON console's object for ``record``."""
+    shown = logging.makeLogRecord(record.__dict__)
+    shown.msg, shown.args, shown.exc_info, shown.exc_text, shown.stack_info = text, None, None, None, None
+    return _JSON.format(shown)
 
 
 def last_resort(text: str) -> None:
