@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 BIND ?= 127.0.0.1:8000
 
-.PHONY: run test test-all lint typecheck unit bench clean tools faults
+.PHONY: run test test-all lint typecheck unit bench clean tools faults dist
 
 # Every supported Python (3.11 to 3.13) found on this machine (PATH, then pyenv).
 PYTHONS ?= 3.11 3.12 3.13
@@ -91,5 +91,10 @@ test-all:
 		.venv-$$v/bin/python -m pytest -q -p no:cacheprovider; \
 	done
 
+# The sdist and the wheel, in dist/: pip install 'dist/forklog-0.1.0-py3-none-any.whl[gunicorn]'.
+dist: $(BIN)/.installed
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
 clean:
-	rm -rf $(VENV) .venv-3.* logs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* logs dist build .pytest_cache .mypy_cache .ruff_cache
