@@ -40,7 +40,7 @@ class Reporter:
                 return
             self._seen[kind] = (now, 0)
         more = f" (and {pending} more since the last report)" if pending else ""
-        self.write(f"forklog: {text}{more}")
+        self.write(f"forklog: {text.removeprefix('forklog: ')}{more}")
 
     def write(self, line: str) -> None:
         """Print one line now, whatever the rate."""

@@ -62,6 +62,10 @@ def serve(hub_: Hub, handler: Optional[logging.Handler]) -> None:
     was lost.
     """
     sink = dict(hub_.sinks).get("errorlog")
+    if handler is not None and type(sink) is logging.StreamHandler:
+        # errorlog "/dev/stdout": the master's own stream, which a worker shares, as gunicorn writes it.
+        handler.stream = sink.stream  # type: ignore[attr-defined]
+        return
     if handler is None or not isinstance(sink, RotatingFileSink):
         return
     spec = adopted_lines.spec_of(sink)

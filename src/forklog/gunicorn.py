@@ -78,6 +78,13 @@ __all__ = [
 
 #: gunicorn's own loggers, routed through the hub in every process.
 GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
+#: gunicorn's errorlog/accesslog paths that name the master's own stdout or stderr (containers).
+STANDARD_STREAMS = {
+    "/dev/stdout": "stdout",
+    "/dev/stderr": "stderr",
+    "/dev/fd/1": "stdout",
+    "/dev/fd/2": "stderr",
+}
 
 
 @dataclasses.dataclass
@@ -161,9 +168,15 @@ def _gunicorn_sinks(cfg: Any, *, create: bool = True) -> List[Sink]:
     )
     for name, path, logger, fmt, datefmt in wanted:
         if path and path != "-":
-            sink = RotatingFileSink(
-                path, maxBytes=0, encoding="utf-8", delay=not create, errors="backslashreplace"
-            )
+            sink: logging.Handler
+            if path in STANDARD_STREAMS:
+                # A link to the master's own descriptor (/proc/self/fd/1), which
+                # a file sink never follows: the stream itself, as gunicorn writes it.
+                sink = logging.StreamHandler(getattr(sys, STANDARD_STREAMS[path]))
+            else:
+                sink = RotatingFileSink(
+                    path, maxBytes=0, encoding="utf-8", delay=not create, errors="backslashreplace"
+                )
             sink.setLevel(logging.DEBUG)
             sink.setFormatter(logging.Formatter(fmt, datefmt))
             sink.addFilter(_ErrorLog(logger) if name == "errorlog" else logging.Filter(logger))

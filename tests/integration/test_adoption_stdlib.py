@@ -236,6 +236,27 @@ def test_wsgi_errors_reach_the_error_log_once(tmp_path: Path, how: str) -> None:
     assert counts["forklog"] == counts["plain"]
 
 
+def test_an_errorlog_of_dev_stdout_is_the_stdout_stream(tmp_path: Path) -> None:
+    """``errorlog = accesslog = "/dev/stdout"`` (containers): a link the file sinks would refuse to
+    follow; gunicorn's lines, access lines and ``wsgi.errors`` reach stdout as under plain gunicorn."""
+    counts: Dict[str, Tuple[Counter[str], int, int]] = {}
+    extra = 'errorlog = "/dev/stdout"\naccesslog = "/dev/stdout"\n'
+    for name, conf in (("plain", PLAIN), ("forklog", FORKLOG)):
+        server = serve(tmp_path / name, conf + extra, "nothing", listening=False)
+        stdout = tmp_path / name / "stdout"
+        server.argv = ["/bin/sh", "-c", 'exec "$@" >"$0"', str(stdout), *server.argv]
+        drive(server, f"/errors?id=r{{r}}&n={PER_REQUEST}")
+        lines = stdout.read_text(errors="replace").splitlines()
+        counts[name] = (
+            Counter(line for line in lines if line.startswith("wsgi-errors ")),
+            sum('"GET /errors?id=' in line for line in lines),  # access lines
+            sum("] [INFO] Booting worker with pid: " in line for line in lines),  # gunicorn's format
+        )
+        assert "failed" not in server.stderr(), server.stderr()[-2000:]
+    assert len(counts["plain"][0]) == REQUESTS * PER_REQUEST, counts["plain"]
+    assert counts["forklog"] == counts["plain"]
+
+
 @pytest.mark.parametrize("order", ["twice-file-first", "twice-rotating-first"])
 def test_one_file_of_two_handlers_rotates_whatever_their_order(tmp_path: Path, order: str) -> None:
     """Item 4: a FileHandler and a RotatingFileHandler on one path: rotated in either order, said once.

@@ -49,7 +49,7 @@ def test_a_sink_that_logs_does_not_feed_itself(
         stats = hub.stop()
     assert stats is not None and stats.feedback == 1
     assert sink.messages() == ["one application record"]
-    assert "kept out of the hub (H26): WARNING hostile.test: retrying after one application record" in (
+    assert "kept out of the hub: WARNING hostile.test: retrying after one application record" in (
         capfd.readouterr().err
     )
 

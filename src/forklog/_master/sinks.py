@@ -39,7 +39,7 @@ import logging.handlers
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from forklog._master import rotation
 from forklog._master.log_directory import LogDirectory
@@ -400,8 +400,15 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
             with contextlib.suppress(OSError):
                 self._compressor.submit(key_of(self.directory.stat(path)))
 
+    #: Says a failure that loses no record (the hub sets it: forklog._master.targets.take_over).
+    say_failure: Optional[Callable[[str], None]] = None
+
     def _compress_failed(self) -> None:
         """In the compressor thread, within the ``except``: the file is left uncompressed."""
+        say = self.say_failure
+        if say is not None:
+            say("to compress a backup (it stays uncompressed; no record is lost)")
+            return
         name = f"forklog: compressing a backup of {self.baseFilename}"
         self.handleError(logging.makeLogRecord({"msg": name, "exc_info": sys.exc_info()}))
 

@@ -104,12 +104,14 @@ def take_over(name: str, handler: logging.Handler, counters: Counters, reporter:
         counters.sink_failure(reporter, name, "to write a record", sys.exc_info()[1], failed=0)
 
     handler.handleError = handle_error  # type: ignore[method-assign]
+
+    def say(what: str) -> None:  # a failure said as what it is (records held, a backup left as it is)
+        counters.sink_failure(reporter, name, what, sys.exc_info()[1], failed=0)
+
     if isinstance(handler, BufferedSink):
-
-        def say_delivery(what: str) -> None:
-            counters.sink_failure(reporter, name, what, sys.exc_info()[1], failed=0)
-
-        handler.say_delivery = say_delivery
+        handler.say_delivery = say
+    if isinstance(handler, RotatingFileSink):
+        handler.say_failure = say
     if isinstance(handler, logging.FileHandler) and handler.errors is None:
         # A lone surrogate (bytes decoded with surrogateescape upstream) is
         # written escaped, not lost with an error per record.

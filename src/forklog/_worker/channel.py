@@ -321,7 +321,7 @@ class Channel(DropCounters):
             level, name = getattr(record, "levelname", "?"), getattr(record, "name", "?")
             text = f"{wire.safe_str(level)} {wire.safe_str(name)}"
         feedback_reporter.report(
-            "feedback", f"a record logged on the hub's own thread was kept out of the hub (H26): {text}"
+            "feedback", f"a record logged on the hub's own thread was kept out of the hub: {text}"
         )
         return False
 
