@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 BIND ?= 127.0.0.1:8000
 
-.PHONY: run test test-all lint typecheck unit bench clean tools faults dist
+.PHONY: run test test-all lint typecheck unit bench clean tools faults dist docs
 
 # Every supported Python (3.11 to 3.13) found on this machine (PATH, then pyenv).
 PYTHONS ?= 3.11 3.12 3.13
@@ -49,9 +49,13 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
+# The docs site (mkdocs.yml, docs/), warnings as errors; its code blocks are run by the tests.
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
+
 # faults: the accounting tests again, each with a fault injected in the master; each must
 # fail on its accounting assertion (tests/faults.py).
-test: tools lint typecheck
+test: tools lint typecheck docs
 	$(BIN)/python -m pytest
 	$(BIN)/python -m tests.faults
 	$(BIN)/python -m benchmarks --quick

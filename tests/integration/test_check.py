@@ -12,6 +12,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
+from tests.docs_blocks import docs_block
 from tests.integration.gunicorn_proc import REPO
 
 
@@ -40,19 +41,15 @@ def run_check(
     )
 
 
-def test_readme_shows_what_check_prints_for_the_shipped_config() -> None:
-    """The README's check output is exactly what the command prints for gunicorn_conf.py and app:app."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    (block,) = re.findall(
-        r"<!-- check-output:start -->\n```console\n(.*?)```\n<!-- check-output:end -->", text, re.S
-    )
-    command, shown = block.split("\n", 1)
+def test_the_docs_show_what_check_prints_for_the_shipped_config() -> None:
+    """The check output on the Configuration page is exactly what the command prints."""
+    command, shown = docs_block("check-output").text.split("\n", 1)
     assert command == "$ python -m forklog check gunicorn_conf.py app:app"
     result = run_check("gunicorn_conf.py", "app:app", cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == shown, (
-        "README.md's check output is stale: paste what `python -m forklog check gunicorn_conf.py app:app` "
-        "prints in the repository with no FORKLOG_* variable set"
+        "docs/configuration.md's check output is stale: paste what `python -m forklog check gunicorn_conf.py "
+        "app:app` prints in the repository with no FORKLOG_* variable set"
     )
     assert result.stderr == ""
 

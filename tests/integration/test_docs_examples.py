@@ -1,27 +1,22 @@
-"""The README's examples run as written."""
+"""The examples of the README and the docs site run as written (tests/docs_blocks.py names them)."""
 
 from __future__ import annotations
 
 import json
-import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 from typing import List
 
+from tests.docs_blocks import docs_block
 from tests.integration.gunicorn_proc import REPO, Gunicorn
 
 
-def python_blocks() -> List[str]:
-    text = (REPO / "README.md").read_text()
-    return re.findall(r"```python\n(.*?)```", text, re.S)
-
-
-def run_block(tmp_path: Path, marker: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the README's Python block that contains ``marker``, as a script of its own."""
-    (block,) = [b for b in python_blocks() if marker in b]
+def run_block(tmp_path: Path, name: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the Python block ``name`` as a script of its own."""
     script = tmp_path / "example.py"
-    script.write_text(block)
+    script.write_text(docs_block(name).text)
     return subprocess.run(
         [sys.executable, str(script)],
         check=False,
@@ -33,8 +28,8 @@ def run_block(tmp_path: Path, marker: str, timeout: float = 120) -> subprocess.C
 
 
 def test_pool_example_runs(tmp_path: Path) -> None:
-    """Example 3: every job's record crosses the hub, from both pools."""
-    result = run_block(tmp_path, "ProcessPoolExecutor")
+    """Pools: every job's record crosses the hub, from both pools."""
+    result = run_block(tmp_path, "pool-example")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["6", "8 records crossed the hub"]
     jobs = [line for line in result.stderr.splitlines() if " job job " in line]
@@ -42,10 +37,10 @@ def test_pool_example_runs(tmp_path: Path) -> None:
 
 
 def test_existing_config_example_runs(tmp_path: Path) -> None:
-    """Example 2: the user's post_fork runs, and forklog's hooks still route every line."""
-    (block,) = [b for b in python_blocks() if "my_gunicorn_conf.py" in b]
+    """gunicorn, an existing config: the user's post_fork runs, and forklog's hooks still route every line."""
     conf = tmp_path / "my_gunicorn_conf.py"
-    conf.write_text(block)
+    conf.write_text(docs_block("existing-config").text)
+    assert command_of("existing-config-run") == ["gunicorn", "-c", "my_gunicorn_conf.py", "app:app"]
     server = Gunicorn(tmp_path, conf=conf).start()
     try:
         assert server.get("/") == 200
@@ -61,7 +56,7 @@ def test_existing_config_example_runs(tmp_path: Path) -> None:
 
 def test_request_context_example_runs(tmp_path: Path) -> None:
     """The bind example prints a JSON line with request_id, then one without."""
-    result = run_block(tmp_path, "forklog.bound(request_id", timeout=60)
+    result = run_block(tmp_path, "request-context", timeout=60)
     assert result.returncode == 0, result.stderr
     inside, outside = (json.loads(line) for line in result.stdout.splitlines())
     assert inside["message"] == "card charged" and inside["request_id"] == "r-42"
@@ -70,8 +65,7 @@ def test_request_context_example_runs(tmp_path: Path) -> None:
 
 def test_testing_example_runs(tmp_path: Path) -> None:
     """The forklog.testing example passes as a test of its own under pytest."""
-    (block,) = [b for b in python_blocks() if "forklog.testing.capture()" in b]
-    (tmp_path / "test_example.py").write_text(block)
+    (tmp_path / "test_example.py").write_text(docs_block("testing-example").text)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_example.py"],
         check=False,
@@ -84,21 +78,35 @@ def test_testing_example_runs(tmp_path: Path) -> None:
     assert "1 passed" in result.stdout
 
 
-def _framework_block(marker: str) -> str:
-    (block,) = [b for b in python_blocks() if b.startswith(marker)]
-    return block
+def command_of(name: str) -> List[str]:
+    """The one command of the shell block ``name``, as words."""
+    (line,) = [line for line in docs_block(name).text.splitlines() if line.strip()]
+    return shlex.split(line)
+
+
+def gunicorn_args(name: str, app: str) -> List[str]:
+    """The arguments the shell block ``name`` gives gunicorn between its config and ``app``."""
+    words = command_of(name)
+    assert words[:3] == ["gunicorn", "-c", "gunicorn_conf.py"] and words[-1] == app, words
+    return words[3:-1]
 
 
 def test_django_example_runs(tmp_path: Path) -> None:
-    """Frameworks, Django: the README's LOGGING under gunicorn with forklog's import writes django.log."""
+    """Django: the page's LOGGING under gunicorn with forklog's import writes django.log."""
     (tmp_path / "readme_settings.py").write_text(
-        "from tests.apps.djsite.settings import *  # noqa: F403\n" + _framework_block("# mysite/settings.py")
+        "from tests.apps.djsite.settings import *  # noqa: F403\n" + docs_block("django-settings").text
     )
     conf = tmp_path / "gunicorn_conf.py"
-    conf.write_text("from forklog.gunicorn import *\n")
+    conf.write_text(docs_block("django-conf").text)
     server = Gunicorn(
         tmp_path,
-        ["--chdir", str(tmp_path), "--pythonpath", f"{tmp_path},{REPO}", "-w", "4"],
+        [
+            "--chdir",
+            str(tmp_path),
+            "--pythonpath",
+            f"{tmp_path},{REPO}",
+            *gunicorn_args("django-run", "mysite.wsgi"),
+        ],
         conf=conf,
         app="tests.apps.djsite.wsgi:application",
         env={"DJANGO_SETTINGS_MODULE": "readme_settings"},
@@ -115,9 +123,10 @@ def test_django_example_runs(tmp_path: Path) -> None:
 
 
 def test_flask_example_runs(tmp_path: Path) -> None:
-    """Frameworks, Flask: the documented recipe's app.logger line reaches the master's stderr once."""
-    (tmp_path / "myapp.py").write_text(_framework_block("# myapp.py"))
-    server = Gunicorn(tmp_path, ["--chdir", str(tmp_path)], app="myapp:app", health="/").start()
+    """Flask: the documented recipe's app.logger line reaches the master's stderr once."""
+    (tmp_path / "myapp.py").write_text(docs_block("flask-app").text)
+    args = gunicorn_args("flask-run", "myapp:app")
+    server = Gunicorn(tmp_path, ["--chdir", str(tmp_path), *args], app="myapp:app", health="/").start()
     try:
         assert server.get("/") == 200
         assert server.stop() == 0
@@ -130,11 +139,10 @@ def test_flask_example_runs(tmp_path: Path) -> None:
 
 
 def test_fastapi_example_runs(tmp_path: Path) -> None:
-    """Frameworks, FastAPI under the Uvicorn worker: the app's record reaches the hub's file per request."""
-    (tmp_path / "api.py").write_text(_framework_block("# api.py"))
-    server = Gunicorn(
-        tmp_path, ["--chdir", str(tmp_path), "-k", "uvicorn_worker.UvicornWorker"], app="api:app", health="/"
-    ).start()
+    """FastAPI under the Uvicorn worker: the app's record reaches the hub's file, once a request."""
+    (tmp_path / "api.py").write_text(docs_block("fastapi-app").text)
+    args = gunicorn_args("fastapi-run", "api:app")
+    server = Gunicorn(tmp_path, ["--chdir", str(tmp_path), *args], app="api:app", health="/").start()
     try:
         assert server.get("/") == 200
         assert server.stop() == 0
@@ -145,9 +153,10 @@ def test_fastapi_example_runs(tmp_path: Path) -> None:
 
 
 def test_structlog_example_runs(tmp_path: Path) -> None:
-    """Frameworks, structlog: the recipe's JSON events, rendered in the workers, once each in events.json."""
-    (tmp_path / "shop.py").write_text(_framework_block("# shop.py"))
-    server = Gunicorn(tmp_path, ["--chdir", str(tmp_path)], app="shop:app").start()
+    """structlog: the recipe's JSON events, rendered in the workers, once each in events.json."""
+    (tmp_path / "shop.py").write_text(docs_block("structlog-app").text)
+    args = gunicorn_args("structlog-run", "shop:app")
+    server = Gunicorn(tmp_path, ["--chdir", str(tmp_path), *args], app="shop:app").start()
     try:
         assert server.get("/paid") == 200
         assert server.stop() == 0

@@ -1,10 +1,14 @@
-"""Issue 23, item 1: forklog installs from its built wheel into a project outside this repository.
+"""Issue 23: the getting-started page, run as written, in clean venvs outside the repository.
 
-``make dist`` builds the sdist and the wheel (``python -m build``); the
-wheel goes into a clean venv of its own, with gunicorn from the package
-index, and a small app in a directory that is not this repository serves
-under a config that is one import line: its records land in
-``logs/app.log`` there, and ``python -m forklog check`` passes.
+Its commands are taken from the page (tests/docs_blocks.py): ``make dist``
+in this checkout builds the sdist and the wheel; the wheel goes into a
+clean venv with Django, Flask, FastAPI and the Uvicorn worker from the
+package index; a Django project with the Django page's ``LOGGING``, the
+Flask page's app and the FastAPI page's app each pass ``check`` and serve
+under gunicorn with the page's one-line config, and their records land
+where their pages say. ``/path/to/forklog`` on the page is this checkout;
+gunicorn's port comes from ``GUNICORN_CMD_ARGS``, so the commands stay as
+printed.
 """
 
 from __future__ import annotations
@@ -15,137 +19,150 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict, Iterator, List
 
 import pytest
 
+from tests.docs_blocks import docs_block
 from tests.integration.gunicorn_proc import REPO, Gunicorn, free_port
 from tests.support import wait_for
 
-APP = """
-import logging
 
-log = logging.getLogger("shop")
-
-
-def app(environ, start_response):
-    log.info("order %s served", environ.get("QUERY_STRING", ""))
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"ok\\n"]
-"""
-
-
-def clean_env() -> Dict[str, str]:
-    """This process's environment without what points into the repository or its venv."""
+def clean_env(venv: Path | None = None) -> Dict[str, str]:
+    """This process's environment without what points into the repository or its venv; ``venv`` first."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FORKLOG_", "PYTHON", "VIRTUAL_ENV"))}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if str(REPO) not in p)
+    paths = [p for p in env.get("PATH", "").split(os.pathsep) if str(REPO) not in p]
+    env["PATH"] = os.pathsep.join(([str(venv / "bin")] if venv else []) + paths)
     return env
 
 
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sdist and the wheel, built as ``make dist`` builds them."""
-    out = tmp_path_factory.mktemp("dist")
-    built = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(out), str(REPO)],
+def sh(script: str, cwd: Path, env: Dict[str, str], timeout: float = 300) -> str:
+    """Run a page's shell block with ``/path/to/forklog`` as this checkout; its output, or fail with it."""
+    done = subprocess.run(
+        ["bash", "-e", "-c", script.replace("/path/to/forklog", str(REPO))],
+        cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
         check=False,
-        timeout=300,
+        timeout=timeout,
     )
-    assert built.returncode == 0, built.stdout + built.stderr
-    # setuptools' license box (a license table in pyproject.toml) said it three times: not once now.
-    assert "Deprecat" not in built.stdout + built.stderr, built.stdout + built.stderr
-    return out
+    assert done.returncode == 0, f"{script}\n{done.stdout}{done.stderr}"
+    return done.stdout + done.stderr
 
 
-@pytest.fixture(scope="module")
-def venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A clean venv outside the repository with the built wheel and its gunicorn extra."""
-    home = tmp_path_factory.mktemp("venv")
+def new_venv(home: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(home)], check=True, timeout=120, env=clean_env())
-    (wheel,) = dist.glob("forklog-*.whl")
-    installed = subprocess.run(
-        [
-            str(home / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            f"forklog[gunicorn] @ {wheel.as_uri()}",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        env=clean_env(),
-        cwd=home,
-    )
-    assert installed.returncode == 0, installed.stdout + installed.stderr
+    return home
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``make dist``, as the page runs it: the sdist and the wheel in the checkout's dist/."""
+    output = sh(docs_block("gs-build").text, tmp_path_factory.mktemp("build"), dict(os.environ))
+    # setuptools' license box (a license table in pyproject.toml) said it three times: not once now.
+    assert "Deprecat" not in output, output
+    (built,) = (REPO / "dist").glob("forklog-*.whl")
+    assert (REPO / "dist" / f"{built.name.split('-py3')[0]}.tar.gz").exists(), "no sdist"
+    return built
+
+
+@pytest.fixture(scope="module")
+def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A clean venv with the wheel, as the page installs it, and the frameworks of the pages."""
+    home = new_venv(tmp_path_factory.mktemp("venv"))
+    install = docs_block("gs-install-wheel").text
+    assert wheel.name in install, f"the page installs another file than {wheel.name}"
+    env = clean_env(home)
+    sh(install, home, env)
+    sh("pip install --quiet django flask fastapi uvicorn-worker", home, env)
     yield home
 
 
-def test_the_dist_holds_the_package_its_types_and_license(dist: Path) -> None:
-    """The wheel has the package, ``py.typed`` and the license; the sdist has the tests too."""
-    (wheel,) = dist.glob("forklog-*.whl")
+def test_the_readme_quick_start_is_the_pages() -> None:
+    """The README's install, config and commands are the getting-started page's, which the tests run."""
+    assert docs_block("readme-install").text == docs_block("gs-install-checkout").text
+    assert docs_block("readme-conf").text == docs_block("gs-conf").text
+    assert docs_block("readme-check").text == docs_block("gs-check").text + docs_block("gs-run").text
+
+
+def test_the_dist_holds_the_package_its_types_and_license(wheel: Path) -> None:
+    """The wheel has the package, ``py.typed`` and the license, and no tests."""
     names = zipfile.ZipFile(wheel).namelist()
     assert "forklog/py.typed" in names and "forklog/gunicorn.py" in names
     assert any(name.endswith("licenses/LICENSE") for name in names), names
     assert not [name for name in names if name.startswith("tests/")]
-    (sdist,) = dist.glob("forklog-*.tar.gz")
-    assert sdist.stat().st_size > 0
 
 
-def test_the_wheel_serves_an_app_outside_the_repository(venv: Path, tmp_path: Path) -> None:
-    """One import line in the config: the app's records reach ``logs/app.log`` beside it; check says ok."""
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "shop.py").write_text(APP)
-    (project / "gunicorn_conf.py").write_text("from forklog.gunicorn import *  # noqa: F403\n")
-    python = str(venv / "bin" / "python")
-    env = clean_env()
-    where = subprocess.run(
-        [python, "-c", "import forklog; print(forklog.__file__)"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=project,
-        env=env,
+def test_installing_from_the_checkout(tmp_path: Path) -> None:
+    """The page's other way in: pip install from the checkout itself, gunicorn with it."""
+    home = new_venv(tmp_path / "venv")
+    sh(docs_block("gs-install-checkout").text, tmp_path, clean_env(home))
+    out = sh(
+        "python -c 'import forklog.gunicorn, gunicorn; print(forklog.__file__)'", tmp_path, clean_env(home)
     )
-    assert where.stdout.startswith(str(venv)), where.stdout
-    checked = subprocess.run(
-        [python, "-m", "forklog", "check", "gunicorn_conf.py", "shop:app"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=project,
-        env=env,
-        timeout=60,
-    )
-    assert checked.returncode == 0 and checked.stdout.endswith("ok\n"), checked.stdout + checked.stderr
-    server = Gunicorn(project, health="/")
-    server.env = env
+    assert out.startswith(str(home)), out
+
+
+def serve(project: Path, venv: Path, command: str, paths: List[str]) -> Gunicorn:
+    """Run the page's ``command`` (a gunicorn command line) in ``project``; GET ``paths``; stop it."""
+    server = Gunicorn(project, health=paths[0])
     server.port = free_port()
-    server.argv = [
-        python,
-        "-m",
-        "gunicorn",
-        "-c",
-        "gunicorn_conf.py",
-        "-b",
-        f"127.0.0.1:{server.port}",
-        "-w",
-        "2",
-        "shop:app",
-    ]
+    server.env = clean_env(venv)
+    server.env["GUNICORN_CMD_ARGS"] = f"--bind 127.0.0.1:{server.port}"
+    server.argv = ["bash", "-c", f"exec {command.strip()}"]
     try:
         server.start()
-        for n in range(20):
-            assert server.get(f"/?n{n}") == 200
+        for path in paths:
+            server.get(path)
         assert server.stop() == 0
     finally:
         server.kill_group()
-    log = project / "logs" / "app.log"
+    return server
+
+
+def check_and_serve(project: Path, venv: Path, app: str, paths: List[str]) -> Gunicorn:
+    """The page's steps 2 to 4 for ``app``: the one-line config, ``check`` (exit 0), gunicorn."""
+    (project / "gunicorn_conf.py").write_text(docs_block("gs-conf").text)
+    check = docs_block("gs-check").text.replace("mysite.wsgi", app)
+    out = sh(check, project, clean_env(venv))
+    assert out.rstrip().endswith("ok"), out
+    return serve(project, venv, docs_block("gs-run").text.replace("mysite.wsgi", app), paths)
+
+
+def test_django_project_with_its_logging(venv: Path, tmp_path: Path) -> None:
+    """A new Django project, the Django page's LOGGING: django.log has each 404 once, in its format."""
+    sh("django-admin startproject mysite .", tmp_path, clean_env(venv))
+    settings = tmp_path / "mysite" / "settings.py"
+    settings.write_text(settings.read_text() + "\n" + docs_block("django-settings").text)
+    missing = [f"/missing-{n}" for n in range(8)]
+    check_and_serve(tmp_path, venv, "mysite.wsgi", ["/", *missing])
+    text = (tmp_path / "django.log").read_text()
+    for path in missing:
+        found = re.findall(rf"^\S+ \S+ WARNING django\.request \d+ Not Found: {path}$", text, re.M)
+        assert len(found) == 1, (path, text[-2000:])
+
+
+def test_flask_app(venv: Path, tmp_path: Path) -> None:
+    """The Flask page's app: app.logger's line once a request on the master's stderr."""
+    (tmp_path / "myapp.py").write_text(docs_block("flask-app").text)
+    server = check_and_serve(tmp_path, venv, "myapp:app", ["/"] * 5)
+    hellos = [
+        line for line in server.stderr().splitlines() if line.endswith("INFO in myapp: hello from Flask")
+    ]
+    assert len(hellos) == 6  # the readiness request's and five
+
+
+def test_fastapi_app_under_the_uvicorn_worker(venv: Path, tmp_path: Path) -> None:
+    """The FastAPI page's app and command: the app's records in logs/app.log, once a request."""
+    (tmp_path / "api.py").write_text(docs_block("fastapi-app").text)
+    (tmp_path / "gunicorn_conf.py").write_text(docs_block("gs-conf").text)
+    run = docs_block("fastapi-run").text
+    assert run.startswith("gunicorn -c gunicorn_conf.py -k uvicorn_worker.UvicornWorker")
+    out = sh(run.replace("gunicorn ", "python -m forklog check ", 1), tmp_path, clean_env(venv))
+    assert out.rstrip().endswith("ok"), out
+    serve(tmp_path, venv, run, ["/"] * 5)
+    log = tmp_path / "logs" / "app.log"
     wait_for(log.exists, 5, "logs/app.log")
-    served = [int(m[1]) for m in re.finditer(r" shop\b.* order n(\d+) served$", log.read_text(), re.M)]
-    assert sorted(served) == list(range(20)), log.read_text()[-2000:]
+    hellos = [line for line in log.read_text().splitlines() if line.endswith(" - hello from FastAPI")]
+    assert len(hellos) == 6, log.read_text()[-2000:]

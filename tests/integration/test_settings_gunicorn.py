@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -14,14 +13,13 @@ from typing import Dict, List, Tuple
 
 import pytest
 
+from tests.docs_blocks import docs_block
 from tests.integration.gunicorn_proc import REPO, Gunicorn
 
 
-def readme_example() -> Tuple[Dict[str, str], List[str]]:
-    """The README's failing-start example: its variables, and the lines it shows gunicorn printing."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    (block,) = re.findall(r"```console\n(\$ FORKLOG_.*?)```", text, re.S)
-    command, *shown = block.splitlines()
+def bad_settings_example() -> Tuple[Dict[str, str], List[str]]:
+    """The Configuration page's failing start: its variables, and the lines it shows gunicorn print."""
+    command, *shown = docs_block("bad-settings").text.splitlines()
     words = shlex.split(command[2:])
     env = dict(word.split("=", 1) for word in words if "=" in word and word.startswith("FORKLOG_"))
     assert words[len(env) :] == ["gunicorn", "-c", "gunicorn_conf.py", "app:app"]
@@ -50,10 +48,10 @@ def run_to_exit(server: Gunicorn, timeout: float) -> Tuple[int, str, float]:
 
 
 @pytest.mark.parametrize("config", ["gunicorn_conf.py", "one line"])
-def test_readme_example_stops_gunicorn_at_once(tmp_path: Path, config: str) -> None:
-    """The README's bad variables make gunicorn exit 1 at start with every problem, no worker booted:
+def test_the_bad_settings_example_stops_gunicorn_at_once(tmp_path: Path, config: str) -> None:
+    """The documented bad variables make gunicorn exit 1 at start with every problem, no worker booted:
     with this repository's config, and with a config that is ``from forklog.gunicorn import *`` alone."""
-    env, shown = readme_example()
+    env, shown = bad_settings_example()
     conf = REPO / config
     if config == "one line":
         conf = tmp_path / "one_line_conf.py"

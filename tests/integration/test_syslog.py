@@ -27,6 +27,7 @@ import pytest
 import forklog
 from forklog import SyslogSink
 from forklog._master.relp import RelpClient
+from tests.docs_blocks import docs_block
 from tests.integration.gunicorn_proc import REPO, Gunicorn, run_load
 from tests.support import wait_for
 from tests.unit.test_syslog_format import Message, parse
@@ -275,18 +276,17 @@ def test_shipped_config_every_record_from_forked_workers_arrives_once(
     assert "error" not in rsyslog.stderr().lower(), rsyslog.stderr()
 
 
-def readme_config(port: int) -> str:
-    """The README's fleet example (a gunicorn config), sending to ``port`` instead of logs.internal."""
-    blocks: List[str] = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
-    (block,) = [b for b in blocks if "SyslogSink.from_url" in b]
+def fleet_config(port: int) -> str:
+    """The Deployment page's fleet config (gunicorn's), sending to ``port`` instead of logs.internal."""
+    block = docs_block("fleet-config").text
     assert "relp://logs.internal:2514" in block
     return block.replace("relp://logs.internal:2514", f"relp://127.0.0.1:{port}")
 
 
-def test_readme_fleet_config_under_real_gunicorn(rsyslog: Rsyslog, tmp_path: Path) -> None:
-    """gunicorn with the README's config: rsyslog gets what the file gets, from the workers, whole."""
+def test_the_fleet_config_under_real_gunicorn(rsyslog: Rsyslog, tmp_path: Path) -> None:
+    """gunicorn with the Deployment page's config: rsyslog gets what the file gets, from the workers."""
     conf = tmp_path / "fleet_conf.py"
-    conf.write_text(readme_config(rsyslog.relp_port))
+    conf.write_text(fleet_config(rsyslog.relp_port))
     server = Gunicorn(tmp_path, ["-w", "2"], conf=conf, env={"FORKLOG_FORMAT": "json"})
     try:
         server.start()
