@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pkgutil
 from typing import Dict, List, Optional, Tuple
 
 from forklog._master import customized, twice
 from forklog._wire import adopted_lines
 
-__all__ = ["ADOPTED", "BYPASSES", "STAYS", "adoption_of", "routing_lines", "workers_writing"]
+__all__ = [
+    "ADOPTED",
+    "BYPASSES",
+    "STAYS",
+    "adoption_of",
+    "adoption_of_class",
+    "routing_lines",
+    "workers_writing",
+]
 
 Handlers = List[Tuple[str, logging.Handler]]
 
@@ -92,3 +101,29 @@ def workers_writing(handlers: Handlers, workers: int, user: str) -> Optional[Tup
         "writes those files alone; keep their directory the master's (root's, not writable by the "
         "workers' user), so that the master also uses the handler's own namer and rotator there",
     )
+
+
+def adoption_of_class(spec: Dict[str, object]) -> Tuple[str, str]:  # noqa: PLR0911 - a verdict each
+    """(what adoption does, why) for a handler a ``logconfig_dict`` describes, from its class alone.
+
+    The dict is read, not built (building opens files): the class says
+    whether the handler writes with the stdlib's own methods.
+    """
+    try:
+        cls = pkgutil.resolve_name(str(spec.get("class", "")))
+    except (ImportError, AttributeError, ValueError) as exc:
+        return STAYS, f"its class does not import: {exc}"
+    if not isinstance(cls, type) or not issubclass(cls, logging.Handler):
+        return STAYS, "not a logging.Handler class"
+    if issubclass(cls, logging.FileHandler):
+        if adopted_lines.file_kind_of_class(cls) is None:
+            return BYPASSES, "writes a file by means of its own"
+        return ADOPTED, "the master writes it"
+    if issubclass(cls, logging.StreamHandler):
+        if cls.emit is not logging.StreamHandler.emit:
+            return BYPASSES, "writes a stream by means of its own"
+        stream = str(spec.get("stream", "ext://sys.stderr"))
+        if stream in ("ext://sys.stdout", "ext://sys.stderr"):
+            return ADOPTED, "the master writes it"
+        return ADOPTED, f"the master writes it if {stream} is stdout or stderr, otherwise it bypasses the hub"
+    return STAYS, "not a local file or stream: runs in each process"

@@ -40,7 +40,7 @@ from typing import Any, Callable, List, Optional, Sequence, Set, TextIO, Tuple
 from gunicorn import util
 
 import forklog.gunicorn as fg
-from forklog._check_adoption import BYPASSES, adoption_of, routing_lines, workers_writing
+from forklog._check_adoption import BYPASSES, adoption_of, adoption_of_class, routing_lines, workers_writing
 from forklog._check_config import LoadError, load_config, parse_command_line
 from forklog._master.buffered import BufferedSink, needs_isolation
 from forklog._master.line_writer import line_formatter
@@ -147,9 +147,10 @@ def _logconfig_notes(cfg: Any) -> List[str]:
     config = getattr(cfg, "logconfig_dict", None) or {}
     for name, spec in (config.get("handlers") or {}).items():
         target = spec.get("filename") or spec.get("stream") or ""
+        what, why = adoption_of_class(spec)
         notes.append(
-            f"logconfig_dict handler {name}: {spec.get('class', '?')} {spec.get('level', 'NOTSET')} "
-            f"{target} formatter={spec.get('formatter', '-')}".rstrip()
+            f"logconfig_dict handler {name}: {what} ({why}): {spec.get('class', '?')} "
+            f"{spec.get('level', 'NOTSET')} {target} formatter={spec.get('formatter', '-')}".rstrip()
         )
     if config:
         notes.append(
@@ -326,10 +327,12 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout, flag
         in_master = [*attached, *(found_handlers if cfg.preload_app else [])]
         for line in routing_lines(attached + found_handlers, in_master):
             say(line)
-    if bypassing:
+    dict_handlers = (getattr(cfg, "logconfig_dict", None) or {}).get("handlers") or {}
+    around = len(bypassing) + sum(adoption_of_class(spec)[0] == BYPASSES for spec in dict_handlers.values())
+    if around:
         problems.append(
             (
-                f"{len(bypassing)} handler(s) write around the hub",
+                f"{around} handler(s) write around the hub",
                 "use logging.FileHandler, RotatingFileHandler, TimedRotatingFileHandler or a StreamHandler "
                 "on stdout/stderr (adopted as they are), or give the handler to the hub: "
                 "forklog.gunicorn.configure(handlers=...)",

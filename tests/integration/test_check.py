@@ -217,6 +217,28 @@ def test_flasks_documented_dictconfig_disabling_gunicorns_loggers_fails_the_chec
     assert good.returncode == 0 and good.stdout.endswith("ok\n"), good.stdout + good.stderr
 
 
+@pytest.mark.parametrize(
+    ("cls", "fails"),
+    [
+        ("concurrent_log_handler.ConcurrentRotatingFileHandler", True),
+        ("logging.handlers.RotatingFileHandler", False),
+    ],
+)
+def test_a_logconfig_dict_handler_writing_around_the_hub_fails_the_check(
+    tmp_path: Path, cls: str, fails: bool
+) -> None:
+    """A ``logconfig_dict`` is read, not built: its handlers are judged by their class, as adoption will."""
+    conf = tmp_path / "conf.py"
+    handler = {"class": cls, "filename": str(tmp_path / "app.log")}
+    dictionary = {"version": 1, "handlers": {"file": handler}, "root": {"handlers": ["file"]}, "loggers": {}}
+    conf.write_text(FRAMEWORK_CONF + f"logconfig_dict = {dictionary!r}\n")
+    result = run_check(str(conf), cwd=REPO)
+    verdict = "bypasses (writes a file by means of its own)" if fails else "adopted (the master writes it)"
+    assert f"  logconfig_dict handler file: {verdict}: {cls}" in result.stdout, result.stdout
+    assert result.returncode == (1 if fails else 0), result.stdout
+    assert ("FAIL: 1 handler(s) write around the hub" in result.stdout) is fails
+
+
 def test_a_config_without_forklog_fails_the_check(tmp_path: Path) -> None:
     """A plain gunicorn config has none of forklog's hooks: reported, exit 1."""
     conf = tmp_path / "plain_conf.py"

@@ -20,7 +20,7 @@ from forklog.__main__ import main
 from forklog._parsers import _Int
 from forklog.settings import TABLE_END, TABLE_START, _setting, markdown_table, replace_table
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def test_defaults_match_the_documented_sinks(tmp_path: Path) -> None:
@@ -267,12 +267,13 @@ def test_the_table_is_made_from_field_metadata_alone() -> None:
     assert len(rows) == 2 + len(dataclasses.fields(More))
 
 
-def test_readme_table_is_current() -> None:
-    """The README's settings table is the one the dataclass makes now."""
-    text = README.read_text(encoding="utf-8")
+def test_the_docs_table_is_current() -> None:
+    """The Configuration page's settings table is the one the dataclass makes now."""
+    text = PAGE.read_text(encoding="utf-8")
     committed = text[text.index(TABLE_START) + len(TABLE_START) : text.index(TABLE_END)]
     assert committed.strip() == markdown_table().strip(), (
-        "README.md's settings table is stale: run `python -m forklog settings --update README.md`"
+        "docs/configuration.md's settings table is stale: run "
+        "`python -m forklog settings --update docs/configuration.md`"
     )
 
 

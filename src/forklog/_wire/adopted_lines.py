@@ -238,13 +238,6 @@ def _stream_name(stream: object) -> Optional[str]:
     return {1: "stdout", 2: "stderr"}.get(fd) if isinstance(fd, int) else None
 
 
-def _same(handler: logging.Handler, base: type, *methods: str) -> bool:
-    """Whether ``handler`` does its I/O with ``base``'s own methods (a subclass may only set defaults)."""
-    return isinstance(handler, base) and all(
-        getattr(type(handler), name, None) is getattr(base, name) for name in methods
-    )
-
-
 def spec_of(handler: logging.Handler) -> Optional[TargetSpec]:
     """The target of a handler whose I/O the master can do, or None to leave it where it is.
 
@@ -296,6 +289,11 @@ def _file_kind(handler: logging.FileHandler) -> Optional[str]:
         # forklog's own time rotation and gzip are left as the app made them.
         own: Any = handler
         return "rotating" if own.when is None and not own.compress else None
+    return file_kind_of_class(type(handler))
+
+
+def file_kind_of_class(cls: type) -> Optional[str]:
+    """Which kind of file target a handler of class ``cls`` is; None when the class does its own I/O."""
     h = logging.handlers
     kinds: Tuple[Tuple[str, type, Tuple[str, ...]], ...] = (
         ("timed", h.TimedRotatingFileHandler, ("emit", "shouldRollover", "doRollover", "_open")),
@@ -304,8 +302,8 @@ def _file_kind(handler: logging.FileHandler) -> Optional[str]:
         ("file", logging.FileHandler, ("emit", "_open")),
     )
     for kind, base, methods in kinds:
-        if isinstance(handler, base):
-            return kind if _same(handler, base, *methods) else None
+        if issubclass(cls, base):
+            return kind if all(getattr(cls, name, None) is getattr(base, name) for name in methods) else None
     return None
 
 
