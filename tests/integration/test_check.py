@@ -147,7 +147,10 @@ def test_a_library_handler_bypassing_the_hub_fails_the_check(tmp_path: Path) -> 
     assert "  post_fork     own (__config__.post_fork), calls forklog's\n" in out
     assert "  worker_exit   own (__config__.worker_exit), does not call forklog's\n" in out
     assert "  on_exit       forklog's\n" in out
-    assert f"  logconfig_dict handler audit: logging.FileHandler INFO {audit_log} formatter=-\n" in out
+    assert (
+        "  logconfig_dict handler audit: adopted (the master writes it): logging.FileHandler INFO "
+        f"{audit_log} formatter=-\n"
+    ) in out
     assert "app my_app:app: handlers it attaches in each worker (adoption):\n" in out
     assert re.search(
         r"^  adopted +chatty_lib +StreamHandler +NOTSET +<stderr> +\(the master writes it\)$", out, re.M
