@@ -241,15 +241,14 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout, flag
         say("  fix: run `python " + config + "` alone to see the error, or correct the variable it names")
         return 1
     say(f"config: {config}")
-    if fg._master.handlers is None:  # the hub's sinks and options come from FORKLOG_*
-        try:
-            Settings.from_env()
-        except SettingsError as exc:
-            say("FAIL: bad settings in the environment (gunicorn would exit with 1 at start):")
-            for line in str(exc).splitlines():
-                say(f"  {line}")
-            say("  fix: correct each variable named (python -m forklog settings lists them all)")
-            return 1
+    try:  # the hub's options, and its sinks unless the config gives them, come from FORKLOG_*
+        Settings.from_env()
+    except SettingsError as exc:
+        say("FAIL: bad settings in the environment (gunicorn would exit with 1 at start):")
+        for line in str(exc).splitlines():
+            say(f"  {line}")
+        say("  fix: correct each variable named (python -m forklog settings lists them all)")
+        return 1
     hook_rows, any_ours = _hooks(cfg)
     say("hooks:")
     for line in _table(hook_rows):

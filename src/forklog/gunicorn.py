@@ -117,10 +117,12 @@ def configure(
     ``handlers`` is a callable returning the sinks (handlers, or ``(name,
     handler)`` pairs). It is called once, in the master, after gunicorn has
     daemonized, so no file is opened by a process that is about to exit.
-    The default reads the ``FORKLOG_*`` variables (:class:`forklog.Settings`),
-    and so do the hub's options and ``stop_timeout`` then, unless given.
-    ``hub_options`` go to :class:`forklog.Hub` (``Settings.hub_options()``
-    gives all of them, ``stop_timeout`` included). ``access_log=True`` turns
+    The default reads the ``FORKLOG_*`` variables (:class:`forklog.Settings`).
+    The hub's options and ``stop_timeout`` come from those variables too,
+    whatever ``handlers``, unless given here: ``hub_options`` go to
+    :class:`forklog.Hub` over them. Nothing is read from the environment
+    before the hub is built, so a bad variable stops gunicorn with forklog's
+    own message, whatever the config. ``access_log=True`` turns
     gunicorn's access log on when the config leaves ``accesslog`` unset (as
     plain gunicorn, it is off unless set). A hub that is already running
     keeps its sinks: changes take effect at the next start.
@@ -142,10 +144,8 @@ def _default_handlers() -> Sequence[Sink]:
 
 
 def _hub_options() -> Dict[str, Any]:
-    """The hub's keywords: configure()'s; the ``FORKLOG_*`` variables' when it gave no handlers."""
-    options: Dict[str, Any] = {"stop_timeout": Settings.stop_timeout}
-    if _master.handlers is None:
-        options.update(Settings.from_env().hub_options())
+    """The hub's keywords: the ``FORKLOG_*`` variables', with configure()'s over them."""
+    options: Dict[str, Any] = dict(Settings.from_env().hub_options())
     options.update(_master.hub_options)
     if _master.stop_timeout is not None:
         options["stop_timeout"] = _master.stop_timeout

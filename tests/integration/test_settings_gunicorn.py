@@ -47,15 +47,19 @@ def run_to_exit(server: Gunicorn, timeout: float) -> Tuple[int, str, float]:
         proc.wait(5)
 
 
-@pytest.mark.parametrize("config", ["gunicorn_conf.py", "one line"])
+@pytest.mark.parametrize("config", ["gunicorn_conf.py", "one line", "fleet"])
 def test_the_bad_settings_example_stops_gunicorn_at_once(tmp_path: Path, config: str) -> None:
     """The documented bad variables make gunicorn exit 1 at start with every problem, no worker booted:
-    with this repository's config, and with a config that is ``from forklog.gunicorn import *`` alone."""
+    with this repository's config, a config that is ``from forklog.gunicorn import *`` alone, and the
+    Deployment page's, which makes sinks of its own."""
     env, shown = bad_settings_example()
     conf = REPO / config
     if config == "one line":
         conf = tmp_path / "one_line_conf.py"
         conf.write_text("from forklog.gunicorn import *  # noqa: F403\n")
+    elif config == "fleet":  # the Deployment page's config, with sinks of its own
+        conf = tmp_path / "fleet_conf.py"
+        conf.write_text(docs_block("fleet-config").text)
     server = Gunicorn(tmp_path, env=env, conf=conf)
     status, err, took = run_to_exit(server, timeout=60)
     assert status == 1, err
