@@ -96,7 +96,8 @@ test-all:
 	done
 
 # The sdist and the wheel, in dist/: pip install 'dist/forklog-0.1.0-py3-none-any.whl[gunicorn]'.
-dist: $(BIN)/.installed
+dist: $(BIN)/.demo
+	$(BIN)/python -m pip install --quiet build
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist .
 

@@ -2,7 +2,7 @@
 
 The master owns forklog's hub (the only writer of every log file); each
 worker logs through a queue handler onto it. Sinks and the hub's options
-come from the ``FORKLOG_*`` variables (README, "Settings"): by default
+come from the ``FORKLOG_*`` variables (docs/configuration.md): by default
 ``logs/app.log`` (rotating, 10 MiB x 5, DEBUG and up) and the console (INFO
 and up). gunicorn executes this file in the master before it forks any
 worker, and again on every HUP; forklog keeps one hub.

@@ -13,7 +13,9 @@ from forklog import settings
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m forklog")
     commands = parser.add_subparsers(dest="command", required=True)
-    table = commands.add_parser("settings", help="print the settings table (Markdown), as in the README")
+    table = commands.add_parser(
+        "settings", help="print the settings table (Markdown), as in docs/configuration.md"
+    )
     table.add_argument(
         "--update", metavar="FILE", type=Path, help="rewrite the table between FILE's settings-table markers"
     )

@@ -95,8 +95,8 @@ def workers_writing(handlers: Handlers, workers: int, user: str) -> Optional[Tup
         return None
     return (
         f"{len(paths)} file handler(s) stay in the workers: {workers} workers running as {user} each "
-        f"write and rotate {', '.join(paths)} themselves (lines of one worker can land in a file "
-        "another has just rotated away)",
+        f"write {', '.join(paths)} themselves, and rotate it if the handler rotates (lines of one "
+        "worker can land in a file another has just rotated away)",
         "add --preload (or preload_app = True): the app then configures logging in the master, which "
         "writes those files alone; keep their directory the master's (root's, not writable by the "
         "workers' user), so that the master also uses the handler's own namer and rotator there",

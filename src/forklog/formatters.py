@@ -18,13 +18,13 @@ _RESERVED = frozenset({"time", "level", "logger", "message", "pid", "thread", "e
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line (DESIGN §2).
+    """One JSON object per line.
 
     Keys: ``time`` (RFC 3339, UTC, milliseconds), ``level``, ``logger``,
     ``message``, ``pid``, ``thread``; ``exc_info`` and ``stack_info`` (text)
     when present; ``extra`` fields at the top level (an extra whose name
     clashes with one of these keys is written as ``extra.<name>``). All
-    control characters are escaped, so a message cannot forge a line (H15).
+    control characters are escaped, so a message cannot forge a line.
     Whatever a record carries, the line is valid JSON: a NaN or an infinity
     is written as a string (``"nan"``, ``"inf"``), a key that is not a
     string as its repr, anything else JSON has no type for as its repr.
@@ -115,7 +115,7 @@ def _jsonable(value: object, depth: int) -> object:
 
 
 class TextFormatter(logging.Formatter):
-    """A ``logging.Formatter`` that can escape control characters (H15).
+    """A ``logging.Formatter`` that can escape control characters.
 
     With ``escape_newlines=True`` (forklog's console) every C0 control
     character but TAB, and DEL, in every field is written escaped (``\\r``,

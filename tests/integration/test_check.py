@@ -312,8 +312,8 @@ def test_check_takes_gunicorns_flags_and_fails_files_several_workers_write(
     assert re.search(r"^  adopted +root +StreamHandler +WARNING +<stderr>", out, re.M), out
     if fails:
         assert (
-            f"FAIL: 1 file handler(s) stay in the workers: 4 workers running as nobody each write and "
-            f"rotate {tmp_path / 'd.log'} themselves"
+            f"FAIL: 1 file handler(s) stay in the workers: 4 workers running as nobody each write "
+            f"{tmp_path / 'd.log'} themselves, and rotate it if the handler rotates"
         ) in out, out
         assert "  fix: add --preload (or preload_app = True)" in out
     else:

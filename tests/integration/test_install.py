@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 from typing import Dict, Iterator, List
@@ -63,7 +64,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # setuptools' license box (a license table in pyproject.toml) said it three times: not once now.
     assert "Deprecat" not in output, output
     (built,) = (REPO / "dist").glob("forklog-*.whl")
-    assert (REPO / "dist" / f"{built.name.split('-py3')[0]}.tar.gz").exists(), "no sdist"
+    sdist = REPO / "dist" / f"{built.name.split('-py3')[0]}.tar.gz"
+    with tarfile.open(sdist) as packed:  # the Deployment page's files come with the source
+        names = {name.split("/", 1)[1] for name in packed.getnames() if "/" in name}
+    assert {"deploy/rsyslog/forklog.conf", "deploy/systemd/forklog-demo.service", "docs/index.md"} <= names
     return built
 
 
