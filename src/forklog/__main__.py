@@ -26,7 +26,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--user www-data -w 4 myproject.wsgi (or CONFIG [APP] [flags]). The app, when given, is imported.",
     )
     check.add_argument("gunicorn", nargs="*", help="gunicorn's arguments")
+    commands.add_parser(
+        "run",
+        help="run a command under a hub: every Python process below it attaches (forklog run -- CMD ...)",
+    )
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:  # the command's own flags are the command's
+        from forklog.run import main as run  # noqa: PLC0415
+
+        return run(argv[1:])
     if argv[:1] == ["check"] and not {"-h", "--help"} & set(argv):
         # gunicorn's flags are gunicorn's to parse (forklog.check.parse_command_line).
         return _check(argv[1:])

@@ -170,3 +170,18 @@ def test_fastapi_app_under_the_uvicorn_worker(venv: Path, tmp_path: Path) -> Non
     wait_for(log.exists, 5, "logs/app.log")
     hellos = [line for line in log.read_text().splitlines() if line.endswith(" - hello from FastAPI")]
     assert len(hellos) == 6, log.read_text()[-2000:]
+
+
+def test_forklog_run_from_the_wheel(venv: Path, tmp_path: Path) -> None:
+    """The wheel's ``forklog`` command and its hook: a spawned pool child's record reaches the hub."""
+    (tmp_path / "job.py").write_text(
+        "import logging, multiprocessing\n"
+        "def job(n):\n"
+        "    logging.getLogger('job').warning('job %d', n)\n"
+        "if __name__ == '__main__':\n"
+        "    with multiprocessing.get_context('spawn').Pool(2) as pool:\n"
+        "        pool.map(job, range(4))\n"
+    )
+    sh("forklog run -- python job.py", tmp_path, clean_env(venv))
+    lines = (tmp_path / "logs" / "app.log").read_text().splitlines()
+    assert sorted(line.rsplit(" ", 1)[1] for line in lines if " - job " in line) == ["0", "1", "2", "3"]

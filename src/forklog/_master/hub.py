@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from forklog import _bounded, _fork, _renderers
 from forklog._master import scheduling
+from forklog._master.attach_server import AttachServer
 from forklog._master.backlog import Backlog
 from forklog._master.buffered import BufferedSink, Isolated, needs_isolation
 from forklog._master.counters import Counters
@@ -138,6 +139,7 @@ class Hub:
         self._quiesced = False
         self._sources_locked = False
         self._reporter = Reporter()
+        self._attach_server: Optional[AttachServer] = None
         self._counters = Counters([name for name, _h in self._sinks])
         self._backlog = Backlog(queue_size, max_backlog_bytes)
         self._receiver: Optional[Receiver] = None
@@ -251,6 +253,8 @@ class Hub:
             if self._owner != os.getpid() or self._state != "running":
                 return None
             self._state = "stopped"
+        if self._attach_server is not None:
+            self._attach_server.close()  # no process attaches to a hub that is stopping
         timeout = self.stop_timeout if timeout is None else timeout
         deadline = time.monotonic() + max(0.0, timeout)
         receiver, listener = self._receiver, self._listener
@@ -356,6 +360,12 @@ class Hub:
     def handler(self) -> logging.Handler:
         """A queue handler on this hub, for the owner's own loggers."""
         return ForkHandler(self.queue)
+
+    def listen(self) -> str:
+        """The address processes it never forked attach at (``FORKLOG_HUB``; see attach_server)."""
+        if self._attach_server is None:
+            self._attach_server = AttachServer(self.queue, self._reporter)
+        return self._attach_server.address
 
     def reopen(self) -> None:
         """Reopen every file sink (after logrotate moved the files; USR1). Never waits on a sink.

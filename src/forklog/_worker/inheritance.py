@@ -25,7 +25,7 @@ from forklog._wire.scoreboard import Scoreboard
 if TYPE_CHECKING:
     from forklog._worker.channel import Channel
 
-__all__ = ["reduce", "register"]
+__all__ = ["policy", "reduce", "register"]
 
 _live_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
@@ -46,7 +46,12 @@ def reduce(channel: Channel) -> Tuple[Callable[..., Channel], Tuple[Any, ...]]:
     """``channel.__reduce__``: its descriptors duplicated into the child being created."""
     board = channel.scoreboard
     board_dup = reduction.DupFd(board.fd) if board is not None else None
-    options = {
+    return (_rebuild, (type(channel), reduction.DupFd(channel.register_fd), board_dup, policy(channel)))
+
+
+def policy(channel: Channel) -> Dict[str, Any]:
+    """What a channel attached elsewhere keeps of ``channel``: its drop policy, formatters and owner."""
+    return {
         "keep_level": channel.keep_level,
         "keep_wait": channel.keep_wait,
         "max_record_bytes": channel.max_record_bytes,
@@ -56,7 +61,6 @@ def reduce(channel: Channel) -> Tuple[Callable[..., Channel], Tuple[Any, ...]]:
         "owner_uid": channel.owner_uid,
         "pipe_sizes": getattr(channel, "pipe_sizes", None) or framing.WRITER_PIPE_SIZES,
     }
-    return (_rebuild, (type(channel), reduction.DupFd(channel.register_fd), board_dup, options))
 
 
 def _picklable(line_formatters: Tuple[logging.Formatter, ...]) -> Tuple[logging.Formatter, ...]:

@@ -1,0 +1,85 @@
+"""A process the hub never forked attaches to it by its address (see forklog._master.attach_server).
+
+``attach()`` connects to the address ``FORKLOG_HUB`` names, is given the
+hub's channel (the registration socket's writers' end, the owner's table,
+the drop policy) and sets this process up as ``init_worker`` does a pool
+child: its own pipe, the application's handlers adopted. Bounded: a hub
+that is not there, or does not answer within ``timeout``, leaves the
+process logging as it would without forklog, said once on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import socket
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+from forklog._wire import framing
+from forklog._wire.scoreboard import Scoreboard
+from forklog._worker import adoption
+from forklog._worker.channel import Channel
+from forklog._worker.handler import ForkHandler, init_worker
+
+__all__ = ["ENV", "attach"]
+
+#: The variable that names the hub's address (forklog run sets it for the processes below it).
+ENV = "FORKLOG_HUB"
+#: The longest a process's start waits for the hub (Celery gives a child 4 s to start).
+TIMEOUT = 1.0
+WITHOUT = "it logs as it would without forklog"
+
+
+def attach(address: Optional[str] = None, timeout: float = TIMEOUT) -> Optional[ForkHandler]:
+    """Attach this process to the hub at ``address`` (``FORKLOG_HUB`` by default); None if it cannot.
+
+    Nothing happens in a process already attached (a fork of an attached
+    process is: its channel followed it).
+    """
+    address = address if address is not None else os.environ.get(ENV)
+    if not address or adoption.attached() is not None:
+        return None
+    given = _connect(address, timeout)
+    if given is None:
+        _say(f"forklog: pid {os.getpid()} could not attach to the hub at {address}: {WITHOUT}")
+        return None
+    data, fds = given
+    try:
+        options: Dict[str, Any] = pickle.loads(data)  # the hub's own process sent it
+        scoreboard = Scoreboard(slots=1, fd=fds[1]) if len(fds) > 1 else None
+    except Exception:  # noqa: BLE001 - not the hub's answer
+        framing.close_fds(*fds)
+        _say(f"forklog: pid {os.getpid()}: the hub at {address} answered something else: {WITHOUT}")
+        return None
+    channel = Channel._attach(fds[0], scoreboard, **options)
+    return init_worker(channel)
+
+
+def _connect(address: str, timeout: float) -> Optional[Tuple[bytes, List[int]]]:
+    """(the policy, the descriptors) the hub at ``address`` gives, or None if it is not there or refuses."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    fds: List[int] = []
+    try:
+        sock.connect(address)
+        data, fds, _flags, _address = socket.recv_fds(sock, 1 << 16, 2)
+        chunks = [data]
+        while data:  # the hub closes the connection once it has sent the whole policy
+            data = sock.recv(1 << 16)
+            chunks.append(data)
+    except OSError:
+        framing.close_fds(*fds)
+        return None
+    finally:
+        sock.close()
+    if not fds:
+        return None
+    return b"".join(chunks), fds
+
+
+def _say(text: str) -> None:
+    with contextlib.suppress(Exception):
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()

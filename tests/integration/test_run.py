@@ -1,0 +1,111 @@
+"""``forklog run -- COMMAND`` (issue 24): every Python process below the command attaches to one hub.
+
+A real ``python`` script with a ``multiprocessing`` pool and no initializer,
+under each start method: every record once in the hub's file, in order per
+process, made by the pool's processes; the command's status passed on; a
+signal to ``forklog run`` passed on to the command; a process of another
+user cannot attach.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from tests.integration.gunicorn_proc import REPO
+from tests.support import wait_for
+
+SCRIPT = REPO / "tests" / "apps" / "run_pool_script.py"
+#: A job's record in the hub's file (logs/app.log's format: "... [INFO] job PID THREAD - MESSAGE").
+JOB_LINE = re.compile(r" \[INFO\] job (\d+) \S+ - job (\d+) record (\d+) pid (\d+)$")
+NOBODY = 65534
+
+
+def run(tmp_path: Path, *command: str, env: Dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``python -m forklog run -- COMMAND`` with the hub's file in ``tmp_path``, the console off."""
+    environ = dict(os.environ, FORKLOG_FILE=str(tmp_path / "hub.log"), FORKLOG_CONSOLE="off", **(env or {}))
+    with open(tmp_path / "stderr", "wb") as stderr:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "forklog", "run", "--", *command],
+            cwd=tmp_path,
+            env=environ,
+            stderr=stderr,
+            start_new_session=True,
+        )
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_pool_without_an_initializer_logs_through_the_hub(tmp_path: Path, method: str) -> None:
+    """Each of 8 jobs' 200 records once, in order per process, from the pool's processes; status 3."""
+    proc = run(tmp_path, sys.executable, str(SCRIPT), method, "8", "200", "3")
+    assert proc.wait(120) == 3, (tmp_path / "stderr").read_text()
+    lines = (tmp_path / "hub.log").read_text().splitlines()
+    by_job: Dict[int, List[int]] = defaultdict(list)
+    pids = set()
+    for line in lines:
+        match = JOB_LINE.search(line)
+        if match:
+            assert match[1] == match[4], "the record's process is the one that logged it"
+            by_job[int(match[2])].append(int(match[3]))
+            pids.add(int(match[4]))
+    assert sorted(by_job) == list(range(8))
+    assert all(records == list(range(200)) for records in by_job.values()), (
+        "a record lost, doubled or reordered"
+    )
+    assert 1 <= len(pids) <= 3 and proc.pid not in pids
+    assert sum(" - main pid " in line for line in lines) == 1
+    assert "forklog:" not in (tmp_path / "stderr").read_text()
+
+
+def test_a_signal_to_forklog_run_reaches_the_command(tmp_path: Path) -> None:
+    """TERM to ``forklog run`` goes to the command, which logs it; run exits with its status."""
+    waiter = tmp_path / "waiter.py"
+    waiter.write_text(
+        "import logging, signal, sys, time\n"
+        "def stop(signum, frame):\n"
+        "    logging.getLogger('waiter').warning('got signal %d', signum)\n"
+        "    sys.exit(7)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "logging.getLogger('waiter').warning('ready')\n"
+        "while True:\n"
+        "    time.sleep(0.05)\n"
+    )
+    proc = run(tmp_path, sys.executable, str(waiter))
+    log = tmp_path / "hub.log"
+    try:
+        wait_for(lambda: log.exists() and " ready" in log.read_text(), 30, "the command's first record")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 7
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert f"got signal {int(signal.SIGTERM)}" in log.read_text()
+
+
+def test_a_process_of_another_user_cannot_attach(tmp_path: Path) -> None:
+    """As root, a process that turns into ``nobody`` and asks the address is refused within the bound:
+    it logs as it would without forklog, said once, and nothing of it reaches the hub's file."""
+    assert os.geteuid() == 0, "runs a process as nobody: run the tests as root"
+    code = (  # -E: no PYTHONPATH, so forklog run's hook does not attach it as root first
+        "import logging, os\n"
+        "from forklog._worker.attach import attach\n"
+        f"os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})\n"
+        "print('attached' if attach() is not None else 'refused', flush=True)\n"
+        "logging.getLogger('probe').warning('from nobody')\n"
+    )
+    started = time.monotonic()
+    proc = run(tmp_path, sys.executable, "-E", "-c", code)
+    assert proc.wait(60) == 0, (tmp_path / "stderr").read_text()
+    assert time.monotonic() - started < 30
+    stderr = (tmp_path / "stderr").read_text()
+    assert "could not attach to the hub" in stderr and "from nobody" in stderr, stderr
+    assert "from nobody" not in (tmp_path / "hub.log").read_text()
