@@ -1,0 +1,139 @@
+"""``forklog run -- uvicorn app:app --workers 4 --log-config logging.json`` (issue 24).
+
+uvicorn's workers are spawned by ``multiprocessing`` and each runs the
+app's ``--log-config`` (``dictConfig``) again: without forklog, four
+processes rotate one 64 KiB file. Under ``forklog run`` every one of them
+attaches to the hub at start; the hub, in ``forklog run``'s process, is the
+one writer and rotator of the file. Counted: every INFO and WARNING record
+of every request once across the rotated files, in order per process; no
+process below ``forklog run`` holds the file; TERM stops everything.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, List, Set
+
+from tests.integration.gunicorn_proc import REPO, free_port
+from tests.support import wait_for
+
+BURST_LINE = re.compile(r"^(\d+) (INFO|WARNING) app burst id=(\S+) i=(\d+)/(\d+) seq=(\d+)$")
+
+
+def logging_json(path: Path) -> Dict[str, object]:
+    """The app's log config: a 64 KiB RotatingFileHandler, as a deployment writes it."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(process)d %(levelname)s %(name)s %(message)s"}},
+        "handlers": {
+            "file": {
+                "class": "logging.handlers.RotatingFileHandler",
+                "filename": str(path),
+                "maxBytes": 65536,
+                "backupCount": 100,
+                "formatter": "plain",
+            }
+        },
+        "root": {"level": "INFO", "handlers": ["file"]},
+    }
+
+
+def get(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
+
+
+def descendants(pid: int) -> List[int]:
+    """Every process below ``pid``."""
+    found: List[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").iterdir():
+            with open(task / "children") as children:
+                for child in map(int, children.read().split()):
+                    found.append(child)
+                    todo.append(child)
+    return found
+
+
+def holders(pids: List[int], directory: Path) -> Set[int]:
+    """The processes among ``pids`` that hold a file under ``directory`` open."""
+    held = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(str(directory)):
+                    held.add(pid)
+        except OSError:
+            continue
+    return held
+
+
+def test_uvicorn_workers_write_one_rotated_file_through_the_hub(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (tmp_path / "logging.json").write_text(json.dumps(logging_json(logs / "app.log")))
+    port = free_port()
+    env = dict(
+        os.environ, FORKLOG_FILE=str(tmp_path / "hub.log"), FORKLOG_CONSOLE="off", PYTHONPATH=str(REPO)
+    )
+    command = [
+        *(sys.executable, "-m", "forklog", "run", "--"),
+        *(sys.executable, "-m", "uvicorn", "tests.apps.asgi_app:app", "--workers", "4"),
+        *("--port", str(port), "--log-config", "logging.json", "--no-access-log"),
+    ]
+    with open(tmp_path / "stderr", "wb") as stderr:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=stderr, start_new_session=True)
+    try:
+        wait_for(lambda: get(port, "/health") == 200, 60, "uvicorn to serve")
+        wait_for(lambda: len(descendants(proc.pid)) >= 5, 30, "uvicorn's four workers")
+        paths = [f"/burst?n=30&big=0&id=r{r}" for r in range(300)]
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda path: get(port, path), paths))
+        assert statuses.count(200) == len(paths)
+        below = descendants(proc.pid)
+        assert holders(below, logs) == set(), "a process below forklog run holds the app's file"
+        assert holders([proc.pid], logs) == {proc.pid}, "the hub does not write the app's file"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, (tmp_path / "stderr").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    files = sorted(logs.glob("app.log*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    files = [f for f in files if not f.name.endswith(".lock")]
+    assert len(files) >= 4, "the 64 KiB file did not rotate"
+    assert all(f.stat().st_size <= 65536 for f in files), "a file grew past maxBytes: two rotators"
+    seen: Dict[str, List[int]] = defaultdict(list)
+    seqs: Dict[int, List[int]] = defaultdict(list)
+    for f in files:  # oldest first
+        for line in f.read_text().splitlines():
+            match = BURST_LINE.match(line)
+            if match:
+                seen[match[3]].append(int(match[4]))
+                seqs[int(match[1])].append(int(match[6]))
+    assert sorted(seen) == sorted(f"r{r}" for r in range(300))
+    # i % 3 == 0 is DEBUG (below the config's INFO): 20 of each burst's 30, each once.
+    expected = [i for i in range(30) if i % 3]
+    assert all(sorted(got) == expected for got in seen.values()), "a record lost or doubled"
+    assert all(s == sorted(s) for s in seqs.values()), "a process's records out of order across the files"
+    assert 2 <= len(seqs) <= 4 and proc.pid not in seqs
