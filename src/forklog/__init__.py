@@ -8,6 +8,7 @@ process gets a queue handler onto it (:func:`init_worker`, or the hooks in
 
 from forklog._master.hub import Hub, HubStats
 from forklog._master.sinks import RotatingFileSink
+from forklog._worker.attach import Handler, attach
 from forklog._worker.channel import Channel
 from forklog._worker.context import ContextFilter, bind, bound, bound_fields, unbind
 from forklog._worker.handler import ForkHandler, init_worker
@@ -21,6 +22,7 @@ __all__ = [
     "Channel",
     "ContextFilter",
     "ForkHandler",
+    "Handler",
     "Hub",
     "HubStats",
     "JSONFormatter",
@@ -30,6 +32,7 @@ __all__ = [
     "SyslogSink",
     "TextFormatter",
     "__version__",
+    "attach",
     "bind",
     "bound",
     "bound_fields",

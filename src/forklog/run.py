@@ -26,9 +26,10 @@ from typing import Optional, Sequence
 
 from forklog._master.attach_server import ENV
 from forklog._master.hub import Hub
+from forklog._worker.handler import init_worker
 from forklog.settings import Settings, SettingsError
 
-__all__ = ["main"]
+__all__ = ["main", "start_hub"]
 
 #: The signals passed on to the command.
 FORWARDED = (
@@ -72,6 +73,25 @@ def main(argv: Sequence[str]) -> int:
     status = _wait(child, hub)
     hub.stop()
     return status
+
+
+def start_hub(settings: Optional[Settings] = None) -> Hub:
+    """A hub in this process for the processes it starts, when it cannot be run under ``forklog run``.
+
+    For a parent with a hook of its own (Celery's ``worker_init``, a
+    supervisor's start): the hub takes ``settings`` (the ``FORKLOG_*``
+    variables by default), this process logs through it (its forked
+    children inherit that, as a gunicorn worker does), and ``FORKLOG_HUB``
+    and forklog's hook are set in its environment, so the Python processes it
+    spawns attach as under ``forklog run``. The hub drains at this process's
+    exit.
+    """
+    settings = Settings.from_env() if settings is None else settings
+    hub = Hub(settings.handlers(), **settings.hub_options()).start()
+    os.environ[ENV] = hub.listen()
+    os.environ["PYTHONPATH"] = os.pathsep.join([HOOK, *filter(None, [os.environ.get("PYTHONPATH")])])
+    init_worker(hub.queue)
+    return hub
 
 
 def _wait(child: subprocess.Popen[bytes], hub: Hub) -> int:

@@ -109,3 +109,47 @@ def test_a_process_of_another_user_cannot_attach(tmp_path: Path) -> None:
     stderr = (tmp_path / "stderr").read_text()
     assert "could not attach to the hub" in stderr and "from nobody" in stderr, stderr
     assert "from nobody" not in (tmp_path / "hub.log").read_text()
+
+
+def test_a_logging_config_naming_forklog_handler_sends_to_the_hub(tmp_path: Path) -> None:
+    """Without the wrapper's hook (``python -E``): a ``dictConfig`` naming ``forklog.Handler`` attaches the
+    process to the hub ``FORKLOG_HUB`` names; each record once, from that process."""
+    code = (
+        "import logging.config, os\n"
+        "logging.config.dictConfig({'version': 1, 'handlers': {'hub': {'class': 'forklog.Handler'}},\n"
+        "    'root': {'level': 'INFO', 'handlers': ['hub']}})\n"
+        "for i in range(50):\n"
+        "    logging.getLogger('configured').info('record %d pid %d', i, os.getpid())\n"
+    )
+    proc = run(tmp_path, sys.executable, "-E", "-c", code)
+    assert proc.wait(60) == 0, (tmp_path / "stderr").read_text()
+    lines = [line for line in (tmp_path / "hub.log").read_text().splitlines() if " - record " in line]
+    assert [int(line.split(" - record ")[1].split()[0]) for line in lines] == list(range(50))
+
+
+def test_start_hub_in_a_parent_with_its_own_hook(tmp_path: Path) -> None:
+    """``forklog.run.start_hub()`` (Celery's ``worker_init``, say): the parent's own hub; a spawned pool
+    started afterwards attaches to it with no initializer; every record once."""
+    code = (
+        "import logging, multiprocessing, os, sys\n"
+        f"sys.path.insert(0, {str(SCRIPT.parent)!r})\n"
+        "from run_pool_script import job\n"
+        "from forklog.run import start_hub\n"
+        "if __name__ == '__main__':\n"
+        "    start_hub()\n"
+        "    with multiprocessing.get_context('spawn').Pool(2) as pool:\n"
+        "        pool.starmap(job, [(n, 100) for n in range(4)])\n"
+    )
+    script = tmp_path / "parent.py"
+    script.write_text(code)
+    env = dict(os.environ, FORKLOG_FILE=str(tmp_path / "hub.log"), FORKLOG_CONSOLE="off")
+    done = subprocess.run(
+        [sys.executable, str(script)], check=False, cwd=tmp_path, env=env, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    by_job: Dict[int, List[int]] = defaultdict(list)
+    for line in (tmp_path / "hub.log").read_text().splitlines():
+        match = JOB_LINE.search(line)
+        if match:
+            by_job[int(match[2])].append(int(match[3]))
+    assert dict(by_job) == {n: list(range(100)) for n in range(4)}

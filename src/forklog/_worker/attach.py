@@ -11,6 +11,7 @@ process logging as it would without forklog, said once on stderr.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import socket
@@ -23,7 +24,7 @@ from forklog._worker import adoption
 from forklog._worker.channel import Channel
 from forklog._worker.handler import ForkHandler, init_worker
 
-__all__ = ["ENV", "attach"]
+__all__ = ["ENV", "Handler", "attach"]
 
 #: The variable that names the hub's address (forklog run sets it for the processes below it).
 ENV = "FORKLOG_HUB"
@@ -83,3 +84,30 @@ def _say(text: str) -> None:
     with contextlib.suppress(Exception):
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
+
+
+class Handler(logging.Handler):
+    """A handler a logging config can name (``"class": "forklog.Handler"``): records go to the hub.
+
+    For a process forklog run's hook does not reach, or a config that
+    routes some loggers only: made in a process, it attaches that process to
+    the hub ``FORKLOG_HUB`` names (if it is not attached yet) and sends what
+    it handles there, as the hub's own handler does. Without a hub, records
+    go to stderr, as ``logging.lastResort`` would write them, said once.
+    """
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        if adoption.attached() is None:
+            attach()
+        channel = adoption.attached()
+        self._inner = ForkHandler(channel) if channel is not None else None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._inner is not None:
+            self._inner.emit(record)
+            return
+        try:
+            adoption.last_resort(self.format(record) + "\n")
+        except Exception:  # noqa: BLE001 - the logging contract
+            self.handleError(record)
