@@ -1,8 +1,10 @@
-"""``forklog run -- uvicorn app:app --workers 4 --log-config logging.json`` (issue 24).
+"""ASGI servers forklog never forks, under ``forklog run`` (issue 24).
 
-uvicorn's workers are spawned by ``multiprocessing`` and each runs the
-app's ``--log-config`` (``dictConfig``) again: without forklog, four
-processes rotate one 64 KiB file. Under ``forklog run`` every one of them
+``forklog run -- uvicorn app:app --workers 4 --log-config logging.json`` and
+``forklog run -- hypercorn -c <config> app:app`` (``workers = 2``, a
+``logconfig_dict``): their workers are spawned by ``multiprocessing`` and
+each runs the app's logging config again: without forklog, every worker
+rotates one 64 KiB file. Under ``forklog run`` every one of them
 attaches to the hub at start; the hub, in ``forklog run``'s process, is the
 one writer and rotator of the file. Counted: every INFO and WARNING record
 of every request once across the rotated files, in order per process; no
@@ -22,6 +24,8 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Set
+
+import pytest
 
 from tests.integration.gunicorn_proc import REPO, free_port
 from tests.support import wait_for
@@ -88,24 +92,36 @@ def holders(pids: List[int], directory: Path) -> Set[int]:
     return held
 
 
-def test_uvicorn_workers_write_one_rotated_file_through_the_hub(tmp_path: Path) -> None:
+def server_command(server: str, tmp_path: Path, logs: Path, port: int) -> List[str]:
+    """The server's own command line, its logging config (a 64 KiB rotating file) written beside it."""
+    config = logging_json(logs / "app.log")
+    if server == "uvicorn":
+        (tmp_path / "logging.json").write_text(json.dumps(config))
+        return [
+            *(sys.executable, "-m", "uvicorn", "tests.apps.asgi_app:app", "--workers", "4"),
+            *("--port", str(port), "--log-config", "logging.json", "--no-access-log"),
+        ]
+    (tmp_path / "hypercorn_conf.py").write_text(
+        f"workers = 2\nbind = ['127.0.0.1:{port}']\nlogconfig_dict = {config!r}\n"
+    )
+    return [sys.executable, "-m", "hypercorn", "-c", "file:hypercorn_conf.py", "tests.apps.asgi_app:app"]
+
+
+@pytest.mark.parametrize(("server", "workers"), [("uvicorn", 4), ("hypercorn", 2)])
+def test_workers_write_one_rotated_file_through_the_hub(tmp_path: Path, server: str, workers: int) -> None:
+    """Every record of 300 requests once across the rotated files, written by forklog run alone."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    (tmp_path / "logging.json").write_text(json.dumps(logging_json(logs / "app.log")))
     port = free_port()
     env = dict(
         os.environ, FORKLOG_FILE=str(tmp_path / "hub.log"), FORKLOG_CONSOLE="off", PYTHONPATH=str(REPO)
     )
-    command = [
-        *(sys.executable, "-m", "forklog", "run", "--"),
-        *(sys.executable, "-m", "uvicorn", "tests.apps.asgi_app:app", "--workers", "4"),
-        *("--port", str(port), "--log-config", "logging.json", "--no-access-log"),
-    ]
+    command = [*(sys.executable, "-m", "forklog", "run", "--"), *server_command(server, tmp_path, logs, port)]
     with open(tmp_path / "stderr", "wb") as stderr:
         proc = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=stderr, start_new_session=True)
     try:
-        wait_for(lambda: get(port, "/health") == 200, 60, "uvicorn to serve")
-        wait_for(lambda: len(descendants(proc.pid)) >= 5, 30, "uvicorn's four workers")
+        wait_for(lambda: get(port, "/health") == 200, 60, "the server to serve")
+        wait_for(lambda: len(descendants(proc.pid)) >= workers + 1, 30, "the server's workers")
         paths = [f"/burst?n=30&big=0&id=r{r}" for r in range(300)]
         with ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(lambda path: get(port, path), paths))
@@ -136,4 +152,4 @@ def test_uvicorn_workers_write_one_rotated_file_through_the_hub(tmp_path: Path) 
     expected = [i for i in range(30) if i % 3]
     assert all(sorted(got) == expected for got in seen.values()), "a record lost or doubled"
     assert all(s == sorted(s) for s in seqs.values()), "a process's records out of order across the files"
-    assert 2 <= len(seqs) <= 4 and proc.pid not in seqs
+    assert 2 <= len(seqs) <= workers and proc.pid not in seqs
