@@ -27,9 +27,10 @@ run: $(BIN)/.demo
 	BIND=$(BIND) $(BIN)/gunicorn -c gunicorn_conf.py app:app
 
 # The real tools under test, each with the file deploy/ ships for it: logrotate
-# (test_logrotate.py), rsyslogd with RELP (test_syslog.py, test_relp.py), systemd-analyze (test_deploy.py).
+# (test_logrotate.py), rsyslogd with RELP (test_syslog.py, test_relp.py), systemd-analyze (test_deploy.py),
+# redis-server (Celery's broker in test_run_celery.py).
 # Installed with apt-get when missing, as root; otherwise the command to run is named.
-TOOLS := logrotate:logrotate rsyslogd:rsyslog systemd-analyze:systemd
+TOOLS := logrotate:logrotate rsyslogd:rsyslog systemd-analyze:systemd redis-server:redis-server
 # rsyslog's RELP input (test_relp.py), a module rather than a command.
 RELP_MODULE := /usr/lib/$(shell uname -m)-linux-gnu/rsyslog/imrelp.so
 tools:

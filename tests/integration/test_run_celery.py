@@ -1,0 +1,133 @@
+"""Celery's prefork pool with a real Redis broker, its own logging unchanged (issue 24).
+
+``forklog run -- celery -A celery_proj worker -c 4``: the project's
+``setup_logging`` runs ``dictConfig`` with a 64 KiB rotating file, tasks log
+through ``get_task_logger``; without forklog the four children write and
+rotate that file together. And without the wrapper: the worker's main
+process starts the hub in ``worker_init`` and the config names
+``forklog.Handler``. Counted: every task's records once, in order, no child
+holding a log file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, Iterator, List
+
+import pytest
+
+from tests.integration.gunicorn_proc import REPO, free_port
+from tests.integration.test_run_servers import descendants, holders
+from tests.support import wait_for
+
+TASK_LINE = re.compile(r"^(\d+) INFO celery_proj task (\d+) record (\d+) pid (\d+)$")
+TASK_IN_HUB = re.compile(r" \[INFO\] celery_proj (\d+) \S+ - task (\d+) record (\d+) pid (\d+)$")
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+TASKS, RECORDS = 40, 50
+
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[str]:
+    """A real redis-server on a free loopback port, nothing saved."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            REDIS,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: answers(port), 20, "redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("how", ["forklog run", "worker_init"])
+def test_celery_prefork_children_write_through_one_hub(tmp_path: Path, broker: str, how: str) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    env = dict(
+        os.environ,
+        BROKER=broker,
+        TASK_LOG=str(logs / "tasks.log"),
+        FORKLOG_FILE=str(logs / "hub.log"),
+        FORKLOG_CONSOLE="off",
+        PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "apps"), str(REPO)]),
+    )
+    worker = [sys.executable, "-m", "celery", "-A", "celery_proj", "worker", "-c", "4", "--loglevel", "INFO"]
+    if how == "forklog run":
+        command = [sys.executable, "-m", "forklog", "run", "--", *worker]
+    else:
+        env["CELERY_FORKLOG"] = "worker_init"
+        command = worker
+    with open(tmp_path / "stderr", "wb") as stderr:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=stderr, start_new_session=True)
+    try:
+        wait_for(lambda: len(descendants(proc.pid)) >= 4, 60, "celery's pool")
+        send = f"import celery_proj\nfor n in range({TASKS}):\n    celery_proj.work.delay(n, {RECORDS})\n"
+        subprocess.run(
+            [sys.executable, "-E", "-c", send], env=env, cwd=REPO / "tests" / "apps", check=True, timeout=60
+        )
+
+        def done() -> List[str]:
+            text = "\n".join(f.read_text() for f in logs.glob("*.log*") if not f.name.endswith(".lock"))
+            return [line for line in text.splitlines() if f"record {RECORDS - 1} pid" in line]
+
+        wait_for(lambda: len(done()) == TASKS, 60, "every task's last record")
+        below = descendants(proc.pid)
+        assert holders(below, logs) == set(), "a child holds a log file"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) in (0, -signal.SIGTERM), (tmp_path / "stderr").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    by_task: Dict[int, List[int]] = defaultdict(list)
+    pids = set()
+    pattern = TASK_LINE if how == "forklog run" else TASK_IN_HUB
+    files = sorted(logs.glob("*.log*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    for f in files:
+        if f.name.endswith(".lock"):
+            continue
+        for line in f.read_text().splitlines():
+            match = pattern.search(line)
+            if match:
+                assert match[1] == match[4], "a record's process is the one that logged it"
+                by_task[int(match[2])].append(int(match[3]))
+                pids.add(int(match[4]))
+    assert dict(by_task) == {n: list(range(RECORDS)) for n in range(TASKS)}, (
+        "a record lost, doubled or reordered"
+    )
+    assert 1 <= len(pids) <= 4 and proc.pid not in pids, "the records were not made by the pool's children"
+    if how == "forklog run":
+        assert all(f.stat().st_size <= 65536 for f in files if not f.name.endswith(".lock"))
