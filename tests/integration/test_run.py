@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,11 +22,14 @@ from typing import Dict, List
 
 import pytest
 
+from tests.docs_blocks import docs_block
 from tests.integration.gunicorn_proc import REPO
 from tests.support import wait_for
 
 SCRIPT = REPO / "tests" / "apps" / "run_pool_script.py"
 #: A job's record in the hub's file (logs/app.log's format: "... [INFO] job PID THREAD - MESSAGE").
+#: A record of docs/servers.md's batch.py in the hub's file.
+DOCS_JOB_LINE = re.compile(r" \[INFO\] job (\d+) \S+ - job (\d+) record (\d+)$")
 JOB_LINE = re.compile(r" \[INFO\] job (\d+) \S+ - job (\d+) record (\d+) pid (\d+)$")
 NOBODY = 65534
 
@@ -45,25 +49,29 @@ def run(tmp_path: Path, *command: str, env: Dict[str, str] | None = None) -> sub
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_a_pool_without_an_initializer_logs_through_the_hub(tmp_path: Path, method: str) -> None:
-    """Each of 8 jobs' 200 records once, in order per process, from the pool's processes; status 3."""
-    proc = run(tmp_path, sys.executable, str(SCRIPT), method, "8", "200", "3")
-    assert proc.wait(120) == 3, (tmp_path / "stderr").read_text()
-    lines = (tmp_path / "hub.log").read_text().splitlines()
+    """docs/servers.md's batch.py and command, under each start method: each of 8 jobs' 100 records once,
+    in order per process, made by the pool's processes."""
+    (tmp_path / "batch.py").write_text(docs_block("run-pool-script").text)
+    command = shlex.split(docs_block("run-pool").text)
+    assert command[:3] == ["forklog", "run", "--"] and command[-1] == "forkserver"
+    command[3] = sys.executable  # "python": this interpreter
+    proc = run(tmp_path, *command[3:-1], method)
+    assert proc.wait(120) == 0, (tmp_path / "stderr").read_text()
     by_job: Dict[int, List[int]] = defaultdict(list)
     pids = set()
-    for line in lines:
-        match = JOB_LINE.search(line)
+    for line in (tmp_path / "hub.log").read_text().splitlines():
+        match = DOCS_JOB_LINE.search(line)
         if match:
-            assert match[1] == match[4], "the record's process is the one that logged it"
             by_job[int(match[2])].append(int(match[3]))
-            pids.add(int(match[4]))
-    assert sorted(by_job) == list(range(8))
-    assert all(records == list(range(200)) for records in by_job.values()), (
-        "a record lost, doubled or reordered"
-    )
+            pids.add(int(match[1]))
+    assert dict(by_job) == {n: list(range(100)) for n in range(8)}, "a record lost, doubled or reordered"
     assert 1 <= len(pids) <= 3 and proc.pid not in pids
-    assert sum(" - main pid " in line for line in lines) == 1
     assert "forklog:" not in (tmp_path / "stderr").read_text()
+
+
+def test_forklog_run_exits_with_the_commands_status(tmp_path: Path) -> None:
+    proc = run(tmp_path, sys.executable, "-c", "import sys; sys.exit(3)")
+    assert proc.wait(60) == 3
 
 
 def test_a_signal_to_forklog_run_reaches_the_command(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -24,6 +25,7 @@ from typing import Dict, Iterator, List
 
 import pytest
 
+from tests.docs_blocks import docs_block
 from tests.integration.gunicorn_proc import REPO, free_port
 from tests.integration.test_run_servers import descendants, holders
 from tests.support import wait_for
@@ -84,12 +86,13 @@ def test_celery_prefork_children_write_through_one_hub(tmp_path: Path, broker: s
         FORKLOG_CONSOLE="off",
         PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "apps"), str(REPO)]),
     )
-    worker = [sys.executable, "-m", "celery", "-A", "celery_proj", "worker", "-c", "4", "--loglevel", "INFO"]
-    if how == "forklog run":
-        command = [sys.executable, "-m", "forklog", "run", "--", *worker]
-    else:
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # forklog, celery
+    command = shlex.split(docs_block("run-celery").text)  # docs/servers.md's command
+    if how == "worker_init":
+        project = (REPO / "tests" / "apps" / "celery_proj.py").read_text()
+        assert docs_block("run-celery-worker-init").text in project, "the docs show another hook"
         env["CELERY_FORKLOG"] = "worker_init"
-        command = worker
+        command = command[command.index("--") + 1 :]
     with open(tmp_path / "stderr", "wb") as stderr:
         proc = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=stderr, start_new_session=True)
     try:

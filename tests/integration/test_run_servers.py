@@ -1,4 +1,4 @@
-"""ASGI servers forklog never forks, under ``forklog run`` (issue 24).
+"""ASGI servers forklog never forks, under ``forklog run``, as docs/servers.md runs them (issue 24).
 
 ``forklog run -- uvicorn app:app --workers 4 --log-config logging.json`` and
 ``forklog run -- hypercorn -c <config> app:app`` (``workers = 2``, a
@@ -14,9 +14,9 @@ process below ``forklog run`` holds the file; TERM stops everything.
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -27,29 +27,11 @@ from typing import Dict, List, Set
 
 import pytest
 
+from tests.docs_blocks import docs_block
 from tests.integration.gunicorn_proc import REPO, free_port
 from tests.support import wait_for
 
 BURST_LINE = re.compile(r"^(\d+) (INFO|WARNING) app burst id=(\S+) i=(\d+)/(\d+) seq=(\d+)$")
-
-
-def logging_json(path: Path) -> Dict[str, object]:
-    """The app's log config: a 64 KiB RotatingFileHandler, as a deployment writes it."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(process)d %(levelname)s %(name)s %(message)s"}},
-        "handlers": {
-            "file": {
-                "class": "logging.handlers.RotatingFileHandler",
-                "filename": str(path),
-                "maxBytes": 65536,
-                "backupCount": 100,
-                "formatter": "plain",
-            }
-        },
-        "root": {"level": "INFO", "handlers": ["file"]},
-    }
 
 
 def get(port: int, path: str) -> int:
@@ -92,19 +74,15 @@ def holders(pids: List[int], directory: Path) -> Set[int]:
     return held
 
 
-def server_command(server: str, tmp_path: Path, logs: Path, port: int) -> List[str]:
-    """The server's own command line, its logging config (a 64 KiB rotating file) written beside it."""
-    config = logging_json(logs / "app.log")
+def server_command(server: str, tmp_path: Path, port: int) -> List[str]:
+    """The docs' command for ``server``, its config written from the docs beside it, the app ours."""
+    (tmp_path / "app.py").write_text("from tests.apps.asgi_app import app  # noqa: F401\n")
     if server == "uvicorn":
-        (tmp_path / "logging.json").write_text(json.dumps(config))
-        return [
-            *(sys.executable, "-m", "uvicorn", "tests.apps.asgi_app:app", "--workers", "4"),
-            *("--port", str(port), "--log-config", "logging.json", "--no-access-log"),
-        ]
-    (tmp_path / "hypercorn_conf.py").write_text(
-        f"workers = 2\nbind = ['127.0.0.1:{port}']\nlogconfig_dict = {config!r}\n"
-    )
-    return [sys.executable, "-m", "hypercorn", "-c", "file:hypercorn_conf.py", "tests.apps.asgi_app:app"]
+        (tmp_path / "logging.json").write_text(docs_block("run-uvicorn-config").text)
+    else:
+        config = docs_block("run-hypercorn-config").text
+        (tmp_path / "hypercorn_conf.py").write_text(config.replace("127.0.0.1:8000", f"127.0.0.1:{port}"))
+    return shlex.split(docs_block({"uvicorn": "run-uvicorn", "hypercorn": "run-hypercorn"}[server]).text)
 
 
 @pytest.mark.parametrize(("server", "workers"), [("uvicorn", 4), ("hypercorn", 2)])
@@ -116,7 +94,10 @@ def test_workers_write_one_rotated_file_through_the_hub(tmp_path: Path, server: 
     env = dict(
         os.environ, FORKLOG_FILE=str(tmp_path / "hub.log"), FORKLOG_CONSOLE="off", PYTHONPATH=str(REPO)
     )
-    command = [*(sys.executable, "-m", "forklog", "run", "--"), *server_command(server, tmp_path, logs, port)]
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # forklog, uvicorn, hypercorn
+    env["UVICORN_PORT"] = str(port)
+    command = server_command(server, tmp_path, port)
+    assert command[:3] == ["forklog", "run", "--"]
     with open(tmp_path / "stderr", "wb") as stderr:
         proc = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=stderr, start_new_session=True)
     try:
