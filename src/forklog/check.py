@@ -45,6 +45,7 @@ from forklog._check_config import LoadError, load_config, parse_command_line
 from forklog._master.buffered import BufferedSink, needs_isolation
 from forklog._master.line_writer import line_formatter
 from forklog._renderers import same_lines
+from forklog._worker.attach import ENV
 from forklog._worker.handler import ForkHandler
 from forklog.settings import Settings, SettingsError
 
@@ -281,6 +282,14 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout, flag
 
     # (problem, its fix)
     problems: List[Tuple[str, str]] = []
+    if os.environ.get(ENV) and any_ours:  # below forklog run: a second hub on the same files
+        problems.append(
+            (
+                f"this gunicorn would run below forklog run (FORKLOG_HUB={os.environ[ENV]}) with forklog's "
+                "hooks of its own: its master would build a second hub writing the same files",
+                "run gunicorn without forklog run: its config's hooks are its hub",
+            )
+        )
     if not any_ours:
         problems.append(
             (

@@ -62,6 +62,7 @@ from forklog._master.sinks import RotatingFileSink
 from forklog._master.targets import Credentials
 from forklog._stderr import Reporter
 from forklog._worker import adoption, fallback
+from forklog._worker.attach import ENV
 from forklog._worker.capture import LineLogger
 from forklog._worker.handler import ForkHandler
 from forklog.settings import Settings, SettingsError
@@ -231,6 +232,11 @@ def _ensure_hub(cfg: Any = None, uses_logconfig: bool = False) -> Hub:
                 # Every bad variable at once, without a traceback, whatever the
                 # config: gunicorn exits with 1 before it forks a worker.
                 raise SystemExit(f"forklog: bad settings in the environment:\n{exc}") from None
+            if os.environ.get(ENV):
+                sys.stderr.write(
+                    f"forklog: this gunicorn runs below forklog run (FORKLOG_HUB={os.environ[ENV]}) and "
+                    "builds a hub of its own: two hubs may write the same files; run it without forklog run\n"
+                )
             current = Hub(sinks, **options)
             with contextlib.suppress(SettingsError):  # reported where the sinks are made
                 current.targets.file_mode = Settings.from_env().file_mode

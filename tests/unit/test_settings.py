@@ -383,3 +383,9 @@ def test_bad_syslog_and_otlp_addresses_are_named() -> None:
     text = str(caught.value)
     assert "FORKLOG_SYSLOG='http://logs:514': expected tcp://host:port" in text
     assert "FORKLOG_OTLP_ENDPOINT='ftp://collector': expected an http:// or https:// URL" in text
+
+
+def test_the_hubs_address_is_not_a_setting() -> None:
+    """FORKLOG_HUB (forklog run's, for the processes below it) is no unknown setting: a config that reads
+    the variables below forklog run still loads."""
+    assert Settings.from_env({"FORKLOG_HUB": "/tmp/forklog-hub-x/hub.sock"}) == Settings()
