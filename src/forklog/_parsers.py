@@ -7,6 +7,7 @@ what was expected. Checks touch nothing on disk and connect to nothing.
 
 from __future__ import annotations
 
+import grp
 import importlib.util
 import logging
 import math
@@ -183,6 +184,24 @@ class _AppName(_Kind):
         if isinstance(value, str) and len(value) <= 48 and all(33 <= ord(ch) <= 126 for ch in value):
             return value
         raise ValueError
+
+    def show(self, value: Any) -> str:
+        return "-" if value is None else str(value)
+
+
+class _Group(_Kind):
+    expected = "expected a group's name or number on this machine, or nothing"
+
+    def parse(self, value: Any) -> Optional[int]:
+        if value is None or value == "":
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        text = str(value).strip()
+        try:
+            return int(text) if text.isdigit() else grp.getgrnam(text).gr_gid
+        except KeyError:
+            raise ValueError from None
 
     def show(self, value: Any) -> str:
         return "-" if value is None else str(value)

@@ -59,7 +59,7 @@ def main(argv: Sequence[str]) -> int:
     except SettingsError as exc:
         print(f"forklog: bad settings in the environment:\n{exc}", file=sys.stderr)
         return 1
-    address = hub.listen()
+    address = hub.listen(settings.hub_group)
     _become_subreaper()
     env = dict(os.environ)
     env[ENV] = address
@@ -88,7 +88,7 @@ def start_hub(settings: Optional[Settings] = None) -> Hub:
     """
     settings = Settings.from_env() if settings is None else settings
     hub = Hub(settings.handlers(), **settings.hub_options()).start()
-    os.environ[ENV] = hub.listen()
+    os.environ[ENV] = hub.listen(settings.hub_group)
     os.environ["PYTHONPATH"] = os.pathsep.join([HOOK, *filter(None, [os.environ.get("PYTHONPATH")])])
     init_worker(hub.queue)
     return hub

@@ -35,6 +35,7 @@ from forklog._parsers import (
     _Bool,
     _Choice,
     _Facility,
+    _Group,
     _Int,
     _Kind,
     _Level,
@@ -223,6 +224,12 @@ class Settings:
         "also export over OTLP/HTTP, e.g. `http://127.0.0.1:4318/v1/logs`",
     )
     otlp_level: int = _setting(logging.INFO, _Level(), "FORKLOG_OTLP_LEVEL", "the OTLP sink's level")
+    hub_group: Optional[int] = _setting(
+        None,
+        _Group(),
+        "FORKLOG_HUB_GROUP",
+        "forklog run: a group whose members may attach too (the hub opens no file they name)",
+    )
     stats_interval: float = _setting(
         0.0,
         _Seconds(positive=False),

@@ -161,3 +161,29 @@ def test_start_hub_in_a_parent_with_its_own_hook(tmp_path: Path) -> None:
         if match:
             by_job[int(match[2])].append(int(match[3]))
     assert dict(by_job) == {n: list(range(100)) for n in range(4)}
+
+
+def test_a_member_of_the_hubs_group_attaches_as_another_user(tmp_path: Path) -> None:
+    """``FORKLOG_HUB_GROUP``: a ``nobody`` process of that group attaches (its records reach the hub), and
+    the hub opens no file it names, even one it forges: refused, said on stderr."""
+    assert os.geteuid() == 0, "runs a process as nobody: run the tests as root"
+    evil = tmp_path / "evil.log"
+    code = (
+        "import logging, os\n"
+        "from forklog._worker import adoption\n"
+        "from forklog._worker.attach import attach\n"
+        "from forklog._wire.adopted_lines import TargetSpec\n"
+        f"os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})\n"
+        "assert attach() is not None\n"
+        "logging.getLogger('probe').warning('from nobody in the group')\n"
+        "record = logging.makeLogRecord({'msg': 'forged', 'levelno': 30, 'levelname': 'WARNING'})\n"
+        f"adoption.attached().send_text(TargetSpec('file', {str(evil)!r}).to_bytes(), record, 'forged')\n"
+    )
+    proc = run(tmp_path, sys.executable, "-E", "-c", code, env={"FORKLOG_HUB_GROUP": "nogroup"})
+    assert proc.wait(60) == 0, (tmp_path / "stderr").read_text()
+    assert "from nobody in the group" in (tmp_path / "hub.log").read_text()
+    assert not evil.exists(), "the hub opened a file a process of another user named"
+    stderr = (tmp_path / "stderr").read_text()
+    assert (
+        f"target {evil} asked for by pid" in stderr and "of another user than the master, refused" in stderr
+    )

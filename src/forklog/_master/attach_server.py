@@ -31,6 +31,7 @@ import socket
 import struct
 import tempfile
 import threading
+from typing import Optional
 
 from forklog import _hub_thread
 from forklog._stderr import Reporter
@@ -49,14 +50,20 @@ REFUSED = b"forklog: refused"
 class AttachServer:
     """A listening socket in a private directory; each connection is given the hub's channel."""
 
-    def __init__(self, channel: Channel, reporter: Reporter) -> None:
+    def __init__(self, channel: Channel, reporter: Reporter, group: Optional[int] = None) -> None:
         self._channel = channel
         self._reporter = reporter
+        #: Members of this group may attach too, as writers of another user (see forklog._master.targets).
+        self.group = group
         self.directory = tempfile.mkdtemp(prefix="forklog-hub-")  # 0700, this user's
         self.address = os.path.join(self.directory, "hub.sock")
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(self.address)
         os.chmod(self.address, 0o600)
+        if group is not None:  # the group may enter the directory and connect; nobody else
+            for path, mode in ((self.directory, 0o750), (self.address, 0o660)):
+                os.chown(path, -1, group)
+                os.chmod(path, mode)
         self._sock.listen(128)
         self._closing = False
         #: Connections given the channel, and refused (another user).
@@ -84,8 +91,8 @@ class AttachServer:
         conn.settimeout(1.0)
         try:
             creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size)
-            pid, uid, _gid = _CREDS.unpack(creds)
-            if uid not in (os.geteuid(), 0):
+            pid, uid, gid = _CREDS.unpack(creds)
+            if uid not in (os.geteuid(), 0) and not self._member(pid, gid):
                 self.refused += 1
                 self._reporter.report(
                     f"attach-refused:{uid}",
@@ -100,6 +107,18 @@ class AttachServer:
             self.attached += 1
         except OSError:
             pass  # the process went away: nothing was given
+
+    def _member(self, pid: int, gid: int) -> bool:
+        """Whether the peer is in the configured group (its primary group, or one of its others)."""
+        if self.group is None:
+            return False
+        if gid == self.group:
+            return True
+        with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("Groups:"):
+                    return self.group in {int(g) for g in line.split()[1:]}
+        return False
 
     def close(self) -> None:
         """Stop accepting, and remove the socket and its directory."""

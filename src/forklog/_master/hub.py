@@ -176,6 +176,7 @@ class Hub:
             for name, handler in self._sinks:
                 self._adopt(name, handler)
             self._receiver = Receiver(self.queue, self._backlog, self._counters, self._reporter)
+            self.targets.foreign = self._receiver.sources.foreign
             self._listener = Listener(
                 self._backlog,
                 self._sinks,
@@ -253,8 +254,8 @@ class Hub:
             if self._owner != os.getpid() or self._state != "running":
                 return None
             self._state = "stopped"
-        if self._attach_server is not None:
-            self._attach_server.close()  # no process attaches to a hub that is stopping
+        if self._attach_server is not None:  # nothing attaches to a stopping hub
+            self._attach_server.close()
         timeout = self.stop_timeout if timeout is None else timeout
         deadline = time.monotonic() + max(0.0, timeout)
         receiver, listener = self._receiver, self._listener
@@ -262,8 +263,7 @@ class Hub:
         # The owner's own unreported drops go out first, then the marker:
         # everything written before it is ahead of it in the pipe.
         self.queue.flush(max(0.0, min(0.5, deadline - time.monotonic())))
-        # The stop token is made now, after every fork: no worker holds it, so no
-        # worker can stop the hub by sending it (issue 21, item 2).
+        # Made now, after every fork: no worker holds it to stop the hub with (issue 21, item 2).
         token = os.urandom(16)
         receiver.stop_token = token
         marker_sent = self.queue.send_control(token, max(0.0, deadline - time.monotonic()))
@@ -361,10 +361,10 @@ class Hub:
         """A queue handler on this hub, for the owner's own loggers."""
         return ForkHandler(self.queue)
 
-    def listen(self) -> str:
+    def listen(self, group: Optional[int] = None) -> str:
         """The address processes it never forked attach at (``FORKLOG_HUB``; see attach_server)."""
         if self._attach_server is None:
-            self._attach_server = AttachServer(self.queue, self._reporter)
+            self._attach_server = AttachServer(self.queue, self._reporter, group)
         return self._attach_server.address
 
     def reopen(self) -> None:

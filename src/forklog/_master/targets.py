@@ -178,6 +178,9 @@ class Targets:
         #: The user the writers run as, when it is not the master's: no file
         #: target they ask for is opened (see the module's threat model).
         self.writer: Optional[Credentials] = None
+        #: Writers of another user (attached to forklog run's hub through its group), by pid: the
+        #: master opens no file they name (Sources keeps the set).
+        self.foreign: Set[int] = set()
 
     def trust(self, spec: bytes, custom: Optional[customized.Custom] = None) -> None:
         """A target the owner's own configuration names: opened without the checks.
@@ -280,6 +283,13 @@ class Targets:
         stream = spec.kind == "stream"
         if not stream and len(self._by_label) - self._streams >= MAX_TARGETS:
             return self._refuse(data, label, f"target {label} refused: already {MAX_TARGETS} targets open")
+        if pid in self.foreign and data not in self._trusted and not stream:
+            self._reporter.report(
+                f"foreign:{pid}",
+                f"target {label} asked for by pid {pid}, of another user than the master, refused: the "
+                "master opens no file such a process names; its records are dropped",
+            )
+            return None
         if self.writer is not None and data not in self._trusted and not stream:
             return self._refuse(
                 data,

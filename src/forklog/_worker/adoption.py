@@ -42,7 +42,7 @@ from forklog._wire import adopted_lines
 from forklog._worker import fallback
 from forklog._worker.channel import Channel
 from forklog.formatters import JSONFormatter
-from forklog.settings import Settings, SettingsError
+from forklog.settings import Settings
 
 __all__ = ["adopt", "adopted", "attach", "attached"]
 
@@ -94,8 +94,8 @@ def _console_instead() -> Optional[Tuple[str, bool]]:
     """(stream, as JSON) when FORKLOG_ADOPTED_FILES sends file handlers' lines to the console."""
     try:
         settings = Settings.from_env()
-    except SettingsError:
-        return None  # said where the hub's sinks are made, in the master
+    except Exception:  # noqa: BLE001 - bad settings are said where the hub's sinks are made, in the master
+        return None
     if settings.adopted_files != "console":
         return None
     return settings.console, settings.console_format == "json"
