@@ -28,7 +28,7 @@ from tests.support import wait_for
 
 SCRIPT = REPO / "tests" / "apps" / "run_pool_script.py"
 #: A job's record in the hub's file (logs/app.log's format: "... [INFO] job PID THREAD - MESSAGE").
-#: A record of docs/servers.md's batch.py in the hub's file.
+#: A record of docs/servers/pools.md's batch.py in the hub's file.
 DOCS_JOB_LINE = re.compile(r" \[INFO\] job (\d+) \S+ - job (\d+) record (\d+)$")
 JOB_LINE = re.compile(r" \[INFO\] job (\d+) \S+ - job (\d+) record (\d+) pid (\d+)$")
 NOBODY = 65534
@@ -49,7 +49,7 @@ def run(tmp_path: Path, *command: str, env: Dict[str, str] | None = None) -> sub
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_a_pool_without_an_initializer_logs_through_the_hub(tmp_path: Path, method: str) -> None:
-    """docs/servers.md's batch.py and command, under each start method: each of 8 jobs' 100 records once,
+    """docs/servers/pools.md's batch.py and command, under each start method: 8 jobs' 100 records once,
     in order per process, made by the pool's processes."""
     (tmp_path / "batch.py").write_text(docs_block("run-pool-script").text)
     command = shlex.split(docs_block("run-pool").text)

@@ -87,7 +87,7 @@ def test_celery_prefork_children_write_through_one_hub(tmp_path: Path, broker: s
         PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "apps"), str(REPO)]),
     )
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # forklog, celery
-    command = shlex.split(docs_block("run-celery").text)  # docs/servers.md's command
+    command = shlex.split(docs_block("run-celery").text)  # docs/servers/celery.md's command
     if how == "worker_init":
         project = (REPO / "tests" / "apps" / "celery_proj.py").read_text()
         assert docs_block("run-celery-worker-init").text in project, "the docs show another hook"

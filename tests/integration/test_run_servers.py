@@ -1,4 +1,4 @@
-"""ASGI servers forklog never forks, under ``forklog run``, as docs/servers.md runs them (issue 24).
+"""ASGI servers forklog never forks, under ``forklog run``, as the docs (docs/servers/) run them (issue 24).
 
 ``forklog run -- uvicorn app:app --workers 4 --log-config logging.json`` and
 ``forklog run -- hypercorn -c <config> app:app`` (``workers = 2``, a
