@@ -9,6 +9,7 @@ worker's main process starts a hub in ``worker_init``
 
 import logging.config
 import os
+import time
 from typing import Any, Dict
 
 from celery import Celery
@@ -60,3 +61,12 @@ def work(number: int, records: int) -> int:
     for i in range(records):
         log.info("task %d record %d pid %d", number, i, os.getpid())
     return number
+
+
+@app.task
+def slow(records: int) -> int:
+    """Logs for a while (a child is SIGKILLed in the middle of it)."""
+    for i in range(records):
+        log.info("slow record %d pid %d", i, os.getpid())
+        time.sleep(0.01)
+    return records

@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, Iterator, List
 
@@ -134,3 +134,66 @@ def test_celery_prefork_children_write_through_one_hub(tmp_path: Path, broker: s
     assert 1 <= len(pids) <= 4 and proc.pid not in pids, "the records were not made by the pool's children"
     if how == "forklog run":
         assert all(f.stat().st_size <= 65536 for f in files if not f.name.endswith(".lock"))
+
+
+SLOW_LINE = re.compile(r"^(\d+) INFO celery_proj slow record (\d+) pid (\d+)$")
+LOST = re.compile(r"forklog: lost (\d+) records from pid (\d+) \(killed\)")
+
+
+def test_a_celery_child_sigkilled_mid_task_is_accounted(tmp_path: Path, broker: str) -> None:
+    """Under forklog run, a prefork child SIGKILLed in the middle of a task: what it logged arrived, once, and
+    a hole before its last record is no more than the loss the hub reports; the pool's next tasks log."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    env = dict(
+        os.environ,
+        BROKER=broker,
+        TASK_LOG=str(logs / "tasks.log"),
+        FORKLOG_FILE=str(logs / "hub.log"),
+        FORKLOG_CONSOLE="off",
+        PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "apps"), str(REPO)]),
+    )
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    command = shlex.split(docs_block("run-celery").text)
+    with open(tmp_path / "stderr", "wb") as stderr:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=stderr, start_new_session=True)
+
+    def slow_lines() -> List[re.Match[str]]:
+        text = (logs / "tasks.log").read_text() if (logs / "tasks.log").exists() else ""
+        return [m for m in map(SLOW_LINE.match, text.splitlines()) if m]
+
+    def send(code: str) -> None:
+        script = f"import celery_proj\n{code}\n"
+        subprocess.run([sys.executable, "-E", "-c", script], env=env, cwd=REPO / "tests" / "apps", check=True)
+
+    try:
+        wait_for(lambda: len(descendants(proc.pid)) >= 4, 60, "celery's pool")
+        send("celery_proj.slow.delay(500)")
+        wait_for(lambda: len(slow_lines()) >= 20, 60, "the slow task's first records")
+        victim = int(slow_lines()[0][3])
+        os.kill(victim, signal.SIGKILL)
+        send("for n in range(10):\n    celery_proj.work.delay(n, 20)")
+
+        def finished() -> int:
+            return len(re.findall(r" task \d+ record 19 pid ", (logs / "tasks.log").read_text()))
+
+        wait_for(lambda: finished() == 10, 60, "the tasks after the kill")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, (tmp_path / "stderr").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    got = [int(m[2]) for m in slow_lines() if int(m[3]) == victim]
+    assert len(got) == len(set(got)) and got == sorted(got), (
+        "a record of the killed task twice or out of order"
+    )
+    assert len(got) < 500, "the task was not killed"
+    lost = {int(m[2]): int(m[1]) for m in LOST.finditer((logs / "hub.log").read_text())}
+    assert got[-1] + 1 - len(got) <= lost.get(victim, 0), (got[-1] + 1 - len(got), lost)
+    normal = Counter(
+        (int(m[2]), int(m[3]))
+        for m in map(TASK_LINE.match, (logs / "tasks.log").read_text().splitlines())
+        if m
+    )
+    assert normal == Counter({(n, i): 1 for n in range(10) for i in range(20)})
