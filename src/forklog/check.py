@@ -282,13 +282,10 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout, flag
 
     # (problem, its fix)
     problems: List[Tuple[str, str]] = []
-    if os.environ.get(ENV) and any_ours:  # below forklog run: a second hub on the same files
-        problems.append(
-            (
-                f"this gunicorn would run below forklog run (FORKLOG_HUB={os.environ[ENV]}) with forklog's "
-                "hooks of its own: its master would build a second hub writing the same files",
-                "run gunicorn without forklog run: its config's hooks are its hub",
-            )
+    if os.environ.get(ENV) and any_ours:  # below forklog run: its hub, none of gunicorn's own
+        say(
+            f"below forklog run (FORKLOG_HUB={os.environ[ENV]}): gunicorn builds no hub; the hub above "
+            "writes every line, gunicorn's own where plain gunicorn sends them (stderr, errorlog, accesslog)"
         )
     if not any_ours:
         problems.append(

@@ -64,6 +64,7 @@ from forklog._stderr import Reporter
 from forklog._worker import adoption, fallback
 from forklog._worker.attach import ENV
 from forklog._worker.capture import LineLogger
+from forklog._worker.channel import Channel
 from forklog._worker.handler import ForkHandler
 from forklog.settings import Settings, SettingsError
 
@@ -288,6 +289,20 @@ def _say_if_sinkless(hub_: Hub) -> None:
         )
 
 
+def _outer() -> Optional[Channel]:
+    """The channel of the hub above this gunicorn (``forklog run``), if this master was attached to one.
+
+    gunicorn then builds no hub of its own: its master and workers write
+    through that hub, and gunicorn's own handlers (its stderr, its
+    ``errorlog`` and ``accesslog`` files) stay as plain gunicorn makes them,
+    adopted, so the hub above writes them.
+    """
+    channel = adoption.attached()
+    if channel is None or not os.environ.get(ENV) or channel.read_fd is not None:
+        return None
+    return channel
+
+
 def _reinstall(cfg: Any = None) -> None:
     hub_ = _ensure_hub(cfg)
     assert _master.handler is not None
@@ -299,6 +314,9 @@ class Logger(glogging.Logger):  # type: ignore[misc]
     """gunicorn's logger, with the hub's handler as its only handler."""
 
     def setup(self, cfg: Any) -> None:
+        if _outer() is not None:  # below forklog run: its hub writes what gunicorn's handlers write
+            super().setup(cfg)
+            return
         logconfig = _uses_logconfig(cfg)
         if _master.access_log and cfg.accesslog is None and not logconfig:
             # configure(access_log=True): gunicorn skips access lines unless
@@ -325,7 +343,7 @@ class Logger(glogging.Logger):  # type: ignore[misc]
             hub_.start()
 
     def _set_handler(self, log: logging.Logger, output: Any, fmt: Any, stream: Any = None) -> None:
-        if _uses_logconfig(self.cfg):
+        if _uses_logconfig(self.cfg) or _outer() is not None:
             # With a logging config gunicorn's own handlers stay as gunicorn
             # makes them, adopted: its lines go where plain gunicorn sends them.
             super()._set_handler(log, output, fmt, stream)
@@ -338,6 +356,8 @@ class Logger(glogging.Logger):  # type: ignore[misc]
 
     def reopen_files(self) -> None:
         # USR1. The master reopens the hub's files; a worker holds none of them.
+        if _outer() is not None:
+            return  # the hub above holds the files: forklog run reopens them on its own USR1
         super().reopen_files()
         hub_ = _master.hub
         if hub_ is not None and hub_.owner_pid == os.getpid():
@@ -377,6 +397,8 @@ def _contained(hook: _Hook) -> _Hook:
 
 def on_starting(server: Any) -> None:
     """Master, once, after daemonizing: start the hub's threads."""
+    if _outer() is not None:
+        return
     hub_ = _ensure_hub(server.cfg)
     if hub_.owner_pid is None:
         hub_.start()
@@ -399,6 +421,10 @@ def post_fork(server: Any, worker: Any) -> None:
 @_contained
 def worker_exit(server: Any, worker: Any) -> None:
     """Worker (normally): report drops not reported yet, and mark the exit. In the master: nothing."""
+    outer = _outer()
+    if outer is not None and outer.pid == os.getpid() and os.getpid() != server.pid:
+        outer.leave(timeout=0.5)
+        return
     hub_ = _master.hub
     if hub_ is None or hub_.owner_pid == os.getpid():
         return  # gunicorn also calls this in the master (kill_worker, ESRCH)
@@ -430,5 +456,8 @@ def worker_abort(worker: Any) -> None:
 @_contained
 def on_exit(server: Any) -> None:
     """Master, after every worker is reaped: drain the hub, then close the sinks."""
+    outer = _outer()
+    if outer is not None:
+        outer.flush(timeout=0.5)  # the hub above drains when its last process has exited
     if _master.hub is not None:
         _master.hub.stop()

@@ -355,11 +355,10 @@ def test_check_says_where_the_apps_records_go(tmp_path: Path, shape: str, says: 
     assert says in result.stdout, result.stdout
 
 
-def test_check_fails_a_gunicorn_config_below_forklog_run() -> None:
-    """Issue 24: gunicorn with forklog's hooks below forklog run would build a second hub: a FAIL, the fix."""
+def test_check_says_a_gunicorn_config_below_forklog_run_uses_its_hub() -> None:
+    """Issue 24: gunicorn with forklog's hooks below forklog run builds no hub of its own: check says so."""
     result = run_check("gunicorn_conf.py", cwd=REPO, env=clean_env(FORKLOG_HUB="/tmp/forklog-hub-x/hub.sock"))
-    assert result.returncode == 1, result.stdout
-    assert "FAIL: this gunicorn would run below forklog run (FORKLOG_HUB=/tmp/forklog-hub-x/hub.sock)" in (
-        result.stdout
+    assert result.returncode == 0, result.stdout
+    assert (
+        "below forklog run (FORKLOG_HUB=/tmp/forklog-hub-x/hub.sock): gunicorn builds no hub" in result.stdout
     )
-    assert "  fix: run gunicorn without forklog run: its config's hooks are its hub" in result.stdout
