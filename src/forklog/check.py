@@ -42,6 +42,7 @@ from gunicorn import util
 import forklog.gunicorn as fg
 from forklog._check_adoption import BYPASSES, adoption_of, adoption_of_class, routing_lines, workers_writing
 from forklog._check_config import LoadError, load_config, parse_command_line
+from forklog._gunicorn_sinks import gunicorn_sinks
 from forklog._master.buffered import BufferedSink, needs_isolation
 from forklog._master.line_writer import line_formatter
 from forklog._renderers import same_lines
@@ -117,7 +118,7 @@ def _sinks(cfg: Any) -> Tuple[Handlers, List[str]]:
         notes.append(f"built by calling {_name(factory)}, then closed")
         sinks += _pairs(factory())
     if not fg._uses_logconfig(cfg):
-        sinks += _pairs(fg._gunicorn_sinks(cfg, create=False))
+        sinks += _pairs(gunicorn_sinks(cfg, create=False))
     notes += _logconfig_notes(cfg)
     return sinks, notes
 

@@ -57,8 +57,8 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError("forklog.gunicorn needs gunicorn: pip install 'forklog[gunicorn]'") from exc
 
 from forklog import _wsgi_errors as wsgi_errors
+from forklog._gunicorn_sinks import gunicorn_sinks as _gunicorn_sinks
 from forklog._master.hub import Hub, Sink
-from forklog._master.sinks import RotatingFileSink
 from forklog._master.targets import Credentials
 from forklog._stderr import Reporter
 from forklog._worker import adoption, fallback
@@ -80,13 +80,6 @@ __all__ = [
 
 #: gunicorn's own loggers, routed through the hub in every process.
 GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
-#: gunicorn's errorlog/accesslog paths that name the master's own stdout or stderr (containers).
-STANDARD_STREAMS = {
-    "/dev/stdout": "stdout",
-    "/dev/stderr": "stderr",
-    "/dev/fd/1": "stdout",
-    "/dev/fd/2": "stderr",
-}
 
 
 @dataclasses.dataclass
@@ -152,45 +145,6 @@ def _hub_options() -> Dict[str, Any]:
     if _master.stop_timeout is not None:
         options["stop_timeout"] = _master.stop_timeout
     return options
-
-
-def _gunicorn_sinks(cfg: Any, *, create: bool = True) -> List[Sink]:
-    """gunicorn's own ``errorlog`` and ``accesslog`` files, as sinks of the hub.
-
-    Each gets only its logger's records, in gunicorn's own line format. "-"
-    (stderr, stdout) is left to the console sink. ``create=False`` opens no
-    file (``python -m forklog check`` only looks at them).
-    """
-    sinks: List[Sink] = []
-    if cfg is None:
-        return sinks
-    wanted = (
-        ("errorlog", cfg.errorlog, "gunicorn.error", glogging.Logger.error_fmt, glogging.Logger.datefmt),
-        ("accesslog", cfg.accesslog, "gunicorn.access", glogging.Logger.access_fmt, None),
-    )
-    for name, path, logger, fmt, datefmt in wanted:
-        if path and path != "-":
-            sink: logging.Handler
-            if path in STANDARD_STREAMS:
-                # A link to the master's own descriptor (/proc/self/fd/1), which
-                # a file sink never follows: the stream itself, as gunicorn writes it.
-                sink = logging.StreamHandler(getattr(sys, STANDARD_STREAMS[path]))
-            else:
-                sink = RotatingFileSink(
-                    path, maxBytes=0, encoding="utf-8", delay=not create, errors="backslashreplace"
-                )
-            sink.setLevel(logging.DEBUG)
-            sink.setFormatter(logging.Formatter(fmt, datefmt))
-            sink.addFilter(_ErrorLog(logger) if name == "errorlog" else logging.Filter(logger))
-            sinks.append((name, sink))
-    return sinks
-
-
-class _ErrorLog(logging.Filter):
-    """gunicorn's error log takes forklog's own reports too (drops, losses): they go where its errors go."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.name == "forklog" or super().filter(record)
 
 
 def _uses_logconfig(cfg: Any) -> bool:
