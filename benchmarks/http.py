@@ -3,6 +3,7 @@
     python -m benchmarks.http                          # 3 interleaved rounds of 5 s, both worker classes
     python -m benchmarks.http --quick                  # a smoke check: 1 round of 1 s
     python -m benchmarks.http --classes sync --setups append,forklog --rounds 5
+    python -m benchmarks.http --classes uvicorn        # uvicorn --workers 4: append vs forklog run
 
 gunicorn, with 4 workers (``sync``, and ``gthread`` with 4 threads each),
 serves benchmarks/http_app.py: every request logs 10 records (8 INFO with
@@ -81,7 +82,7 @@ from benchmarks.http_app import LOGGER, RECORDS_PER_REQUEST, SERVED_ENV
 from forklog.settings import FILE_FORMAT as FORMAT
 
 SETUPS = ["floor", "append", "cookbook", "clh", "forklog"]
-CLASSES = ["sync", "gthread"]
+CLASSES = ["sync", "gthread", "uvicorn"]  # uvicorn: benchmarks/http_uvicorn.py
 WORKERS = 4
 #: Threads of each gthread worker (a sync worker has one).
 GTHREAD_THREADS = 4
@@ -425,6 +426,10 @@ def read_served(folder: Path, workers: int) -> Optional[int]:
 
 def run_one(setup: str, worker_class: str, load: Load, tmp: Path) -> Run:
     """Start gunicorn with ``setup``'s config, wait for every worker, run wrk, stop, count lines."""
+    if worker_class == "uvicorn":
+        from benchmarks import http_uvicorn  # noqa: PLC0415 - it builds on this module
+
+        return http_uvicorn.run_one(setup, load, tmp)
     folder = Path(tempfile.mkdtemp(prefix=f"{worker_class}-{setup}-", dir=tmp))
     port = free_port()
     config = write_config(setup, worker_class, port, folder)
@@ -545,7 +550,7 @@ def notes(results: Sequence[Summary], runs: Dict[Tuple[str, str], List[Run]]) ->
                 f"{x.lost:,} of {x.logged:,} ({100 * (x.lost or 0) / (x.logged or 1):.1f}%)" for x in lossy
             )
             out.append(f"{name}: records lost in {len(lossy)} of {len(mine)} rounds: {each}")
-        if any(x.lost is None for x in mine) and r.setup != "floor":
+        if any(x.lost is None for x in mine) and r.setup != "floor" and r.worker_class != "uvicorn":
             out.append(f"{name}: a worker did not say what it served (killed?): loss unknown")
         reports = [line for x in mine for line in x.reports]
         if reports:
@@ -611,7 +616,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     load = Load(args.seconds, args.connections, args.threads)
-    runs: Dict[Tuple[str, str], List[Run]] = {(c, s): [] for c in args.classes for s in args.setups}
+    from benchmarks.http_uvicorn import combos  # noqa: PLC0415 - it builds on this module
+
+    runs: Dict[Tuple[str, str], List[Run]] = {pair: [] for pair in combos(args.classes, args.setups)}
     with tempfile.TemporaryDirectory(prefix="forklog-bench-http-") as tmp:
         for n in range(args.rounds):  # interleaved: every class and setup once a round
             for (worker_class, setup), done in runs.items():
@@ -624,7 +631,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 )
     results = summarize(runs)
     print(
-        f"forklog HTTP benchmark: gunicorn {importlib.metadata.version('gunicorn')}, {WORKERS} workers "
+        f"forklog HTTP benchmark: gunicorn {importlib.metadata.version('gunicorn')} and uvicorn "
+        f"{importlib.metadata.version('uvicorn')}, {WORKERS} workers "
         f"(gthread: {GTHREAD_THREADS} threads each), {RECORDS_PER_REQUEST} records a request; "
         f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s; "
         f"median of {args.rounds} interleaved rounds; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
