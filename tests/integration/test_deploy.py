@@ -277,3 +277,56 @@ def test_shipped_rsyslog_config_validates_and_names_a_missing_setting(tmp_path: 
     del env["RSYSLOG_FORKLOG_FILE"]
     bad = subprocess.run([rsyslogd, "-N1", "-f", conf], check=False, capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and '"file" or "dynafile" parameter must be given' in bad.stderr
+
+
+RUN_UNIT = DEPLOY / "systemd" / "forklog-run.service"
+
+
+def test_run_unit_command_notifies_from_below_forklog_run_reloads_and_stops(
+    tmp_path: Path, notify_socket: socket.socket
+) -> None:
+    """Issue 24: gunicorn below forklog run, as the unit starts it: READY=1 comes from gunicorn's master, a
+    child of the main pid (so the unit says NotifyAccess=all); HUP to forklog run reaches gunicorn; TERM
+    to forklog run alone stops everything, exit 0."""
+    service = service_section(RUN_UNIT)
+    assert service["NotifyAccess"] == ["all"] and service["KillMode"] == ["mixed"]
+    where = {
+        "/srv/forklog-demo/.venv/bin": str(Path(sys.executable).parent),
+        "/srv/forklog-demo/logs": str(tmp_path),
+        "/srv/forklog-demo": str(REPO),
+    }
+
+    def local(text: str) -> str:
+        return re.sub("|".join(map(re.escape, where)), lambda m: where[m.group(0)], text)
+
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], "GUNICORN_CMD_ARGS": " ".join(CONTROL_SOCKET_OFF)}
+    for assignment in service["Environment"]:
+        key, _, value = local(assignment).partition("=")
+        env[key] = value
+    env.update(BIND=f"127.0.0.1:{port}", NOTIFY_SOCKET=notify_socket.getsockname())
+    proc: Optional[subprocess.Popen[bytes]] = None
+    try:
+        with open(tmp_path / "stderr", "wb") as err:
+            proc = subprocess.Popen(
+                shlex.split(local(service["ExecStart"][0])),
+                cwd=local(service["WorkingDirectory"][0]),
+                env=env,
+                stderr=err,
+                start_new_session=True,
+            )
+        state, sender = receive_notification(notify_socket, 30)
+        assert state.startswith("READY=1") and sender != proc.pid, "READY=1 from below forklog run"
+        wait_for(lambda: get(port, "/health") == 200, 30, "the demo to answer")
+        reload = local(service["ExecReload"][0]).replace("$MAINPID", str(proc.pid))
+        subprocess.run(shlex.split(reload), check=True, timeout=10)
+        # gunicorn's own lines go where plain gunicorn sends them (stderr), written by the hub above.
+        said = tmp_path / "stderr"
+        wait_for(lambda: "Handling signal: hup" in said.read_text(), 30, "the HUP on stderr")
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(int(service["TimeoutStopSec"][0])) == 0, (tmp_path / "stderr").read_text()
+        assert "Shutting down: Master" in said.read_text()
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
