@@ -46,7 +46,7 @@ from forklog._gunicorn_sinks import gunicorn_sinks
 from forklog._master.buffered import BufferedSink, needs_isolation
 from forklog._master.line_writer import line_formatter
 from forklog._renderers import same_lines
-from forklog._worker.attach import ENV
+from forklog._worker.attach import ENV, hub_answers
 from forklog._worker.handler import ForkHandler
 from forklog.settings import Settings, SettingsError
 
@@ -283,11 +283,25 @@ def check(config: str, app: Optional[str] = None, out: TextIO = sys.stdout, flag
 
     # (problem, its fix)
     problems: List[Tuple[str, str]] = []
-    if os.environ.get(ENV) and any_ours:  # below forklog run: its hub, none of gunicorn's own
-        say(
-            f"below forklog run (FORKLOG_HUB={os.environ[ENV]}): gunicorn builds no hub; the hub above "
-            "writes every line, gunicorn's own where plain gunicorn sends them (stderr, errorlog, accesslog)"
-        )
+    if os.environ.get(ENV):  # below forklog run
+        address = os.environ[ENV]
+        if hub_answers(address):
+            say(
+                f"below forklog run: the hub at {address} answers; every Python process started here attaches"
+            )
+        else:
+            problems.append(
+                (
+                    f"FORKLOG_HUB={address} names no hub that answers this user: processes started here log "
+                    "as without forklog",
+                    "run the command below forklog run, as the hub's user (or one of FORKLOG_HUB_GROUP)",
+                )
+            )
+        if any_ours:
+            say(
+                "gunicorn builds no hub of its own; the hub above writes every line, gunicorn's own where "
+                "plain gunicorn sends them (stderr, errorlog, accesslog)"
+            )
     if not any_ours:
         problems.append(
             (

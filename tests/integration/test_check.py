@@ -355,10 +355,31 @@ def test_check_says_where_the_apps_records_go(tmp_path: Path, shape: str, says: 
     assert says in result.stdout, result.stdout
 
 
-def test_check_says_a_gunicorn_config_below_forklog_run_uses_its_hub() -> None:
-    """Issue 24: gunicorn with forklog's hooks below forklog run builds no hub of its own: check says so."""
-    result = run_check("gunicorn_conf.py", cwd=REPO, env=clean_env(FORKLOG_HUB="/tmp/forklog-hub-x/hub.sock"))
-    assert result.returncode == 0, result.stdout
-    assert (
-        "below forklog run (FORKLOG_HUB=/tmp/forklog-hub-x/hub.sock): gunicorn builds no hub" in result.stdout
+def test_check_says_a_gunicorn_config_below_forklog_run_uses_its_hub(tmp_path: Path) -> None:
+    """Issue 24: below forklog run, check says whether the hub answers, and that gunicorn builds no hub."""
+    inside = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "forklog",
+            "run",
+            "--",
+            sys.executable,
+            "-m",
+            "forklog",
+            "check",
+            "gunicorn_conf.py",
+        ],
+        cwd=REPO,
+        env=clean_env(FORKLOG_FILE=str(tmp_path / "hub.log"), FORKLOG_CONSOLE="off"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
+    assert inside.returncode == 0, inside.stdout + inside.stderr
+    assert re.search(r"^below forklog run: the hub at \S+ answers; every Python process", inside.stdout, re.M)
+    assert "gunicorn builds no hub of its own" in inside.stdout
+    gone = run_check("gunicorn_conf.py", cwd=REPO, env=clean_env(FORKLOG_HUB=str(tmp_path / "nothing.sock")))
+    assert gone.returncode == 1
+    assert f"FAIL: FORKLOG_HUB={tmp_path / 'nothing.sock'} names no hub that answers this user" in gone.stdout

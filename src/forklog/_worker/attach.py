@@ -24,7 +24,7 @@ from forklog._worker import adoption
 from forklog._worker.channel import Channel
 from forklog._worker.handler import ForkHandler, init_worker
 
-__all__ = ["ENV", "Handler", "attach"]
+__all__ = ["ENV", "Handler", "attach", "hub_answers"]
 
 #: The variable that names the hub's address (forklog run sets it for the processes below it).
 ENV = "FORKLOG_HUB"
@@ -56,6 +56,15 @@ def attach(address: Optional[str] = None, timeout: float = TIMEOUT) -> Optional[
         return None
     channel = Channel._attach(fds[0], scoreboard, **options)
     return init_worker(channel)
+
+
+def hub_answers(address: str, timeout: float = TIMEOUT) -> bool:
+    """Whether the hub at ``address`` gives this process a channel (what it gives is closed at once)."""
+    given = _connect(address, timeout)
+    if given is None:
+        return False
+    framing.close_fds(*given[1])
+    return True
 
 
 def _connect(address: str, timeout: float) -> Optional[Tuple[bytes, List[int]]]:
