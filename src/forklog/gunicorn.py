@@ -62,7 +62,7 @@ from forklog._master.hub import Hub, Sink
 from forklog._master.targets import Credentials
 from forklog._stderr import Reporter
 from forklog._worker import adoption, fallback
-from forklog._worker.attach import ENV
+from forklog._worker.attach import ENV, request_reopen
 from forklog._worker.capture import LineLogger
 from forklog._worker.channel import Channel
 from forklog._worker.handler import ForkHandler
@@ -311,7 +311,8 @@ class Logger(glogging.Logger):  # type: ignore[misc]
     def reopen_files(self) -> None:
         # USR1. The master reopens the hub's files; a worker holds none of them.
         if _outer() is not None:
-            return  # the hub above holds the files: forklog run reopens them on its own USR1
+            request_reopen()  # the hub above holds the files: it reopens them (logrotate's USR1)
+            return
         super().reopen_files()
         hub_ = _master.hub
         if hub_ is not None and hub_.owner_pid == os.getpid():

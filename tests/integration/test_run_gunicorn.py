@@ -5,7 +5,8 @@ hooks build no hub of their own: gunicorn's own handlers (its stderr, its
 ``errorlog`` file) stay as plain gunicorn makes them, adopted, and every
 file is written by forklog run alone. A USR2 upgrade forks a new master from
 the old one; after QUIT of the old one, forklog run (a child subreaper)
-stays until the new one exits. Every request's record once.
+stays until the new one exits. USR1 to gunicorn's master (logrotate's way)
+has the hub above reopen the files. Every request's record once.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ def test_gunicorn_below_forklog_run_uses_its_hub_through_a_usr2_upgrade(tmp_path
             sent += 1
         below = descendants(proc.pid)
         assert holders(below, logs) == set(), "a process below forklog run holds a log file"
+        # logrotate's way: move the file, USR1 to gunicorn's master; it asks the hub above to reopen.
+        errorlog.rename(logs / "gunicorn.err.1")
+        os.kill(old, signal.SIGUSR1)
+        wait_for(errorlog.exists, 30, "the errorlog reopened by the hub")
         os.kill(old, signal.SIGUSR2)  # a new master, forked from the old one
         wait_for(lambda: len([p for p in descendants(proc.pid) if p not in below]) >= 3, 60, "the new master")
         os.kill(old, signal.SIGQUIT)
@@ -81,5 +86,8 @@ def test_gunicorn_below_forklog_run_uses_its_hub_through_a_usr2_upgrade(tmp_path
     hub_lines = (logs / "hub.log").read_text().splitlines()
     hellos = Counter(m[1] for m in map(HELLO.search, hub_lines) if m)
     assert sum(hellos.values()) == sent, "each request's record once"
-    assert "Booting worker with pid" in errorlog.read_text(), "gunicorn's errorlog, written through the hub"
+    rotated = (logs / "gunicorn.err.1").read_text()
+    assert "Booting worker with pid" in rotated, "gunicorn's errorlog, written through the hub"
+    assert "Handling signal: usr2" not in rotated, "a line after the USR1 went to the moved file"
+    assert "Handling signal: usr2" in errorlog.read_text(), "the lines after USR1 go to the new file"
     assert "two hubs" not in (tmp_path / "stderr").read_text()

@@ -31,28 +31,38 @@ import socket
 import struct
 import tempfile
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 from forklog import _hub_thread
 from forklog._stderr import Reporter
 from forklog._worker.channel import Channel
 from forklog._worker.inheritance import policy
 
-__all__ = ["ENV", "REFUSED", "AttachServer"]
+__all__ = ["ATTACH", "ENV", "REFUSED", "REOPEN", "AttachServer"]
 
 #: The variable that names the hub's address for the processes below it.
 ENV = "FORKLOG_HUB"
 _CREDS = struct.Struct("iII")  # struct ucred: pid, uid, gid
 #: What a refused peer reads before the connection closes.
 REFUSED = b"forklog: refused"
+#: The two requests a peer sends first: be given a channel, or have the hub reopen its files.
+ATTACH, REOPEN = b"attach", b"reopen"
 
 
 class AttachServer:
     """A listening socket in a private directory; each connection is given the hub's channel."""
 
-    def __init__(self, channel: Channel, reporter: Reporter, group: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        reporter: Reporter,
+        group: Optional[int] = None,
+        reopen: Optional[Callable[[], None]] = None,
+    ) -> None:
         self._channel = channel
         self._reporter = reporter
+        #: Reopens the hub's files: asked by a process of the hub's user (gunicorn's master on USR1).
+        self._reopen = reopen
         #: Members of this group may attach too, as writers of another user (see forklog._master.targets).
         self.group = group
         self.directory = tempfile.mkdtemp(prefix="forklog-hub-")  # 0700, this user's
@@ -99,6 +109,11 @@ class AttachServer:
                     f"pid {pid} of uid {uid} asked to attach to the hub of uid {os.geteuid()}: refused",
                 )
                 conn.sendall(REFUSED)
+                return
+            if conn.recv(len(REOPEN)) == REOPEN:  # every request names itself first
+                if uid in (os.geteuid(), 0) and self._reopen is not None:
+                    self._reopen()
+                    conn.sendall(b"ok")
                 return
             channel = self._channel
             board = channel.scoreboard

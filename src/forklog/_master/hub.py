@@ -364,7 +364,7 @@ class Hub:
     def listen(self, group: Optional[int] = None) -> str:
         """The address processes it never forked attach at (``FORKLOG_HUB``; see attach_server)."""
         if self._attach_server is None:
-            self._attach_server = AttachServer(self.queue, self._reporter, group)
+            self._attach_server = AttachServer(self.queue, self._reporter, group, self.reopen)
         return self._attach_server.address
 
     def reopen(self) -> None:

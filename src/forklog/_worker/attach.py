@@ -24,7 +24,7 @@ from forklog._worker import adoption
 from forklog._worker.channel import Channel
 from forklog._worker.handler import ForkHandler, init_worker
 
-__all__ = ["ENV", "Handler", "attach", "hub_answers"]
+__all__ = ["ENV", "Handler", "attach", "hub_answers", "request_reopen"]
 
 #: The variable that names the hub's address (forklog run sets it for the processes below it).
 ENV = "FORKLOG_HUB"
@@ -58,6 +58,23 @@ def attach(address: Optional[str] = None, timeout: float = TIMEOUT) -> Optional[
     return init_worker(channel)
 
 
+def request_reopen(address: Optional[str] = None, timeout: float = TIMEOUT) -> bool:
+    """Ask the hub at ``address`` (``FORKLOG_HUB``) to reopen its files (USR1 below forklog run)."""
+    address = address if address is not None else os.environ.get(ENV)
+    if not address:
+        return False
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(address)
+        sock.sendall(b"reopen")  # forklog._master.attach_server.REOPEN
+        return sock.recv(2) == b"ok"
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
 def hub_answers(address: str, timeout: float = TIMEOUT) -> bool:
     """Whether the hub at ``address`` gives this process a channel (what it gives is closed at once)."""
     given = _connect(address, timeout)
@@ -74,6 +91,7 @@ def _connect(address: str, timeout: float) -> Optional[Tuple[bytes, List[int]]]:
     fds: List[int] = []
     try:
         sock.connect(address)
+        sock.sendall(b"attach")  # the request (forklog._master.attach_server.ATTACH)
         data, fds, _flags, _address = socket.recv_fds(sock, 1 << 16, 2)
         chunks = [data]
         while data:  # the hub closes the connection once it has sent the whole policy
