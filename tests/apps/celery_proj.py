@@ -60,6 +60,10 @@ log = get_task_logger(__name__)
 def work(number: int, records: int) -> int:
     for i in range(records):
         log.info("task %d record %d pid %d", number, i, os.getpid())
+    try:
+        raise ValueError(f"task {number} failed")
+    except ValueError:
+        log.exception("task %d traceback", number)
     return number
 
 

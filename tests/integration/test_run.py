@@ -67,6 +67,12 @@ def test_a_pool_without_an_initializer_logs_through_the_hub(tmp_path: Path, meth
     assert dict(by_job) == {n: list(range(100)) for n in range(8)}, "a record lost, doubled or reordered"
     assert 1 <= len(pids) <= 3 and proc.pid not in pids
     assert "forklog:" not in (tmp_path / "stderr").read_text()
+    # Each job's traceback whole: its head, then the frame, then the exception, on the lines that follow.
+    text = (tmp_path / "hub.log").read_text()
+    for n in range(8):
+        (after,) = re.findall(rf" - job {n} traceback\n((?:(?!\d{{4}}-\d\d-\d\d ).*\n)+)", text)
+        assert after.startswith("Traceback (most recent call last):\n"), after
+        assert after.rstrip().endswith(f"ValueError: job {n} failed"), after
 
 
 def test_forklog_run_exits_with_the_commands_status(tmp_path: Path) -> None:

@@ -134,6 +134,12 @@ def test_celery_prefork_children_write_through_one_hub(tmp_path: Path, broker: s
     assert 1 <= len(pids) <= 4 and proc.pid not in pids, "the records were not made by the pool's children"
     if how == "forklog run":
         assert all(f.stat().st_size <= 65536 for f in files if not f.name.endswith(".lock"))
+    # Each task's traceback whole, in the lines after its record (a rotation never splits a record).
+    text = "".join(f.read_text() for f in files if not f.name.endswith(".lock"))
+    for n in range(TASKS):
+        (after,) = re.findall(rf"task {n} traceback\n((?:(?!\d+ [A-Z]+ |\S+ \S+ \[).*\n)+)", text)
+        assert after.startswith("Traceback (most recent call last):\n"), after
+        assert after.rstrip().endswith(f"ValueError: task {n} failed"), after
 
 
 SLOW_LINE = re.compile(r"^(\d+) INFO celery_proj slow record (\d+) pid (\d+)$")
