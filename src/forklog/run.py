@@ -22,10 +22,11 @@ import signal
 import subprocess
 import sys
 from types import FrameType
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from forklog._master.attach_server import ENV
 from forklog._master.hub import Hub
+from forklog._worker.attach import UID_ENV
 from forklog._worker.handler import init_worker
 from forklog.settings import Settings, SettingsError
 
@@ -63,6 +64,7 @@ def main(argv: Sequence[str]) -> int:
     _become_subreaper()
     env = dict(os.environ)
     env[ENV] = address
+    env[UID_ENV] = str(os.geteuid())  # who may answer at the address (forklog._worker.attach)
     env["PYTHONPATH"] = os.pathsep.join([HOOK, *filter(None, [env.get("PYTHONPATH")])])
     try:
         child = subprocess.Popen(command, env=env, process_group=0)
@@ -89,6 +91,7 @@ def start_hub(settings: Optional[Settings] = None) -> Hub:
     settings = Settings.from_env() if settings is None else settings
     hub = Hub(settings.handlers(), **settings.hub_options()).start()
     os.environ[ENV] = hub.listen(settings.hub_group)
+    os.environ[UID_ENV] = str(os.geteuid())
     os.environ["PYTHONPATH"] = os.pathsep.join([HOOK, *filter(None, [os.environ.get("PYTHONPATH")])])
     init_worker(hub.queue)
     return hub
@@ -101,13 +104,12 @@ def _wait(child: subprocess.Popen[bytes], hub: Hub) -> int:
     def forward(signum: int, _frame: Optional[FrameType]) -> None:
         if signum == signal.SIGUSR1:
             hub.reopen()
-        try:
-            if status is None:
-                os.kill(child.pid, signum)
-            else:  # the command is gone; what it started (a USR2 upgrade's new master) is not
-                os.killpg(child.pid, signum)
-        except ProcessLookupError:
-            pass
+        # To this process's children: the command, and once it is gone what it left re-parented
+        # here (a USR2 upgrade's new master); never to the whole group: gunicorn's workers die of
+        # a HUP or USR2 their master would have handled.
+        for pid in _children() or ([child.pid] if status is None else []):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
     for signum in FORWARDED:
         signal.signal(signum, forward)
@@ -123,6 +125,16 @@ def _wait(child: subprocess.Popen[bytes], hub: Hub) -> int:
     for signum in FORWARDED:
         signal.signal(signum, signal.SIG_DFL)
     return 0 if status is None else status
+
+
+def _children() -> List[int]:
+    """This process's children now (re-parented orphans among them)."""
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children") as found:
+            return [int(pid) for pid in found.read().split()]
+    except OSError:
+        return []
 
 
 def _become_subreaper() -> None:

@@ -407,8 +407,9 @@ class Settings:
 
 #: ``FORKLOG_*`` variables read elsewhere, not settings: ``FORKLOG_PORTABLE``
 #: (forklog._worker.channel, forklog._wire.scoreboard: the portable choices, for testing) and
-#: ``FORKLOG_HUB`` (the hub's address, which forklog run gives the processes below it).
-_NOT_SETTINGS = frozenset({"FORKLOG_PORTABLE", "FORKLOG_HUB"})
+#: ``FORKLOG_HUB`` and ``FORKLOG_HUB_UID`` (the hub's address and user, which forklog run gives the
+#: processes below it).
+_NOT_SETTINGS = frozenset({"FORKLOG_PORTABLE", "FORKLOG_HUB", "FORKLOG_HUB_UID"})
 
 #: ``rotate_when`` as ``RotatingFileSink(when=...)`` spells it.
 _WHEN = {"midnight": "midnight", "h": "H", "d": "D", "m": "M", "s": "S"}

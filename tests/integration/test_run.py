@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -193,3 +195,110 @@ def test_a_member_of_the_hubs_group_attaches_as_another_user(tmp_path: Path) -> 
     assert (
         f"target {evil} asked for by pid" in stderr and "of another user than the master, refused" in stderr
     )
+
+
+def test_a_worker_that_drops_to_another_user_after_registering_opens_no_file(tmp_path: Path) -> None:
+    """Root forklog run; a child forked as root (registered as root) turns nobody, as gunicorn's and
+    Celery's workers do, then names a file while it lives: the hub judges its user now, and refuses."""
+    assert os.geteuid() == 0, "runs a process as nobody: run the tests as root"
+    evil = tmp_path / "evil.log"
+    code = (
+        "import logging, os\n"
+        "from forklog._worker import adoption\n"
+        "from forklog._wire.adopted_lines import TargetSpec\n"
+        "import signal, time\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        f"    os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})\n"
+        "    record = logging.makeLogRecord({'msg': 'forged', 'levelno': 30, 'levelname': 'WARNING'})\n"
+        f"    adoption.attached().send_text(TargetSpec('file', {str(evil)!r}).to_bytes(), record, 'forged')\n"
+        "    logging.getLogger('probe').warning('nobody now')\n"
+        "    signal.pause()  # a worker lives on: the hub reads it as it is now\n"
+        "deadline = time.monotonic() + 30\n"
+        f"log = {str(tmp_path / 'hub.log')!r}\n"
+        "while 'nobody now' not in open(log).read() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.02)  # the hub has handled what the child sent: its record after the forgery\n"
+        "os.kill(pid, signal.SIGKILL)\n"
+        "os.waitpid(pid, 0)\n"
+    )
+    os.chmod(tmp_path, 0o777)
+    proc = run(tmp_path, sys.executable, "-c", code)
+    assert proc.wait(60) == 0, (tmp_path / "stderr").read_text()
+    assert "nobody now" in (tmp_path / "hub.log").read_text()
+    assert not evil.exists(), "the root hub opened a file a process of another user named"
+    assert "of another user than the master, refused" in (tmp_path / "stderr").read_text()
+
+
+def test_signals_after_the_command_exits_go_to_what_it_left_not_to_its_group(tmp_path: Path) -> None:
+    """The command starts a process (a USR2 upgrade's new master) and exits; that process, re-parented to
+    forklog run, gets the HUP; its own child (a worker, HUP at its default) is not signalled."""
+    code = (
+        "import os, signal, sys, time\n"
+        "if os.fork():\n"
+        "    sys.exit(0)  # the command: gone at once\n"
+        "worker = os.fork()\n"
+        "if worker == 0:\n"
+        "    while True:\n"
+        "        time.sleep(0.05)  # HUP at its default: it would die of one\n"
+        "def hup(signum, frame):\n"
+        "    open('hup', 'w').write(str(worker))\n"
+        "def term(signum, frame):\n"
+        "    os.kill(worker, signal.SIGKILL); os.waitpid(worker, 0); os._exit(0)\n"
+        "signal.signal(signal.SIGHUP, hup)\n"
+        "signal.signal(signal.SIGTERM, term)\n"
+        "open('ready', 'w').write(f'{os.getpid()} {worker}')\n"
+        "while True:\n"
+        "    time.sleep(0.05)\n"
+    )
+    proc = run(tmp_path, sys.executable, "-c", code)
+    try:
+        wait_for(lambda: bool((tmp_path / "ready").exists() and (tmp_path / "ready").read_text()), 30, "it")
+        adopted, worker = map(int, (tmp_path / "ready").read_text().split())
+
+        def parent_of(pid: int) -> int:
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+        wait_for(lambda: parent_of(adopted) == proc.pid, 30, "the process re-parented to forklog run")
+        proc.send_signal(signal.SIGHUP)
+        wait_for((tmp_path / "hup").exists, 30, "the HUP at the re-parented process")
+        os.kill(worker, 0)  # still alive: the HUP went to the process forklog run adopted, not its group
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_socket_another_user_made_at_the_address_is_not_trusted(tmp_path: Path) -> None:
+    """FORKLOG_HUB names a path another user could make a socket at (a stale address): what answers there
+    must be a hub of this user, root, or FORKLOG_HUB_UID's; else nothing is taken from it."""
+    assert os.geteuid() == 0, "runs a process as nobody: run the tests as root"
+    shared = Path(tempfile.mkdtemp(prefix="forklog-squat-"))  # under /tmp: nobody reaches it
+    shared.chmod(0o777)
+    address = shared / "squat.sock"
+    code = (
+        "import os, socket\n"
+        f"os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})\n"
+        "sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        f"sock.bind({str(address)!r}); os.chmod({str(address)!r}, 0o777); sock.listen(1)\n"
+        "open(" + repr(str(shared / "listening")) + ", 'w').close()\n"
+        "conn, _ = sock.accept()\n"
+        "socket.send_fds(conn, [b'not a policy'], [0, 1])\n"
+        "conn.close()\n"
+    )
+    squatter = subprocess.Popen([sys.executable, "-E", "-c", code], start_new_session=True)
+    try:
+        wait_for((shared / "listening").exists, 30, "the squatter's socket")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FORKLOG_HUB")}
+        probe = (
+            "from forklog._worker.attach import _connect\n"
+            f"print('taken' if _connect({str(address)!r}, 1.0) else 'refused')\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", probe], check=False, env=env, capture_output=True, text=True, timeout=30
+        )
+        assert done.stdout.strip() == "refused", done.stdout + done.stderr
+    finally:
+        squatter.kill()
+        squatter.wait(10)
+        shutil.rmtree(shared, ignore_errors=True)

@@ -176,7 +176,7 @@ class Hub:
             for name, handler in self._sinks:
                 self._adopt(name, handler)
             self._receiver = Receiver(self.queue, self._backlog, self._counters, self._reporter)
-            self.targets.foreign = self._receiver.sources.foreign
+            self.targets.registered = self._receiver.sources.registered
             self._listener = Listener(
                 self._backlog,
                 self._sinks,

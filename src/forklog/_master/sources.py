@@ -23,7 +23,7 @@ import select
 import socket
 import struct
 import threading
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from forklog._wire import framing, registration
 from forklog._wire.scoreboard import Scoreboard
@@ -85,9 +85,9 @@ class Sources:
         self._per_pid: Dict[int, int] = {}
         #: Registrations refused by a bound (their descriptors closed).
         self.refused = 0
-        #: The pids of writers of another user than this process's (and not root), while their pipes
-        #: last: the master opens no file they name (forklog._master.targets). Shared with the targets.
-        self.foreign: Set[int] = set()
+        #: The uid each writer registered with, by pid, while its pipes last (shared with the targets:
+        #: the master opens no file a writer of another user names, forklog._master.targets).
+        self.registered: Dict[int, int] = {}
         self.most = most_sources()
         #: Held while descriptors are taken in: a fork copies no half-known descriptor.
         self.lock = threading.Lock()
@@ -113,8 +113,7 @@ class Sources:
                     continue
                 self.by_fd[writer.pipe] = Source(writer.pipe, writer.pid, writer.boot, writer.board)
                 self._per_pid[writer.pid] = self._per_pid.get(writer.pid, 0) + 1
-                if writer.uid not in (os.geteuid(), 0):
-                    self.foreign.add(writer.pid)
+                self.registered[writer.pid] = writer.uid
                 self.poller.register(writer.pipe, select.POLLIN)
         self.refused += refused
         return refused
@@ -131,7 +130,7 @@ class Sources:
                 self._per_pid[source.pid] = left
             else:
                 self._per_pid.pop(source.pid, None)
-                self.foreign.discard(source.pid)
+                self.registered.pop(source.pid, None)
             framing.close_fds(source.fd, source.board)
         return payload
 

@@ -178,9 +178,8 @@ class Targets:
         #: The user the writers run as, when it is not the master's: no file
         #: target they ask for is opened (see the module's threat model).
         self.writer: Optional[Credentials] = None
-        #: Writers of another user (attached to forklog run's hub through its group), by pid: the
-        #: master opens no file they name (Sources keeps the set).
-        self.foreign: Set[int] = set()
+        #: The uid each writer registered with, by pid (Sources keeps it): see _foreign_now.
+        self.registered: Dict[int, int] = {}
 
     def trust(self, spec: bytes, custom: Optional[customized.Custom] = None) -> None:
         """A target the owner's own configuration names: opened without the checks.
@@ -202,6 +201,27 @@ class Targets:
                 where = os.path.dirname(target.path)
                 if where not in self._directories:
                     self._directories[where] = LogDirectory(where, self.file_mode)
+
+    def _foreign_now(self, pid: int) -> bool:
+        """Whether ``pid`` runs as another user than the master (and not root), now.
+
+        The uid a writer registered with can be stale: a worker forked as
+        root registers at once, then drops to its user (gunicorn's and
+        Celery's ``--user``/``--uid``). So its effective uid is read now, from
+        ``/proc``; a writer already gone is judged by its registration.
+        """
+        mine = os.geteuid()
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("Uid:"):
+                        return int(line.split()[2]) not in (mine, 0)
+        except (OSError, ValueError, IndexError):
+            pass
+        # Gone already (or no /proc): judged by the uid it registered with. A writer that registered
+        # as root, dropped to another user, named a file and exited before the master read it is
+        # judged as root: the one case this leaves open (docs/security.md).
+        return self.registered.get(pid, mine) not in (mine, 0)
 
     def _say_twice(self, spec: TargetSpec, sink: Optional[logging.Handler]) -> None:
         """A second configuration of an open file: the rule, and said once per file."""
@@ -283,7 +303,7 @@ class Targets:
         stream = spec.kind == "stream"
         if not stream and len(self._by_label) - self._streams >= MAX_TARGETS:
             return self._refuse(data, label, f"target {label} refused: already {MAX_TARGETS} targets open")
-        if pid in self.foreign and data not in self._trusted and not stream:
+        if data not in self._trusted and not stream and self._foreign_now(pid):
             self._reporter.report(
                 f"foreign:{pid}",
                 f"target {label} asked for by pid {pid}, of another user than the master, refused: the "

@@ -30,7 +30,9 @@ def _attach_then_chain() -> None:
     mine = sys.modules.pop("sitecustomize", None)
     try:
         import sitecustomize  # type: ignore[import-not-found]  # noqa: F401, PLC0415 - the next one, if any
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name != "sitecustomize":
+            raise  # an error inside the next one: Python says it, as without forklog
         if mine is not None:
             sys.modules["sitecustomize"] = mine  # the import system expects the module it is loading
 

@@ -15,7 +15,9 @@ import logging
 import os
 import pickle
 import socket
+import struct
 import sys
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from forklog._wire import framing
@@ -24,10 +26,14 @@ from forklog._worker import adoption
 from forklog._worker.channel import Channel
 from forklog._worker.handler import ForkHandler, init_worker
 
-__all__ = ["ENV", "Handler", "attach", "hub_answers", "request_reopen"]
+__all__ = ["ENV", "UID_ENV", "Handler", "attach", "hub_answers", "request_reopen"]
 
 #: The variable that names the hub's address (forklog run sets it for the processes below it).
 ENV = "FORKLOG_HUB"
+#: The hub's uid, which forklog run sets beside the address: only a hub of this process's own
+#: user, root, or this uid may answer there (another user may have made a socket at that path).
+UID_ENV = "FORKLOG_HUB_UID"
+_CREDS = struct.Struct("iII")  # struct ucred: pid, uid, gid
 #: The longest a process's start waits for the hub (Celery gives a child 4 s to start).
 TIMEOUT = 1.0
 WITHOUT = "it logs as it would without forklog"
@@ -67,6 +73,8 @@ def request_reopen(address: Optional[str] = None, timeout: float = TIMEOUT) -> b
     sock.settimeout(timeout)
     try:
         sock.connect(address)
+        if not _trusted(sock):
+            return False
         sock.sendall(b"reopen")  # forklog._master.attach_server.REOPEN
         return sock.recv(2) == b"ok"
     except OSError:
@@ -88,13 +96,20 @@ def _connect(address: str, timeout: float) -> Optional[Tuple[bytes, List[int]]]:
     """(the policy, the descriptors) the hub at ``address`` gives, or None if it is not there or refuses."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
     fds: List[int] = []
     try:
         sock.connect(address)
+        if not _trusted(sock):
+            return None
         sock.sendall(b"attach")  # the request (forklog._master.attach_server.ATTACH)
         data, fds, _flags, _address = socket.recv_fds(sock, 1 << 16, 2)
+        for fd in fds:
+            os.set_inheritable(fd, False)  # never passed on by an exec()
         chunks = [data]
         while data:  # the hub closes the connection once it has sent the whole policy
+            if time.monotonic() > deadline:
+                raise TimeoutError("the hub's answer took too long")
             data = sock.recv(1 << 16)
             chunks.append(data)
     except OSError:
@@ -105,6 +120,16 @@ def _connect(address: str, timeout: float) -> Optional[Tuple[bytes, List[int]]]:
     if not fds:
         return None
     return b"".join(chunks), fds
+
+
+def _trusted(sock: socket.socket) -> bool:
+    """Whether the process that answers is a hub this one may take a policy from (see UID_ENV)."""
+    try:
+        _pid, uid, _gid = _CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size))
+    except (OSError, struct.error):
+        return False
+    named = os.environ.get(UID_ENV, "")
+    return uid in (os.geteuid(), 0) or (named.isdigit() and uid == int(named))
 
 
 def _say(text: str) -> None:
