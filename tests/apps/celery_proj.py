@@ -40,12 +40,14 @@ def _config() -> Dict[str, Any]:
     }
 
 
-@worker_init.connect
 def start_hub(**_kwargs: Any) -> None:
-    if WITHOUT_WRAPPER:
-        from forklog.run import start_hub as start
+    from forklog.run import start_hub as start
 
-        start()
+    start()
+
+
+if WITHOUT_WRAPPER:
+    worker_init.connect(start_hub)
 
 
 @setup_logging.connect
