@@ -26,7 +26,7 @@ from typing import List, Optional, Sequence
 
 from forklog._master.attach_server import ENV
 from forklog._master.hub import Hub
-from forklog._worker.attach import UID_ENV
+from forklog._worker.attach import UID_ENV, hub_answers
 from forklog._worker.handler import init_worker
 from forklog.settings import Settings, SettingsError
 
@@ -51,16 +51,26 @@ _PR_SET_CHILD_SUBREAPER = 36
 def main(argv: Sequence[str]) -> int:
     """Run ``argv`` (after an optional ``--``) under a hub; its exit status."""
     command = list(argv[1:] if argv[:1] == ["--"] else argv)
-    if not command:
-        print("usage: forklog run [--] COMMAND [ARGS...]", file=sys.stderr)
-        return 2
+    if not command or command[0] in ("-h", "--help"):
+        print("usage: forklog run [--] COMMAND [ARGS...]  (docs/servers/index.md)", file=sys.stderr)
+        return 0 if command else 2
+    outer = os.environ.get(ENV)
+    if outer and hub_answers(outer):
+        # Already below a hub: a second one would write the same files. The command runs as it is,
+        # its processes attaching to the hub above (the environment already names it).
+        os.execvp(command[0], command)
     try:
         settings = Settings.from_env()
         hub = Hub(settings.handlers(), **settings.hub_options()).start()
     except SettingsError as exc:
         print(f"forklog: bad settings in the environment:\n{exc}", file=sys.stderr)
         return 1
-    address = hub.listen(settings.hub_group)
+    try:
+        address = hub.listen(settings.hub_group)
+    except OSError as exc:  # a group this user may not give files to
+        hub.stop()
+        print(f"forklog run: cannot open the hub's socket to FORKLOG_HUB_GROUP: {exc}", file=sys.stderr)
+        return 1
     _become_subreaper()
     env = dict(os.environ)
     env[ENV] = address

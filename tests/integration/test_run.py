@@ -302,3 +302,17 @@ def test_a_socket_another_user_made_at_the_address_is_not_trusted(tmp_path: Path
         squatter.kill()
         squatter.wait(10)
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_forklog_run_below_forklog_run_adds_no_second_hub(tmp_path: Path) -> None:
+    """Nested: the inner forklog run finds the hub above answering and runs the command as it is; the
+    inner command's records reach the outer hub's file, and no second hub writes it."""
+    # The inner run is given a file of its own: a second hub would write the record there.
+    inner = ["env", f"FORKLOG_FILE={tmp_path / 'inner.log'}", sys.executable, "-m", "forklog", "run", "--"]
+    code = "import logging, os; logging.getLogger('inner').warning('inner pid %d', os.getpid())"
+    proc = run(tmp_path, *inner, sys.executable, "-c", code)
+    assert proc.wait(60) == 0, (tmp_path / "stderr").read_text()
+    lines = [line for line in (tmp_path / "hub.log").read_text().splitlines() if " - inner pid " in line]
+    assert len(lines) == 1, lines
+    assert not (tmp_path / "inner.log").exists(), "the inner run built a hub of its own"
+    assert run(tmp_path, "--help").wait(30) == 0
