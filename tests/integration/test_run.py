@@ -26,6 +26,7 @@ import pytest
 
 from tests.docs_blocks import docs_block
 from tests.integration.gunicorn_proc import REPO
+from tests.integration.test_run_servers import kill_tree
 from tests.support import wait_for
 
 SCRIPT = REPO / "tests" / "apps" / "run_pool_script.py"
@@ -103,7 +104,7 @@ def test_a_signal_to_forklog_run_reaches_the_command(tmp_path: Path) -> None:
         assert proc.wait(30) == 7
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_tree(proc.pid)
     assert f"got signal {int(signal.SIGTERM)}" in log.read_text()
 
 
@@ -266,7 +267,7 @@ def test_signals_after_the_command_exits_go_to_what_it_left_not_to_its_group(tmp
         assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_tree(proc.pid)
 
 
 def test_a_socket_another_user_made_at_the_address_is_not_trusted(tmp_path: Path) -> None:

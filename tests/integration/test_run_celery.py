@@ -27,7 +27,7 @@ import pytest
 
 from tests.docs_blocks import docs_block
 from tests.integration.gunicorn_proc import REPO, free_port
-from tests.integration.test_run_servers import descendants, holders
+from tests.integration.test_run_servers import descendants, holders, kill_tree
 from tests.support import wait_for
 
 TASK_LINE = re.compile(r"^(\d+) INFO celery_proj task (\d+) record (\d+) pid (\d+)$")
@@ -113,7 +113,7 @@ def test_celery_prefork_children_write_through_one_hub(tmp_path: Path, broker: s
         assert proc.wait(60) in (0, -signal.SIGTERM), (tmp_path / "stderr").read_text()[-3000:]
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_tree(proc.pid)
             proc.wait(10)
     by_task: Dict[int, List[int]] = defaultdict(list)
     pids = set()
@@ -188,7 +188,7 @@ def test_a_celery_child_sigkilled_mid_task_is_accounted(tmp_path: Path, broker: 
         assert proc.wait(60) == 0, (tmp_path / "stderr").read_text()[-3000:]
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_tree(proc.pid)
             proc.wait(10)
     got = [int(m[2]) for m in slow_lines() if int(m[3]) == victim]
     assert len(got) == len(set(got)) and got == sorted(got), (

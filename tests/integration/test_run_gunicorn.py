@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from tests.integration.gunicorn_proc import REPO, free_port
-from tests.integration.test_run_servers import children, descendants, holders
+from tests.integration.test_run_servers import children, descendants, holders, kill_tree
 from tests.support import wait_for
 
 CONF = "from forklog.gunicorn import *  # noqa: F403\nworkers = 2\nerrorlog = {errorlog!r}\n"
@@ -81,7 +81,7 @@ def test_gunicorn_below_forklog_run_uses_its_hub_through_a_usr2_upgrade(tmp_path
         assert proc.wait(60) == 0, (tmp_path / "stderr").read_text()[-3000:]
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_tree(proc.pid)
             proc.wait(10)
     hub_lines = (logs / "hub.log").read_text().splitlines()
     hellos = Counter(m[1] for m in map(HELLO.search, hub_lines) if m)

@@ -13,6 +13,7 @@ process below ``forklog run`` holds the file; TERM stops everything.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -61,12 +62,27 @@ def descendants(pid: int) -> List[int]:
     todo = [pid]
     while todo:
         parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").iterdir():
-            with open(task / "children") as children:
-                for child in map(int, children.read().split()):
-                    found.append(child)
-                    todo.append(child)
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue  # it exited meanwhile
+        for task in tasks:
+            try:
+                with open(task / "children") as children:
+                    kids = [int(child) for child in children.read().split()]
+            except OSError:
+                continue
+            found += kids
+            todo += kids
     return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it: forklog run's command has a process group of its own,
+    which killing forklog run's group would miss."""
+    for below in [*descendants(pid), pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(below, signal.SIGKILL)
 
 
 def holders(pids: List[int], directory: Path) -> Set[int]:
@@ -132,7 +148,7 @@ def test_workers_write_one_rotated_file_through_the_hub(
         assert proc.wait(60) == 0, (tmp_path / "stderr").read_text()[-3000:]
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_tree(proc.pid)
             proc.wait(10)
     files = sorted(logs.glob("app.log*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
     files = [f for f in files if not f.name.endswith(".lock")]
