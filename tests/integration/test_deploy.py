@@ -24,6 +24,7 @@ from gunicorn.config import Config
 
 import forklog
 from tests.integration.gunicorn_proc import CONTROL_SOCKET_OFF, REPO, free_port, wait_for
+from tests.integration.test_run_servers import kill_tree
 
 DEPLOY = REPO / "deploy"
 DEMO_UNIT = DEPLOY / "systemd" / "forklog-demo.service"
@@ -328,5 +329,5 @@ def test_run_unit_command_notifies_from_below_forklog_run_reloads_and_stops(
         assert "Shutting down: Master" in said.read_text()
     finally:
         if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_tree(proc.pid)  # gunicorn has a process group of its own below forklog run
             proc.wait(10)
