@@ -231,10 +231,14 @@ class Gunicorn:
     """One gunicorn master and its workers, in a process group of their own."""
 
     def __init__(self, config: Path, port: int, env: Dict[str, str], output: IO[bytes]) -> None:
+        self.start([sys.executable, "-m", "gunicorn", "-c", str(config), APP], port, env, output)
+
+    def start(self, command: List[str], port: int, env: Dict[str, str], output: IO[bytes]) -> None:
+        """Run ``command`` in a session of its own, its output to ``output``."""
         self.port = port
         self.output_file = output
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(config), APP],
+            command,
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -54,8 +54,6 @@ class Uvicorn(http.Gunicorn):
     """uvicorn's supervisor and its workers (below ``forklog run`` for forklog), in a session of their own."""
 
     def __init__(self, setup: str, config: Path, port: int, env: Dict[str, str], output: IO[bytes]) -> None:
-        self.port = port
-        self.output_file = output
         self.setup = setup
         command = [
             *(
@@ -72,16 +70,7 @@ class Uvicorn(http.Gunicorn):
         ]
         if setup == "forklog":
             command = [sys.executable, "-m", "forklog", "run", "--", *command]
-        self.proc = subprocess.Popen(
-            command,
-            cwd=http.ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=output,
-            start_new_session=True,
-        )
-        self.master = psutil.Process(self.proc.pid)
+        self.start(command, port, env, output)
 
     def _supervisor(self) -> psutil.Process:
         """uvicorn's own parent process: the top one, or forklog run's child."""

@@ -405,10 +405,8 @@ class Settings:
         return sinks
 
 
-#: ``FORKLOG_*`` variables read elsewhere, not settings: ``FORKLOG_PORTABLE``
-#: (forklog._worker.channel, forklog._wire.scoreboard: the portable choices, for testing) and
-#: ``FORKLOG_HUB`` and ``FORKLOG_HUB_UID`` (the hub's address and user, which forklog run gives the
-#: processes below it).
+#: ``FORKLOG_*`` variables that are no settings: the portable choices (for testing), and the hub's
+#: address and user, which forklog run gives the processes below it.
 _NOT_SETTINGS = frozenset({"FORKLOG_PORTABLE", "FORKLOG_HUB", "FORKLOG_HUB_UID"})
 
 #: ``rotate_when`` as ``RotatingFileSink(when=...)`` spells it.
@@ -428,18 +426,14 @@ def _unknown(
     return problems
 
 
-# -- the README's table -----------------------------------------------------------------------
+# -- the settings table (docs/configuration.md) ---------------------------------------------
 
-TABLE_START = "<!-- settings-table:start -->"
-TABLE_END = "<!-- settings-table:end -->"
+TABLE_START, TABLE_END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 
 
 def markdown_table(cls: type = Settings) -> str:
-    """The README's settings table, made from the fields' metadata alone."""
-    rows = [
-        "| key | variable | default | accepts | meaning |",
-        "|---|---|---|---|---|",
-    ]
+    """The settings table of docs/configuration.md, made from the fields' metadata alone."""
+    rows = ["| key | variable | default | accepts | meaning |", "|---|---|---|---|---|"]
     for field in dataclasses.fields(cls):
         kind: _Kind = field.metadata["kind"]
         accepts = kind.expected.replace("expected ", "", 1).replace("|", "\\|")

@@ -21,13 +21,13 @@ import subprocess
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
 from tests.docs_blocks import docs_block
 from tests.integration.gunicorn_proc import REPO, free_port
-from tests.integration.test_run_servers import descendants, holders, kill_tree
+from tests.integration.test_run_servers import descendants, holders, kill_tree, rotated
 from tests.support import wait_for
 
 TASK_LINE = re.compile(r"^(\d+) INFO celery_proj task (\d+) record (\d+) pid (\d+)$")
@@ -74,8 +74,8 @@ def broker(tmp_path: Path) -> Iterator[str]:
         proc.wait(10)
 
 
-@pytest.mark.parametrize("how", ["forklog run", "worker_init"])
-def test_celery_prefork_children_write_through_one_hub(tmp_path: Path, broker: str, how: str) -> None:
+def celery_project(tmp_path: Path, broker: str) -> Tuple[Path, Dict[str, str]]:
+    """The logs' folder, and the environment of the Celery project (forklog and celery on PATH)."""
     logs = tmp_path / "logs"
     logs.mkdir()
     env = dict(
@@ -86,7 +86,13 @@ def test_celery_prefork_children_write_through_one_hub(tmp_path: Path, broker: s
         FORKLOG_CONSOLE="off",
         PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "apps"), str(REPO)]),
     )
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # forklog, celery
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return logs, env
+
+
+@pytest.mark.parametrize("how", ["forklog run", "worker_init"])
+def test_celery_prefork_children_write_through_one_hub(tmp_path: Path, broker: str, how: str) -> None:
+    logs, env = celery_project(tmp_path, broker)
     command = shlex.split(docs_block("run-celery").text)  # docs/servers/celery.md's command
     if how == "worker_init":
         project = (REPO / "tests" / "apps" / "celery_proj.py").read_text()
@@ -118,10 +124,8 @@ def test_celery_prefork_children_write_through_one_hub(tmp_path: Path, broker: s
     by_task: Dict[int, List[int]] = defaultdict(list)
     pids = set()
     pattern = TASK_LINE if how == "forklog run" else TASK_IN_HUB
-    files = sorted(logs.glob("*.log*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    files = rotated(logs, "*.log*")
     for f in files:
-        if f.name.endswith(".lock"):
-            continue
         for line in f.read_text().splitlines():
             match = pattern.search(line)
             if match:
@@ -133,9 +137,9 @@ def test_celery_prefork_children_write_through_one_hub(tmp_path: Path, broker: s
     )
     assert 1 <= len(pids) <= 4 and proc.pid not in pids, "the records were not made by the pool's children"
     if how == "forklog run":
-        assert all(f.stat().st_size <= 65536 for f in files if not f.name.endswith(".lock"))
+        assert all(f.stat().st_size <= 65536 for f in files)
     # Each task's traceback whole, in the lines after its record (a rotation never splits a record).
-    text = "".join(f.read_text() for f in files if not f.name.endswith(".lock"))
+    text = "".join(f.read_text() for f in files)
     for n in range(TASKS):
         (after,) = re.findall(rf"task {n} traceback\n((?:(?!\d+ [A-Z]+ |\S+ \S+ \[).*\n)+)", text)
         assert after.startswith("Traceback (most recent call last):\n"), after
@@ -149,17 +153,7 @@ LOST = re.compile(r"forklog: lost (\d+) records from pid (\d+) \(killed\)")
 def test_a_celery_child_sigkilled_mid_task_is_accounted(tmp_path: Path, broker: str) -> None:
     """Under forklog run, a prefork child SIGKILLed in the middle of a task: what it logged arrived, once, and
     a hole before its last record is no more than the loss the hub reports; the pool's next tasks log."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    env = dict(
-        os.environ,
-        BROKER=broker,
-        TASK_LOG=str(logs / "tasks.log"),
-        FORKLOG_FILE=str(logs / "hub.log"),
-        FORKLOG_CONSOLE="off",
-        PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "apps"), str(REPO)]),
-    )
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    logs, env = celery_project(tmp_path, broker)
     command = shlex.split(docs_block("run-celery").text)
     with open(tmp_path / "stderr", "wb") as stderr:
         proc = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=stderr, start_new_session=True)

@@ -85,6 +85,12 @@ def kill_tree(pid: int) -> None:
             os.kill(below, signal.SIGKILL)
 
 
+def rotated(logs: Path, pattern: str) -> List[Path]:
+    """The log files matching ``pattern`` (lock files left out), oldest first: ``x.log.N`` ... ``x.log``."""
+    files = [path for path in logs.glob(pattern) if not path.name.endswith(".lock")]
+    return sorted(files, key=lambda path: -int(path.suffix[1:]) if path.suffix[1:].isdigit() else 0)
+
+
 def holders(pids: List[int], directory: Path) -> Set[int]:
     """The processes among ``pids`` that hold a file under ``directory`` open."""
     held = set()
@@ -150,8 +156,7 @@ def test_workers_write_one_rotated_file_through_the_hub(
         if proc.poll() is None:
             kill_tree(proc.pid)
             proc.wait(10)
-    files = sorted(logs.glob("app.log*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
-    files = [f for f in files if not f.name.endswith(".lock")]
+    files = rotated(logs, "app.log*")
     assert len(files) >= 4, "the 64 KiB file did not rotate"
     assert all(f.stat().st_size <= 65536 for f in files), "a file grew past maxBytes: two rotators"
     seen: Dict[str, List[int]] = defaultdict(list)

@@ -400,8 +400,7 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
             with contextlib.suppress(OSError):
                 self._compressor.submit(key_of(self.directory.stat(path)))
 
-    #: Says a failure that loses no record (the hub sets it: forklog._master.targets.take_over).
-    say_failure: Optional[Callable[[str], None]] = None
+    say_failure: Optional[Callable[[str], None]] = None  # a failure losing no record (targets.take_over)
 
     def _compress_failed(self) -> None:
         """In the compressor thread, within the ``except``: the file is left uncompressed."""
